@@ -1,0 +1,589 @@
+"""The broker: routes requests from frontends to workers by credit, and answers back.
+
+One thread owns both ROUTER sockets. Each turn of the loop drains what
+arrived, hands queued work to workers with free slots, and on every tick
+sends heartbeats, purges silent peers and expires requests past their
+deadline (the zguide's Majordomo broker, with credit instead of one job per
+worker and without ever trusting a peer's frames).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import secrets
+import socket
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import zmq
+
+from zeroserve.broker.config import BrokerConfig
+from zeroserve.broker.registry import (
+    FrontendRecord,
+    Registry,
+    RequestKey,
+    ServiceRecord,
+    WorkerRecord,
+    parse_ready,
+)
+from zeroserve.broker.requests import BrokerRequest
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError, VersionMismatch
+from zeroserve.common.version import __version__
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 512
+TICK_S = 0.05
+SOCKET_HWM = 100_000
+
+
+class Broker:
+    """Owns the broker's sockets and state; call ``bind`` then ``run``."""
+
+    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+        self.config = config
+        self.context = context or zmq.Context.instance()
+        self.broker_id = secrets.token_hex(4)
+        self.registry = Registry(config.max_queue)
+        self.requests: dict[RequestKey, BrokerRequest] = {}
+        self.counters: Counter[str] = Counter()
+        self.started_at = time.monotonic()
+        self._deadlines: list[tuple[float, int, RequestKey]] = []
+        self._seq = itertools.count()
+        self._next_heartbeat = 0.0
+        self._routes_dirty = False
+        self._bad_logged: dict[str, float] = {}
+        self.frontend: zmq.Socket = self._router()
+        self.backend: zmq.Socket = self._router()
+        self.frontend_endpoint = ""
+        self.backend_endpoint = ""
+
+    def _router(self) -> zmq.Socket:
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
+        sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        return sock
+
+    def bind(self) -> None:
+        """Bind both sides; a port of 0 or * picks a free one (see the *_endpoint attributes)."""
+        self.frontend_endpoint = _bind(self.frontend, self.config.frontend_bind)
+        self.backend_endpoint = _bind(self.backend, self.config.backend_bind)
+        log.info(
+            "broker %s listening: frontends on %s, workers on %s",
+            self.broker_id,
+            self.frontend_endpoint,
+            self.backend_endpoint,
+        )
+
+    def close(self) -> None:
+        self.frontend.close(0)
+        self.backend.close(0)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        stop = stop or threading.Event()
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        next_tick = time.monotonic()
+        while not stop.is_set():
+            timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000)
+            events = dict(poller.poll(timeout_ms))
+            if self.frontend in events:
+                self._drain(self.frontend, self._on_frontend_message)
+            if self.backend in events:
+                self._drain(self.backend, self._on_worker_message)
+            now = time.monotonic()
+            if now >= next_tick:
+                self._tick(now)
+                next_tick = now + TICK_S
+            if self._routes_dirty:
+                self._broadcast_routes()
+        self._say_goodbye()
+
+    # -- receiving ---------------------------------------------------------
+
+    def _drain(self, sock: zmq.Socket, handler: Any) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            handler(frames)
+
+    def _on_frontend_message(self, frames: list[Any]) -> None:
+        client = frames[0].bytes
+        try:
+            command, args = p.parse(frames[1:], p.FROM_FRONTEND)
+            if command == p.REQUEST:
+                self._touch_frontend(client, None)
+                self._on_request(client, args)
+            elif command == p.HEARTBEAT:
+                self._touch_frontend(client, p.unpack_meta(args[0]))
+            elif command == p.CANCEL:
+                self._on_cancel(client, p.identity(args[0]))
+            elif command == p.STATUS:
+                snapshot = p.pack_meta(self.snapshot())
+                self._send(self.frontend, [client, p.SIGNATURE, p.STATUS, args[0], snapshot])
+            elif command == p.DISCONNECT:
+                self._drop_frontend(client)
+        except VersionMismatch as exc:
+            self._bad_message("frontend", exc)
+            self._send(
+                self.frontend, [client, *p.message(p.DISCONNECT, p.error_meta(400, str(exc)))]
+            )
+        except ProtocolError as exc:
+            self._bad_message("frontend", exc)
+
+    def _on_worker_message(self, frames: list[Any]) -> None:
+        sender = frames[0].bytes
+        try:
+            command, args = p.parse(frames[1:], p.FROM_WORKER)
+            if command == p.READY:
+                self._on_ready(sender, p.unpack_meta(args[0]))
+                return
+            worker = self.registry.workers.get(sender)
+            if worker is None:
+                self._on_unknown_worker(sender, command)
+                return
+            now = time.monotonic()
+            worker.last_seen = now
+            worker.expires_at = now + self._expiry_s(worker.heartbeat_interval_s)
+            if command in p.ANSWERS:
+                self._on_answer(worker, command, args)
+            elif command == p.HEARTBEAT:
+                worker.reported = p.unpack_meta(args[0])
+            elif command == p.DISCONNECT:
+                self._on_worker_disconnect(worker, p.unpack_meta(args[0]))
+        except VersionMismatch as exc:
+            self._bad_message("worker", exc)
+            self._send(
+                self.backend, [sender, *p.message(p.DISCONNECT, p.error_meta(400, str(exc)))]
+            )
+        except ProtocolError as exc:
+            self._bad_message("worker", exc)
+
+    def _bad_message(self, side: str, exc: Exception) -> None:
+        """Count every bad message; log at most one a second per side so a flood cannot."""
+        self.counters[f"bad_messages_{side}"] += 1
+        now = time.monotonic()
+        if now - self._bad_logged.get(side, 0.0) >= 1.0:
+            self._bad_logged[side] = now
+            log.warning(
+                "dropped a bad message from a %s (%d so far): %s",
+                side,
+                self.counters[f"bad_messages_{side}"],
+                exc,
+            )
+
+    # -- frontends -------------------------------------------------------
+
+    def _touch_frontend(self, identity: bytes, meta: dict[str, Any] | None) -> None:
+        now = time.monotonic()
+        record = self.registry.frontends.get(identity)
+        interval = self.config.heartbeat_interval_s
+        if meta is not None:
+            announced = meta.get("heartbeat_interval_s")
+            if isinstance(announced, (int, float)) and 0 < announced <= 3600:
+                interval = max(interval, float(announced))
+        if record is None:
+            meta = meta or {}
+            host, pid = meta.get("host", ""), meta.get("pid", 0)
+            record = FrontendRecord(
+                identity=identity,
+                host=host[:255] if isinstance(host, str) else "",
+                pid=pid if isinstance(pid, int) else 0,
+                expires_at=now,
+                last_seen=now,
+            )
+            self.registry.frontends[identity] = record
+            log.info("frontend joined: %s pid %s", record.host or "?", record.pid)
+            self._send_routes(identity)
+        record.last_seen = now
+        record.expires_at = now + self._expiry_s(interval)
+
+    def _on_request(self, client: bytes, args: list[Any]) -> None:
+        rid = p.identity(args[0])
+        meta = p.unpack_meta(args[1])
+        self.counters["requests"] += 1
+        key = (client, rid)
+        if key in self.requests:
+            raise ProtocolError("request id already in use")
+        name = meta.get("service")
+        service = self.registry.services.get(name) if isinstance(name, str) else None
+        if service is None or not service.ready_workers():
+            self.counters["rejected_no_worker"] += 1
+            self._answer_error(client, rid, 503, f"no worker is serving {name!r} right now")
+            return
+        if service.queue.full():
+            self.counters["rejected_queue_full"] += 1
+            self._answer_error(
+                client,
+                rid,
+                503,
+                f"the queue of {name!r} is full ({service.queue.max_size} waiting)",
+                retry_after_s=self.config.retry_after_s,
+            )
+            return
+        deadline = p.deadline_from(meta, self.config.default_timeout_s)
+        request = BrokerRequest(client, rid, service.name, meta, args[2], deadline)
+        self.requests[key] = request
+        heapq.heappush(self._deadlines, (deadline, next(self._seq), key))
+        service.queue.push(key)
+        self._dispatch(service)
+
+    def _on_cancel(self, client: bytes, rid: bytes) -> None:
+        request = self.requests.get((client, rid))
+        if request is None:
+            return
+        self.counters["cancelled"] += 1
+        self._cancel(request)
+
+    def _cancel(self, request: BrokerRequest) -> None:
+        """Nobody waits any more: drop it from the queue, or tell its worker to skip it."""
+        if request.worker is None:
+            service = self.registry.services.get(request.service)
+            if service is not None:
+                service.queue.remove(request.key)
+            del self.requests[request.key]
+        elif not request.cancelled:
+            request.cancelled = True
+            self._send(
+                self.backend,
+                [request.worker, p.SIGNATURE, p.CANCEL, request.frontend, request.rid],
+            )
+
+    def _drop_frontend(self, identity: bytes) -> None:
+        record = self.registry.frontends.pop(identity, None)
+        if record is None:
+            return
+        mine = [r for r in self.requests.values() if r.frontend == identity]
+        for request in mine:
+            self._cancel(request)
+        log.info(
+            "frontend left: %s pid %s (%d request(s) dropped)", record.host, record.pid, len(mine)
+        )
+
+    # -- workers ---------------------------------------------------------
+
+    def _expiry_s(self, peer_interval_s: float) -> float:
+        return (
+            max(peer_interval_s, self.config.heartbeat_interval_s) * self.config.heartbeat_liveness
+        )
+
+    def _on_ready(self, identity: bytes, meta: dict[str, Any]) -> None:
+        ready = parse_ready(meta)
+        if identity in self.registry.workers:
+            self._remove_worker(identity, "announced itself again")
+        conflict = self.registry.route_conflict(ready["service"], ready["routes"])
+        if conflict:
+            log.error("refused worker %s pid %s: %s", ready["host"], ready["pid"], conflict)
+            self._send(
+                self.backend, [identity, *p.message(p.DISCONNECT, p.error_meta(409, conflict))]
+            )
+            return
+        info = {k: v for k, v in meta.items() if k not in ("routes",) and _is_plain(v)}
+        worker = self.registry.add_worker(identity, ready, info, time.monotonic())
+        worker.expires_at = worker.last_seen + self._expiry_s(worker.heartbeat_interval_s)
+        log.info(
+            "worker joined: %s pid %s serves %r on %s with %d slot(s)",
+            worker.host,
+            worker.pid,
+            worker.service,
+            ", ".join(r["path"] for r in worker.routes),
+            worker.capacity,
+        )
+        self._send(self.backend, [identity, *p.heartbeat(self._heartbeat_meta())])
+        self._routes_dirty = True
+        self._dispatch(self.registry.services[worker.service])
+
+    def _on_unknown_worker(self, identity: bytes, command: bytes) -> None:
+        """A worker this broker does not know (it restarted, or declared the worker dead)."""
+        if command in p.ANSWERS:
+            self.counters["dropped_answers"] += 1
+        if command != p.DISCONNECT:
+            self._send(
+                self.backend,
+                [identity, *p.message(p.DISCONNECT, p.pack_meta({"reason": "unknown worker"}))],
+            )
+
+    def _on_worker_disconnect(self, worker: WorkerRecord, meta: dict[str, Any]) -> None:
+        if meta.get("drain") and not worker.draining:
+            worker.draining = True
+            self._routes_dirty = True
+            log.info("worker %s pid %s is draining", worker.host, worker.pid)
+            # Everything sent before this acknowledgement is on the wire already.
+            self._send(
+                self.backend,
+                [worker.identity, *p.message(p.DISCONNECT, p.pack_meta({"ack": True}))],
+            )
+        elif not meta.get("drain"):
+            self._remove_worker(worker.identity, "said goodbye")
+
+    def _on_answer(self, worker: WorkerRecord, command: bytes, args: list[Any]) -> None:
+        key = (p.identity(args[0]), p.identity(args[1]))
+        request = self.requests.get(key)
+        if request is None or request.worker != worker.identity:
+            # A late answer: the request expired, or was given to another worker.
+            self.counters["dropped_answers"] += 1
+            if command in p.TERMINAL and key in worker.assigned:
+                worker.assigned.discard(key)
+            return
+        if command == p.CHUNK:
+            request.started = True
+        if not request.cancelled:
+            self._send(self.frontend, [key[0], p.SIGNATURE, command, key[1], args[2], args[3]])
+        if command in p.TERMINAL:
+            worker.assigned.discard(key)
+            worker.done += 1
+            del self.requests[key]
+            self.counters["answered"] += 1
+            self._dispatch(self.registry.services[worker.service])
+
+    def _remove_worker(self, identity: bytes, why: str) -> None:
+        """Forget a worker; work it held and had not begun to answer goes to the queue's front."""
+        worker = self.registry.remove_worker(identity)
+        if worker is None:
+            return
+        self._routes_dirty = True
+        resent = failed = 0
+        service = self.registry.services[worker.service]
+        for key in sorted(worker.assigned, key=lambda k: self.requests[k].deadline, reverse=True):
+            request = self.requests[key]
+            request.worker = None
+            if request.cancelled:
+                del self.requests[key]
+            elif request.started:
+                failed += 1
+                self._fail(request, 502, "the worker serving this stream was lost")
+            elif request.attempt >= self.config.max_attempts:
+                failed += 1
+                self._fail(
+                    request, 502, f"the worker was lost, and {request.attempt} attempt(s) were made"
+                )
+            else:
+                resent += 1
+                service.queue.push_front(key)
+        self.counters["resent"] += resent
+        level = logging.INFO if why == "said goodbye" and not worker.assigned else logging.WARNING
+        log.log(
+            level,
+            "worker %s pid %s removed (%s): %d request(s) re-queued, %d failed",
+            worker.host,
+            worker.pid,
+            why,
+            resent,
+            failed,
+        )
+        self._dispatch(service)
+
+    def _dispatch(self, service: ServiceRecord) -> None:
+        queue = service.queue
+        while len(queue):
+            worker = self.registry.pick_worker(service)
+            if worker is None:
+                return
+            key = queue.pop()
+            request = self.requests[key]
+            request.attempt += 1
+            request.worker = worker.identity
+            worker.assigned.add(key)
+            meta = dict(request.meta)
+            meta["timeout_ms"] = p.remaining_ms(request.deadline)
+            meta["attempt"] = request.attempt
+            self._send(
+                self.backend,
+                [
+                    worker.identity,
+                    p.SIGNATURE,
+                    p.REQUEST,
+                    request.frontend,
+                    request.rid,
+                    p.pack_meta(meta),
+                    request.body,
+                ],
+            )
+
+    # -- answers to frontends ----------------------------------------------
+
+    def _answer_error(
+        self, client: bytes, rid: bytes, status: int, error: str, retry_after_s: float | None = None
+    ) -> None:
+        meta = p.error_meta(status, error, retry_after_s)
+        self._send(self.frontend, [client, p.SIGNATURE, p.ERROR, rid, meta, b""])
+
+    def _fail(self, request: BrokerRequest, status: int, error: str) -> None:
+        self.requests.pop(request.key, None)
+        self.counters[f"failed_{status}"] += 1
+        if not request.cancelled:
+            self._answer_error(request.frontend, request.rid, status, error)
+
+    def _send(self, sock: zmq.Socket, frames: list[Any]) -> bool:
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.counters["send_dropped_full"] += 1
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != zmq.EHOSTUNREACH:
+                raise
+            self.counters["send_dropped_gone"] += 1
+            return False
+        return True
+
+    def _heartbeat_meta(self) -> dict[str, Any]:
+        return {
+            "broker_id": self.broker_id,
+            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+        }
+
+    def _routes_message(self) -> list[Any]:
+        table = {"broker_id": self.broker_id, "services": self.registry.route_table()}
+        return p.message(p.ROUTES, p.pack_meta(table))
+
+    def _send_routes(self, identity: bytes) -> None:
+        self._send(self.frontend, [identity, *self._routes_message()])
+
+    def _broadcast_routes(self) -> None:
+        self._routes_dirty = False
+        message = self._routes_message()
+        for identity in list(self.registry.frontends):
+            self._send(self.frontend, [identity, *message])
+
+    # -- the clock -----------------------------------------------------------
+
+    def _tick(self, now: float) -> None:
+        for worker in self.registry.expired_workers(now):
+            self.counters["dead_workers"] += 1
+            self._remove_worker(worker.identity, "missed its heartbeats")
+        for frontend in self.registry.expired_frontends(now):
+            self._drop_frontend(frontend.identity)
+        self._expire_deadlines(now)
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.config.heartbeat_interval_s
+            beat = p.heartbeat(self._heartbeat_meta())
+            for identity in list(self.registry.workers):
+                self._send(self.backend, [identity, *beat])
+            for identity in list(self.registry.frontends):
+                self._send(self.frontend, [identity, *beat])
+
+    def _expire_deadlines(self, now: float) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            request = self.requests.get(key)
+            if request is None or deadline < request.deadline:
+                continue
+            if request.worker is None:
+                self.counters["expired_queued"] += 1
+                service = self.registry.services.get(request.service)
+                if service is not None:
+                    service.queue.remove(key)
+                self._fail(
+                    request, 504, "the request's deadline passed while it waited for a worker"
+                )
+            elif not request.cancelled:
+                # Answer now; the worker gets a grace period to give the slot back.
+                self.counters["expired_inflight"] += 1
+                self._answer_error(
+                    request.frontend, request.rid, 504, "the request's deadline passed"
+                )
+                self._cancel(request)
+                request.deadline = deadline + self.config.deadline_grace_s
+                heapq.heappush(heap, (request.deadline, next(self._seq), key))
+            else:
+                # The worker never gave the slot back: take it.
+                worker = self.registry.workers.get(request.worker)
+                if worker is not None:
+                    worker.assigned.discard(key)
+                    log.warning(
+                        "worker %s pid %s held a request %.0f s past its deadline; slot taken back",
+                        worker.host,
+                        worker.pid,
+                        self.config.deadline_grace_s,
+                    )
+                    self._dispatch(self.registry.services[worker.service])
+                del self.requests[key]
+
+    def _say_goodbye(self) -> None:
+        goodbye = p.message(p.DISCONNECT, p.pack_meta({"reason": "broker stopping"}))
+        for identity in list(self.registry.workers):
+            self._send(self.backend, [identity, *goodbye])
+        for identity in list(self.registry.frontends):
+            self._send(self.frontend, [identity, *goodbye])
+
+    # -- status ----------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole cluster as plain data, for ``cluster status``."""
+        now = time.monotonic()
+        workers = [
+            {
+                "id": w.identity.hex(),
+                "host": w.host,
+                "pid": w.pid,
+                "service": w.service,
+                "state": w.state,
+                "capacity": w.capacity,
+                "free": w.credit,
+                "in_flight": len(w.assigned),
+                "done": w.done,
+                "last_heartbeat_s": round(now - w.last_seen, 3),
+                "uptime_s": round(now - w.joined_at, 3),
+                "info": w.info,
+                "reported": w.reported,
+            }
+            for w in self.registry.workers.values()
+        ]
+        services = {
+            s.name: {
+                "routes": [r["path"] for r in s.routes],
+                "workers": len(s.workers),
+                "ready": s.ready_workers(),
+                "queued": len(s.queue),
+                "in_flight": sum(len(w.assigned) for w in s.workers.values()),
+            }
+            for s in self.registry.iter_services()
+        }
+        frontends = [
+            {
+                "host": f.host,
+                "pid": f.pid,
+                "last_heartbeat_s": round(now - f.last_seen, 3),
+            }
+            for f in self.registry.frontends.values()
+        ]
+        return {
+            "broker": {
+                "id": self.broker_id,
+                "version": __version__,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "uptime_s": round(now - self.started_at, 3),
+                "frontend_endpoint": self.frontend_endpoint,
+                "backend_endpoint": self.backend_endpoint,
+                "requests_held": len(self.requests),
+            },
+            "workers": workers,
+            "services": services,
+            "frontends": frontends,
+            "counters": dict(self.counters),
+        }
+
+
+def _bind(sock: zmq.Socket, endpoint: str) -> str:
+    if endpoint.startswith("tcp://") and endpoint.rsplit(":", 1)[-1] in ("0", "*"):
+        endpoint = endpoint.rsplit(":", 1)[0] + ":*"
+    sock.bind(endpoint)
+    return sock.getsockopt_string(zmq.LAST_ENDPOINT)
+
+
+def _is_plain(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool)) or value is None

@@ -1,0 +1,35 @@
+"""The broker's settings, one frozen object built by the CLI."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zeroserve.common.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    frontend_bind: str = "tcp://*:5555"
+    backend_bind: str = "tcp://*:5556"
+    #: Requests waiting per service before new ones are answered 503.
+    max_queue: int = 1024
+    #: How many workers may try one request before it is answered 502.
+    max_attempts: int = 3
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    #: Budget for a request whose frontend sent none.
+    default_timeout_s: float = 30.0
+    #: What a 503 for a full queue tells the client to wait.
+    retry_after_s: float = 1.0
+    #: How long a worker may hold a request past its deadline before the slot is taken back.
+    deadline_grace_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1:
+            raise ConfigError("max_queue must be at least 1")
+        if self.max_attempts < 1:
+            raise ConfigError("max_attempts must be at least 1")
+        if self.heartbeat_interval_s <= 0:
+            raise ConfigError("heartbeat_interval_s must be positive")
+        if self.heartbeat_liveness < 1:
+            raise ConfigError("heartbeat_liveness must be at least 1")

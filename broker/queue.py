@@ -1,0 +1,40 @@
+"""The broker's bounded FIFO of requests that wait for a worker of one service."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Hashable
+
+
+class ServiceQueue:
+    """A bounded FIFO of request keys.
+
+    ``push`` honours the bound; ``push_front`` does not, because a request
+    handed back by a dead worker was accepted already and must not be lost.
+    """
+
+    def __init__(self, max_size: int) -> None:
+        self.max_size = max_size
+        self._keys: deque[Hashable] = deque()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def full(self) -> bool:
+        return len(self._keys) >= self.max_size
+
+    def push(self, key: Hashable) -> None:
+        self._keys.append(key)
+
+    def push_front(self, key: Hashable) -> None:
+        self._keys.appendleft(key)
+
+    def pop(self) -> Hashable | None:
+        return self._keys.popleft() if self._keys else None
+
+    def remove(self, key: Hashable) -> bool:
+        try:
+            self._keys.remove(key)
+        except ValueError:
+            return False
+        return True

@@ -1,0 +1,207 @@
+"""The broker's registry: which workers and frontends are alive, and which services they serve."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from zeroserve.broker.queue import ServiceQueue
+from zeroserve.common.errors import ProtocolError
+
+RequestKey = tuple[bytes, bytes]
+
+_SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+_HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+MAX_CAPACITY = 100_000
+
+
+@dataclass(eq=False)
+class WorkerRecord:
+    identity: bytes
+    service: str
+    routes: list[dict[str, Any]]
+    capacity: int
+    pid: int
+    host: str
+    info: dict[str, Any]
+    heartbeat_interval_s: float
+    expires_at: float
+    last_seen: float
+    joined_at: float = field(default_factory=time.monotonic)
+    assigned: set[RequestKey] = field(default_factory=set)
+    done: int = 0
+    draining: bool = False
+    #: What the worker said of itself in its last heartbeat.
+    reported: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def credit(self) -> int:
+        """Free slots, counted from what this broker sent and saw answered, so it cannot drift."""
+        return 0 if self.draining else self.capacity - len(self.assigned)
+
+    @property
+    def state(self) -> str:
+        if self.draining:
+            return "draining"
+        return "busy" if self.credit <= 0 else "ready"
+
+
+@dataclass(eq=False)
+class FrontendRecord:
+    identity: bytes
+    host: str
+    pid: int
+    expires_at: float
+    last_seen: float
+
+
+@dataclass(eq=False)
+class ServiceRecord:
+    name: str
+    routes: list[dict[str, Any]]
+    queue: ServiceQueue
+    #: Insertion order is the round-robin order among workers of equal credit.
+    workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
+
+    def ready_workers(self) -> int:
+        return sum(1 for w in self.workers.values() if not w.draining)
+
+
+def _routes_from(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw or len(raw) > 64:
+        raise ProtocolError("READY needs a list of 1 to 64 routes")
+    routes = []
+    for item in raw:
+        if not isinstance(item, dict):
+            raise ProtocolError("a route must be a map")
+        path, methods = item.get("path"), item.get("methods", ["POST"])
+        if not isinstance(path, str) or not path.startswith("/") or len(path) > 512:
+            raise ProtocolError(f"bad route path {path!r}")
+        if not isinstance(methods, list) or not methods or not set(methods) <= _HTTP_METHODS:
+            raise ProtocolError(f"bad methods {methods!r} for route {path}")
+        routes.append({"path": path, "methods": sorted(set(methods))})
+    return routes
+
+
+def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
+    """Validate a READY announcement; never trust a peer's frames."""
+    service = meta.get("service")
+    if not isinstance(service, str) or not _SERVICE_NAME.match(service):
+        raise ProtocolError(f"bad service name {service!r}")
+    capacity = meta.get("capacity")
+    if not isinstance(capacity, int) or isinstance(capacity, bool):
+        raise ProtocolError("READY needs an integer capacity")
+    if not 1 <= capacity <= MAX_CAPACITY:
+        raise ProtocolError(f"capacity {capacity} out of range 1..{MAX_CAPACITY}")
+    interval = meta.get("heartbeat_interval_s", 1.0)
+    if not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
+        raise ProtocolError(f"bad heartbeat interval {interval!r}")
+    pid = meta.get("pid", 0)
+    host = meta.get("host", "")
+    return {
+        "service": service,
+        "routes": _routes_from(meta.get("routes")),
+        "capacity": capacity,
+        "heartbeat_interval_s": float(interval),
+        "pid": pid if isinstance(pid, int) else 0,
+        "host": host[:255] if isinstance(host, str) else "",
+    }
+
+
+class Registry:
+    """Workers, frontends and services, with the routing rules between them."""
+
+    def __init__(self, max_queue: int) -> None:
+        self.max_queue = max_queue
+        self.workers: dict[bytes, WorkerRecord] = {}
+        self.frontends: dict[bytes, FrontendRecord] = {}
+        self.services: dict[str, ServiceRecord] = {}
+
+    def route_conflict(self, service: str, routes: list[dict[str, Any]]) -> str | None:
+        """Why these routes cannot be served by `service`, or None when they can."""
+        paths = {r["path"] for r in routes}
+        for other in self.services.values():
+            if other.name == service:
+                if other.workers and {r["path"] for r in other.routes} != paths:
+                    return (
+                        f"service {service!r} already serves routes "
+                        f"{sorted(r['path'] for r in other.routes)}; this worker announced "
+                        f"{sorted(paths)}"
+                    )
+                continue
+            if other.workers and paths & {r["path"] for r in other.routes}:
+                clash = sorted(paths & {r["path"] for r in other.routes})
+                return f"route(s) {clash} already belong to service {other.name!r}"
+        return None
+
+    def add_worker(
+        self, identity: bytes, ready: dict[str, Any], info: dict[str, Any], now: float
+    ) -> WorkerRecord:
+        name = ready["service"]
+        service = self.services.get(name)
+        if service is None:
+            service = self.services[name] = ServiceRecord(
+                name, ready["routes"], ServiceQueue(self.max_queue)
+            )
+        elif not service.workers:
+            service.routes = ready["routes"]
+        # A route released by a service that has no worker left moves to this one.
+        for other in self.services.values():
+            if other is not service and not other.workers:
+                paths = {r["path"] for r in ready["routes"]}
+                other.routes = [r for r in other.routes if r["path"] not in paths]
+        worker = WorkerRecord(
+            identity=identity,
+            service=name,
+            routes=ready["routes"],
+            capacity=ready["capacity"],
+            pid=ready["pid"],
+            host=ready["host"],
+            info=info,
+            heartbeat_interval_s=ready["heartbeat_interval_s"],
+            expires_at=now,
+            last_seen=now,
+        )
+        self.workers[identity] = worker
+        service.workers[identity] = worker
+        return worker
+
+    def remove_worker(self, identity: bytes) -> WorkerRecord | None:
+        worker = self.workers.pop(identity, None)
+        if worker is not None:
+            service = self.services.get(worker.service)
+            if service is not None:
+                service.workers.pop(identity, None)
+        return worker
+
+    def pick_worker(self, service: ServiceRecord) -> WorkerRecord | None:
+        """The worker with the most free slots; among equals, the one picked least recently."""
+        best = None
+        for worker in service.workers.values():
+            if worker.credit > 0 and (best is None or worker.credit > best.credit):
+                best = worker
+        if best is not None:
+            # Move to the end of the round-robin order.
+            del service.workers[best.identity]
+            service.workers[best.identity] = best
+        return best
+
+    def expired_workers(self, now: float) -> list[WorkerRecord]:
+        return [w for w in self.workers.values() if w.expires_at < now]
+
+    def expired_frontends(self, now: float) -> list[FrontendRecord]:
+        return [f for f in self.frontends.values() if f.expires_at < now]
+
+    def iter_services(self) -> Iterator[ServiceRecord]:
+        return iter(self.services.values())
+
+    def route_table(self) -> dict[str, Any]:
+        """What frontends need to route: every service, its routes and live workers."""
+        return {
+            name: {"routes": s.routes, "workers": s.ready_workers()}
+            for name, s in self.services.items()
+            if s.routes
+        }

@@ -1,0 +1,28 @@
+"""A request as the broker holds it, from acceptance until its terminal answer."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(eq=False, slots=True)
+class BrokerRequest:
+    frontend: bytes
+    rid: bytes
+    service: str
+    meta: dict[str, Any]
+    #: The body frame as it arrived; forwarded without a copy, again on a re-send.
+    body: Any
+    deadline: float
+    attempt: int = 0
+    #: Identity of the worker that holds it, or None while it waits in the queue.
+    worker: bytes | None = None
+    #: A stream has begun: the request can no longer be sent to another worker.
+    started: bool = False
+    #: Nobody waits for the answer any more (client gone or deadline passed).
+    cancelled: bool = False
+
+    @property
+    def key(self) -> tuple[bytes, bytes]:
+        return (self.frontend, self.rid)

@@ -1,0 +1,203 @@
+"""A peer's DEALER link to the broker, on an asyncio loop, with heartbeats and reconnection.
+
+Workers and frontends both keep one: it sends heartbeats every interval,
+declares the broker lost when it has been silent for interval x liveness
+(the broker says its own interval in its heartbeats), then closes the socket
+and opens a new one with back-off (the zguide's Paranoid Pirate).
+
+The socket is a plain pyzmq socket read through ``loop.add_reader`` on its
+edge-triggered FD: the reader drains until EAGAIN, and every send schedules
+one more drain, because a send can swallow the FD's edge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import zmq
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 512
+
+
+class BrokerConnection:
+    """One DEALER to the broker; the owner supplies what to say and what to do with answers."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        table: Mapping[bytes, int],
+        on_message: Callable[[bytes, list[Any]], None],
+        on_connect: Callable[[], None],
+        on_lost: Callable[[str], None],
+        heartbeat_meta: Callable[[], dict[str, Any]],
+        heartbeat_interval_s: float = 1.0,
+        heartbeat_liveness: int = 3,
+        reconnect_max_s: float = 8.0,
+        immediate: bool = False,
+        context: zmq.Context | None = None,
+        name: str = "peer",
+    ) -> None:
+        self.endpoint = endpoint
+        self.table = table
+        self.on_message = on_message
+        self.on_connect = on_connect
+        self.on_lost = on_lost
+        self.heartbeat_meta = heartbeat_meta
+        self.heartbeat_interval_s = heartbeat_interval_s
+        self.heartbeat_liveness = heartbeat_liveness
+        self.reconnect_max_s = reconnect_max_s
+        self.immediate = immediate
+        self.context = context or zmq.Context.instance()
+        self.name = name
+        self.broker_id: str | None = None
+        self.broker_interval_s = heartbeat_interval_s
+        #: True from the first message of a broker until it is declared lost.
+        self.alive = False
+        self.bad_messages = 0
+        self._expires_at = 0.0
+        self._sock: zmq.Socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._drain_scheduled = False
+        self._task: asyncio.Task | None = None
+        self._closed = False
+        self._last_bad_log = 0.0
+
+    # -- life cycle --------------------------------------------------------
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._open()
+        self._task = self._loop.create_task(self._heartbeat_loop())
+
+    def close(self, goodbye: list[Any] | None = None) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+        if self._sock is not None:
+            if goodbye is not None:
+                self.send(goodbye)
+                self._sock.setsockopt(zmq.LINGER, 500)
+            self._shut()
+
+    def _open(self) -> None:
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_max_s * 1000))
+        if self.immediate:
+            sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._expires_at = time.monotonic() + self._expiry_s()
+        assert self._loop is not None
+        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self.on_connect()
+        self._kick()
+
+    def _shut(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.getsockopt(zmq.FD))
+            sock.close()
+
+    def _expiry_s(self) -> float:
+        return max(self.broker_interval_s, self.heartbeat_interval_s) * self.heartbeat_liveness
+
+    # -- sending and receiving ----------------------------------------------
+
+    def send(self, frames: list[Any]) -> bool:
+        """Send without blocking; False when the message could not be queued."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        self._kick()
+        return True
+
+    def _kick(self) -> None:
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            self._loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._drain_scheduled = False
+        sock = self._sock
+        for _ in range(DRAIN_BATCH):
+            if sock is None or sock is not self._sock:
+                return
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._receive(frames)
+        self._kick()  # more may wait; let other callbacks run first
+
+    def _receive(self, frames: list[bytes]) -> None:
+        try:
+            command, args = p.parse(frames, self.table)
+            if command in (p.HEARTBEAT, p.ROUTES):
+                self._note_broker(p.unpack_meta(args[0]))
+            self._expires_at = time.monotonic() + self._expiry_s()
+            if not self.alive:
+                self.alive = True
+                log.info("%s: broker at %s is reachable", self.name, self.endpoint)
+            self.on_message(command, args)
+        except ProtocolError as exc:
+            self.bad_messages += 1
+            now = time.monotonic()
+            if now - self._last_bad_log >= 1.0:
+                self._last_bad_log = now
+                log.warning("%s: dropped a bad message from the broker: %s", self.name, exc)
+
+    def _note_broker(self, meta: dict[str, Any]) -> None:
+        interval = meta.get("heartbeat_interval_s")
+        if isinstance(interval, (int, float)) and 0 < interval <= 3600:
+            self.broker_interval_s = float(interval)
+        broker_id = meta.get("broker_id")
+        if isinstance(broker_id, str) and broker_id != self.broker_id:
+            previous, self.broker_id = self.broker_id, broker_id
+            if previous is not None:
+                log.warning("%s: broker restarted (%s -> %s)", self.name, previous, broker_id)
+                self.on_lost("the broker restarted")
+
+    # -- the clock -------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        backoff_s = self.heartbeat_interval_s
+        while not self._closed:
+            await asyncio.sleep(self.heartbeat_interval_s)
+            self.send(p.heartbeat(self.heartbeat_meta()))
+            if time.monotonic() <= self._expires_at:
+                backoff_s = self.heartbeat_interval_s
+                continue
+            was_alive, self.alive = self.alive, False
+            log.warning(
+                "%s: no word from the broker at %s for %.1f s; reconnecting in %.1f s",
+                self.name,
+                self.endpoint,
+                self._expiry_s(),
+                backoff_s,
+            )
+            if was_alive:
+                self.on_lost("the broker stopped answering")
+            self._shut()
+            await asyncio.sleep(backoff_s)
+            backoff_s = min(backoff_s * 2, self.reconnect_max_s)
+            if not self._closed:
+                self._open()

@@ -1,0 +1,34 @@
+"""Asking a broker for its snapshot of the cluster, as ``cluster status`` does."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zmq
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError, ZeroserveError
+
+
+class BrokerUnreachable(ZeroserveError):
+    """The broker did not answer in time."""
+
+
+def fetch_status(endpoint: str, timeout_s: float = 3.0) -> dict[str, Any]:
+    """One STATUS round trip on a fresh DEALER; raises BrokerUnreachable after ``timeout_s``."""
+    context = zmq.Context.instance()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    try:
+        sock.connect(endpoint)
+        sock.send_multipart([p.SIGNATURE, p.STATUS, b"status"])
+        if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            raise BrokerUnreachable(
+                f"no answer from the broker at {endpoint} within {timeout_s:g} s"
+            )
+        command, args = p.parse(sock.recv_multipart(), p.TO_FRONTEND)
+        if command != p.STATUS:
+            raise ProtocolError(f"expected STATUS, got {p.command_name(command)}")
+        return p.unpack_meta(args[1])
+    finally:
+        sock.close(0)

@@ -1,0 +1,121 @@
+"""Keeps N copies of a process running: restarts crashed ones with back-off, stops them all.
+
+Children are started with the ``spawn`` method, so that none inherits a
+ZeroMQ context, a thread or an event loop from the parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.connection
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Slot:
+    index: int
+    process: Any = None
+    started_at: float = 0.0
+    failures: int = 0
+    next_start: float = 0.0
+
+
+class Supervisor:
+    def __init__(
+        self,
+        name: str,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        count: int,
+        *,
+        stop_timeout_s: float = 30.0,
+        backoff_initial_s: float = 0.5,
+        backoff_max_s: float = 30.0,
+        stable_after_s: float = 30.0,
+    ) -> None:
+        self.name = name
+        self.target = target
+        self.args = args
+        self.stop_timeout_s = stop_timeout_s
+        self.backoff_initial_s = backoff_initial_s
+        self.backoff_max_s = backoff_max_s
+        self.stable_after_s = stable_after_s
+        self.slots = [_Slot(i) for i in range(count)]
+        self._context = multiprocessing.get_context("spawn")
+        self._stop_signal: int | None = None
+
+    def request_stop(self, signum: int = signal.SIGTERM, _frame: Any = None) -> None:
+        self._stop_signal = signum
+
+    def run(self) -> int:
+        """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit code."""
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        for slot in self.slots:
+            self._start(slot)
+        while self._stop_signal is None:
+            alive = [s.process.sentinel for s in self.slots if s.process is not None]
+            if alive:
+                multiprocessing.connection.wait(alive, timeout=0.2)
+            else:
+                time.sleep(0.2)
+            now = time.monotonic()
+            for slot in self.slots:
+                if slot.process is not None and not slot.process.is_alive():
+                    self._on_exit(slot, now)
+                if slot.process is None and now >= slot.next_start and self._stop_signal is None:
+                    self._start(slot)
+        log.info("%s: stopping %d process(es)", self.name, len(self.pids()))
+        self._stop_all()
+        return 0
+
+    def pids(self) -> list[int]:
+        return [s.process.pid for s in self.slots if s.process is not None and s.process.is_alive()]
+
+    def _start(self, slot: _Slot) -> None:
+        process = self._context.Process(
+            target=self.target, args=self.args, name=f"{self.name}-{slot.index}"
+        )
+        process.start()
+        slot.process = process
+        slot.started_at = time.monotonic()
+        log.debug("%s: started process %d", self.name, process.pid)
+
+    def _on_exit(self, slot: _Slot, now: float) -> None:
+        process, slot.process = slot.process, None
+        code, pid = process.exitcode, process.pid
+        process.close()
+        if now - slot.started_at >= self.stable_after_s:
+            slot.failures = 0
+        delay = min(self.backoff_initial_s * (2**slot.failures), self.backoff_max_s)
+        slot.failures += 1
+        slot.next_start = now + delay
+        how = (
+            f"was killed by signal {-code}"
+            if code is not None and code < 0
+            else f"exited with code {code}"
+        )
+        log.warning("%s: process %d %s; restarting in %.1f s", self.name, pid, how, delay)
+
+    def _stop_all(self) -> None:
+        running = [s.process for s in self.slots if s.process is not None]
+        for process in running:
+            if process.is_alive():
+                process.terminate()
+        deadline = time.monotonic() + self.stop_timeout_s
+        for process in running:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in running:
+            if process.is_alive():
+                log.warning(
+                    "%s: process %d did not stop in time; killing it", self.name, process.pid
+                )
+                process.kill()
+                process.join(5)

@@ -1,0 +1,8 @@
+"""The installed version of zeroserve, announced by every process."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("zeroserve")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,221 @@
+"""The frontend's HTTP endpoints: the routes services announce, plus health and info.
+
+The frontend knows no model: it forwards the body bytes unparsed and writes
+back the status, content type and bytes that the worker produced. Every
+error it makes itself is JSON ``{"error": "..."}``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import tornado.iostream
+import tornado.web
+
+from zeroserve.common import protocol as p
+from zeroserve.frontend.broker_link import BrokerLink, Waiter
+from zeroserve.frontend.config import FrontendConfig
+
+log = logging.getLogger(__name__)
+
+#: Headers a worker may not set: the frontend owns the framing.
+HOP_BY_HOP = frozenset(
+    {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer"}
+)
+
+
+class JSONErrorMixin(tornado.web.RequestHandler):
+    def write_json_error(
+        self, status: int, error: Any, headers: dict[str, str] | None = None
+    ) -> None:
+        self.clear()
+        self.set_status(status)
+        for name, value in (headers or {}).items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": error}))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        message = getattr(exc, "log_message", None) or self._reason
+        self.write_json_error(status_code, message)
+
+
+class HealthHandler(JSONErrorMixin):
+    def initialize(self, link: BrokerLink) -> None:
+        self.link = link
+
+    def get(self) -> None:
+        workers = self.link.ready_workers()
+        if not workers:
+            why = (
+                "the broker is not reachable" if not self.link.conn.alive else "no worker is ready"
+            )
+            self.write_json_error(503, why)
+            return
+        self.finish({"status": "ok", "workers": workers})
+
+
+class InfoHandler(JSONErrorMixin):
+    def initialize(self, link: BrokerLink) -> None:
+        self.link = link
+
+    def get(self) -> None:
+        self.finish(
+            {
+                "broker": {
+                    "endpoint": self.link.config.broker,
+                    "connected": self.link.conn.alive,
+                    "id": self.link.conn.broker_id,
+                },
+                "services": self.link.services,
+                "routes": {path: r.service for path, r in self.link.routes.items()},
+                "workers": self.link.ready_workers(),
+            }
+        )
+
+
+@tornado.web.stream_request_body
+class ServeHandler(JSONErrorMixin):
+    """Any path a service announced: forward the request, write back the worker's answer."""
+
+    SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+
+    def initialize(self, link: BrokerLink, config: FrontendConfig) -> None:
+        self.link = link
+        self.config = config
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.too_large = False
+        self.waiter: Waiter | None = None
+
+    def prepare(self) -> None:
+        path = self.request.path
+        route = self.link.route(path)
+        if route is None:
+            if not self.link.routes:
+                self.write_json_error(503, "no service is registered yet", {"Retry-After": "1"})
+            else:
+                self.write_json_error(404, f"no route for {path}")
+            return
+        if self.request.method not in route.methods:
+            allowed = ", ".join(sorted(route.methods))
+            self.write_json_error(405, f"{path} accepts {allowed}", {"Allow": allowed})
+            return
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
+            self._reject_too_large()
+            return
+        self.route = route
+
+    def data_received(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > self.config.max_body_bytes:
+            self.too_large = True
+            self.chunks.clear()
+        elif not self.too_large:
+            self.chunks.append(chunk)
+
+    def _reject_too_large(self) -> None:
+        self.write_json_error(
+            413, f"the request body exceeds the limit of {self.config.max_body_bytes} bytes"
+        )
+
+    async def post(self) -> None:
+        if self.too_large:
+            self._reject_too_large()
+            return
+        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
+        self.chunks = []
+        waiter = self.waiter = self.link.submit(
+            self.route,
+            self.request.path,
+            self.request.method or "POST",
+            self.request.headers.get("Content-Type", ""),
+            body,
+        )
+        command, meta, payload = await waiter.next()
+        if self.request.connection is None or self._finished:
+            return
+        if command == p.REPLY:
+            self._write_reply(meta, payload)
+        elif command == p.ERROR:
+            self._write_failure(meta)
+        else:
+            await self._write_stream(waiter, command, meta, payload)
+
+    get = put = patch = delete = post
+
+    def _write_reply(self, meta: dict[str, Any], payload: bytes) -> None:
+        try:
+            self.set_status(int(meta.get("status", 200)))
+            self.set_header("Content-Type", str(meta.get("ct", "application/octet-stream")))
+            self._set_worker_headers(meta)
+        except (ValueError, TypeError) as exc:
+            log.warning("a worker sent an answer that cannot be written: %s", exc)
+            self.write_json_error(502, "the worker's answer was not valid HTTP")
+            return
+        self.finish(payload)
+
+    def _set_worker_headers(self, meta: dict[str, Any]) -> None:
+        headers = meta.get("headers")
+        if isinstance(headers, dict):
+            for name, value in headers.items():
+                if str(name).lower() not in HOP_BY_HOP:
+                    self.set_header(str(name), str(value))
+
+    def _write_failure(self, meta: dict[str, Any]) -> None:
+        status = meta.get("status")
+        if not isinstance(status, int) or not 400 <= status <= 599:
+            status = 502
+        headers = {}
+        retry_after = meta.get("retry_after")
+        if isinstance(retry_after, (int, float)):
+            headers["Retry-After"] = str(max(1, round(retry_after)))
+        self.write_json_error(status, meta.get("error", "error"), headers)
+
+    async def _write_stream(
+        self, waiter: Waiter, command: bytes, meta: dict[str, Any], payload: bytes
+    ) -> None:
+        """CHUNK ... END: each piece goes to the client as it comes."""
+        self.set_status(int(meta.get("status", 200)))
+        self.set_header("Content-Type", str(meta.get("ct", "application/octet-stream")))
+        self._set_worker_headers(meta)
+        while command == p.CHUNK:
+            self.write(payload)
+            try:
+                await self.flush()
+            except tornado.iostream.StreamClosedError:
+                return
+            command, meta, payload = await waiter.next()
+        if command == p.ERROR:
+            self.write(json.dumps({"error": meta.get("error", "error")}).encode())
+        elif payload:
+            self.write(payload)
+        self.finish()
+
+    def on_connection_close(self) -> None:
+        if self.waiter is not None:
+            self.link.cancel(self.waiter)
+
+
+def make_app(link: BrokerLink, config: FrontendConfig) -> tornado.web.Application:
+    return tornado.web.Application(
+        [
+            (r"/health", HealthHandler, {"link": link}),
+            (r"/info", InfoHandler, {"link": link}),
+            (r"/.*", ServeHandler, {"link": link, "config": config}),
+        ],
+        compress_response=False,
+        log_function=_log_request,
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    if status >= 500 and handler.request.path != "/health":
+        log.warning("%d %s %s", status, handler.request.method, handler.request.path)
+    else:
+        log.debug("%d %s %s", status, handler.request.method, handler.request.path)

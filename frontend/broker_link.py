@@ -1,0 +1,206 @@
+"""The frontend's side of the broker: the route table, and every request waiting for its answer.
+
+Each request gets an id unique within this process and a waiter that its
+HTTP handler awaits. Exactly one terminal answer reaches each waiter: the
+worker's, or a 502/503/504 made here when the broker is lost, unreachable or
+too slow. Answers that come after that are dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import socket
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from zeroserve.common import protocol as p
+from zeroserve.common.connection import BrokerConnection
+from zeroserve.frontend.config import FrontendConfig
+
+log = logging.getLogger(__name__)
+
+#: (command, metadata, body) as the broker forwarded it, or as made here.
+Message = tuple[bytes, dict[str, Any], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    service: str
+    methods: frozenset[str]
+
+
+class Waiter:
+    """The messages of one request, in order, for the handler that awaits them."""
+
+    __slots__ = ("_future", "_messages", "rid", "timer")
+
+    def __init__(self, rid: bytes) -> None:
+        self.rid = rid
+        self.timer: asyncio.TimerHandle | None = None
+        self._messages: deque[Message] = deque()
+        self._future: asyncio.Future | None = None
+
+    def push(self, message: Message) -> None:
+        future = self._future
+        if future is not None and not future.done():
+            self._future = None
+            future.set_result(message)
+        else:
+            self._messages.append(message)
+
+    async def next(self) -> Message:
+        if self._messages:
+            return self._messages.popleft()
+        self._future = asyncio.get_running_loop().create_future()
+        return await self._future
+
+
+def error_message(status: int, error: str, retry_after_s: float | None = None) -> Message:
+    meta: dict[str, Any] = {"status": status, "error": error}
+    if retry_after_s is not None:
+        meta["retry_after"] = retry_after_s
+    return (p.ERROR, meta, b"")
+
+
+class BrokerLink:
+    def __init__(self, config: FrontendConfig) -> None:
+        self.config = config
+        self.pending: dict[bytes, Waiter] = {}
+        self.routes: dict[str, Route] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self._ids = itertools.count(1)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.conn = BrokerConnection(
+            config.broker,
+            table=p.TO_FRONTEND,
+            on_message=self._on_message,
+            on_connect=self._hello,
+            on_lost=self._on_lost,
+            heartbeat_meta=self._heartbeat_meta,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            heartbeat_liveness=config.heartbeat_liveness,
+            immediate=True,
+            name=f"frontend {os.getpid()}",
+        )
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.conn.start()
+
+    def close(self) -> None:
+        self.conn.close(p.message(p.DISCONNECT))
+
+    # -- what handlers ask ------------------------------------------------------
+
+    def route(self, path: str) -> Route | None:
+        return self.routes.get(path)
+
+    def ready_workers(self) -> int:
+        if not self.conn.alive:
+            return 0
+        return sum(s.get("workers", 0) for s in self.services.values())
+
+    def submit(
+        self, route: Route, path: str, method: str, content_type: str, body: bytes
+    ) -> Waiter:
+        """Send a request to the broker; the returned waiter yields its answer."""
+        rid = next(self._ids).to_bytes(8, "big")
+        waiter = Waiter(rid)
+        if not self.conn.alive:
+            waiter.push(error_message(503, "the broker is not reachable", retry_after_s=1.0))
+            return waiter
+        meta = {
+            "service": route.service,
+            "path": path,
+            "method": method,
+            "ct": content_type,
+            "timeout_ms": int(self.config.request_timeout_s * 1000),
+        }
+        if not self.conn.send([p.SIGNATURE, p.REQUEST, rid, p.pack_meta(meta), body]):
+            waiter.push(error_message(503, "the broker is not reachable", retry_after_s=1.0))
+            return waiter
+        self.pending[rid] = waiter
+        assert self._loop is not None
+        waiter.timer = self._loop.call_later(self.config.request_timeout_s, self._expire, rid)
+        return waiter
+
+    def cancel(self, waiter: Waiter) -> None:
+        """The client left: stop waiting and tell the broker, which drops or cancels the work."""
+        if self.pending.pop(waiter.rid, None) is not None:
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+            self.conn.send([p.SIGNATURE, p.CANCEL, waiter.rid])
+
+    # -- events ------------------------------------------------------------------
+
+    def _expire(self, rid: bytes) -> None:
+        waiter = self.pending.pop(rid, None)
+        if waiter is not None:
+            self.conn.send([p.SIGNATURE, p.CANCEL, rid])
+            waiter.push(
+                error_message(
+                    504,
+                    f"no answer within the request timeout of {self.config.request_timeout_s:g} s",
+                )
+            )
+
+    def _on_lost(self, why: str) -> None:
+        """Requests the lost broker held will never be answered: answer them now."""
+        lost, self.pending = self.pending, {}
+        for waiter in lost.values():
+            if waiter.timer is not None:
+                waiter.timer.cancel()
+            waiter.push(error_message(502, f"{why}; the request was lost"))
+        if lost:
+            log.warning("%s: answered %d waiting request(s) with 502", why, len(lost))
+
+    def _hello(self) -> None:
+        self.conn.send(p.heartbeat(self._heartbeat_meta()))
+
+    def _heartbeat_meta(self) -> dict[str, Any]:
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+            "pending": len(self.pending),
+        }
+
+    def _on_message(self, command: bytes, args: list[Any]) -> None:
+        if command in p.ANSWERS:
+            rid = args[0]
+            waiter = self.pending.get(rid)
+            if waiter is None:
+                return
+            waiter.push((command, p.unpack_meta(args[1]), args[2]))
+            if command in p.TERMINAL:
+                del self.pending[rid]
+                if waiter.timer is not None:
+                    waiter.timer.cancel()
+        elif command == p.ROUTES:
+            self._set_routes(p.unpack_meta(args[0]))
+        elif command == p.DISCONNECT:
+            meta = p.unpack_meta(args[0])
+            if "error" in meta:
+                log.error("the broker refused this frontend: %s", meta["error"])
+
+    def _set_routes(self, table: dict[str, Any]) -> None:
+        services = table.get("services")
+        if not isinstance(services, dict):
+            return
+        routes: dict[str, Route] = {}
+        for name, service in services.items():
+            for route in service.get("routes", []) if isinstance(service, dict) else []:
+                path = route.get("path") if isinstance(route, dict) else None
+                methods = route.get("methods") if isinstance(route, dict) else None
+                if isinstance(path, str) and isinstance(methods, list):
+                    routes[path] = Route(name, frozenset(str(m) for m in methods))
+        self.routes = routes
+        self.services = services
+        log.info(
+            "routes: %s",
+            ", ".join(f"{path} -> {r.service}" for path, r in sorted(routes.items())) or "none",
+        )

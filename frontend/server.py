@@ -1,0 +1,71 @@
+"""Running the frontend: one HTTP server process, or several sharing the port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from zeroserve.common.logs import configure_logging
+from zeroserve.common.supervisor import Supervisor
+from zeroserve.frontend.app import make_app
+from zeroserve.frontend.broker_link import BrokerLink
+from zeroserve.frontend.config import FrontendConfig
+
+log = logging.getLogger(__name__)
+
+#: How long a stopping frontend waits for requests it is answering.
+STOP_GRACE_S = 5.0
+
+
+async def serve(config: FrontendConfig) -> None:
+    """Serve HTTP until SIGTERM or SIGINT, then finish what is in flight (briefly) and leave."""
+    link = BrokerLink(config)
+    link.start()
+    server = HTTPServer(
+        make_app(link, config),
+        max_body_size=config.max_body_bytes + 1024 * 1024,
+        idle_connection_timeout=config.idle_timeout_s,
+        body_timeout=config.idle_timeout_s,
+        decompress_request=False,
+    )
+    server.add_sockets(bind_sockets(config.port, config.host, reuse_port=config.processes > 1))
+    log.info(
+        "frontend listening on http://%s:%d, broker %s", config.host, config.port, config.broker
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    deadline = time.monotonic() + min(STOP_GRACE_S, config.request_timeout_s)
+    while link.pending and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    link.close()
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(server.close_all_connections(), 1.0)
+    log.info("frontend stopped")
+
+
+def run_frontend_process(config: FrontendConfig) -> None:
+    configure_logging(config.log_level, "frontend")
+    asyncio.run(serve(config))
+
+
+def run_frontend(config: FrontendConfig) -> int:
+    if config.processes == 1:
+        run_frontend_process(config)
+        return 0
+    return Supervisor(
+        "frontend",
+        run_frontend_process,
+        (config,),
+        config.processes,
+        stop_timeout_s=STOP_GRACE_S + 5,
+    ).run()

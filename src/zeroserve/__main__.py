@@ -1,0 +1,3 @@
+from zeroserve.cli import main
+
+main()

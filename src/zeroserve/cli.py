@@ -1,0 +1,341 @@
+"""The ``cluster`` command: one subcommand per process, and the tools around them.
+
+Flags that several subcommands take are defined once below, so they are
+spelled and checked the same everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from zeroserve.common.errors import ConfigError, ZeroserveError
+from zeroserve.common.logs import LEVELS, configure_logging
+from zeroserve.common.version import __version__
+
+log = logging.getLogger(__name__)
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def _options(*decorators: Decorator) -> Decorator:
+    def apply(func: Callable[..., Any]) -> Callable[..., Any]:
+        for decorator in reversed(decorators):
+            func = decorator(func)
+        return func
+
+    return apply
+
+
+def broker_option(default: str | None, side: str) -> Decorator:
+    return click.option(
+        "--broker",
+        default=default,
+        required=default is None,
+        show_default=default is not None,
+        help=f"The broker's {side} endpoint, tcp://HOST:PORT.",
+    )
+
+
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(LEVELS, case_sensitive=False),
+    default="INFO",
+    show_default=True,
+    help="Log level (logs go to stderr).",
+)
+heartbeat_options = _options(
+    click.option(
+        "--heartbeat-interval",
+        "heartbeat_interval_s",
+        type=click.FloatRange(min=0.01, max=3600),
+        default=1.0,
+        show_default=True,
+        help="Seconds between heartbeats.",
+    ),
+    click.option(
+        "--heartbeat-liveness",
+        type=click.IntRange(min=1, max=100),
+        default=3,
+        show_default=True,
+        help="Heartbeats missed before a peer counts as dead.",
+    ),
+)
+batching_options = _options(
+    click.option(
+        "--max-batch-size",
+        type=click.IntRange(min=1, max=10_000),
+        default=None,
+        help="Largest batch given to predict [default: the API's max_batch_size, else 1].",
+    ),
+    click.option(
+        "--batch-timeout",
+        "batch_timeout_s",
+        type=click.FloatRange(min=0, max=60),
+        default=None,
+        help="Seconds a batch waits to fill [default: the API's batch_timeout, else 0].",
+    ),
+    click.option(
+        "--route",
+        default=None,
+        help="HTTP path of the service [default: the API's api_path, else /predict].",
+    ),
+)
+api_option = click.option(
+    "--api",
+    metavar="MODULE:ATTR",
+    help="The API class or instance: an importable module or a path/to/file.py, then :ATTR.",
+)
+
+
+def _run_guarded(func: Callable[[], int]) -> None:
+    """Turn our own errors into one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        code = func()
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+    except ZeroserveError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except OSError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="zeroserve")
+def main() -> None:
+    """zeroserve: serve model APIs over HTTP from a ZeroMQ cluster."""
+
+
+@main.command()
+@click.option(
+    "--frontend-bind",
+    default="tcp://*:5555",
+    show_default=True,
+    help="Where frontends and `cluster status` connect.",
+)
+@click.option(
+    "--backend-bind", default="tcp://*:5556", show_default=True, help="Where workers connect."
+)
+@click.option(
+    "--max-queue",
+    type=click.IntRange(min=1),
+    default=1024,
+    show_default=True,
+    help="Requests waiting per service before new ones get 503.",
+)
+@click.option(
+    "--max-attempts",
+    type=click.IntRange(min=1),
+    default=3,
+    show_default=True,
+    help="Workers that may try one request before it gets 502.",
+)
+@heartbeat_options
+@log_level_option
+def broker(**options: Any) -> None:
+    """Run the broker: routes requests from frontends to workers."""
+    from zeroserve.broker.broker import Broker
+    from zeroserve.broker.config import BrokerConfig
+
+    configure_logging(options.pop("log_level"), "broker")
+
+    def run() -> int:
+        config = BrokerConfig(**options)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
+        instance = Broker(config)
+        try:
+            instance.bind()
+        except Exception as exc:
+            raise ConfigError(f"cannot bind: {exc}") from exc
+        try:
+            instance.run(stop)
+        finally:
+            instance.close()
+        log.info("broker stopped")
+        return 0
+
+    _run_guarded(run)
+
+
+@main.command()
+@broker_option(None, "backend (worker side)")
+@api_option
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=1024),
+    default=None,
+    help="Worker processes [default: one per physical core].",
+)
+@click.option("--service", default=None, help="Service name [default: the API class's name].")
+@batching_options
+@click.option(
+    "--capacity",
+    type=click.IntRange(min=1, max=100_000),
+    default=None,
+    help="Requests one process may hold [default: two batches, at least 4].",
+)
+@click.option(
+    "--drain-timeout",
+    "drain_timeout_s",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds a stopping process may spend finishing its work.",
+)
+@click.option(
+    "--device", default="cpu", show_default=True, help="Passed to the API's setup(device)."
+)
+@heartbeat_options
+@log_level_option
+def worker(api: str | None, **options: Any) -> None:
+    """Run worker processes on this host for one API."""
+    from zeroserve.worker.config import WorkerConfig
+    from zeroserve.worker.launcher import run_launcher
+
+    if not api:
+        raise click.UsageError("Missing option '--api'.")
+    configure_logging(options["log_level"], "worker")
+    _run_guarded(lambda: run_launcher(WorkerConfig(api=api, **options)))
+
+
+@main.command()
+@broker_option("tcp://127.0.0.1:5555", "frontend")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True)
+@click.option(
+    "--processes",
+    type=click.IntRange(min=1, max=256),
+    default=1,
+    show_default=True,
+    help="HTTP processes sharing the port.",
+)
+@click.option(
+    "--max-body",
+    "max_body_bytes",
+    type=click.IntRange(min=1),
+    default=10 * 1024 * 1024,
+    show_default=True,
+    help="Largest request body in bytes (413 above).",
+)
+@click.option(
+    "--request-timeout",
+    "request_timeout_s",
+    type=click.FloatRange(min=0.001),
+    default=30.0,
+    show_default=True,
+    help="Seconds before a request is answered 504.",
+)
+@heartbeat_options
+@log_level_option
+def frontend(**options: Any) -> None:
+    """Run the HTTP frontend."""
+    from zeroserve.frontend.config import FrontendConfig
+    from zeroserve.frontend.server import run_frontend
+
+    configure_logging(options["log_level"], "frontend")
+    _run_guarded(lambda: run_frontend(FrontendConfig(**options)))
+
+
+@main.command()
+@api_option
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address the HTTP frontend listens on."
+)
+@click.option("--port", type=click.IntRange(min=1, max=65535), default=8000, show_default=True)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1, max=1024),
+    default=None,
+    help="Worker processes [default: one per physical core].",
+)
+@batching_options
+@click.option(
+    "--request-timeout",
+    "request_timeout_s",
+    type=click.FloatRange(min=0.001),
+    default=30.0,
+    show_default=True,
+)
+@click.option(
+    "--heartbeat-interval",
+    "heartbeat_interval_s",
+    type=click.FloatRange(min=0.01, max=3600),
+    default=1.0,
+    show_default=True,
+)
+@log_level_option
+def up(api: str | None, **options: Any) -> None:
+    """Run broker, workers and frontend on this machine (the built-in demo without --api)."""
+    from zeroserve.up import Up, UpConfig
+    from zeroserve.worker.config import WorkerConfig
+    from zeroserve.worker.loader import DEMO_API, load_api, resolve_settings
+
+    configure_logging(options["log_level"], "up")
+    batching = {k: options[k] for k in ("max_batch_size", "batch_timeout_s", "route")}
+    worker_flags: list[str] = []
+    for flag, value in zip(
+        ("--max-batch-size", "--batch-timeout", "--route"), batching.values(), strict=True
+    ):
+        if value is not None:
+            worker_flags += [flag, str(value)]
+    spec = api or DEMO_API
+
+    def run() -> int:
+        # Check the API here, so that a mistake is one clear line before anything starts.
+        resolve_settings(load_api(spec), WorkerConfig(broker="", api=spec, **batching))
+        config = UpConfig(
+            api=spec,
+            host=options["host"],
+            port=options["port"],
+            workers=options["workers"],
+            worker_flags=tuple(worker_flags),
+            frontend_flags=("--request-timeout", str(options["request_timeout_s"])),
+            heartbeat_interval_s=options["heartbeat_interval_s"],
+            log_level=options["log_level"],
+        )
+        return Up(config).run()
+
+    _run_guarded(run)
+
+
+@main.command()
+@broker_option("tcp://127.0.0.1:5555", "frontend")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=click.FloatRange(min=0.01),
+    default=3.0,
+    show_default=True,
+    help="Seconds to wait for the broker.",
+)
+@log_level_option
+def status(broker: str, as_json: bool, timeout_s: float, log_level: str) -> None:
+    """Show the cluster: workers, services, frontends."""
+    from zeroserve.common.status_client import fetch_status
+    from zeroserve.status import format_status
+
+    configure_logging(log_level, "status")
+
+    def run() -> int:
+        snapshot = fetch_status(broker, timeout_s)
+        click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
+        return 0
+
+    _run_guarded(run)
+
+
+if __name__ == "__main__":
+    main()

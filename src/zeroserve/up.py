@@ -1,0 +1,173 @@
+"""``cluster up``: broker, worker launcher and frontend on this machine, in one command.
+
+The broker runs in this process (bound to loopback on free ports, so two
+``cluster up`` never collide and nothing internal is exposed); the worker
+launcher and the frontend are the same ``cluster worker`` and ``cluster
+frontend`` commands a multi-host set-up runs, started as child processes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+
+import click
+
+from zeroserve.broker.broker import Broker
+from zeroserve.broker.config import BrokerConfig
+from zeroserve.common.status_client import fetch_status
+
+log = logging.getLogger(__name__)
+
+#: Everything is stopped within this, killed if need be.
+STOP_TIMEOUT_S = 8.0
+CHILD_DRAIN_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class UpConfig:
+    api: str
+    host: str
+    port: int
+    workers: int | None
+    worker_flags: tuple[str, ...] = ()
+    frontend_flags: tuple[str, ...] = ()
+    heartbeat_interval_s: float = 1.0
+    log_level: str = "INFO"
+    ready_timeout_s: float = 120.0
+
+
+def cluster_command() -> list[str]:
+    return [sys.executable, "-m", "zeroserve"]
+
+
+class Up:
+    def __init__(self, config: UpConfig) -> None:
+        self.config = config
+        self.children: list[subprocess.Popen] = []
+        self.stop_requested = threading.Event()
+        self.broker = Broker(
+            BrokerConfig(
+                frontend_bind="tcp://127.0.0.1:0",
+                backend_bind="tcp://127.0.0.1:0",
+                heartbeat_interval_s=config.heartbeat_interval_s,
+            )
+        )
+        self._broker_stop = threading.Event()
+        self._broker_thread = threading.Thread(
+            target=self.broker.run, args=(self._broker_stop,), name="broker", daemon=True
+        )
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.stop_requested.set()
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        c = self.config
+        self.broker.bind()
+        self._broker_thread.start()
+        common = ["--log-level", c.log_level, "--heartbeat-interval", str(c.heartbeat_interval_s)]
+        worker = [
+            *cluster_command(),
+            "worker",
+            "--broker",
+            self.broker.backend_endpoint,
+            "--api",
+            c.api,
+            "--drain-timeout",
+            str(CHILD_DRAIN_TIMEOUT_S),
+            *common,
+            *c.worker_flags,
+        ]
+        if c.workers:
+            worker += ["--processes", str(c.workers)]
+        frontend = [
+            *cluster_command(),
+            "frontend",
+            "--broker",
+            self.broker.frontend_endpoint,
+            "--host",
+            c.host,
+            "--port",
+            str(c.port),
+            *common,
+            *c.frontend_flags,
+        ]
+        try:
+            # Own process groups, so that a stop that overruns kills grandchildren too.
+            self.children = [
+                subprocess.Popen(worker, start_new_session=True),
+                subprocess.Popen(frontend, start_new_session=True),
+            ]
+            code = self._serve()
+        finally:
+            self._shutdown()
+        return code
+
+    def _serve(self) -> int:
+        url = f"http://{self.config.host}:{self.config.port}"
+        deadline = time.monotonic() + self.config.ready_timeout_s
+        ready = False
+        while not self.stop_requested.is_set():
+            for child in self.children:
+                if child.poll() is not None:
+                    log.error(
+                        "%s exited with code %s; stopping",
+                        " ".join(child.args[3:5]),
+                        child.returncode,
+                    )
+                    return 1
+            if not ready:
+                if _healthy(url):
+                    ready = True
+                    snapshot = fetch_status(self.broker.frontend_endpoint, timeout_s=2.0)
+                    routes = ", ".join(f"POST {path}" for path in sorted(_routes(snapshot)))
+                    click.echo(
+                        f"zeroserve is serving on {url}  ({routes}); Ctrl-C stops it", err=False
+                    )
+                elif time.monotonic() > deadline:
+                    log.error(
+                        "no worker became ready within %.0f s; stopping",
+                        self.config.ready_timeout_s,
+                    )
+                    return 1
+            self.stop_requested.wait(0.1)
+        return 0
+
+    def _shutdown(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for child in self.children:
+            try:
+                child.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("pid %d did not stop in time; killing its process group", child.pid)
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+        self._broker_stop.set()
+        self._broker_thread.join(2.0)
+        self.broker.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/health", timeout=1.0) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _routes(snapshot: dict[str, Any]) -> list[str]:
+    return [route for s in snapshot.get("services", {}).values() for route in s.get("routes", [])]

@@ -1,0 +1,84 @@
+"""The class a model author subclasses: LitServe's ``LitAPI`` contract, run on zeroserve workers.
+
+A class written against LitServe's ``LitAPI`` runs unchanged: the same
+method names, the same defaults, the same attributes (``max_batch_size``,
+``batch_timeout``, ``api_path``, ``stream``). Subclassing this one is
+optional; any object with a ``predict`` method will do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Response:
+    """Return from ``encode_response`` to choose the body bytes, status and content type."""
+
+    body: bytes | str
+    status: int = 200
+    content_type: str = "application/octet-stream"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class LitAPI:
+    """Override ``setup`` and ``predict``; the rest have LitServe's defaults.
+
+    Settings may be class attributes or constructor arguments, as in LitServe;
+    the worker's command-line flags override both.
+    """
+
+    max_batch_size: int = 1
+    batch_timeout: float = 0.0
+    api_path: str = "/predict"
+    stream: bool = False
+    enable_async: bool = False
+
+    def __init__(
+        self,
+        max_batch_size: int | None = None,
+        batch_timeout: float | None = None,
+        api_path: str | None = None,
+        stream: bool | None = None,
+        enable_async: bool | None = None,
+    ) -> None:
+        given = {
+            "max_batch_size": max_batch_size,
+            "batch_timeout": batch_timeout,
+            "api_path": api_path,
+            "stream": stream,
+            "enable_async": enable_async,
+        }
+        for name, value in given.items():
+            if value is not None:
+                setattr(self, name, value)
+
+    def setup(self, device: str) -> None:
+        """Load the model; called once per worker process before it takes work."""
+
+    def decode_request(self, request: Any) -> Any:
+        return request
+
+    def batch(self, inputs: list[Any]) -> Any:
+        """Stack inputs when they are arrays or tensors; otherwise keep the list."""
+        first = inputs[0] if inputs else None
+        module = type(first).__module__.split(".")[0]
+        if module == "numpy":
+            import numpy
+
+            return numpy.stack(inputs)
+        if module == "torch":
+            import torch
+
+            return torch.stack(inputs)
+        return inputs
+
+    def predict(self, x: Any) -> Any:
+        raise NotImplementedError("predict is not implemented")
+
+    def unbatch(self, output: Any) -> list[Any]:
+        return list(output)
+
+    def encode_response(self, output: Any) -> Any:
+        return output

@@ -1,0 +1,42 @@
+"""The worker's settings, one frozen object built by the CLI and handed to each process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zeroserve.common.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    broker: str
+    #: ``module:attr`` or ``path/to/file.py:attr``; attr is a class or an instance.
+    api: str
+    #: Service name; defaults to the API class's name.
+    service: str | None = None
+    #: Worker processes on this host; None means one per physical core.
+    processes: int | None = None
+    #: These override the API class's own attributes when set.
+    max_batch_size: int | None = None
+    batch_timeout_s: float | None = None
+    route: str | None = None
+    #: Requests one process may hold; None means two batches' worth.
+    capacity: int | None = None
+    heartbeat_interval_s: float = 1.0
+    heartbeat_liveness: int = 3
+    #: How long a stopping process may spend finishing what it holds.
+    drain_timeout_s: float = 30.0
+    device: str = "cpu"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if self.processes is not None and self.processes < 1:
+            raise ConfigError("processes must be at least 1")
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise ConfigError("max_batch_size must be at least 1")
+        if self.batch_timeout_s is not None and self.batch_timeout_s < 0:
+            raise ConfigError("batch_timeout must not be negative")
+        if self.capacity is not None and self.capacity < 1:
+            raise ConfigError("capacity must be at least 1")
+        if self.heartbeat_interval_s <= 0:
+            raise ConfigError("heartbeat_interval_s must be positive")

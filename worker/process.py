@@ -1,0 +1,239 @@
+"""One worker process: set up the user's API, announce it to the broker, serve until stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+import psutil
+
+from zeroserve.common import protocol as p
+from zeroserve.common.connection import BrokerConnection
+from zeroserve.common.errors import ConfigError
+from zeroserve.common.logs import configure_logging
+from zeroserve.common.version import __version__
+from zeroserve.worker.batching import BatchingLoop
+from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.loader import ApiSettings, load_api, resolve_settings
+from zeroserve.worker.pipeline import Answer, Job, Pipeline
+
+log = logging.getLogger(__name__)
+
+#: Exit codes the launcher tells apart.
+EXIT_SETUP_FAILED = 78
+EXIT_REFUSED = 77
+
+
+class WorkerProcess:
+    """The asyncio side of a worker: receives requests, feeds the batching loop, sends answers."""
+
+    def __init__(self, config: WorkerConfig, api: Any, settings: ApiSettings) -> None:
+        self.config = config
+        self.api = api
+        self.settings = settings
+        self.jobs: dict[tuple[bytes, bytes], Job] = {}
+        self.done = 0
+        self.generation = 0
+        self.exit_code = 0
+        self._parent_pid = os.getppid()
+        self._stopping: asyncio.Event | None = None
+        self._drain_acked: asyncio.Event | None = None
+        self.loop = BatchingLoop(
+            Pipeline(api, settings.max_batch_size),
+            settings.max_batch_size,
+            settings.batch_timeout_s,
+            self._send_answer,
+        )
+        self.link = BrokerConnection(
+            config.broker,
+            table=p.TO_WORKER,
+            on_message=self._on_message,
+            on_connect=self._announce,
+            on_lost=self._on_lost,
+            heartbeat_meta=self._heartbeat_meta,
+            heartbeat_interval_s=config.heartbeat_interval_s,
+            heartbeat_liveness=config.heartbeat_liveness,
+            name=f"worker {os.getpid()}",
+        )
+
+    # -- talking to the broker ---------------------------------------------------
+
+    def _ready_meta(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "service": s.service,
+            "routes": [{"path": s.route, "methods": ["POST"]}],
+            "capacity": s.capacity,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
+            "api": type(self.api).__name__,
+            "max_batch_size": s.max_batch_size,
+            "batch_timeout_s": s.batch_timeout_s,
+            "stream": s.stream,
+            "version": __version__,
+            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+        }
+
+    def _announce(self) -> None:
+        """Say READY, forgetting work of an earlier broker session (that broker re-sent it)."""
+        self.generation += 1
+        dropped = self.loop.drop_pending()
+        self.jobs.clear()
+        if dropped:
+            log.warning("dropped %d request(s) of a previous broker session", dropped)
+        self.link.send(p.message(p.READY, p.pack_meta(self._ready_meta())))
+
+    def _heartbeat_meta(self) -> dict[str, Any]:
+        if os.getppid() != self._parent_pid:
+            log.error("the worker launcher is gone; stopping")
+            self.stop()
+        return {
+            "in_flight": len(self.jobs),
+            "queued": len(self.loop.pending),
+            "running": len(self.loop.running),
+            "done": self.done,
+            "batches": self.loop.batches,
+        }
+
+    def _on_lost(self, why: str) -> None:
+        log.warning("lost the broker (%s)", why)
+
+    def _on_message(self, command: bytes, args: list[Any]) -> None:
+        if command == p.REQUEST:
+            client, rid = p.identity(args[0]), p.identity(args[1])
+            meta = p.unpack_meta(args[2])
+            now = time.monotonic()
+            job = Job(
+                client,
+                rid,
+                meta,
+                args[3],
+                p.deadline_from(meta, 30.0, now),
+                now,
+                self.generation,
+            )
+            self.jobs[job.key] = job
+            self.loop.submit(job)
+        elif command == p.CANCEL:
+            job = self.jobs.get((p.identity(args[0]), p.identity(args[1])))
+            if job is not None:
+                job.cancelled = True
+        elif command == p.DISCONNECT:
+            self._on_disconnect(p.unpack_meta(args[0]))
+
+    def _on_disconnect(self, meta: dict[str, Any]) -> None:
+        if meta.get("ack"):
+            if self._drain_acked is not None:
+                self._drain_acked.set()
+        elif "error" in meta:
+            log.error("the broker refused this worker: %s", meta.get("error"))
+            self.exit_code = EXIT_REFUSED
+            self.stop()
+        elif meta.get("reason") == "unknown worker" and not self.is_stopping:
+            log.info("the broker does not know this worker (it restarted?); announcing again")
+            self._announce()
+
+    def _send_answer(self, job: Job, answer: Answer) -> None:
+        self.jobs.pop(job.key, None)
+        if job.generation != self.generation:
+            return
+        self.done += 1
+        if answer.error is not None:
+            meta = {"status": answer.status, "error": answer.error}
+            self.link.send(p.message(p.ERROR, job.client, job.rid, p.pack_meta(meta), b""))
+            return
+        meta = {"status": answer.status, "ct": answer.content_type}
+        if answer.headers:
+            meta["headers"] = answer.headers
+        self.link.send(p.message(p.REPLY, job.client, job.rid, p.pack_meta(meta), answer.body))
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @property
+    def is_stopping(self) -> bool:
+        return self._stopping is not None and self._stopping.is_set()
+
+    def stop(self) -> None:
+        if self._stopping is not None:
+            self._stopping.set()
+
+    async def serve(self) -> int:
+        self._stopping = asyncio.Event()
+        self._drain_acked = asyncio.Event()
+        aloop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            aloop.add_signal_handler(sig, self.stop)
+        self.link.start()
+        batching = aloop.create_task(self.loop.run())
+        log.info(
+            "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
+            os.getpid(),
+            self.settings.service,
+            self.settings.route,
+            self.config.broker,
+            self.settings.max_batch_size,
+            self.settings.batch_timeout_s,
+            self.settings.capacity,
+        )
+        await self._stopping.wait()
+        if self.exit_code == 0:
+            await self._drain()
+        batching.cancel()
+        self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
+        return self.exit_code
+
+    async def _drain(self) -> None:
+        """Stop taking work, finish what is held, then say goodbye."""
+        assert self._drain_acked is not None
+        log.info("draining: %d request(s) held", len(self.jobs))
+        deadline = time.monotonic() + self.config.drain_timeout_s
+        if self.link.alive and self.link.send(
+            p.message(p.DISCONNECT, p.pack_meta({"drain": True}))
+        ):
+            try:
+                await asyncio.wait_for(
+                    self._drain_acked.wait(),
+                    self.link.broker_interval_s * self.config.heartbeat_liveness,
+                )
+            except asyncio.TimeoutError:
+                log.warning("the broker did not acknowledge the drain; finishing what is held")
+        while self.jobs and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self.jobs:
+            log.warning("drain timed out with %d request(s) unfinished", len(self.jobs))
+        else:
+            log.info("drained")
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable
+
+
+def run_worker_process(config: WorkerConfig) -> None:
+    """Entry point of a spawned worker process."""
+    configure_logging(config.log_level, "worker")
+    try:
+        api = load_api(config.api)
+        settings = resolve_settings(api, config)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(EXIT_SETUP_FAILED)
+    try:
+        setup = getattr(api, "setup", None)
+        if callable(setup):
+            result = setup(config.device)
+            if inspect.isawaitable(result):
+                asyncio.run(_await(result))
+    except Exception:
+        log.exception("%s.setup failed; this worker process stops", type(api).__name__)
+        sys.exit(EXIT_SETUP_FAILED)
+    worker = WorkerProcess(config, api, settings)
+    sys.exit(asyncio.run(worker.serve()))
