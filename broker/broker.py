@@ -489,12 +489,14 @@ class Broker:
                 self._fail(
                     request, 504, "the request's deadline passed while it waited for a worker"
                 )
-            elif not request.cancelled:
+            elif not request.expired:
                 # Answer now; the worker gets a grace period to give the slot back.
+                request.expired = True
                 self.counters["expired_inflight"] += 1
-                self._answer_error(
-                    request.frontend, request.rid, 504, "the request's deadline passed"
-                )
+                if not request.cancelled:
+                    self._answer_error(
+                        request.frontend, request.rid, 504, "the request's deadline passed"
+                    )
                 self._cancel(request)
                 request.deadline = deadline + self.config.deadline_grace_s
                 heapq.heappush(heap, (request.deadline, next(self._seq), key))

@@ -22,6 +22,8 @@ class BrokerRequest:
     started: bool = False
     #: Nobody waits for the answer any more (client gone or deadline passed).
     cancelled: bool = False
+    #: Its deadline passed while a worker held it; the worker has a grace period to answer.
+    expired: bool = False
 
     @property
     def key(self) -> tuple[bytes, bytes]:

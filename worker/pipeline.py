@@ -14,12 +14,15 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from tornado.httputil import parse_body_arguments
+
 from zeroserve.common.errors import http_status_of
 from zeroserve.worker.api import Response
 
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "")
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ERROR_CHARS = 300
 
 
@@ -162,7 +165,12 @@ async def _await(awaitable: Any) -> Any:
 
 
 def parse_body(job: Job) -> Any:
-    """The request as LitServe hands it to decode_request: parsed JSON, text, or bytes."""
+    """The request as LitServe hands it to decode_request.
+
+    JSON (also when no content type is given) becomes Python values, a form a
+    dict of fields (files as tornado ``HTTPFile``), text a str; any other
+    content type arrives as bytes.
+    """
     content_type = str(job.meta.get("ct", "")).split(";", 1)[0].strip().lower()
     body = job.body
     if not body:
@@ -174,6 +182,13 @@ def parse_body(job: Job) -> Any:
             return json.loads(body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise RequestError(400, f"malformed JSON body: {exc}") from None
+    if content_type in FORM_TYPES:
+        arguments: dict[str, list[bytes]] = {}
+        files: dict[str, list[Any]] = {}
+        parse_body_arguments(str(job.meta.get("ct")), body, arguments, files)
+        form: dict[str, Any] = {k: v[-1].decode(errors="replace") for k, v in arguments.items()}
+        form.update({k: v[-1] for k, v in files.items()})
+        return form
     if content_type.startswith("text/"):
         try:
             return body.decode()

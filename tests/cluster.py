@@ -1,0 +1,223 @@
+"""Starting real ``cluster`` processes for tests, waiting on their readiness, and cleaning up.
+
+Every process gets its own process group, so that teardown ends a worker
+launcher together with its children, also when the test failed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+import requests
+
+from zeroserve.common.status_client import BrokerUnreachable, fetch_status
+
+ROOT = Path(__file__).resolve().parent.parent
+APIS = Path(__file__).resolve().parent / "apis.py"
+HEARTBEAT = ["--heartbeat-interval", "0.2", "--heartbeat-liveness", "3"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:
+    """Poll a readiness condition until it holds; fail with `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
+        time.sleep(0.05)
+
+
+def api(name: str) -> str:
+    return f"{APIS}:{name}"
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        self.frontend_endpoint = ""
+        self.backend_endpoint = ""
+        self.http_port = 0
+
+    # -- processes -------------------------------------------------------------
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        log_path = self.tmp_path / f"{name}-{len(self.procs)}.log"
+        with open(log_path, "wb") as log_file:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "zeroserve", *args],
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                cwd=ROOT,
+            )
+        self.procs.append((name, proc, log_path))
+        return proc
+
+    def broker(self, *extra: str, ports: tuple[int, int] | None = None) -> subprocess.Popen:
+        front, back = ports or (free_port(), free_port())
+        self.frontend_endpoint = f"tcp://127.0.0.1:{front}"
+        self.backend_endpoint = f"tcp://127.0.0.1:{back}"
+        proc = self.start(
+            "broker",
+            "broker",
+            "--frontend-bind",
+            self.frontend_endpoint,
+            "--backend-bind",
+            self.backend_endpoint,
+            *HEARTBEAT,
+            *extra,
+        )
+        wait_until(self.status, what="the broker to answer STATUS")
+        return proc
+
+    def worker(
+        self, api_name: str = "EchoAPI", processes: int = 1, *extra: str
+    ) -> subprocess.Popen:
+        return self.start(
+            "worker",
+            "worker",
+            "--broker",
+            self.backend_endpoint,
+            "--api",
+            api(api_name),
+            "--processes",
+            str(processes),
+            *HEARTBEAT,
+            *extra,
+        )
+
+    def frontend(self, *extra: str) -> subprocess.Popen:
+        self.http_port = free_port()
+        proc = self.start(
+            "frontend",
+            "frontend",
+            "--broker",
+            self.frontend_endpoint,
+            "--port",
+            str(self.http_port),
+            *HEARTBEAT,
+            *extra,
+        )
+        wait_until(self._http_up, what="the frontend to listen")
+        return proc
+
+    def up(
+        self,
+        api_name: str = "EchoAPI",
+        processes: int = 1,
+        worker_args: tuple[str, ...] = (),
+        frontend_args: tuple[str, ...] = (),
+        broker_args: tuple[str, ...] = (),
+    ) -> None:
+        """Broker, one worker launcher and a frontend, ready to serve."""
+        self.broker(*broker_args)
+        self.worker(api_name, processes, *worker_args)
+        self.frontend(*frontend_args)
+        self.wait_healthy(processes)
+
+    def stop(self, proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout_s: float = 15) -> int:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        return proc.wait(timeout_s)
+
+    def stop_all(self) -> None:
+        for _, proc, _ in reversed(self.procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 10
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+
+    def logs(self) -> str:
+        parts = []
+        for name, _, path in self.procs:
+            text = path.read_text(errors="replace")[-6000:]
+            parts.append(f"----- {name} ({path.name}) -----\n{text}")
+        return "\n".join(parts)
+
+    # -- looking at it ---------------------------------------------------------
+
+    def url(self, path: str = "/predict") -> str:
+        return f"http://127.0.0.1:{self.http_port}{path}"
+
+    def post(self, payload: Any, path: str = "/predict", **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return requests.post(self.url(path), json=payload, **kwargs)
+
+    def status(self) -> dict[str, Any] | None:
+        try:
+            return fetch_status(self.frontend_endpoint, timeout_s=0.5)
+        except BrokerUnreachable:
+            return None
+
+    def _http_up(self) -> bool:
+        try:
+            requests.get(self.url("/health"), timeout=1)
+        except requests.ConnectionError:
+            return False
+        return True
+
+    def health(self) -> int:
+        try:
+            return requests.get(self.url("/health"), timeout=2).status_code
+        except requests.ConnectionError:
+            return 0
+
+    def ready_workers(self, service: str | None = None) -> list[dict[str, Any]]:
+        snapshot = self.status() or {}
+        return [
+            w
+            for w in snapshot.get("workers", [])
+            if w["state"] != "draining" and (service is None or w["service"] == service)
+        ]
+
+    def wait_workers(self, count: int, service: str | None = None, timeout_s: float = 30) -> None:
+        wait_until(
+            lambda: len(self.ready_workers(service)) >= count,
+            timeout_s,
+            f"{count} ready worker(s) of {service or 'any service'}",
+        )
+
+    def wait_healthy(self, workers: int = 1) -> None:
+        self.wait_workers(workers)
+        wait_until(lambda: self.health() == 200, what="/health to answer 200")
+
+
+def worker_pids(launcher: subprocess.Popen) -> set[int]:
+    """The launcher's worker processes (not multiprocessing's resource tracker)."""
+    pids = set()
+    try:
+        children = psutil.Process(launcher.pid).children()
+    except psutil.NoSuchProcess:
+        return pids
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            if any("spawn_main" in part for part in child.cmdline()):
+                pids.add(child.pid)
+    return pids

@@ -1,0 +1,290 @@
+"""The whole request path through real broker, worker and frontend processes."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+import requests
+
+from cluster import ROOT, Cluster, api, wait_until, worker_pids
+
+
+def test_separate_processes_serve_a_test_api(cluster: Cluster) -> None:
+    cluster.up("EchoAPI")
+    answer = cluster.post({"value": "hello"})
+    assert answer.status_code == 200
+    assert answer.headers["Content-Type"] == "application/json"
+    assert answer.json()["echo"] == "hello"
+    info = requests.get(cluster.url("/info"), timeout=5).json()
+    assert info["routes"] == {"/predict": "EchoAPI"}
+    assert info["services"]["EchoAPI"]["workers"] == 1
+
+
+def test_user_errors_keep_the_worker_serving(cluster: Cluster) -> None:
+    cluster.up("EchoAPI")
+    malformed = requests.post(
+        cluster.url(), data=b"{not json", headers={"Content-Type": "application/json"}, timeout=10
+    )
+    assert malformed.status_code == 400
+    assert "malformed JSON" in malformed.json()["error"]
+    failing = cluster.post({"op": "fail"})
+    assert failing.status_code == 500
+    assert "ValueError: boom" in failing.json()["error"]
+    teapot = cluster.post({"op": "http", "status": 418})
+    assert teapot.status_code == 418
+    assert teapot.json() == {"error": "asked for it"}
+    assert cluster.post({"value": 1}).json()["echo"] == 1
+
+
+def test_http_errors(cluster: Cluster) -> None:
+    cluster.up("EchoAPI", 2, frontend_args=("--max-body", "1000", "--request-timeout", "1"))
+    unknown = requests.post(cluster.url("/nowhere"), json={}, timeout=5)
+    assert unknown.status_code == 404
+    assert "error" in unknown.json()
+    wrong_method = requests.get(cluster.url(), timeout=5)
+    assert wrong_method.status_code == 405
+    assert wrong_method.headers["Allow"] == "POST"
+    too_big = cluster.post({"value": "x" * 2000})
+    assert too_big.status_code == 413
+    chunked_too_big = requests.post(
+        cluster.url(), data=iter([b'{"value": "', b"x" * 1500, b'"}']), timeout=5
+    )
+    assert chunked_too_big.status_code == 413
+    slow = cluster.post({"op": "sleep", "seconds": 3})
+    assert slow.status_code == 504
+    assert "timeout" in slow.json()["error"]
+    assert cluster.post({"value": 2}).status_code == 200
+
+
+def test_no_worker_for_a_service_is_503(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.frontend()
+    other = cluster.worker("OtherRouteAPI")
+    cluster.worker("EchoAPI")
+    cluster.wait_workers(2)
+    wait_until(lambda: cluster.post({"value": 1}, "/other").status_code == 200, what="/other")
+    cluster.stop(other)
+    wait_until(lambda: not cluster.ready_workers("OtherRouteAPI"), what="the worker to leave")
+    gone = cluster.post({"value": 1}, "/other")
+    assert gone.status_code == 503
+    assert "no worker" in gone.json()["error"]
+    assert cluster.post({"value": 1}).status_code == 200
+
+
+def test_full_queue_is_503_with_retry_after(cluster: Cluster) -> None:
+    cluster.up("EchoAPI", worker_args=("--capacity", "1"), broker_args=("--max-queue", "2"))
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: cluster.post({"op": "sleep", "seconds": 0.5}), range(8)))
+    statuses = sorted(r.status_code for r in codes)
+    assert statuses.count(200) >= 3, statuses
+    full = [r for r in codes if r.status_code == 503]
+    assert full, statuses
+    assert all(r.headers.get("Retry-After") == "1" for r in full)
+    assert all("full" in r.json()["error"] for r in full)
+
+
+def test_worker_that_joins_late_turns_health_green(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.frontend()
+    assert cluster.health() == 503
+    assert cluster.post({"value": 1}).status_code == 503
+    cluster.worker("EchoAPI")
+    wait_until(lambda: cluster.health() == 200, what="/health 200")
+    assert cluster.post({"value": 1}).status_code == 200
+
+
+def test_two_launchers_both_receive_work(cluster: Cluster) -> None:
+    cluster.broker()
+    first = cluster.worker("EchoAPI", 1)
+    second = cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(
+            pool.map(lambda i: cluster.post({"op": "sleep", "seconds": 0.02}), range(40))
+        )
+    assert all(a.status_code == 200 for a in answers)
+    served_by = {a.json()["pid"] for a in answers}
+    assert served_by & worker_pids(first)
+    assert served_by & worker_pids(second)
+
+
+def test_status_json_lists_workers_with_hosts_and_pids(cluster: Cluster) -> None:
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 2)
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zeroserve",
+            "status",
+            "--broker",
+            cluster.frontend_endpoint,
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    snapshot = json.loads(out.stdout)
+    pids = {w["pid"] for w in snapshot["workers"]}
+    assert pids == worker_pids(launcher)
+    assert all(w["host"] and w["service"] == "EchoAPI" for w in snapshot["workers"])
+    assert snapshot["services"]["EchoAPI"]["routes"] == ["/predict"]
+    assert len(snapshot["frontends"]) == 1
+    table = subprocess.run(
+        [sys.executable, "-m", "zeroserve", "status", "--broker", cluster.frontend_endpoint],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    for pid in pids:
+        assert str(pid) in table
+    assert "SquareAPI" not in table and "EchoAPI" in table
+
+
+def test_batching_really_batches(cluster: Cluster) -> None:
+    cluster.up("BatchAPI")
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: cluster.post({"value": i}), range(64)))
+    assert [a.json()["value"] for a in answers] == list(range(64))
+    sizes = [a.json()["batch"] for a in answers]
+    assert max(sizes) > 1, sizes
+
+
+def test_unbatch_of_the_wrong_length_answers_500(cluster: Cluster) -> None:
+    cluster.up("ShortUnbatchAPI")
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda i: cluster.post({"value": i}), range(16)))
+    failed = [a for a in answers if a.status_code == 500]
+    assert failed, [a.status_code for a in answers]
+    assert all("ShortUnbatchAPI" in a.json()["error"] for a in failed)
+    assert {a.status_code for a in answers} <= {200, 500}
+
+
+def test_kill_9_of_a_worker_under_load_loses_no_request(cluster: Cluster) -> None:
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 2)
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    victim = min(worker_pids(launcher))
+    total = 120
+
+    def call(i: int) -> tuple[int, int, object]:
+        if i == total // 3:
+            subprocess.run(["kill", "-9", str(victim)], check=True)
+        r = cluster.post({"op": "sleep", "seconds": 0.03, "value": i})
+        return i, r.status_code, r.json().get("echo")
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(call, range(total)))
+    assert [(i, 200, i) for i in range(total)] == results
+    snapshot = cluster.status()
+    assert snapshot is not None
+    assert snapshot["broker"]["requests_held"] == 0
+    assert snapshot["counters"].get("resent", 0) >= 1
+
+
+def test_broker_restart_is_survived(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(1)
+    assert cluster.post({"value": 1}).status_code == 200
+    ports = tuple(
+        int(e.rsplit(":", 1)[1]) for e in (cluster.frontend_endpoint, cluster.backend_endpoint)
+    )
+    cluster.stop(broker, signal.SIGKILL)
+    wait_until(lambda: cluster.health() == 503, what="/health to notice the broker is gone")
+    assert cluster.post({"value": 2}, timeout=10).status_code in (502, 503)
+    cluster.broker(ports=ports)  # type: ignore[arg-type]
+    cluster.wait_healthy(1)
+    wait_until(lambda: cluster.post({"value": 3}).status_code == 200, what="service to resume")
+
+
+def test_client_disconnect_cancels_queued_work(cluster: Cluster, tmp_path) -> None:
+    cluster.up("EchoAPI", worker_args=("--capacity", "1"))
+    mark = tmp_path / "ran"
+    with ThreadPoolExecutor(2) as pool:
+        busy = pool.submit(cluster.post, {"op": "sleep", "seconds": 1.0})
+        wait_until(lambda: (cluster.status() or {}).get("broker", {}).get("requests_held") == 1)
+        with pytest.raises(requests.Timeout):
+            cluster.post({"value": 1, "mark": str(mark)}, timeout=0.3)
+        assert busy.result().status_code == 200
+    assert cluster.post({"value": 2}).status_code == 200
+    assert not mark.exists(), "the cancelled request reached predict"
+    counters = (cluster.status() or {})["counters"]
+    assert counters.get("cancelled", 0) >= 1
+
+
+def test_worker_drains_on_sigterm(cluster: Cluster) -> None:
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(1)
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(cluster.post, {"op": "sleep", "seconds": 1.0, "value": "kept"})
+        wait_until(lambda: (cluster.status() or {}).get("broker", {}).get("requests_held") == 1)
+        launcher.send_signal(signal.SIGTERM)
+        assert slow.result().json()["echo"] == "kept"
+    assert launcher.wait(15) == 0
+    wait_until(lambda: cluster.health() == 503, what="/health 503 once the worker left")
+
+
+def test_garbage_on_broker_sockets_hurts_no_one(cluster: Cluster) -> None:
+    import zmq
+
+    cluster.up("EchoAPI")
+    context = zmq.Context.instance()
+    for endpoint in (cluster.frontend_endpoint, cluster.backend_endpoint):
+        sock = context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 2000)
+        sock.connect(endpoint)
+        for junk in (
+            [b"junk"],
+            [b"ZS01", b"\xff"],
+            [b"ZS01", b"\x03", b"id"],
+            [b"ZS99", b"\x02", b""],
+        ):
+            sock.send_multipart(junk)
+        sock.send_multipart([b"ZS01", b"\x03", b"rid", b"\xc1not msgpack", b"{}"])
+        sock.close()
+    def counted() -> bool:
+        counters = (cluster.status() or {}).get("counters", {})
+        return counters.get("bad_messages_frontend", 0) >= 4 and (
+            counters.get("bad_messages_worker", 0) >= 4
+        )
+
+    wait_until(counted, what="the broker to count every bad message")
+    assert cluster.post({"value": "still"}).json()["echo"] == "still"
+
+
+def test_worker_refuses_a_bad_api_at_start() -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "zeroserve",
+            "worker",
+            "--broker",
+            "tcp://127.0.0.1:9",
+            "--api",
+            api("NoSuchAPI"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2
+    assert "has no attribute 'NoSuchAPI'" in out.stderr
+    assert "Traceback" not in out.stderr
