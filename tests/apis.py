@@ -11,7 +11,7 @@ from zeroserve import HTTPException, LitAPI
 
 
 class EchoAPI(LitAPI):
-    """{"value": V} -> {"echo": V, "pid": ...}; "op" can ask for a failure, a sleep or an HTTP error."""
+    """{"value": V} -> {"echo": V, "pid": ...}; "op" asks for a failure, a sleep, an HTTP error."""
 
     def setup(self, device: str) -> None:
         self.device = device

@@ -145,10 +145,8 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGTERM)
         deadline = time.monotonic() + 10
         for _, proc, _ in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                pass
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
+from zeroserve.worker.api import LitAPI
 from zeroserve.worker.config import WorkerConfig
 
 DEMO_API = "zeroserve.worker.demo:SquareAPI"
@@ -37,8 +38,9 @@ def load_api(spec: str) -> Any:
             obj = obj()
         except Exception as exc:
             raise ConfigError(f"could not create {attr}(): {type(exc).__name__}: {exc}") from exc
-    if not callable(getattr(obj, "predict", None)):
-        raise ConfigError(f"{spec} has no predict method")
+    predict = getattr(obj, "predict", None)
+    if not callable(predict) or getattr(predict, "__func__", None) is LitAPI.predict:
+        raise ConfigError(f"{spec} does not implement predict")
     return obj
 
 

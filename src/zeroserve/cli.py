@@ -35,13 +35,11 @@ def _options(*decorators: Decorator) -> Decorator:
 
 
 def broker_option(default: str | None, side: str) -> Decorator:
-    return click.option(
-        "--broker",
-        default=default,
-        required=default is None,
-        show_default=default is not None,
-        help=f"The broker's {side} endpoint, tcp://HOST:PORT.",
-    )
+    """--broker, required where it has no default."""
+    help_text = f"The broker's {side} endpoint, tcp://HOST:PORT."
+    if default is None:
+        return click.option("--broker", required=True, help=help_text)
+    return click.option("--broker", default=default, show_default=True, help=help_text)
 
 
 log_level_option = click.option(

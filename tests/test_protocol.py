@@ -1,0 +1,99 @@
+"""The wire protocol module: frame layouts, limits, and refusals of bad frames."""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError, VersionMismatch
+
+
+def test_every_table_names_known_commands() -> None:
+    for table in (p.FROM_FRONTEND, p.TO_FRONTEND, p.FROM_WORKER, p.TO_WORKER):
+        for command in table:
+            assert command in p.COMMAND_NAMES
+    assert len(set(p.COMMAND_NAMES)) == len(p.COMMAND_NAMES)
+    assert all(len(c) == 1 for c in p.COMMAND_NAMES)
+
+
+def test_request_round_trip() -> None:
+    meta = {"service": "s", "timeout_ms": 1500}
+    frames = p.message(p.REQUEST, b"rid1", p.pack_meta(meta), b"\x00body")
+    command, args = p.parse(frames, p.FROM_FRONTEND)
+    assert command == p.REQUEST
+    assert p.identity(args[0]) == b"rid1"
+    assert p.unpack_meta(args[1]) == meta
+    assert args[2] == b"\x00body"
+
+
+def test_frames_may_be_zmq_frames() -> None:
+    zmq = pytest.importorskip("zmq")
+    frames = [zmq.Frame(f) for f in p.heartbeat({"a": 1})]
+    command, args = p.parse(frames, p.TO_WORKER)
+    assert command == p.HEARTBEAT
+    assert p.unpack_meta(args[0]) == {"a": 1}
+
+
+@pytest.mark.parametrize(
+    "frames",
+    [
+        [],
+        [b"ZS01"],
+        [b"junk", p.HEARTBEAT, b""],
+        [p.SIGNATURE, b"\xff", b""],
+        [p.SIGNATURE, p.REQUEST, b"rid"],
+        [p.SIGNATURE, p.REQUEST, b"rid", b"", b"", b"extra"],
+        [p.SIGNATURE, p.READY, b""],  # READY comes from workers, not frontends
+    ],
+)
+def test_bad_messages_are_refused(frames: list[bytes]) -> None:
+    with pytest.raises(ProtocolError):
+        p.parse(frames, p.FROM_FRONTEND)
+
+
+def test_another_version_is_named() -> None:
+    with pytest.raises(VersionMismatch, match="ZS02"):
+        p.parse([b"ZS02", p.HEARTBEAT, b""], p.FROM_WORKER)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xc1",
+        msgpack.packb([1, 2]),
+        msgpack.packb({1: "non-str key"}),
+        b"\x81",  # truncated map
+        msgpack.packb({"x": "y" * (p.MAX_META_BYTES + 1)}),
+        msgpack.packb({"x": list(range(p.MAX_ITEMS + 1))}),
+    ],
+)
+def test_bad_metadata_is_refused(data: bytes) -> None:
+    with pytest.raises(ProtocolError):
+        p.unpack_meta(data)
+
+
+def test_identities_are_bounded() -> None:
+    assert p.identity(b"x") == b"x"
+    with pytest.raises(ProtocolError):
+        p.identity(b"")
+    with pytest.raises(ProtocolError):
+        p.identity(b"x" * (p.MAX_ID_BYTES + 1))
+
+
+def test_deadline_travels_as_a_budget() -> None:
+    deadline = p.deadline_from({"timeout_ms": 2500}, 30.0, now=100.0)
+    assert deadline == pytest.approx(102.5)
+    assert p.remaining_ms(deadline, now=101.0) == 1500
+    assert p.remaining_ms(deadline, now=200.0) == 0
+    assert p.deadline_from({}, 30.0, now=100.0) == pytest.approx(130.0)
+    assert p.deadline_from({"timeout_ms": "soon"}, 5.0, now=0.0) == pytest.approx(5.0)
+    assert p.deadline_from({"timeout_ms": True}, 5.0, now=0.0) == pytest.approx(5.0)
+
+
+def test_error_meta_carries_retry_after() -> None:
+    assert p.unpack_meta(p.error_meta(503, "full", 1.0)) == {
+        "status": 503,
+        "error": "full",
+        "retry_after": 1.0,
+    }

@@ -1,0 +1,88 @@
+"""`cluster up` serves the built-in demo and leaves nothing behind when stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import requests
+
+from cluster import ROOT, free_port, wait_until
+
+
+def _read_line_with(proc: subprocess.Popen, needle: str, timeout_s: float) -> str:
+    selector = selectors.DefaultSelector()
+    selector.register(proc.stdout, selectors.EVENT_READ)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if selector.select(timeout=0.2):
+            line = proc.stdout.readline()
+            if needle in line:
+                return line
+            if not line and proc.poll() is not None:
+                break
+    raise AssertionError(f"`cluster up` never printed {needle!r}")
+
+
+def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
+    port = free_port()
+    with open(tmp_path / "up.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zeroserve", "up", "--port", str(port), "--workers", "2"],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        line = _read_line_with(proc, "serving on", 60)
+        assert f"http://127.0.0.1:{port}" in line
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": 4}, timeout=10)
+        assert answer.json() == {"output": 16}
+        bad = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": "x"}, timeout=10)
+        assert bad.status_code == 422
+        family = psutil.Process(proc.pid).children(recursive=True)
+        assert len(family) >= 4  # worker launcher, 2 workers, frontend
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        assert time.monotonic() - started < 10
+        wait_until(
+            lambda: not [p for p in family if p.is_running() and p.status() != "zombie"],
+            timeout_s=5,
+            what="every child of `cluster up` to exit",
+        )
+        assert not _port_in_use(port)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+def _port_in_use(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=1)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def test_up_refuses_a_bad_api_in_one_line() -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "zeroserve", "up", "--api", "no_such_module:API", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "no module named 'no_such_module'" in out.stderr
+    assert "Traceback" not in out.stderr
