@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -290,3 +291,62 @@ def test_worker_refuses_a_bad_api_at_start() -> None:
     assert out.returncode == 2
     assert "has no attribute 'NoSuchAPI'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_a_silent_worker_is_declared_dead_and_its_work_resent(cluster: Cluster) -> None:
+    cluster.broker()
+    first = cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(1)
+    [frozen] = worker_pids(first)
+    cluster.worker("EchoAPI", 1)
+    cluster.wait_workers(2)
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            pending = [
+                pool.submit(cluster.post, {"op": "sleep", "seconds": 0.05, "value": i})
+                for i in range(8)
+            ]
+            wait_until(
+                lambda: any(
+                    w["pid"] == frozen and w["in_flight"]
+                    for w in (cluster.status() or {}).get("workers", [])
+                ),
+                what="the worker to be given work",
+            )
+            os.kill(frozen, signal.SIGSTOP)
+            answers = [f.result() for f in pending]
+        assert [(a.status_code, a.json()["echo"]) for a in answers] == [(200, i) for i in range(8)]
+        assert all(a.json()["pid"] != frozen for a in answers)
+        assert (cluster.status() or {})["counters"].get("dead_workers", 0) >= 1
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    # On waking it announces itself again and serves; its late answers were dropped.
+    cluster.wait_workers(2)
+
+
+def test_a_crashed_worker_process_is_restarted_and_logged(cluster: Cluster) -> None:
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(1)
+    [victim] = worker_pids(launcher)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: worker_pids(launcher) - {victim}, what="the launcher to start a new process")
+    cluster.wait_healthy(1)
+    assert cluster.post({"value": 1}).json()["pid"] != victim
+    log = cluster.logs()
+    assert f"process {victim} was killed by signal 9; restarting in" in log
+
+
+def test_several_frontend_processes_share_the_port(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.worker("EchoAPI", 1)
+    cluster.frontend("--processes", "2")
+    wait_until(
+        lambda: len((cluster.status() or {}).get("frontends", [])) == 2, what="two frontends"
+    )
+    cluster.wait_healthy(1)
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: cluster.post({"value": i}), range(20)))
+    assert [a.json()["echo"] for a in answers] == list(range(20))

@@ -335,5 +335,63 @@ def status(broker: str, as_json: bool, timeout_s: float, log_level: str) -> None
     _run_guarded(run)
 
 
+@main.command()
+@click.argument("url")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1, max=10_000),
+    default=32,
+    show_default=True,
+    help="Connections kept busy at once.",
+)
+@click.option(
+    "--duration",
+    "duration_s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds to measure (after a 1 s warm-up).",
+)
+@click.option(
+    "--payload",
+    type=click.File("rb"),
+    default=None,
+    help='File whose bytes are POSTed [default: {"input": 2}].',
+)
+@click.option("--content-type", default="application/json", show_default=True)
+@click.option(
+    "--client-processes",
+    type=click.IntRange(min=1, max=64),
+    default=1,
+    show_default=True,
+    help="Client processes sharing the connections.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@log_level_option
+def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any) -> None:
+    """POST to URL from many connections for a while; print throughput and latency."""
+    from zeroserve.bench import BenchConfig, run_bench
+
+    configure_logging(log_level, "bench")
+    config = BenchConfig(
+        url=url,
+        concurrency=options["concurrency"],
+        duration_s=options["duration_s"],
+        payload=payload.read() if payload else BenchConfig.payload,
+        content_type=options["content_type"],
+        processes=options["client_processes"],
+    )
+    summary = run_bench(config).summary()
+    if as_json:
+        click.echo(json.dumps(summary))
+        return
+    click.echo(
+        f"{summary['ok']} ok of {summary['requests']} in {summary['seconds']} s: "
+        f"{summary['rps']} req/s, p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, "
+        f"p99 {summary['p99_ms']} ms"
+    )
+    click.echo(f"statuses: {summary['statuses']}  errors: {summary['errors'] or 'none'}")
+
+
 if __name__ == "__main__":
     main()
