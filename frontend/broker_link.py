@@ -13,6 +13,7 @@ import itertools
 import logging
 import os
 import socket
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
@@ -36,11 +37,10 @@ class Route:
 class Waiter:
     """The messages of one request, in order, for the handler that awaits them."""
 
-    __slots__ = ("_future", "_messages", "rid", "timer")
+    __slots__ = ("_future", "_messages", "rid")
 
     def __init__(self, rid: bytes) -> None:
         self.rid = rid
-        self.timer: asyncio.TimerHandle | None = None
         self._messages: deque[Message] = deque()
         self._future: asyncio.Future | None = None
 
@@ -73,7 +73,10 @@ class BrokerLink:
         self.routes: dict[str, Route] = {}
         self.services: dict[str, dict[str, Any]] = {}
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
+        #: (deadline, rid) in submission order, which is deadline order: every
+        #: request gets the same timeout, so one sweep replaces a timer per request.
+        self._deadlines: deque[tuple[float, bytes]] = deque()
+        self._sweeper: asyncio.Task | None = None
         self.conn = BrokerConnection(
             config.broker,
             table=p.TO_FRONTEND,
@@ -88,10 +91,12 @@ class BrokerLink:
         )
 
     def start(self) -> None:
-        self._loop = asyncio.get_running_loop()
         self.conn.start()
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_deadlines())
 
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
         self.conn.close(p.message(p.DISCONNECT))
 
     # -- what handlers ask ------------------------------------------------------
@@ -124,36 +129,36 @@ class BrokerLink:
             waiter.push(error_message(503, "the broker is not reachable", retry_after_s=1.0))
             return waiter
         self.pending[rid] = waiter
-        assert self._loop is not None
-        waiter.timer = self._loop.call_later(self.config.request_timeout_s, self._expire, rid)
+        self._deadlines.append((time.monotonic() + self.config.request_timeout_s, rid))
         return waiter
 
     def cancel(self, waiter: Waiter) -> None:
         """The client left: stop waiting and tell the broker, which drops or cancels the work."""
         if self.pending.pop(waiter.rid, None) is not None:
-            if waiter.timer is not None:
-                waiter.timer.cancel()
             self.conn.send([p.SIGNATURE, p.CANCEL, waiter.rid])
 
     # -- events ------------------------------------------------------------------
 
-    def _expire(self, rid: bytes) -> None:
-        waiter = self.pending.pop(rid, None)
-        if waiter is not None:
-            self.conn.send([p.SIGNATURE, p.CANCEL, rid])
-            waiter.push(
-                error_message(
-                    504,
-                    f"no answer within the request timeout of {self.config.request_timeout_s:g} s",
-                )
-            )
+    async def _sweep_deadlines(self) -> None:
+        period_s = min(0.05, self.config.request_timeout_s / 10)
+        message = error_message(
+            504, f"no answer within the request timeout of {self.config.request_timeout_s:g} s"
+        )
+        while True:
+            await asyncio.sleep(period_s)
+            now = time.monotonic()
+            deadlines = self._deadlines
+            while deadlines and deadlines[0][0] <= now:
+                waiter = self.pending.pop(deadlines.popleft()[1], None)
+                if waiter is not None:
+                    self.conn.send([p.SIGNATURE, p.CANCEL, waiter.rid])
+                    waiter.push(message)
 
     def _on_lost(self, why: str) -> None:
         """Requests the lost broker held will never be answered: answer them now."""
         lost, self.pending = self.pending, {}
+        self._deadlines.clear()
         for waiter in lost.values():
-            if waiter.timer is not None:
-                waiter.timer.cancel()
             waiter.push(error_message(502, f"{why}; the request was lost"))
         if lost:
             log.warning("%s: answered %d waiting request(s) with 502", why, len(lost))
@@ -178,8 +183,6 @@ class BrokerLink:
             waiter.push((command, p.unpack_meta(args[1]), args[2]))
             if command in p.TERMINAL:
                 del self.pending[rid]
-                if waiter.timer is not None:
-                    waiter.timer.cancel()
         elif command == p.ROUTES:
             self._set_routes(p.unpack_meta(args[0]))
         elif command == p.DISCONNECT:
