@@ -212,8 +212,11 @@ def test_broker_restart_is_survived(cluster: Cluster) -> None:
     wait_until(lambda: cluster.post({"value": 3}).status_code == 200, what="service to resume")
 
 
-def test_client_disconnect_cancels_queued_work(cluster: Cluster, tmp_path) -> None:
-    cluster.up("EchoAPI", worker_args=("--capacity", "1"))
+@pytest.mark.parametrize("capacity", ["1", "4"], ids=["queued-in-broker", "queued-in-worker"])
+def test_client_disconnect_cancels_work_not_started(
+    cluster: Cluster, tmp_path, capacity: str
+) -> None:
+    cluster.up("EchoAPI", worker_args=("--capacity", capacity))
     mark = tmp_path / "ran"
     with ThreadPoolExecutor(2) as pool:
         busy = pool.submit(cluster.post, {"op": "sleep", "seconds": 1.0})
