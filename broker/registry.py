@@ -63,6 +63,7 @@ class ServiceRecord:
     name: str
     routes: list[dict[str, Any]]
     queue: ServiceQueue
+    models: list[str] = field(default_factory=list)
     #: Insertion order is the round-robin order among workers of equal credit.
     workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
 
@@ -101,7 +102,15 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"bad heartbeat interval {interval!r}")
     pid = meta.get("pid", 0)
     host = meta.get("host", "")
+    models = meta.get("models") or []
+    if (
+        not isinstance(models, list)
+        or len(models) > 16
+        or not all(isinstance(m, str) and 0 < len(m) <= 256 for m in models)
+    ):
+        raise ProtocolError("'models' must be a short list of names")
     return {
+        "models": models,
         "service": service,
         "routes": _routes_from(meta.get("routes")),
         "capacity": capacity,
@@ -144,10 +153,11 @@ class Registry:
         service = self.services.get(name)
         if service is None:
             service = self.services[name] = ServiceRecord(
-                name, ready["routes"], ServiceQueue(self.max_queue)
+                name, ready["routes"], ServiceQueue(self.max_queue), ready["models"]
             )
         elif not service.workers:
             service.routes = ready["routes"]
+            service.models = ready["models"]
         # A route released by a service that has no worker left moves to this one.
         for other in self.services.values():
             if other is not service and not other.workers:
@@ -201,7 +211,7 @@ class Registry:
     def route_table(self) -> dict[str, Any]:
         """What frontends need to route: every service, its routes and live workers."""
         return {
-            name: {"routes": s.routes, "workers": s.ready_workers()}
+            name: {"routes": s.routes, "workers": s.ready_workers(), "models": s.models}
             for name, s in self.services.items()
             if s.routes
         }

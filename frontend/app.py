@@ -7,6 +7,7 @@ error it makes itself is JSON ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import hmac
 import json
 import logging
 from typing import Any
@@ -27,6 +28,8 @@ HOP_BY_HOP = frozenset(
 
 
 class JSONErrorMixin(tornado.web.RequestHandler):
+    api_key: str | None = None
+
     def write_json_error(
         self, status: int, error: Any, headers: dict[str, str] | None = None
     ) -> None:
@@ -36,6 +39,27 @@ class JSONErrorMixin(tornado.web.RequestHandler):
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": error}))
+
+    def check_api_key(self) -> bool:
+        """With an API key set, refuse (401, in OpenAI's error shape) a request without it."""
+        if not self.api_key:
+            return True
+        given = self.request.headers.get("Authorization", "")
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key):
+            return True
+        self.clear()
+        self.set_status(401)
+        self.set_header("WWW-Authenticate", "Bearer")
+        self.set_header("Content-Type", "application/json")
+        error = {
+            "message": "missing or wrong API key; send 'Authorization: Bearer <key>'",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "invalid_api_key",
+        }
+        self.finish(json.dumps({"error": error}))
+        return False
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -59,10 +83,13 @@ class HealthHandler(JSONErrorMixin):
 
 
 class InfoHandler(JSONErrorMixin):
-    def initialize(self, link: BrokerLink) -> None:
+    def initialize(self, link: BrokerLink, api_key: str | None) -> None:
         self.link = link
+        self.api_key = api_key
 
     def get(self) -> None:
+        if not self.check_api_key():
+            return
         self.finish(
             {
                 "broker": {
@@ -77,6 +104,28 @@ class InfoHandler(JSONErrorMixin):
         )
 
 
+class ModelsHandler(JSONErrorMixin):
+    """OpenAI's ``GET /v1/models``: every model a service announced."""
+
+    def initialize(self, link: BrokerLink, api_key: str | None) -> None:
+        self.link = link
+        self.api_key = api_key
+
+    def get(self) -> None:
+        if not self.check_api_key():
+            return
+        models = sorted(
+            {
+                model
+                for service in self.link.services.values()
+                if isinstance(service, dict) and service.get("workers")
+                for model in service.get("models") or []
+            }
+        )
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "zeroserve"} for m in models]
+        self.finish({"object": "list", "data": data})
+
+
 @tornado.web.stream_request_body
 class ServeHandler(JSONErrorMixin):
     """Any path a service announced: forward the request, write back the worker's answer."""
@@ -86,12 +135,15 @@ class ServeHandler(JSONErrorMixin):
     def initialize(self, link: BrokerLink, config: FrontendConfig) -> None:
         self.link = link
         self.config = config
+        self.api_key = config.api_key
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_large = False
         self.waiter: Waiter | None = None
 
     def prepare(self) -> None:
+        if not self.check_api_key():
+            return
         path = self.request.path
         route = self.link.route(path)
         if route is None:
@@ -191,7 +243,7 @@ class ServeHandler(JSONErrorMixin):
                 return
             command, meta, payload = await waiter.next()
         if command == p.ERROR:
-            self.write(json.dumps({"error": meta.get("error", "error")}).encode())
+            self.write(_stream_error(self._headers.get("Content-Type", ""), meta))
         elif payload:
             self.write(payload)
         self.finish()
@@ -201,11 +253,22 @@ class ServeHandler(JSONErrorMixin):
             self.link.cancel(self.waiter)
 
 
+def _stream_error(content_type: str, meta: dict[str, Any]) -> bytes:
+    """An error that ends a stream already begun, in the stream's own format."""
+    status, error = meta.get("status", 502), meta.get("error", "error")
+    if content_type.startswith("text/event-stream"):
+        event = {"error": {"message": error, "type": "server_error", "code": status}}
+        return b"data: " + json.dumps(event).encode() + b"\n\n"
+    return json.dumps({"error": error, "status": status}).encode() + b"\n"
+
+
 def make_app(link: BrokerLink, config: FrontendConfig) -> tornado.web.Application:
+    guarded = {"link": link, "api_key": config.api_key}
     return tornado.web.Application(
         [
             (r"/health", HealthHandler, {"link": link}),
-            (r"/info", InfoHandler, {"link": link}),
+            (r"/info", InfoHandler, guarded),
+            (r"/v1/models", ModelsHandler, guarded),
             (r"/.*", ServeHandler, {"link": link, "config": config}),
         ],
         compress_response=False,

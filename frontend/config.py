@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zeroserve.common.errors import ConfigError
 
@@ -22,6 +22,8 @@ class FrontendConfig:
     #: Idle keep-alive connections and stalled uploads are closed after this.
     idle_timeout_s: float = 60.0
     log_level: str = "INFO"
+    #: When set, every route but /health needs ``Authorization: Bearer <api_key>``.
+    api_key: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.processes < 1:

@@ -3,19 +3,51 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
 from zeroserve import HTTPException, LitAPI, Response
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.loader import load_api, resolve_settings
-from zeroserve.worker.pipeline import Job, Pipeline
+from zeroserve.worker.pipeline import Job
+from zeroserve.worker.pipeline import Pipeline as _Pipeline
 
 
 def job(body: bytes, ct: str = "application/json", method: str = "POST") -> Job:
     return Job(b"c", b"r", {"ct": ct, "method": method}, body, 1e18, 0.0, 1)
+
+
+@dataclass
+class Answer:
+    status: int
+    content_type: str
+    body: bytes
+    headers: dict
+    error: Any
+
+
+class Pipeline:
+    """The real pipeline, with its whole answers read back as one Answer per job."""
+
+    def __init__(self, api: Any, max_batch_size: int) -> None:
+        self.inner = _Pipeline(api, max_batch_size=max_batch_size, stream=False)
+
+    def run_batch(self, jobs: list[Job]) -> list[Answer]:
+        answers = {id(j): outs for j, outs in self.inner.run(jobs)}
+        result = []
+        for j in jobs:
+            [(command, meta, body)] = answers[id(j)]
+            if command == p.ERROR:
+                result.append(Answer(meta["status"], "", b"", {}, meta["error"]))
+            else:
+                result.append(
+                    Answer(meta["status"], meta["ct"], body, meta.get("headers", {}), None)
+                )
+        return result
 
 
 class Doubler(LitAPI):

@@ -8,6 +8,7 @@ optional; any object with a ``predict`` method will do.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,8 @@ class LitAPI:
     api_path: str = "/predict"
     stream: bool = False
     enable_async: bool = False
+    #: Set by the worker before ``setup``.
+    device: str | None = None
 
     def __init__(
         self,
@@ -77,8 +80,34 @@ class LitAPI:
     def predict(self, x: Any) -> Any:
         raise NotImplementedError("predict is not implemented")
 
-    def unbatch(self, output: Any) -> list[Any]:
+    def unbatch(self, output: Any) -> Any:
+        """One output per input; for a stream, one list per step of the batched generator."""
+        if inspect.isgenerator(output):
+            return (list(step) for step in output)
+        if inspect.isasyncgen(output):
+            return _unbatch_async(output)
         return list(output)
 
     def encode_response(self, output: Any) -> Any:
         return output
+
+    def log(self, key: str, value: Any) -> None:
+        """Hand a (key, value) pair to the worker's loggers once the current batch is answered."""
+        queue = getattr(self, "_logger_queue", None)
+        if queue is not None:
+            queue.put((key, value))
+
+
+def inherits_default(method: Any) -> bool:
+    """True for a method a class inherited from zeroserve's or LitServe's ``LitAPI`` unchanged."""
+    func = getattr(method, "__func__", method)
+    return getattr(func, "__qualname__", "").startswith("LitAPI.")
+
+
+async def _unbatch_async(output: Any) -> Any:
+    async for step in output:
+        yield list(step)
+
+
+#: Yield this for one request of a batched stream to end its stream while the others go on.
+STREAM_END = type("StreamEnd", (), {"__repr__": lambda self: "STREAM_END"})()

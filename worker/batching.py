@@ -15,11 +15,12 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-from zeroserve.worker.pipeline import Answer, Job, Pipeline, failure
+from zeroserve.worker.framing import Out, error_out
+from zeroserve.worker.pipeline import Job, Pipeline
 
 log = logging.getLogger(__name__)
 
-AnswerSink = Callable[[Job, Answer], None]
+AnswerSink = Callable[[Job, list[Out]], None]
 
 
 class BatchingLoop:
@@ -101,9 +102,11 @@ class BatchingLoop:
         while self.pending and len(batch) < self.max_batch_size:
             job = self.pending.popleft()
             if job.cancelled:
-                self.on_answer(job, failure(499, "cancelled"))
+                self.on_answer(job, [error_out(499, "cancelled")])
             elif job.deadline <= now:
-                self.on_answer(job, failure(504, "the request's deadline passed before it started"))
+                self.on_answer(
+                    job, [error_out(504, "the request's deadline passed before it started")]
+                )
             else:
                 batch.append(job)
         return batch
@@ -113,19 +116,19 @@ class BatchingLoop:
         self.running = batch
         self.batches += 1
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self.pipeline.run_batch, batch)
+        future = loop.run_in_executor(self._executor, self.pipeline.run, batch)
         future.add_done_callback(lambda f: self._finished(batch, f))
 
     def _finished(self, batch: list[Job], future: asyncio.Future) -> None:
         self._busy = False
         self.running = []
         if future.cancelled():
-            answers = [failure(503, "the worker is shutting down")] * len(batch)
+            finished = [(job, [error_out(503, "the worker is shutting down")]) for job in batch]
         elif future.exception() is not None:
             log.error("a batch failed outside user code", exc_info=future.exception())
-            answers = [failure(500, "internal error in the worker")] * len(batch)
+            finished = [(job, [error_out(500, "internal error in the worker")]) for job in batch]
         else:
-            answers = future.result()
-        for job, answer in zip(batch, answers, strict=True):
-            self.on_answer(job, answer)
+            finished = future.result()
+        for job, outs in finished:
+            self.on_answer(job, outs)
         self._poke()

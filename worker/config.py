@@ -20,6 +20,13 @@ class WorkerConfig:
     max_batch_size: int | None = None
     batch_timeout_s: float | None = None
     route: str | None = None
+    #: True forces streaming on, whatever the class says.
+    stream: bool = False
+    #: "openai" wraps the API in the OpenAI-compatible spec.
+    spec: str | None = None
+    #: ``module:attr`` of callback and logger objects, on top of the API's own.
+    callbacks: tuple[str, ...] = ()
+    loggers: tuple[str, ...] = ()
     #: Requests one process may hold; None means two batches' worth.
     capacity: int | None = None
     heartbeat_interval_s: float = 1.0
@@ -40,3 +47,5 @@ class WorkerConfig:
             raise ConfigError("capacity must be at least 1")
         if self.heartbeat_interval_s <= 0:
             raise ConfigError("heartbeat_interval_s must be positive")
+        if self.spec not in (None, "openai"):
+            raise ConfigError(f"unknown spec {self.spec!r}; the one spec is 'openai'")

@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import inspect
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
-from zeroserve.worker.api import LitAPI
+from zeroserve.worker.api import inherits_default
 from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.hooks import Hooks
+from zeroserve.worker.openai_spec import openai_spec_for
 
 DEMO_API = "zeroserve.worker.demo:SquareAPI"
 
 
-def load_api(spec: str) -> Any:
-    """Import ``module:attr`` (or ``path/to/file.py:attr``) and return the API object.
-
-    A class is instantiated with no arguments; an instance is used as it is.
-    """
+def load_object(spec: str, what: str = "--api") -> Any:
+    """Import ``module:attr`` or ``path/to/file.py:attr``; a class is created with no arguments."""
     module_name, sep, attr = spec.rpartition(":")
     if not sep or not module_name or not attr:
-        raise ConfigError(f"--api must look like MODULE:ATTR or path/to/file.py:ATTR, not {spec!r}")
+        raise ConfigError(
+            f"{what} must look like MODULE:ATTR or path/to/file.py:ATTR, not {spec!r}"
+        )
     module = _import(module_name)
     obj: Any = module
     for part in attr.split("."):
@@ -38,10 +40,28 @@ def load_api(spec: str) -> Any:
             obj = obj()
         except Exception as exc:
             raise ConfigError(f"could not create {attr}(): {type(exc).__name__}: {exc}") from exc
+    return obj
+
+
+def load_api(spec: str) -> Any:
+    """The user's API object, checked to have a ``predict`` of its own."""
+    obj = load_object(spec)
     predict = getattr(obj, "predict", None)
-    if not callable(predict) or getattr(predict, "__func__", None) is LitAPI.predict:
+    if not callable(predict) or inherits_default(predict):
         raise ConfigError(f"{spec} does not implement predict")
     return obj
+
+
+def load_hooks(api: Any, config: WorkerConfig) -> Hooks:
+    """The API's own ``callbacks``/``loggers`` attributes, then those named by flags."""
+    callbacks = list(getattr(api, "callbacks", None) or [])
+    callbacks += [load_object(s, "--callback") for s in config.callbacks]
+    loggers = list(getattr(api, "loggers", None) or [])
+    loggers += [load_object(s, "--logger") for s in config.loggers]
+    for logger in loggers:
+        if not callable(getattr(logger, "process", None)):
+            raise ConfigError(f"logger {type(logger).__name__} has no process(key, value) method")
+    return Hooks(api, callbacks, loggers)
 
 
 def _import(module_name: str) -> Any:
@@ -85,22 +105,34 @@ class ApiSettings:
     """How one API object is served: its flags applied over its own attributes, checked."""
 
     service: str
-    route: str
+    routes: list[dict[str, Any]]
     max_batch_size: int
     batch_timeout_s: float
     stream: bool
     capacity: int
+    #: The spec object wrapping the API, or None.
+    spec: Any = None
+    models: list[str] = field(default_factory=list)
+
+    @property
+    def route(self) -> str:
+        return self.routes[0]["path"]
+
+
+def _is_generator(func: Any) -> bool:
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
 
 
 def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
+    """Apply the flags over the API's attributes and check the result; every refusal is clear."""
+
     def pick(flag: Any, attr: str, default: Any) -> Any:
         return flag if flag is not None else getattr(api, attr, default)
 
+    name = type(api).__name__
     max_batch_size = pick(config.max_batch_size, "max_batch_size", 1)
     batch_timeout_s = pick(config.batch_timeout_s, "batch_timeout", 0.0)
-    route = pick(config.route, "api_path", "/predict")
-    stream = bool(getattr(api, "stream", False))
-    name = type(api).__name__
+    stream = config.stream or bool(getattr(api, "stream", False))
     if (
         not isinstance(max_batch_size, int)
         or isinstance(max_batch_size, bool)
@@ -113,12 +145,50 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         raise ConfigError(
             f"{name}.batch_timeout must be a number of seconds >= 0, not {batch_timeout_s!r}"
         )
-    if not isinstance(route, str) or not route.startswith("/"):
-        raise ConfigError(f"{name}.api_path must start with '/', not {route!r}")
-    if stream:
-        raise ConfigError(f"{name}.stream=True: streaming is not supported by this version yet")
-    if inspect.isgeneratorfunction(api.predict) or inspect.isasyncgenfunction(api.predict):
-        raise ConfigError(f"{name}.predict is a generator, which needs stream=True")
-    capacity = config.capacity or max(4, 2 * max_batch_size)
     service = config.service or name
-    return ApiSettings(service, route, max_batch_size, float(batch_timeout_s), stream, capacity)
+    spec = None
+    models: list[str] = []
+    if config.spec == "openai":
+        spec = openai_spec_for(api, service, config.route)
+        spec.check(api)
+        stream = spec.stream
+        routes = spec.routes()
+        models = [service]
+    else:
+        route = pick(config.route, "api_path", "/predict")
+        if not isinstance(route, str) or not route.startswith("/"):
+            raise ConfigError(f"{name}.api_path must start with '/', not {route!r}")
+        routes = [{"path": route, "methods": ["POST"]}]
+        yields = _is_generator(api.predict)
+        if stream and not yields:
+            raise ConfigError(f"{name}.stream is True, so predict must yield its output")
+        if yields and not stream:
+            raise ConfigError(
+                f"{name}.predict is a generator, which needs stream=True (or the --stream flag)"
+            )
+        encode = getattr(api, "encode_response", None)
+        if (
+            stream
+            and encode is not None
+            and not inherits_default(encode)
+            and not _is_generator(encode)
+        ):
+            raise ConfigError(f"{name}.stream is True, so encode_response must be a generator too")
+    capacity = config.capacity or max(4, 2 * max_batch_size)
+    return ApiSettings(
+        service, routes, max_batch_size, float(batch_timeout_s), stream, capacity, spec, models
+    )
+
+
+def prepare_api(api: Any, settings: ApiSettings) -> None:
+    """Tell the API object what it is served with, as LitServe does before ``setup``."""
+    for attr, value in (
+        ("max_batch_size", settings.max_batch_size),
+        ("batch_timeout", settings.batch_timeout_s),
+        ("stream", settings.stream),
+    ):
+        with contextlib.suppress(AttributeError):
+            setattr(api, attr, value)
+    pre_setup = getattr(api, "pre_setup", None)
+    if callable(pre_setup):
+        pre_setup(spec=None)

@@ -1,4 +1,10 @@
-"""Running the user's code on one batch: decode, batch, predict, unbatch, encode.
+"""Running the user's code on one batch, in LitServe's order.
+
+decode_request per request, then batch, predict, unbatch, and
+encode_response per output; for a stream, predict and encode_response are
+generators and every piece is sent as it comes. Methods that name a
+``context`` parameter get a per-request dict (a list of them where a whole
+batch is handled at once), as in LitServe.
 
 Runs in the worker's single executor thread, never on the event loop, so
 heartbeats go on while the model works. Every failure becomes an answer for
@@ -11,19 +17,25 @@ import asyncio
 import inspect
 import json
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from tornado.httputil import parse_body_arguments
 
 from zeroserve.common.errors import http_status_of
-from zeroserve.worker.api import Response
+from zeroserve.worker.api import STREAM_END
+from zeroserve.worker.framing import Framer, Out, error_out
+from zeroserve.worker.hooks import Hooks
 
 log = logging.getLogger(__name__)
 
 JSON_TYPES = ("application/json", "")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ERROR_CHARS = 300
+
+#: Sends messages for a job from the executor thread (the worker makes it thread-safe).
+Emit = Callable[["Job", list[Out]], None]
 
 
 @dataclass(slots=True)
@@ -44,124 +56,35 @@ class Job:
         return (self.client, self.rid)
 
 
-@dataclass(slots=True)
-class Answer:
-    """A whole answer, or an error when ``error`` is set."""
-
-    status: int = 200
-    content_type: str = "application/json"
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    error: Any = None
-
-
 class RequestError(Exception):
-    """The request itself is unusable (its body, its content type): the client's fault."""
+    """The request itself is unusable: the client's fault. ``outs`` may say how to answer."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, outs: list[Out] | None = None) -> None:
         super().__init__(message)
         self.status = status
-
-
-def failure(status: int, error: Any) -> Answer:
-    return Answer(status=status, error=error)
-
-
-class Pipeline:
-    """Calls the user's methods in LitServe's order; one instance per worker process."""
-
-    def __init__(self, api: Any, max_batch_size: int) -> None:
-        self.api = api
-        self.max_batch_size = max_batch_size
-        self.name = type(api).__name__
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _call(self, method: str, *args: Any) -> Any:
-        result = getattr(self.api, method)(*args)
-        if inspect.isawaitable(result):
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-            result = self._loop.run_until_complete(_await(result))
-        return result
-
-    def run_batch(self, jobs: list[Job]) -> list[Answer]:
-        answers: list[Answer | None] = [None] * len(jobs)
-        inputs: list[Any] = []
-        positions: list[int] = []
-        for i, job in enumerate(jobs):
-            try:
-                inputs.append(self._call("decode_request", parse_body(job)))
-                positions.append(i)
-            except RequestError as exc:
-                answers[i] = failure(exc.status, str(exc))
-            except Exception as exc:
-                answers[i] = self._user_failure("decode_request", exc)
-        if inputs:
-            try:
-                outputs = self._predict(inputs)
-            except Exception as exc:
-                failed = self._user_failure("predict", exc)
-                outputs = None
-                for i in positions:
-                    answers[i] = failed
-            if outputs is not None:
-                for i, output in zip(positions, outputs, strict=True):
-                    answers[i] = self._encode(output)
-        return [a if a is not None else failure(500, "no answer was produced") for a in answers]
-
-    def _predict(self, inputs: list[Any]) -> list[Any] | None:
-        if self.max_batch_size == 1:
-            return [self._call("predict", inputs[0])]
-        batched = self._call("batch", inputs)
-        outputs = list(self._call("unbatch", self._call("predict", batched)))
-        if len(outputs) != len(inputs):
-            message = (
-                f"{self.name}: predict/unbatch returned {len(outputs)} output(s) "
-                f"for a batch of {len(inputs)} input(s)"
-            )
-            log.warning(message)
-            raise _BatchMismatch(message)
-        return outputs
-
-    def _encode(self, output: Any) -> Answer:
-        try:
-            encoded = self._call("encode_response", output)
-        except Exception as exc:
-            return self._user_failure("encode_response", exc)
-        if isinstance(encoded, Response):
-            body = encoded.body.encode() if isinstance(encoded.body, str) else encoded.body
-            return Answer(encoded.status, encoded.content_type, body, dict(encoded.headers))
-        if isinstance(encoded, (bytes, bytearray, memoryview)):
-            return Answer(200, "application/octet-stream", bytes(encoded))
-        try:
-            body = json.dumps(encoded, separators=(",", ":")).encode()
-        except (TypeError, ValueError) as exc:
-            log.warning(
-                "%s.encode_response returned a value JSON cannot encode: %s", self.name, exc
-            )
-            return failure(500, f"encode_response returned a value that is not JSON: {exc}")
-        return Answer(200, "application/json", body)
-
-    def _user_failure(self, stage: str, exc: Exception) -> Answer:
-        if isinstance(exc, _BatchMismatch):
-            return failure(500, str(exc))
-        status = http_status_of(exc)
-        if status is not None:
-            detail = getattr(exc, "detail", None)
-            if not isinstance(detail, (str, int, float, list, dict)) or detail in ("", None):
-                detail = str(exc) or "error"
-            return failure(status, detail)
-        log.error("%s.%s raised", self.name, stage, exc_info=exc)
-        text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
-        return failure(500, f"{stage} failed: {text}")
+        self.outs = outs
 
 
 class _BatchMismatch(Exception):
     pass
 
 
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
+@dataclass(slots=True)
+class _Live:
+    """A request on its way through the stages."""
+
+    job: Job
+    framer: Any
+    context: dict[str, Any]
+    value: Any = None
+    done: bool = False
+
+
+def takes_context(method: Any) -> bool:
+    try:
+        return "context" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def parse_body(job: Job) -> Any:
@@ -195,3 +118,219 @@ def parse_body(job: Job) -> Any:
         except UnicodeDecodeError:
             raise RequestError(400, "the text body is not valid UTF-8") from None
     return body
+
+
+class Pipeline:
+    """Calls the user's methods; one instance per worker process."""
+
+    def __init__(
+        self,
+        api: Any,
+        *,
+        max_batch_size: int,
+        stream: bool,
+        hooks: Hooks | None = None,
+        spec: Any = None,
+        emit: Emit | None = None,
+    ) -> None:
+        self.api = api
+        self.batched = max_batch_size > 1
+        self.stream = stream
+        self.hooks = hooks or Hooks(api)
+        self.spec = spec
+        self.emit = emit or (lambda job, outs: None)
+        self.name = type(api).__name__
+        self._context_aware = {
+            name: takes_context(getattr(api, name))
+            for name in ("decode_request", "batch", "predict", "unbatch", "encode_response")
+            if hasattr(api, name)
+        }
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- calling user code -----------------------------------------------------------
+
+    def _call(self, method: str, value: Any, context: Any) -> Any:
+        func = getattr(self.api, method)
+        result = func(value, context=context) if self._context_aware[method] else func(value)
+        if inspect.isawaitable(result):
+            result = self._run(result)
+        return result
+
+    def _run(self, awaitable: Any) -> Any:
+        if self._loop is None:
+            self._loop = asyncio.new_event_loop()
+        return self._loop.run_until_complete(_await(awaitable))
+
+    def _iterate(self, items: Any) -> Iterator[Any]:
+        """Iterate a result: a list, a generator, or an async generator."""
+        if inspect.isasyncgen(items):
+            while True:
+                try:
+                    yield self._run(items.__anext__())
+                except StopAsyncIteration:
+                    return
+        else:
+            yield from items
+
+    def _close(self, *generators: Any) -> None:
+        for gen in generators:
+            try:
+                if inspect.isasyncgen(gen):
+                    self._run(gen.aclose())
+                elif inspect.isgenerator(gen):
+                    gen.close()
+            except Exception:
+                log.exception("%s: closing a generator raised", self.name)
+
+    def _failure(self, stage: str, exc: BaseException) -> tuple[int, Any]:
+        if isinstance(exc, _BatchMismatch):
+            return 500, str(exc)
+        status = http_status_of(exc)
+        if status is not None:
+            detail = getattr(exc, "detail", None)
+            if not isinstance(detail, (str, int, float, list, dict)) or detail in ("", None):
+                detail = str(exc) or "error"
+            return status, detail
+        log.error("%s.%s raised", self.name, stage, exc_info=exc)
+        return 500, f"{stage} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
+
+    # -- a batch ----------------------------------------------------------------------------
+
+    def run(self, jobs: list[Job]) -> list[tuple[Job, list[Out]]]:
+        """Answer every job; whole answers are returned, stream messages emitted as they come."""
+        finished: list[tuple[Job, list[Out]]] = []
+        try:
+            live = self._decode(jobs, finished)
+            if live:
+                if self.stream:
+                    self._run_stream(live)
+                else:
+                    self._run_whole(live, finished)
+        finally:
+            self.hooks.flush_logs()
+        return finished
+
+    def _decode(self, jobs: list[Job], finished: list[tuple[Job, list[Out]]]) -> list[_Live]:
+        live = []
+        self.hooks.fire("on_before_decode_request")
+        for job in jobs:
+            try:
+                if self.spec is not None:
+                    request, context, framer = self.spec.decode(job)
+                else:
+                    framer = Framer()
+                    request, context = parse_body(job), {}
+            except RequestError as exc:
+                finished.append((job, exc.outs or [error_out(exc.status, str(exc))]))
+                continue
+            item = _Live(job, framer, context)
+            try:
+                item.value = self._call("decode_request", request, context)
+            except Exception as exc:
+                finished.append((job, framer.error(*self._failure("decode_request", exc))))
+                continue
+            live.append(item)
+        self.hooks.fire("on_after_decode_request")
+        return live
+
+    def _predict(self, live: list[_Live]) -> Any:
+        if not self.batched:
+            return self._call("predict", live[0].value, live[0].context)
+        contexts = [item.context for item in live]
+        batched = self._call("batch", [item.value for item in live], contexts)
+        return self._call("predict", batched, contexts)
+
+    def _run_whole(self, live: list[_Live], finished: list[tuple[Job, list[Out]]]) -> None:
+        self.hooks.fire("on_before_predict")
+        try:
+            output = self._predict(live)
+            if self.batched:
+                outputs = list(self._call("unbatch", output, [i.context for i in live]))
+                self._check_count(len(outputs), len(live))
+            else:
+                outputs = [output]
+        except Exception as exc:
+            failure = self._failure("predict", exc)
+            finished.extend((item.job, item.framer.error(*failure)) for item in live)
+            return
+        self.hooks.fire("on_after_predict")
+        self.hooks.fire("on_before_encode_response")
+        for item, output in zip(live, outputs, strict=True):
+            try:
+                encoded = self._call("encode_response", output, item.context)
+                finished.append((item.job, item.framer.whole(encoded)))
+            except Exception as exc:
+                finished.append(
+                    (item.job, item.framer.error(*self._failure("encode_response", exc)))
+                )
+        self.hooks.fire("on_after_encode_response")
+
+    def _check_count(self, outputs: int, inputs: int) -> None:
+        if outputs != inputs:
+            message = (
+                f"{self.name}: predict/unbatch returned {outputs} output(s) "
+                f"for a batch of {inputs} input(s)"
+            )
+            log.warning(message)
+            raise _BatchMismatch(message)
+
+    def _run_stream(self, live: list[_Live]) -> None:
+        """Send each piece as it comes; a request whose client left stops receiving at once."""
+        stage = "predict"
+        generator = pieces = None
+        self.hooks.fire("on_before_predict")
+        try:
+            generator = self._predict(live)
+            if not (inspect.isgenerator(generator) or inspect.isasyncgen(generator)):
+                raise TypeError("predict must yield its output when stream=True")
+            contexts: Any = live[0].context
+            steps = generator
+            if self.batched:
+                contexts = [item.context for item in live]
+                steps = self._call("unbatch", generator, contexts)
+            self.hooks.fire("on_before_encode_response")
+            stage = "encode_response"
+            pieces = self._call("encode_response", steps, contexts)
+            for step in self._iterate(pieces):
+                per_request = list(step) if self.batched else [step]
+                self._check_count(len(per_request), len(live))
+                for item, piece in zip(live, per_request, strict=True):
+                    self._deliver(item, piece)
+                if all(item.done for item in live):
+                    break
+        except Exception as exc:
+            failure = self._failure(stage, exc)
+            for item in live:
+                if not item.done:
+                    item.done = True
+                    self.emit(item.job, item.framer.error(*failure))
+            return
+        finally:
+            self._close(pieces, generator)
+        self.hooks.fire("on_after_predict")
+        self.hooks.fire("on_after_encode_response")
+        for item in live:
+            if not item.done:
+                item.done = True
+                self.emit(item.job, item.framer.end())
+
+    def _deliver(self, item: _Live, piece: Any) -> None:
+        if item.done:
+            return
+        if item.job.cancelled:
+            item.done = True
+            self.emit(item.job, [error_out(499, "cancelled")])
+        elif piece is STREAM_END:
+            item.done = True
+            self.emit(item.job, item.framer.end())
+        else:
+            try:
+                outs = item.framer.piece(piece)
+            except Exception as exc:
+                item.done = True
+                outs = item.framer.error(*self._failure("encode_response", exc))
+            self.emit(item.job, outs)
+
+
+async def _await(awaitable: Any) -> Any:
+    return await awaitable

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import os
@@ -21,8 +22,16 @@ from zeroserve.common.logs import configure_logging
 from zeroserve.common.version import __version__
 from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
-from zeroserve.worker.loader import ApiSettings, load_api, resolve_settings
-from zeroserve.worker.pipeline import Answer, Job, Pipeline
+from zeroserve.worker.framing import Out
+from zeroserve.worker.hooks import Hooks
+from zeroserve.worker.loader import (
+    ApiSettings,
+    load_api,
+    load_hooks,
+    prepare_api,
+    resolve_settings,
+)
+from zeroserve.worker.pipeline import Job, Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +43,11 @@ EXIT_REFUSED = 77
 class WorkerProcess:
     """The asyncio side of a worker: receives requests, feeds the batching loop, sends answers."""
 
-    def __init__(self, config: WorkerConfig, api: Any, settings: ApiSettings) -> None:
+    def __init__(self, config: WorkerConfig, api: Any, settings: ApiSettings, hooks: Hooks) -> None:
         self.config = config
         self.api = api
         self.settings = settings
+        self.hooks = hooks
         self.jobs: dict[tuple[bytes, bytes], Job] = {}
         self.done = 0
         self.generation = 0
@@ -45,11 +55,16 @@ class WorkerProcess:
         self._parent_pid = os.getppid()
         self._stopping: asyncio.Event | None = None
         self._drain_acked: asyncio.Event | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self.pipeline = Pipeline(
+            api,
+            max_batch_size=settings.max_batch_size,
+            stream=settings.stream,
+            hooks=hooks,
+            spec=settings.spec,
+        )
         self.loop = BatchingLoop(
-            Pipeline(api, settings.max_batch_size),
-            settings.max_batch_size,
-            settings.batch_timeout_s,
-            self._send_answer,
+            self.pipeline, settings.max_batch_size, settings.batch_timeout_s, self._send_outs
         )
         self.link = BrokerConnection(
             config.broker,
@@ -69,7 +84,9 @@ class WorkerProcess:
         s = self.settings
         return {
             "service": s.service,
-            "routes": [{"path": s.route, "methods": ["POST"]}],
+            "routes": s.routes,
+            "spec": type(s.spec).__name__ if s.spec is not None else None,
+            "models": s.models,
             "capacity": s.capacity,
             "pid": os.getpid(),
             "host": socket.gethostname(),
@@ -141,19 +158,24 @@ class WorkerProcess:
             log.info("the broker does not know this worker (it restarted?); announcing again")
             self._announce()
 
-    def _send_answer(self, job: Job, answer: Answer) -> None:
-        self.jobs.pop(job.key, None)
-        if job.generation != self.generation:
+    def _send_outs(self, job: Job, outs: list[Out]) -> None:
+        """Send a job's messages; the first terminal one ends it, and anything after is dropped."""
+        if job.generation != self.generation or job.key not in self.jobs:
             return
-        self.done += 1
-        if answer.error is not None:
-            meta = {"status": answer.status, "error": answer.error}
-            self.link.send(p.message(p.ERROR, job.client, job.rid, p.pack_meta(meta), b""))
-            return
-        meta = {"status": answer.status, "ct": answer.content_type}
-        if answer.headers:
-            meta["headers"] = answer.headers
-        self.link.send(p.message(p.REPLY, job.client, job.rid, p.pack_meta(meta), answer.body))
+        for command, meta, body in outs:
+            self.link.send(
+                p.message(
+                    command, job.client, job.rid, p.pack_meta(meta) if meta else p.EMPTY_META, body
+                )
+            )
+            if command in p.TERMINAL:
+                del self.jobs[job.key]
+                self.done += 1
+                return
+
+    def _emit_threadsafe(self, job: Job, outs: list[Out]) -> None:
+        """What the executor thread calls for each streamed piece."""
+        self._aloop.call_soon_threadsafe(self._send_outs, job, outs)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -168,10 +190,12 @@ class WorkerProcess:
     async def serve(self) -> int:
         self._stopping = asyncio.Event()
         self._drain_acked = asyncio.Event()
-        aloop = asyncio.get_running_loop()
+        aloop = self._aloop = asyncio.get_running_loop()
+        self.pipeline.emit = self._emit_threadsafe
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, self.stop)
         self.link.start()
+        self.hooks.fire("on_server_start", litserver=None)
         batching = aloop.create_task(self.loop.run())
         log.info(
             "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
@@ -187,6 +211,7 @@ class WorkerProcess:
         if self.exit_code == 0:
             await self._drain()
         batching.cancel()
+        self.hooks.fire("on_server_end", litserver=None)
         self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
         return self.exit_code
 
@@ -223,10 +248,15 @@ def run_worker_process(config: WorkerConfig) -> None:
     try:
         api = load_api(config.api)
         settings = resolve_settings(api, config)
+        hooks = load_hooks(api, config)
     except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(EXIT_SETUP_FAILED)
     try:
+        prepare_api(api, settings)
+        hooks.fire("on_before_setup")
+        with contextlib.suppress(AttributeError):
+            api.device = config.device
         setup = getattr(api, "setup", None)
         if callable(setup):
             result = setup(config.device)
@@ -235,5 +265,6 @@ def run_worker_process(config: WorkerConfig) -> None:
     except Exception:
         log.exception("%s.setup failed; this worker process stops", type(api).__name__)
         sys.exit(EXIT_SETUP_FAILED)
-    worker = WorkerProcess(config, api, settings)
+    hooks.fire("on_after_setup")
+    worker = WorkerProcess(config, api, settings, hooks)
     sys.exit(asyncio.run(worker.serve()))

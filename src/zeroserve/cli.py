@@ -66,7 +66,17 @@ heartbeat_options = _options(
         help="Heartbeats missed before a peer counts as dead.",
     ),
 )
-batching_options = _options(
+#: The serving flags, by parameter name; `cluster up` hands them on to `cluster worker`.
+SERVING_FLAGS = {
+    "max_batch_size": "--max-batch-size",
+    "batch_timeout_s": "--batch-timeout",
+    "route": "--route",
+    "stream": "--stream",
+    "spec": "--spec",
+    "callbacks": "--callback",
+    "loggers": "--logger",
+}
+serving_options = _options(
     click.option(
         "--max-batch-size",
         type=click.IntRange(min=1, max=10_000),
@@ -85,6 +95,38 @@ batching_options = _options(
         default=None,
         help="HTTP path of the service [default: the API's api_path, else /predict].",
     ),
+    click.option(
+        "--stream",
+        is_flag=True,
+        default=False,
+        help="Stream answers piece by piece (predict yields) [default: the API's stream].",
+    ),
+    click.option(
+        "--spec",
+        type=click.Choice(["openai"]),
+        default=None,
+        help="Serve the API behind OpenAI-compatible endpoints.",
+    ),
+    click.option(
+        "--callback",
+        "callbacks",
+        multiple=True,
+        metavar="MODULE:ATTR",
+        help="A callback object (or class) to add; may be repeated.",
+    ),
+    click.option(
+        "--logger",
+        "loggers",
+        multiple=True,
+        metavar="MODULE:ATTR",
+        help="A logger object (or class) that receives self.log(key, value); may be repeated.",
+    ),
+)
+api_key_option = click.option(
+    "--api-key",
+    envvar="ZEROSERVE_API_KEY",
+    default=None,
+    help="Require 'Authorization: Bearer KEY' on every route but /health [env: ZEROSERVE_API_KEY].",
 )
 api_option = click.option(
     "--api",
@@ -177,7 +219,7 @@ def broker(**options: Any) -> None:
     help="Worker processes [default: one per physical core].",
 )
 @click.option("--service", default=None, help="Service name [default: the API class's name].")
-@batching_options
+@serving_options
 @click.option(
     "--capacity",
     type=click.IntRange(min=1, max=100_000),
@@ -236,6 +278,7 @@ def worker(api: str | None, **options: Any) -> None:
     help="Seconds before a request is answered 504.",
 )
 @heartbeat_options
+@api_key_option
 @log_level_option
 def frontend(**options: Any) -> None:
     """Run the HTTP frontend."""
@@ -258,7 +301,7 @@ def frontend(**options: Any) -> None:
     default=None,
     help="Worker processes [default: one per physical core].",
 )
-@batching_options
+@serving_options
 @click.option(
     "--request-timeout",
     "request_timeout_s",
@@ -273,26 +316,33 @@ def frontend(**options: Any) -> None:
     default=1.0,
     show_default=True,
 )
+@api_key_option
 @log_level_option
 def up(api: str | None, **options: Any) -> None:
     """Run broker, workers and frontend on this machine (the built-in demo without --api)."""
     from zeroserve.up import Up, UpConfig
     from zeroserve.worker.config import WorkerConfig
-    from zeroserve.worker.loader import DEMO_API, load_api, resolve_settings
+    from zeroserve.worker.loader import DEMO_API, load_api, load_hooks, resolve_settings
 
     configure_logging(options["log_level"], "up")
-    batching = {k: options[k] for k in ("max_batch_size", "batch_timeout_s", "route")}
+    serving = {key: options[key] for key in SERVING_FLAGS}
     worker_flags: list[str] = []
-    for flag, value in zip(
-        ("--max-batch-size", "--batch-timeout", "--route"), batching.values(), strict=True
-    ):
-        if value is not None:
-            worker_flags += [flag, str(value)]
+    for key, value in serving.items():
+        if value is True:
+            worker_flags.append(SERVING_FLAGS[key])
+        elif isinstance(value, tuple):
+            for item in value:
+                worker_flags += [SERVING_FLAGS[key], item]
+        elif value is not None and value is not False:
+            worker_flags += [SERVING_FLAGS[key], str(value)]
     spec = api or DEMO_API
 
     def run() -> int:
         # Check the API here, so that a mistake is one clear line before anything starts.
-        resolve_settings(load_api(spec), WorkerConfig(broker="", api=spec, **batching))
+        config = WorkerConfig(broker="", api=spec, **serving)
+        api_object = load_api(spec)
+        resolve_settings(api_object, config)
+        load_hooks(api_object, config)
         config = UpConfig(
             api=spec,
             host=options["host"],
@@ -302,6 +352,7 @@ def up(api: str | None, **options: Any) -> None:
             frontend_flags=("--request-timeout", str(options["request_timeout_s"])),
             heartbeat_interval_s=options["heartbeat_interval_s"],
             log_level=options["log_level"],
+            api_key=options["api_key"],
         )
         return Up(config).run()
 

@@ -17,7 +17,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -44,6 +44,7 @@ class UpConfig:
     heartbeat_interval_s: float = 1.0
     log_level: str = "INFO"
     ready_timeout_s: float = 120.0
+    api_key: str | None = field(default=None, repr=False)
 
 
 def cluster_command() -> list[str]:
@@ -107,12 +108,19 @@ class Up:
             # Own process groups, so that a stop that overruns kills grandchildren too.
             self.children = [
                 subprocess.Popen(worker, start_new_session=True),
-                subprocess.Popen(frontend, start_new_session=True),
+                subprocess.Popen(frontend, start_new_session=True, env=self._frontend_env()),
             ]
             code = self._serve()
         finally:
             self._shutdown()
         return code
+
+    def _frontend_env(self) -> dict[str, str]:
+        """The API key travels in the environment, where `ps` does not show it."""
+        env = dict(os.environ)
+        if self.config.api_key:
+            env["ZEROSERVE_API_KEY"] = self.config.api_key
+        return env
 
     def _serve(self) -> int:
         url = f"http://{self.config.host}:{self.config.port}"
@@ -162,6 +170,7 @@ class Up:
 
 
 def _healthy(url: str) -> bool:
+    """/health is open even with an API key."""
     try:
         with urllib.request.urlopen(url + "/health", timeout=1.0) as response:
             return response.status == 200

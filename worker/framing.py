@@ -1,0 +1,76 @@
+"""Turning what ``encode_response`` produced into the protocol messages sent for a request.
+
+A framer is made per request. Whole answers become one REPLY; streamed
+pieces become CHUNKs and an END; failures an ERROR. A spec (such as the
+OpenAI one) brings its own framer; this module holds the plain one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import HTTPException
+from zeroserve.worker.api import Response
+
+log = logging.getLogger(__name__)
+
+#: (command, metadata, body): one message for the frontend.
+Out = tuple[bytes, dict[str, Any], bytes]
+
+
+def error_out(status: int, error: Any) -> Out:
+    return (p.ERROR, {"status": status, "error": error}, b"")
+
+
+def to_json(value: Any) -> bytes:
+    """JSON bytes, or an HTTPException(500) naming what could not be encoded."""
+    if hasattr(value, "model_dump"):  # a pydantic model, as LitServe allows
+        value = value.model_dump(exclude_none=True)
+    try:
+        return json.dumps(value, separators=(",", ":")).encode()
+    except (TypeError, ValueError) as exc:
+        raise HTTPException(
+            500, f"encode_response returned a value that is not JSON: {exc}"
+        ) from None
+
+
+class Framer:
+    """Plain framing: JSON (or bytes, or a Response) whole; newline-delimited pieces streamed."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def whole(self, encoded: Any) -> list[Out]:
+        if isinstance(encoded, Response):
+            body = encoded.body.encode() if isinstance(encoded.body, str) else encoded.body
+            meta = {"status": encoded.status, "ct": encoded.content_type}
+            if encoded.headers:
+                meta["headers"] = dict(encoded.headers)
+            return [(p.REPLY, meta, body)]
+        if isinstance(encoded, (bytes, bytearray, memoryview)):
+            return [(p.REPLY, {"status": 200, "ct": "application/octet-stream"}, bytes(encoded))]
+        return [(p.REPLY, {"status": 200, "ct": "application/json"}, to_json(encoded))]
+
+    def piece(self, encoded: Any) -> list[Out]:
+        """One streamed piece, written like LitServe does: dicts as JSON lines, text as it is."""
+        if isinstance(encoded, (bytes, bytearray, memoryview)):
+            data, content_type = bytes(encoded), "application/octet-stream"
+        elif isinstance(encoded, str):
+            data, content_type = encoded.encode(), "text/plain; charset=utf-8"
+        else:
+            data, content_type = to_json(encoded) + b"\n", "application/x-ndjson"
+        meta: dict[str, Any] = {}
+        if not self.started:
+            self.started = True
+            meta = {"status": 200, "ct": content_type}
+        return [(p.CHUNK, meta, data)]
+
+    def end(self) -> list[Out]:
+        meta = {} if self.started else {"status": 200, "ct": "text/plain; charset=utf-8"}
+        return [(p.END, meta, b"")]
+
+    def error(self, status: int, error: Any) -> list[Out]:
+        return [error_out(status, error)]

@@ -1,0 +1,100 @@
+"""Callbacks and loggers: user code that watches the worker, isolated so it never hurts a request.
+
+Callbacks have LitServe's method names (``on_before_predict``, ...) and get
+the API object as ``lit_api``; each fires after the work it follows has
+finished. Loggers receive the ``(key, value)`` pairs that user code passes
+to ``self.log(key, value)``, after the batch that logged them is answered.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EVENTS = (
+    "on_before_setup",
+    "on_after_setup",
+    "on_before_decode_request",
+    "on_after_decode_request",
+    "on_before_predict",
+    "on_after_predict",
+    "on_before_encode_response",
+    "on_after_encode_response",
+    "on_server_start",
+    "on_server_end",
+)
+
+
+class Callback:
+    """Subclass and override the events you need; LitServe's ``Callback`` subclasses work too."""
+
+    def on_before_setup(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_after_setup(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_before_decode_request(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_after_decode_request(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_before_predict(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_after_predict(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_before_encode_response(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_after_encode_response(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_server_start(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_server_end(self, *args: Any, **kwargs: Any) -> None: ...
+
+
+class Logger:
+    """Receives what user code logs with ``self.log(key, value)``."""
+
+    def process(self, key: str, value: Any) -> None:
+        raise NotImplementedError
+
+
+class LogBuffer:
+    """Where ``LitAPI.log`` puts pairs (LitServe calls it the logger queue)."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, Any]] = []
+
+    def put(self, item: tuple[str, Any]) -> None:
+        self.items.append(item)
+
+    def take(self) -> list[tuple[str, Any]]:
+        items, self.items = self.items, []
+        return items
+
+
+class Hooks:
+    def __init__(
+        self, api: Any, callbacks: Iterable[Any] = (), loggers: Iterable[Any] = ()
+    ) -> None:
+        self.api = api
+        self.callbacks = list(callbacks)
+        self.loggers = list(loggers)
+        self.buffer = LogBuffer()
+        if self.loggers:
+            setter = getattr(api, "set_logger_queue", None)
+            if callable(setter):
+                setter(self.buffer)
+            else:
+                api._logger_queue = self.buffer
+
+    def fire(self, event: str, **kwargs: Any) -> None:
+        """Call `event` on every callback; one that raises is logged and the others still run."""
+        for callback in self.callbacks:
+            method = getattr(callback, event, None)
+            if method is None:
+                continue
+            try:
+                method(lit_api=self.api, **kwargs)
+            except Exception:
+                log.exception("callback %s.%s raised", type(callback).__name__, event)
+
+    def flush_logs(self) -> None:
+        items = self.buffer.take()
+        for key, value in items:
+            for logger in self.loggers:
+                try:
+                    logger.process(key, value)
+                except Exception:
+                    log.exception("logger %s raised on %r", type(logger).__name__, key)

@@ -1,0 +1,343 @@
+"""The OpenAI-compatible spec: the user's API behind ``/v1/chat/completions`` or ``/v1/embeddings``.
+
+The user's class sees what LitServe's OpenAI specs give it. For chat,
+``decode_request`` receives the list of messages (the other request fields
+are in ``context``) and ``predict`` yields text pieces, or dicts with
+``role``, ``content`` and optional ``prompt_tokens``/``completion_tokens``/
+``total_tokens``. For embeddings, ``decode_request`` receives the input
+(a string or a list of strings) and ``predict`` returns one vector per
+input. The spec counts tokens itself when the class does not.
+
+Which of the two an API is follows from its ``predict``: a generator is a
+chat model, anything else an embedding model. ``GET /v1/models`` is
+answered by the frontend from what workers announce.
+"""
+
+from __future__ import annotations
+
+import base64
+import inspect
+import json
+import re
+import secrets
+import struct
+import time
+from typing import Any
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ConfigError, HTTPException
+from zeroserve.worker.api import inherits_default
+from zeroserve.worker.framing import Out, error_out
+from zeroserve.worker.pipeline import Job, RequestError
+
+CHAT_ROUTE = "/v1/chat/completions"
+EMBEDDINGS_ROUTE = "/v1/embeddings"
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+MAX_EMBEDDING_INPUTS = 2048
+_TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
+
+
+def count_tokens(text: str) -> int:
+    """A model-free estimate: words and punctuation marks."""
+    return len(_TOKEN.findall(text))
+
+
+def openai_error(status: int, message: str, kind: str | None = None) -> bytes:
+    kind = kind or ("invalid_request_error" if status < 500 else "server_error")
+    return json.dumps(
+        {"error": {"message": message, "type": kind, "param": None, "code": None}}
+    ).encode()
+
+
+def _refuse(status: int, message: str) -> RequestError:
+    out: Out = (
+        p.REPLY,
+        {"status": status, "ct": "application/json"},
+        openai_error(status, message),
+    )
+    return RequestError(status, message, [out])
+
+
+def _json_object(job: Job) -> dict[str, Any]:
+    try:
+        body = json.loads(job.body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise _refuse(400, f"malformed JSON body: {exc}") from None
+    if not isinstance(body, dict):
+        raise _refuse(400, "the request body must be a JSON object")
+    return body
+
+
+def _text_of(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(part.get("text", "") for part in content if isinstance(part, dict))
+    return ""
+
+
+def _is_generator(func: Any) -> bool:
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+
+
+class OpenAIChatSpec:
+    kind = "chat"
+    stream = True
+
+    def __init__(self, model: str, route: str | None = None) -> None:
+        self.model = model
+        self.route = route or CHAT_ROUTE
+
+    def routes(self) -> list[dict[str, Any]]:
+        return [{"path": self.route, "methods": ["POST"]}]
+
+    def check(self, api: Any) -> None:
+        name = type(api).__name__
+        if not _is_generator(api.predict):
+            raise ConfigError(f"{name}.predict must yield text pieces for the OpenAI chat spec")
+        encode = getattr(api, "encode_response", None)
+        if encode is not None and not inherits_default(encode) and not _is_generator(encode):
+            raise ConfigError(
+                f"{name}.encode_response must be a generator for the OpenAI chat spec"
+            )
+
+    def decode(self, job: Job) -> tuple[Any, dict[str, Any], ChatFramer]:
+        body = _json_object(job)
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise _refuse(400, "'messages' must be a non-empty list")
+        for i, message in enumerate(messages):
+            if not isinstance(message, dict) or message.get("role") not in ROLES:
+                raise _refuse(400, f"messages[{i}] needs a 'role', one of {sorted(ROLES)}")
+            if not isinstance(message.get("content"), (str, list, type(None))):
+                raise _refuse(400, f"messages[{i}].content must be a string or a list of parts")
+        if body.get("n", 1) not in (1, None):
+            raise _refuse(400, "only n=1 is supported")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise _refuse(400, "'stream' must be true or false")
+        options = body.get("stream_options") or {}
+        if not isinstance(options, dict):
+            raise _refuse(400, "'stream_options' must be an object")
+        model = body.get("model") or self.model
+        prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) for m in messages)
+        framer = ChatFramer(str(model), stream, bool(options.get("include_usage")), prompt_tokens)
+        context = {k: v for k, v in body.items() if k != "messages"}
+        return messages, context, framer
+
+
+class ChatFramer:
+    """A chat completion, whole or as Server-Sent Events, with usage."""
+
+    def __init__(self, model: str, stream: bool, include_usage: bool, prompt_tokens: int) -> None:
+        self.model = model
+        self.stream = stream
+        self.include_usage = include_usage
+        self.prompt_tokens = prompt_tokens
+        self.id = "chatcmpl-" + secrets.token_hex(12)
+        self.created = int(time.time())
+        self.contents: list[str] = []
+        self.tool_calls: Any = None
+        self.reported = dict.fromkeys(USAGE_KEYS, 0)
+        self.started = False
+
+    def _message(self, piece: Any) -> dict[str, Any]:
+        if hasattr(piece, "model_dump"):
+            piece = piece.model_dump(exclude_none=True)
+        if piece is None:
+            return {"role": "assistant", "content": None}
+        if isinstance(piece, str):
+            return {"role": "assistant", "content": piece}
+        if isinstance(piece, list) and piece and isinstance(piece[-1], dict):
+            piece = piece[-1]
+        if isinstance(piece, dict) and ("content" in piece or "tool_calls" in piece):
+            message = dict(piece)
+            message.setdefault("role", "assistant")
+            for key in USAGE_KEYS:
+                value = message.pop(key, 0)
+                if isinstance(value, int) and not isinstance(value, bool):
+                    self.reported[key] += value
+            return message
+        raise HTTPException(
+            500,
+            f"malformed output from predict: expected text or a message dict, got {piece!r}"[:300],
+        )
+
+    def usage(self) -> dict[str, int]:
+        if any(self.reported.values()):
+            usage = dict(self.reported)
+            if not usage["total_tokens"]:
+                usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+            return usage
+        completion = count_tokens("".join(self.contents))
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": self.prompt_tokens + completion,
+        }
+
+    def _event(self, payload: Any) -> Out:
+        data = b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
+        meta: dict[str, Any] = {}
+        if not self.started:
+            self.started = True
+            meta = {
+                "status": 200,
+                "ct": "text/event-stream",
+                "headers": {"Cache-Control": "no-cache"},
+            }
+        return (p.CHUNK, meta, data + b"\n\n")
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> dict:
+        chunk: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "choices": choices,
+        }
+        if self.include_usage:
+            chunk["usage"] = usage
+        return chunk
+
+    def piece(self, piece: Any) -> list[Out]:
+        message = self._message(piece)
+        content = message.get("content")
+        if isinstance(content, str):
+            self.contents.append(content)
+        if message.get("tool_calls"):
+            self.tool_calls = message["tool_calls"]
+        if not self.stream:
+            return []
+        delta: dict[str, Any] = {}
+        if not self.started:
+            delta["role"] = message.get("role", "assistant")
+        if content is not None:
+            delta["content"] = content
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [
+                {"index": i, **call} for i, call in enumerate(message["tool_calls"])
+            ]
+        return [self._event(self._chunk([{"index": 0, "delta": delta, "finish_reason": None}]))]
+
+    def end(self) -> list[Out]:
+        usage = self.usage()
+        if self.stream:
+            outs = [self._event(self._chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))]
+            if self.include_usage:
+                outs.append(self._event(self._chunk([], usage)))
+            outs.append(self._event(b"[DONE]"))
+            outs.append((p.END, {}, b""))
+            return outs
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.contents)}
+        if self.tool_calls:
+            message["tool_calls"] = self.tool_calls
+        body = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": usage,
+        }
+        return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
+
+    def error(self, status: int, error: Any) -> list[Out]:
+        if self.started:
+            return [error_out(status, error)]  # the frontend writes it as an SSE error event
+        message = error if isinstance(error, str) else json.dumps(error)
+        return [
+            (p.REPLY, {"status": status, "ct": "application/json"}, openai_error(status, message))
+        ]
+
+
+class OpenAIEmbeddingSpec:
+    kind = "embedding"
+    stream = False
+
+    def __init__(self, model: str, route: str | None = None) -> None:
+        self.model = model
+        self.route = route or EMBEDDINGS_ROUTE
+
+    def routes(self) -> list[dict[str, Any]]:
+        return [{"path": self.route, "methods": ["POST"]}]
+
+    def check(self, api: Any) -> None:
+        if _is_generator(api.predict):
+            raise ConfigError(f"{type(api).__name__}.predict must return vectors, not yield them")
+
+    def decode(self, job: Job) -> tuple[Any, dict[str, Any], EmbeddingFramer]:
+        body = _json_object(job)
+        given = body.get("input")
+        inputs = [given] if isinstance(given, str) else given
+        if (
+            not isinstance(inputs, list)
+            or not inputs
+            or not all(isinstance(i, str) for i in inputs)
+        ):
+            raise _refuse(400, "'input' must be a string or a non-empty list of strings")
+        if len(inputs) > MAX_EMBEDDING_INPUTS:
+            raise _refuse(400, f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
+        encoding = body.get("encoding_format") or "float"
+        if encoding not in ("float", "base64"):
+            raise _refuse(400, "'encoding_format' must be 'float' or 'base64'")
+        model = body.get("model") or self.model
+        tokens = sum(count_tokens(text) for text in inputs)
+        framer = EmbeddingFramer(str(model), len(inputs), encoding, tokens)
+        context = {k: v for k, v in body.items() if k != "input"}
+        return given, context, framer
+
+
+class EmbeddingFramer:
+    def __init__(self, model: str, count: int, encoding: str, prompt_tokens: int) -> None:
+        self.model = model
+        self.count = count
+        self.encoding = encoding
+        self.prompt_tokens = prompt_tokens
+
+    def whole(self, encoded: Any) -> list[Out]:
+        tokens = self.prompt_tokens
+        if isinstance(encoded, dict):
+            reported = encoded.get("prompt_tokens")
+            if isinstance(reported, int) and reported > 0:
+                tokens = reported
+            encoded = encoded.get("embeddings", encoded.get("data"))
+        if hasattr(encoded, "tolist"):
+            encoded = encoded.tolist()
+        if isinstance(encoded, list) and encoded and isinstance(encoded[0], (int, float)):
+            encoded = [encoded]
+        if not isinstance(encoded, list) or len(encoded) != self.count:
+            got = len(encoded) if isinstance(encoded, list) else type(encoded).__name__
+            raise HTTPException(
+                500, f"predict returned {got} embedding(s) for {self.count} input(s)"
+            )
+        data = []
+        for i, vector in enumerate(encoded):
+            values = vector.tolist() if hasattr(vector, "tolist") else vector
+            if not isinstance(values, list) or not all(isinstance(v, (int, float)) for v in values):
+                raise HTTPException(500, f"embedding {i} is not a list of numbers")
+            item: Any = [float(v) for v in values]
+            if self.encoding == "base64":
+                item = base64.b64encode(struct.pack(f"<{len(item)}f", *item)).decode()
+            data.append({"object": "embedding", "index": i, "embedding": item})
+        body = {
+            "object": "list",
+            "data": data,
+            "model": self.model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+        return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
+
+    def error(self, status: int, error: Any) -> list[Out]:
+        message = error if isinstance(error, str) else json.dumps(error)
+        return [
+            (p.REPLY, {"status": status, "ct": "application/json"}, openai_error(status, message))
+        ]
+
+
+def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
+    """Chat for a generator ``predict``, embeddings otherwise."""
+    if _is_generator(api.predict):
+        return OpenAIChatSpec(model, route)
+    return OpenAIEmbeddingSpec(model, route)
