@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from zeroserve import LitAPI
@@ -26,3 +27,30 @@ class BatchedDoubleAPI(DoubleAPI):
 
     def predict(self, xs: list[Any]) -> list[Any]:
         return [x * 2 for x in xs]
+
+
+class TokenStreamAPI(LitAPI):
+    """Streams 16 pieces; each step costs 2 ms of "model" time, like a token of a small model."""
+
+    stream = True
+    steps = 16
+
+    def decode_request(self, request: Any) -> Any:
+        return request["input"]
+
+    def predict(self, x: Any) -> Any:
+        for i in range(self.steps):
+            time.sleep(0.002)
+            yield f"{x}-{i} "
+
+
+class BatchedTokenStreamAPI(TokenStreamAPI):
+    """The same steps, but one step serves the whole batch."""
+
+    max_batch_size = 8
+    batch_timeout = 0.005
+
+    def predict(self, xs: list[Any]) -> Any:
+        for i in range(self.steps):
+            time.sleep(0.002)
+            yield [f"{x}-{i} " for x in xs]

@@ -1,9 +1,11 @@
 """Throughput and latency of zeroserve against a bare Tornado handler, in one run.
 
-    python benchmarks/compare.py [--duration 10] [--concurrency 32] [--workers 1]
+    python benchmarks/compare.py [--duration 10] [--concurrency 32] [--workers 1] [--streams]
 
 Both servers do the same work (x*2 on a JSON number) and are driven by the
 same client (`cluster bench`) with the same settings, one after the other.
+With --streams it measures streaming instead: streams per second and time
+to first chunk of a 16-step stream, unbatched and batched.
 """
 
 from __future__ import annotations
@@ -67,13 +69,45 @@ def bench(url: str, args: argparse.Namespace) -> dict:
     return json.loads(out.stdout)
 
 
+def zeroserve_up(api: str, port: int, workers: int) -> list[str]:
+    return [
+        sys.executable, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
+        "--port", str(port), "--workers", str(workers), "--log-level", "WARNING",
+    ]  # fmt: skip
+
+
+def streams(args: argparse.Namespace) -> None:
+    results = {}
+    for name, api in (("unbatched", "TokenStreamAPI"), ("batched (8)", "BatchedTokenStreamAPI")):
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/predict"
+        with server(zeroserve_up(api, port, args.workers), url):
+            results[name] = bench(url, args)
+    print(
+        f"\n16-step streams (2 ms a step), {args.concurrency} connections, "
+        f"{args.duration:g} s each, {args.workers} worker process(es)\n"
+    )
+    print(
+        f"{'zeroserve':14} {'streams/s':>10} {'first chunk p50':>16} {'p99':>8} {'whole p50':>10}"
+    )
+    for name, r in results.items():
+        print(
+            f"{name:14} {r['rps']:>10.0f} {r['first_chunk_p50_ms']:>13.2f} ms "
+            f"{r['first_chunk_p99_ms']:>8.2f} {r['p50_ms']:>7.2f} ms"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="zeroserve worker processes")
     parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument("--streams", action="store_true", help="measure streaming instead")
     args = parser.parse_args()
+    if args.streams:
+        streams(args)
+        return
 
     results = {}
     port = free_port()
@@ -83,11 +117,7 @@ def main() -> None:
     for name, api in (("zeroserve", "DoubleAPI"), ("zeroserve, batched", "BatchedDoubleAPI")):
         port = free_port()
         url = f"http://127.0.0.1:{port}/predict"
-        up = [
-            sys.executable, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
-            "--port", str(port), "--workers", str(args.workers), "--log-level", "WARNING",
-        ]  # fmt: skip
-        with server(up, url):
+        with server(zeroserve_up(api, port, args.workers), url):
             results[name] = bench(url, args)
 
     ceiling = results["tornado handler (ceiling)"]["rps"]

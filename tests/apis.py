@@ -59,3 +59,140 @@ class ShortUnbatchAPI(BatchAPI):
 class BadSetupAPI(EchoAPI):
     def setup(self, device: str) -> None:
         raise RuntimeError("the model file is missing")
+
+
+def _wait_for(path: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not Path(path).exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+class StreamAPI(LitAPI):
+    """Yields {"i": i, "pid": ...} n times; can wait for a gate file, sleep, and record progress."""
+
+    stream = True
+
+    def predict(self, x: dict[str, Any]) -> Any:
+        progress = x.get("progress")
+        i = -1
+        try:
+            for i in range(int(x.get("n", 3))):
+                if i == 1 and x.get("gate"):
+                    _wait_for(x["gate"])
+                yield {"i": i, "pid": os.getpid()}
+                if x.get("sleep"):
+                    time.sleep(float(x["sleep"]))
+        finally:
+            if progress:
+                Path(progress).write_text(f"stopped after {i + 1}")
+
+    def encode_response(self, output: Any) -> Any:
+        yield from output
+
+
+class BatchStreamAPI(LitAPI):
+    """Streams of different lengths in one batch: a short one ends while the others go on."""
+
+    max_batch_size = 4
+    batch_timeout = 0.3
+    stream = True
+
+    def predict(self, xs: list[dict[str, Any]]) -> Any:
+        from zeroserve import STREAM_END
+
+        for step in range(max(x["n"] for x in xs)):
+            yield [{"step": step, "batch": len(xs)} if step < x["n"] else STREAM_END for x in xs]
+            time.sleep(0.05)
+
+
+class EchoChatAPI(LitAPI):
+    """Yields the last user message back word by word; "boom" fails after the first word."""
+
+    def predict(self, messages: list[dict[str, Any]], context: dict[str, Any]) -> Any:
+        text = messages[-1]["content"]
+        for n, word in enumerate(text.split()):
+            if n == 1 and "boom" in text:
+                raise RuntimeError("the model fell over")
+            yield word if n == 0 else " " + word
+
+
+class UsageChatAPI(LitAPI):
+    """Reports its own token counts, as LitServe's OpenAI spec allows."""
+
+    def predict(self, messages: list[dict[str, Any]]) -> Any:
+        yield {"role": "assistant", "content": "16", "prompt_tokens": 25, "completion_tokens": 10}
+
+
+class EmbedAPI(LitAPI):
+    """Four numbers per text, computed from it."""
+
+    def predict(self, inputs: Any) -> list[list[float]]:
+        texts = [inputs] if isinstance(inputs, str) else inputs
+        return [[float(len(t)), float(t.count(" ")), 1.0, -1.0] for t in texts]
+
+
+class RecordingCallback:
+    """Appends each event, with the time it fired, to the file named by $ZS_TEST_EVENTS."""
+
+    def __getattr__(self, event: str) -> Any:
+        if not event.startswith("on_"):
+            raise AttributeError(event)
+
+        def record(*args: Any, **kwargs: Any) -> None:
+            path = os.environ.get("ZS_TEST_EVENTS")
+            if path:
+                with open(path, "a") as f:
+                    f.write(f"{event} {time.monotonic()}\n")
+            if event == "on_after_decode_request" and os.environ.get("ZS_TEST_CALLBACK_RAISES"):
+                raise RuntimeError("a callback that fails")
+
+        return record
+
+
+class RecordingLogger:
+    def process(self, key: str, value: Any) -> None:
+        path = os.environ.get("ZS_TEST_EVENTS")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"log {key}={value} {time.monotonic()}\n")
+
+
+class LoggingAPI(EchoAPI):
+    callbacks = [RecordingCallback()]  # noqa: RUF012
+    loggers = [RecordingLogger()]  # noqa: RUF012
+
+    def predict(self, x: dict[str, Any]) -> dict[str, Any]:
+        path = os.environ.get("ZS_TEST_EVENTS")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"predict {time.monotonic()}\n")
+        self.log("seen", x.get("value"))
+        return super().predict(x)
+
+
+class GeneratorWithoutStream(LitAPI):
+    def predict(self, x: Any) -> Any:
+        yield x
+
+
+class StreamWithoutGenerator(LitAPI):
+    stream = True
+
+    def predict(self, x: Any) -> Any:
+        return x
+
+
+class ZeroBatch(EchoAPI):
+    max_batch_size = 0
+
+
+class NoPredict(LitAPI):
+    pass
+
+
+class ChatWithPlainEncode(LitAPI):
+    def predict(self, messages: Any) -> Any:
+        yield "hi"
+
+    def encode_response(self, output: Any) -> Any:
+        return {"not": "a generator"}

@@ -220,3 +220,110 @@ def test_settings_are_checked() -> None:
         resolve_settings(Doubler(max_batch_size=0), WorkerConfig(broker="x", api="x"))
     with pytest.raises(ConfigError, match="api_path"):
         resolve_settings(Doubler(api_path="predict"), WorkerConfig(broker="x", api="x"))
+
+
+def run_stream(api: Any, jobs: list[Job], max_batch_size: int = 1) -> dict[int, list]:
+    """Every message a streaming pipeline emits, per job."""
+    sent: dict[int, list] = {id(j): [] for j in jobs}
+    pipeline = _Pipeline(
+        api,
+        max_batch_size=max_batch_size,
+        stream=True,
+        emit=lambda j, outs: sent[id(j)].extend(outs),
+    )
+    for j, outs in pipeline.run(jobs):
+        sent[id(j)].extend(outs)
+    return sent
+
+
+def test_stream_pieces_then_end() -> None:
+    class Counting(LitAPI):
+        def predict(self, x: Any) -> Any:
+            yield from ({"n": i} for i in range(x["upto"]))
+
+    [messages] = run_stream(Counting(), [job(b'{"upto": 2}')]).values()
+    assert [m[0] for m in messages] == [p.CHUNK, p.CHUNK, p.END]
+    assert messages[0][1] == {"status": 200, "ct": "application/x-ndjson"}
+    assert [m[2] for m in messages[:2]] == [b'{"n":0}\n', b'{"n":1}\n']
+
+
+def test_a_cancelled_stream_closes_its_generator() -> None:
+    closed = []
+
+    class Endless(LitAPI):
+        def predict(self, x: Any) -> Any:
+            try:
+                while True:
+                    yield "tick"
+            finally:
+                closed.append(True)
+
+    j = job(b"{}")
+    sent: list = []
+
+    def emit(job_: Job, outs: list) -> None:
+        sent.extend(outs)
+        if len(sent) == 2:
+            job_.cancelled = True
+
+    _Pipeline(Endless(), max_batch_size=1, stream=True, emit=emit).run([j])
+    assert closed == [True]
+    assert [m[0] for m in sent] == [p.CHUNK, p.CHUNK, p.ERROR]
+    assert sent[-1][1]["status"] == 499
+
+
+def test_batched_streams_end_one_by_one_and_check_their_count(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from zeroserve import STREAM_END
+
+    class Steps(LitAPI):
+        def predict(self, xs: list[Any]) -> Any:
+            for step in range(3):
+                yield [step if step < x["n"] else STREAM_END for x in xs]
+
+    short, long = job(b'{"n": 1}'), job(b'{"n": 3}')
+    sent = run_stream(Steps(), [short, long], max_batch_size=2)
+    assert [m[0] for m in sent[id(short)]] == [p.CHUNK, p.END]
+    assert [m[0] for m in sent[id(long)]] == [p.CHUNK, p.CHUNK, p.CHUNK, p.END]
+
+    class Lossy(LitAPI):
+        def predict(self, xs: list[Any]) -> Any:
+            yield [1]
+
+    sent = run_stream(Lossy(), [job(b"{}"), job(b"{}")], max_batch_size=2)
+    for messages in sent.values():
+        assert messages[-1][0] == p.ERROR and messages[-1][1]["status"] == 500
+        assert "1 output(s) for a batch of 2" in messages[-1][1]["error"]
+    assert "Lossy" in caplog.text
+
+
+def test_context_reaches_every_stage_that_asks() -> None:
+    class WithContext(LitAPI):
+        def decode_request(self, request: Any, context: dict) -> Any:
+            context["decoded"] = True
+            return request
+
+        def predict(self, x: Any, context: dict) -> Any:
+            return {"decoded": context["decoded"]}
+
+        def encode_response(self, output: Any, context: dict) -> Any:
+            return {**output, "same": "decoded" in context}
+
+    [answer] = Pipeline(WithContext(), 1).run_batch([job(b"{}")])
+    assert json.loads(answer.body) == {"decoded": True, "same": True}
+
+
+def test_async_generators_stream_too() -> None:
+    class AsyncStream(LitAPI):
+        async def predict(self, x: Any) -> Any:
+            for word in ("a", "b"):
+                yield word
+
+        async def encode_response(self, output: Any) -> Any:
+            async for word in output:
+                yield word.upper()
+
+    [messages] = run_stream(AsyncStream(), [job(b"{}")]).values()
+    assert [m[2] for m in messages] == [b"A", b"B", b""]
+    assert messages[0][1]["ct"].startswith("text/plain")

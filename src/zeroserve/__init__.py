@@ -2,12 +2,16 @@
 
 from zeroserve.common.errors import ConfigError, HTTPException, ProtocolError, ZeroserveError
 from zeroserve.common.version import __version__
-from zeroserve.worker.api import LitAPI, Response
+from zeroserve.worker.api import STREAM_END, LitAPI, Response
+from zeroserve.worker.hooks import Callback, Logger
 
 __all__ = [
+    "STREAM_END",
+    "Callback",
     "ConfigError",
     "HTTPException",
     "LitAPI",
+    "Logger",
     "ProtocolError",
     "Response",
     "ZeroserveError",

@@ -32,6 +32,8 @@ class BenchResult:
     requests: int = 0
     elapsed_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
+    #: Time to the first piece of the body, for streamed answers.
+    first_chunk_s: list[float] = field(default_factory=list)
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -39,18 +41,27 @@ class BenchResult:
         self.requests += other.requests
         self.elapsed_s = max(self.elapsed_s, other.elapsed_s)
         self.latencies_s += other.latencies_s
+        self.first_chunk_s += other.first_chunk_s
         self.statuses.update(other.statuses)
         self.errors.update(other.errors)
 
-    def percentile_ms(self, q: float) -> float:
-        if not self.latencies_s:
+    def percentile_ms(self, q: float, values: list[float] | None = None) -> float:
+        values = self.latencies_s if values is None else values
+        if not values:
             return float("nan")
-        ordered = sorted(self.latencies_s)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
 
     def summary(self) -> dict[str, Any]:
         ok = self.statuses.get(200, 0)
+        streamed = {}
+        if self.first_chunk_s:
+            streamed = {
+                "first_chunk_p50_ms": round(self.percentile_ms(50, self.first_chunk_s), 3),
+                "first_chunk_p99_ms": round(self.percentile_ms(99, self.first_chunk_s), 3),
+            }
         return {
+            **streamed,
             "requests": self.requests,
             "ok": ok,
             "seconds": round(self.elapsed_s, 3),
@@ -63,7 +74,8 @@ class BenchResult:
         }
 
 
-async def _read_response(reader: asyncio.StreamReader) -> int:
+async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float | None]:
+    """Read one answer; return its status and, when it was chunked, when its first piece came."""
     head = await reader.readuntil(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     status = int(lines[0].split(b" ", 2)[1])
@@ -76,15 +88,18 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
             length = int(value)
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
+    first_chunk = None
     if chunked:
         while True:
             size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
             await reader.readexactly(size + 2)
+            if first_chunk is None:
+                first_chunk = time.monotonic()
             if size == 0:
                 break
     elif length:
         await reader.readexactly(length)
-    return status
+    return status, first_chunk
 
 
 async def _connection(
@@ -103,7 +118,7 @@ async def _connection(
                 reader, writer = await asyncio.open_connection(host, port)
             began = time.monotonic()
             writer.write(request)
-            status = await _read_response(reader)
+            status, first_chunk = await _read_response(reader)
             done = time.monotonic()
         except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
             if time.monotonic() >= start_at:
@@ -117,6 +132,8 @@ async def _connection(
             result.requests += 1
             result.statuses[status] += 1
             result.latencies_s.append(done - began)
+            if first_chunk is not None:
+                result.first_chunk_s.append(first_chunk - began)
     if writer is not None:
         writer.close()
 

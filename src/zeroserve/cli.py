@@ -441,6 +441,11 @@ def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any)
         f"{summary['rps']} req/s, p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, "
         f"p99 {summary['p99_ms']} ms"
     )
+    if "first_chunk_p50_ms" in summary:
+        click.echo(
+            f"first chunk: p50 {summary['first_chunk_p50_ms']} ms, "
+            f"p99 {summary['first_chunk_p99_ms']} ms"
+        )
     click.echo(f"statuses: {summary['statuses']}  errors: {summary['errors'] or 'none'}")
 
 

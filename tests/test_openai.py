@@ -1,0 +1,135 @@
+"""The OpenAI-compatible spec, driven by the official openai client through real processes."""
+
+from __future__ import annotations
+
+import json
+
+import openai
+import pytest
+import requests
+
+from cluster import Cluster
+
+KEY = "sk-test-key"
+
+
+@pytest.fixture
+def client(cluster: Cluster) -> openai.OpenAI:
+    cluster.up(
+        "EchoChatAPI",
+        worker_args=("--spec", "openai", "--service", "echo-chat"),
+        frontend_args=("--api-key", KEY),
+    )
+    return openai.OpenAI(base_url=cluster.url("/v1"), api_key=KEY, max_retries=0, timeout=30)
+
+
+def test_non_stream_completion_with_usage(client: openai.OpenAI) -> None:
+    completion = client.chat.completions.create(
+        model="echo-chat", messages=[{"role": "user", "content": "hello there world"}]
+    )
+    assert completion.choices[0].message.content == "hello there world"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.model == "echo-chat"
+    usage = completion.usage
+    assert usage is not None
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.total_tokens) == (3, 3, 6)
+
+
+def test_stream_read_to_the_end_with_usage(client: openai.OpenAI) -> None:
+    stream = client.chat.completions.create(
+        model="echo-chat",
+        messages=[{"role": "user", "content": "one two three four"}],
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three four"
+    assert chunks[-1].choices == []
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 4
+    assert all(c.usage is None for c in chunks[:-1])
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+
+
+def test_models_and_wrong_key(client: openai.OpenAI, cluster: Cluster) -> None:
+    assert [m.id for m in client.models.list()] == ["echo-chat"]
+    wrong = openai.OpenAI(base_url=cluster.url("/v1"), api_key="nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="x", messages=[{"role": "user", "content": "hi"}])
+    assert requests.post(cluster.url("/v1/chat/completions"), json={}, timeout=5).status_code == 401
+    assert requests.get(cluster.url("/health"), timeout=5).status_code == 200
+
+
+def test_bad_requests_get_openai_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="x", messages=[])
+    assert "messages" in str(caught.value)
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="x", messages=[{"role": "wizard", "content": "hi"}])
+
+
+def test_a_failure_mid_stream_is_an_error_event(client: openai.OpenAI, cluster: Cluster) -> None:
+    body = {"messages": [{"role": "user", "content": "boom goes it"}], "stream": True}
+    headers = {"Authorization": f"Bearer {KEY}"}
+    with requests.post(
+        cluster.url("/v1/chat/completions"), json=body, headers=headers, stream=True, timeout=30
+    ) as r:
+        assert r.headers["Content-Type"] == "text/event-stream"
+        events = [line for line in r.iter_lines() if line]
+    assert json.loads(events[0][len(b"data: ") :])["choices"][0]["delta"]["content"] == "boom"
+    error = json.loads(events[-1][len(b"data: ") :])["error"]
+    assert error["code"] == 500 and "the model fell over" in error["message"]
+
+
+def test_usage_reported_by_the_model_is_used(cluster: Cluster) -> None:
+    cluster.up("UsageChatAPI", worker_args=("--spec", "openai"))
+    client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="unused", max_retries=0)
+    completion = client.chat.completions.create(
+        model="UsageChatAPI", messages=[{"role": "user", "content": "10 + 6?"}]
+    )
+    assert completion.choices[0].message.content == "16"
+    assert completion.usage is not None
+    assert (completion.usage.prompt_tokens, completion.usage.total_tokens) == (25, 35)
+
+
+def test_embeddings(cluster: Cluster) -> None:
+    cluster.up("EmbedAPI", worker_args=("--spec", "openai"))
+    client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="unused", max_retries=0)
+    result = client.embeddings.create(model="EmbedAPI", input=["a b c", "hello"])
+    assert [d.embedding for d in result.data] == [[5.0, 2.0, 1.0, -1.0], [5.0, 0.0, 1.0, -1.0]]
+    assert result.usage.prompt_tokens == 4
+    floats = client.embeddings.create(model="EmbedAPI", input="x y", encoding_format="float")
+    assert floats.data[0].embedding == [3.0, 1.0, 1.0, -1.0]
+    assert [m.id for m in client.models.list()] == ["EmbedAPI"]
+
+
+def test_the_demo_chat_model_streams(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.start(
+        "worker",
+        "worker",
+        "--broker",
+        cluster.backend_endpoint,
+        "--api",
+        "zeroserve.worker.demo:ChatAPI",
+        "--spec",
+        "openai",
+        "--processes",
+        "1",
+        "--heartbeat-interval",
+        "0.2",
+    )
+    cluster.frontend()
+    cluster.wait_healthy(1)
+    client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="unused", max_retries=0)
+    stream = client.chat.completions.create(
+        model="ChatAPI",
+        messages=[{"role": "user", "content": "Tell me about the harbour"}],
+        stream=True,
+        max_tokens=8,
+    )
+    pieces = [
+        c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
+    ]
+    assert 2 <= len(pieces) <= 8
+    assert "".join(pieces).strip()
