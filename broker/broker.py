@@ -34,6 +34,7 @@ from zeroserve.broker.registry import (
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
+from zeroserve.common.security import KeyDirectoryAuthenticator, load_keys
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,11 @@ class Broker:
         self._next_heartbeat = 0.0
         self._routes_dirty = False
         self._bad_logged: dict[str, float] = {}
+        self.keys = load_keys(config.curve_secret_key)
+        self.authenticator: KeyDirectoryAuthenticator | None = None
+        if self.keys is not None and config.authorized_keys is not None:
+            self.authenticator = KeyDirectoryAuthenticator(self.context, config.authorized_keys)
+            self.authenticator.start()
         self.frontend: zmq.Socket = self._router()
         self.backend: zmq.Socket = self._router()
         self.frontend_endpoint = ""
@@ -70,6 +76,8 @@ class Broker:
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
         sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
+        if self.keys is not None:
+            self.keys.apply_server(sock)
         return sock
 
     def bind(self) -> None:
@@ -77,15 +85,18 @@ class Broker:
         self.frontend_endpoint = _bind(self.frontend, self.config.frontend_bind)
         self.backend_endpoint = _bind(self.backend, self.config.backend_bind)
         log.info(
-            "broker %s listening: frontends on %s, workers on %s",
+            "broker %s listening: frontends on %s, workers on %s%s",
             self.broker_id,
             self.frontend_endpoint,
             self.backend_endpoint,
+            ", CurveZMQ on" if self.keys is not None else "",
         )
 
     def close(self) -> None:
         self.frontend.close(0)
         self.backend.close(0)
+        if self.authenticator is not None:
+            self.authenticator.stop()
 
     def run(self, stop: threading.Event | None = None) -> None:
         stop = stop or threading.Event()
@@ -211,7 +222,11 @@ class Broker:
 
     def _on_request(self, client: bytes, args: list[Any]) -> None:
         rid = p.identity(args[0])
-        meta = p.unpack_meta(args[1])
+        try:
+            meta = p.unpack_meta(args[1])
+        except ProtocolError as exc:
+            self._answer_error(client, rid, 400, f"malformed request metadata: {exc}")
+            raise
         self.counters["requests"] += 1
         key = (client, rid)
         if key in self.requests:

@@ -23,6 +23,9 @@ class BrokerConfig:
     retry_after_s: float = 1.0
     #: How long a worker may hold a request past its deadline before the slot is taken back.
     deadline_grace_s: float = 10.0
+    #: CurveZMQ: this broker's secret key file, and the folder of public keys it admits.
+    curve_secret_key: str | None = None
+    authorized_keys: str | None = None
 
     def __post_init__(self) -> None:
         if self.max_queue < 1:
@@ -33,3 +36,5 @@ class BrokerConfig:
             raise ConfigError("heartbeat_interval_s must be positive")
         if self.heartbeat_liveness < 1:
             raise ConfigError("heartbeat_liveness must be at least 1")
+        if (self.curve_secret_key is None) != (self.authorized_keys is None):
+            raise ConfigError("--curve-secret-key and --authorized-keys go together")

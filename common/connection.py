@@ -22,6 +22,7 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
+from zeroserve.common.security import CurveKeys
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ class BrokerConnection:
         heartbeat_liveness: int = 3,
         reconnect_max_s: float = 8.0,
         immediate: bool = False,
+        keys: CurveKeys | None = None,
         context: zmq.Context | None = None,
         name: str = "peer",
     ) -> None:
@@ -57,6 +59,7 @@ class BrokerConnection:
         self.heartbeat_liveness = heartbeat_liveness
         self.reconnect_max_s = reconnect_max_s
         self.immediate = immediate
+        self.keys = keys
         self.context = context or zmq.Context.instance()
         self.name = name
         self.broker_id: str | None = None
@@ -98,6 +101,8 @@ class BrokerConnection:
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_max_s * 1000))
         if self.immediate:
             sock.setsockopt(zmq.IMMEDIATE, 1)
+        if self.keys is not None:
+            self.keys.apply_client(sock)
         sock.connect(self.endpoint)
         self._sock = sock
         self._expires_at = time.monotonic() + self._expiry_s()

@@ -8,17 +8,22 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, ZeroserveError
+from zeroserve.common.security import CurveKeys
 
 
 class BrokerUnreachable(ZeroserveError):
     """The broker did not answer in time."""
 
 
-def fetch_status(endpoint: str, timeout_s: float = 3.0) -> dict[str, Any]:
+def fetch_status(
+    endpoint: str, timeout_s: float = 3.0, keys: CurveKeys | None = None
+) -> dict[str, Any]:
     """One STATUS round trip on a fresh DEALER; raises BrokerUnreachable after ``timeout_s``."""
     context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
+    if keys is not None:
+        keys.apply_client(sock)
     try:
         sock.connect(endpoint)
         sock.send_multipart([p.SIGNATURE, p.STATUS, b"status"])

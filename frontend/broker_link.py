@@ -20,6 +20,7 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import BrokerConnection
+from zeroserve.common.security import load_keys
 from zeroserve.frontend.config import FrontendConfig
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class BrokerLink:
             heartbeat_interval_s=config.heartbeat_interval_s,
             heartbeat_liveness=config.heartbeat_liveness,
             immediate=True,
+            keys=load_keys(config.curve_secret_key, config.broker_public_key),
             name=f"frontend {os.getpid()}",
         )
 

@@ -22,6 +22,9 @@ class FrontendConfig:
     #: Idle keep-alive connections and stalled uploads are closed after this.
     idle_timeout_s: float = 60.0
     log_level: str = "INFO"
+    #: CurveZMQ: this process's secret key file and the broker's public key file.
+    curve_secret_key: str | None = None
+    broker_public_key: str | None = None
     #: When set, every route but /health needs ``Authorization: Bearer <api_key>``.
     api_key: str | None = field(default=None, repr=False)
 

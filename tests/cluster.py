@@ -20,11 +20,24 @@ from typing import Any
 import psutil
 import requests
 
+from zeroserve.common.security import CurveKeys
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
 
 ROOT = Path(__file__).resolve().parent.parent
 APIS = Path(__file__).resolve().parent / "apis.py"
 HEARTBEAT = ["--heartbeat-interval", "0.2", "--heartbeat-liveness", "3"]
+
+
+def run_cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess:
+    """Run one `cluster` command to its end and capture what it printed."""
+    return subprocess.run(
+        [sys.executable, "-m", "zeroserve", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        cwd=ROOT,
+        check=False,
+    )
 
 
 def free_port() -> int:
@@ -57,6 +70,8 @@ class Cluster:
         self.frontend_endpoint = ""
         self.backend_endpoint = ""
         self.http_port = 0
+        #: CurveZMQ keys the test's own status requests use, when the broker wants them.
+        self.keys: CurveKeys | None = None
 
     # -- processes -------------------------------------------------------------
 
@@ -171,7 +186,7 @@ class Cluster:
 
     def status(self) -> dict[str, Any] | None:
         try:
-            return fetch_status(self.frontend_endpoint, timeout_s=0.5)
+            return fetch_status(self.frontend_endpoint, timeout_s=0.5, keys=self.keys)
         except BrokerUnreachable:
             return None
 

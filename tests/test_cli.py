@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from cluster import ROOT, free_port
+from cluster import free_port, run_cli
 
-
-def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "zeroserve", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        check=False,
-    )
+run = run_cli
 
 
 @pytest.mark.parametrize("command", ["broker", "worker", "frontend", "up", "status"])

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
 
-from cluster import ROOT, Cluster, api, wait_until, worker_pids
+from cluster import Cluster, api, run_cli, wait_until, worker_pids
 
 
 def test_separate_processes_serve_a_test_api(cluster: Cluster) -> None:
@@ -120,34 +119,13 @@ def test_status_json_lists_workers_with_hosts_and_pids(cluster: Cluster) -> None
     launcher = cluster.worker("EchoAPI", 2)
     cluster.frontend()
     cluster.wait_healthy(2)
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "zeroserve",
-            "status",
-            "--broker",
-            cluster.frontend_endpoint,
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    snapshot = json.loads(out.stdout)
+    snapshot = json.loads(run_cli("status", "--broker", cluster.frontend_endpoint, "--json").stdout)
     pids = {w["pid"] for w in snapshot["workers"]}
     assert pids == worker_pids(launcher)
     assert all(w["host"] and w["service"] == "EchoAPI" for w in snapshot["workers"])
     assert snapshot["services"]["EchoAPI"]["routes"] == ["/predict"]
     assert len(snapshot["frontends"]) == 1
-    table = subprocess.run(
-        [sys.executable, "-m", "zeroserve", "status", "--broker", cluster.frontend_endpoint],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    ).stdout
+    table = run_cli("status", "--broker", cluster.frontend_endpoint).stdout
     for pid in pids:
         assert str(pid) in table
     assert "SquareAPI" not in table and "EchoAPI" in table
@@ -274,23 +252,7 @@ def test_garbage_on_broker_sockets_hurts_no_one(cluster: Cluster) -> None:
 
 
 def test_worker_refuses_a_bad_api_at_start() -> None:
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "zeroserve",
-            "worker",
-            "--broker",
-            "tcp://127.0.0.1:9",
-            "--api",
-            api("NoSuchAPI"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
+    out = run_cli("worker", "--broker", "tcp://127.0.0.1:9", "--api", api("NoSuchAPI"))
     assert out.returncode == 2
     assert "has no attribute 'NoSuchAPI'" in out.stderr
     assert "Traceback" not in out.stderr

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from cluster import ROOT, Cluster, api, wait_until
+from cluster import ROOT, Cluster, api, run_cli, wait_until
 
 
 @pytest.mark.parametrize(
@@ -27,31 +25,14 @@ from cluster import ROOT, Cluster, api, wait_until
 def test_a_misconfigured_api_is_refused_at_start(
     api_name: str, flags: tuple[str, ...], message: str
 ) -> None:
-    out = subprocess.run(
-        [
-            *(sys.executable, "-m", "zeroserve", "worker", "--broker", "tcp://127.0.0.1:9"),
-            *("--api", api(api_name), *flags),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
+    out = run_cli("worker", "--broker", "tcp://127.0.0.1:9", "--api", api(api_name), *flags)
     assert out.returncode == 2
     assert message in out.stderr
     assert "Traceback" not in out.stderr
 
 
 def test_max_batch_size_flag_below_one_is_refused() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "zeroserve", "up", "--api", api("EchoAPI"), "--max-batch-size", "0"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
+    out = run_cli("up", "--api", api("EchoAPI"), "--max-batch-size", "0")
     assert out.returncode == 2
     assert "--max-batch-size" in out.stderr
 

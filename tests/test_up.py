@@ -13,7 +13,7 @@ import time
 import psutil
 import requests
 
-from cluster import ROOT, free_port, wait_until
+from cluster import ROOT, free_port, run_cli, wait_until
 
 
 def _read_line_with(proc: subprocess.Popen, needle: str, timeout_s: float) -> str:
@@ -75,14 +75,7 @@ def _port_in_use(port: int) -> bool:
 
 
 def test_up_refuses_a_bad_api_in_one_line() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "zeroserve", "up", "--api", "no_such_module:API", "--port", "1"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        check=False,
-    )
+    out = run_cli("up", "--api", "no_such_module:API", "--port", "1")
     assert out.returncode == 2
     assert "no module named 'no_such_module'" in out.stderr
     assert "Traceback" not in out.stderr

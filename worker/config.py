@@ -33,8 +33,13 @@ class WorkerConfig:
     heartbeat_liveness: int = 3
     #: How long a stopping process may spend finishing what it holds.
     drain_timeout_s: float = 30.0
+    #: A batch still running this long after all its deadlines gets the process recycled.
+    hang_grace_s: float = 30.0
     device: str = "cpu"
     log_level: str = "INFO"
+    #: CurveZMQ: this process's secret key file and the broker's public key file.
+    curve_secret_key: str | None = None
+    broker_public_key: str | None = None
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:

@@ -19,6 +19,7 @@ from zeroserve.common import protocol as p
 from zeroserve.common.connection import BrokerConnection
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
+from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
 from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 #: Exit codes the launcher tells apart.
 EXIT_SETUP_FAILED = 78
 EXIT_REFUSED = 77
+EXIT_HUNG = 75
 
 
 class WorkerProcess:
@@ -75,6 +77,7 @@ class WorkerProcess:
             heartbeat_meta=self._heartbeat_meta,
             heartbeat_interval_s=config.heartbeat_interval_s,
             heartbeat_liveness=config.heartbeat_liveness,
+            keys=load_keys(config.curve_secret_key, config.broker_public_key),
             name=f"worker {os.getpid()}",
         )
 
@@ -112,13 +115,33 @@ class WorkerProcess:
         if os.getppid() != self._parent_pid:
             log.error("the worker launcher is gone; stopping")
             self.stop()
+        self._check_hung()
         return {
             "in_flight": len(self.jobs),
             "queued": len(self.loop.pending),
             "running": len(self.loop.running),
             "done": self.done,
             "batches": self.loop.batches,
+            "bad_messages": self.link.bad_messages,
         }
+
+    def _check_hung(self) -> None:
+        """A batch still running long after every deadline in it: the thread cannot be stopped,
+        so the process ends and its launcher starts a fresh one."""
+        running = self.loop.running
+        if not running:
+            return
+        overdue_s = time.monotonic() - max(job.deadline for job in running)
+        if overdue_s > self.config.hang_grace_s:
+            log.error(
+                "%s has run %.0f s past the deadline of every request in its batch; "
+                "recycling this process",
+                type(self.api).__name__,
+                overdue_s,
+            )
+            self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
+            logging.shutdown()
+            os._exit(EXIT_HUNG)
 
     def _on_lost(self, why: str) -> None:
         log.warning("lost the broker (%s)", why)

@@ -128,6 +128,21 @@ api_key_option = click.option(
     default=None,
     help="Require 'Authorization: Bearer KEY' on every route but /health [env: ZEROSERVE_API_KEY].",
 )
+curve_secret_option = click.option(
+    "--curve-secret-key",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="CurveZMQ: this process's secret key file (NAME.key_secret from `cluster keygen`).",
+)
+curve_client_options = _options(
+    curve_secret_option,
+    click.option(
+        "--broker-public-key",
+        type=click.Path(exists=True, dir_okay=False),
+        default=None,
+        help="CurveZMQ: the broker's public key file (NAME.key).",
+    ),
+)
 api_option = click.option(
     "--api",
     metavar="MODULE:ATTR",
@@ -179,6 +194,13 @@ def main() -> None:
     default=3,
     show_default=True,
     help="Workers that may try one request before it gets 502.",
+)
+@curve_secret_option
+@click.option(
+    "--authorized-keys",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="CurveZMQ: folder of the public keys (NAME.key) the broker admits.",
 )
 @heartbeat_options
 @log_level_option
@@ -235,8 +257,17 @@ def broker(**options: Any) -> None:
     help="Seconds a stopping process may spend finishing its work.",
 )
 @click.option(
+    "--hang-grace",
+    "hang_grace_s",
+    type=click.FloatRange(min=0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds a batch may run past all its deadlines before the process is recycled.",
+)
+@click.option(
     "--device", default="cpu", show_default=True, help="Passed to the API's setup(device)."
 )
+@curve_client_options
 @heartbeat_options
 @log_level_option
 def worker(api: str | None, **options: Any) -> None:
@@ -277,6 +308,15 @@ def worker(api: str | None, **options: Any) -> None:
     show_default=True,
     help="Seconds before a request is answered 504.",
 )
+@click.option(
+    "--idle-timeout",
+    "idle_timeout_s",
+    type=click.FloatRange(min=0.1),
+    default=60.0,
+    show_default=True,
+    help="Seconds a connection may idle or stall (headers, body) before it is closed.",
+)
+@curve_client_options
 @heartbeat_options
 @api_key_option
 @log_level_option
@@ -370,16 +410,19 @@ def up(api: str | None, **options: Any) -> None:
     show_default=True,
     help="Seconds to wait for the broker.",
 )
+@curve_client_options
 @log_level_option
-def status(broker: str, as_json: bool, timeout_s: float, log_level: str) -> None:
+def status(broker: str, as_json: bool, timeout_s: float, **options: Any) -> None:
     """Show the cluster: workers, services, frontends."""
+    from zeroserve.common.security import load_keys
     from zeroserve.common.status_client import fetch_status
     from zeroserve.status import format_status
 
-    configure_logging(log_level, "status")
+    configure_logging(options["log_level"], "status")
 
     def run() -> int:
-        snapshot = fetch_status(broker, timeout_s)
+        keys = load_keys(options["curve_secret_key"], options["broker_public_key"])
+        snapshot = fetch_status(broker, timeout_s, keys)
         click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
         return 0
 
@@ -447,6 +490,24 @@ def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any)
             f"p99 {summary['first_chunk_p99_ms']} ms"
         )
     click.echo(f"statuses: {summary['statuses']}  errors: {summary['errors'] or 'none'}")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("--name", required=True, help="Base name of the key files.")
+@log_level_option
+def keygen(directory: str, name: str, log_level: str) -> None:
+    """Write a CurveZMQ key pair: DIRECTORY/NAME.key (public) and NAME.key_secret (secret)."""
+    from zeroserve.common.security import create_keypair
+
+    configure_logging(log_level, "keygen")
+
+    def run() -> int:
+        public, secret = create_keypair(directory, name)
+        click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
+        return 0
+
+    _run_guarded(run)
 
 
 if __name__ == "__main__":
