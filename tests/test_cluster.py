@@ -173,23 +173,6 @@ def test_kill_9_of_a_worker_under_load_loses_no_request(cluster: Cluster) -> Non
     assert snapshot["counters"].get("resent", 0) >= 1
 
 
-def test_broker_restart_is_survived(cluster: Cluster) -> None:
-    broker = cluster.broker()
-    cluster.worker("EchoAPI", 1)
-    cluster.frontend()
-    cluster.wait_healthy(1)
-    assert cluster.post({"value": 1}).status_code == 200
-    ports = tuple(
-        int(e.rsplit(":", 1)[1]) for e in (cluster.frontend_endpoint, cluster.backend_endpoint)
-    )
-    cluster.stop(broker, signal.SIGKILL)
-    wait_until(lambda: cluster.health() == 503, what="/health to notice the broker is gone")
-    assert cluster.post({"value": 2}, timeout=10).status_code in (502, 503)
-    cluster.broker(ports=ports)  # type: ignore[arg-type]
-    cluster.wait_healthy(1)
-    wait_until(lambda: cluster.post({"value": 3}).status_code == 200, what="service to resume")
-
-
 @pytest.mark.parametrize("capacity", ["1", "4"], ids=["queued-in-broker", "queued-in-worker"])
 def test_client_disconnect_cancels_work_not_started(
     cluster: Cluster, tmp_path, capacity: str
@@ -256,38 +239,6 @@ def test_worker_refuses_a_bad_api_at_start() -> None:
     assert out.returncode == 2
     assert "has no attribute 'NoSuchAPI'" in out.stderr
     assert "Traceback" not in out.stderr
-
-
-def test_a_silent_worker_is_declared_dead_and_its_work_resent(cluster: Cluster) -> None:
-    cluster.broker()
-    first = cluster.worker("EchoAPI", 1)
-    cluster.frontend()
-    cluster.wait_healthy(1)
-    [frozen] = worker_pids(first)
-    cluster.worker("EchoAPI", 1)
-    cluster.wait_workers(2)
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            pending = [
-                pool.submit(cluster.post, {"op": "sleep", "seconds": 0.05, "value": i})
-                for i in range(8)
-            ]
-            wait_until(
-                lambda: any(
-                    w["pid"] == frozen and w["in_flight"]
-                    for w in (cluster.status() or {}).get("workers", [])
-                ),
-                what="the worker to be given work",
-            )
-            os.kill(frozen, signal.SIGSTOP)
-            answers = [f.result() for f in pending]
-        assert [(a.status_code, a.json()["echo"]) for a in answers] == [(200, i) for i in range(8)]
-        assert all(a.json()["pid"] != frozen for a in answers)
-        assert (cluster.status() or {})["counters"].get("dead_workers", 0) >= 1
-    finally:
-        os.kill(frozen, signal.SIGCONT)
-    # On waking it announces itself again and serves; its late answers were dropped.
-    cluster.wait_workers(2)
 
 
 def test_a_crashed_worker_process_is_restarted_and_logged(cluster: Cluster) -> None:

@@ -1,0 +1,154 @@
+"""Faults injected under concurrent load: every accepted request still gets exactly one answer."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import requests
+
+from cluster import Cluster, wait_until, worker_pids
+
+
+def load(cluster: Cluster, total: int, fault_at: int, fault: object, seconds: float = 0.03) -> list:
+    """`total` requests from 8 clients; `fault()` runs when request `fault_at` starts."""
+
+    def call(i: int) -> tuple[int, int, object, float]:
+        if i == fault_at:
+            fault()  # type: ignore[operator]
+        began = time.monotonic()
+        r = cluster.post({"op": "sleep", "seconds": seconds, "value": i})
+        return i, r.status_code, r.json().get("echo"), time.monotonic() - began
+
+    with ThreadPoolExecutor(8) as pool:
+        return list(pool.map(call, range(total)))
+
+
+def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
+    cluster.broker()
+    doomed = cluster.worker("EchoAPI", 2)
+    survivor = cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(3)
+    results = load(cluster, 150, 40, lambda: os.killpg(doomed.pid, signal.SIGKILL))
+    assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(150)]
+    # Work held by the dead moved within the heartbeat window (0.6 s here), not a timeout.
+    assert max(seconds for *_, seconds in results) < 5
+    snapshot = cluster.status() or {}
+    assert {w["pid"] for w in snapshot["workers"]} == worker_pids(survivor)
+    assert snapshot["counters"].get("dead_workers", 0) >= 2
+    assert snapshot["broker"]["requests_held"] == 0
+
+
+def test_a_stopped_worker_rejoins_on_sigcont(cluster: Cluster) -> None:
+    cluster.broker()
+    sleeper = cluster.worker("EchoAPI", 1)
+    cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    [frozen] = worker_pids(sleeper)
+
+    def freeze() -> None:
+        wait_until(
+            lambda: any(w["pid"] == frozen and w["in_flight"] for w in cluster.ready_workers()),
+            what="the worker to hold work",
+        )
+        os.kill(frozen, signal.SIGSTOP)
+
+    try:
+        results = load(cluster, 60, 5, freeze)
+        assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(60)]
+        wait_until(
+            lambda: len(cluster.ready_workers()) == 1, what="the stopped worker to be dropped"
+        )
+        counters = (cluster.status() or {})["counters"]
+        assert counters.get("dead_workers", 0) >= 1 and counters.get("resent", 0) >= 1
+    finally:
+        os.kill(frozen, signal.SIGCONT)
+    cluster.wait_workers(2)
+
+    def served_by_it() -> bool:
+        with ThreadPoolExecutor(4) as pool:
+            pids = pool.map(
+                lambda _: cluster.post({"op": "sleep", "seconds": 0.02}).json(), range(8)
+            )
+            return any(p["pid"] == frozen for p in pids)
+
+    wait_until(served_by_it, what="the woken worker to serve again")
+    assert (cluster.status() or {})["broker"]["requests_held"] == 0
+
+
+def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
+    broker = cluster.broker()
+    cluster.worker("EchoAPI", 1)
+    cluster.frontend()
+    cluster.wait_healthy(1)
+    ports = tuple(
+        int(e.rsplit(":", 1)[1]) for e in (cluster.frontend_endpoint, cluster.backend_endpoint)
+    )
+    stop = threading.Event()
+    seen: list[tuple[float, int, float]] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                code = cluster.post({"value": 1}, timeout=10).status_code
+            except requests.Timeout:
+                code = -1
+            seen.append((began, code, time.monotonic() - began))
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(client) for _ in range(4)]
+        wait_until(lambda: len(seen) > 20, what="traffic")
+        cluster.stop(broker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        wait_until(lambda: any(b > killed_at and c == 503 for b, c, _ in seen), what="503s")
+        cluster.broker(ports=ports)  # type: ignore[arg-type]
+        restarted_at = time.monotonic()
+        wait_until(
+            lambda: any(b > restarted_at and c == 200 for b, c, _ in seen), what="service again"
+        )
+        stop.set()
+        for f in clients:
+            f.result()
+    assert {code for _, code, _ in seen} <= {200, 502, 503}
+    assert max(took for *_, took in seen) < 5, "a request hung while the broker was gone"
+
+
+def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.worker("BadSetupAPI", 1)
+    cluster.frontend()
+    message = "BadSetupAPI.setup failed; this worker process stops"
+    wait_until(lambda: cluster.logs().count(message) >= 1, what="the first attempt")
+    first = time.monotonic()
+    wait_until(lambda: cluster.logs().count(message) >= 3, what="a third attempt")
+    # Back-off of 0.5 s, then 1 s: a tight loop would make three attempts in a blink.
+    assert time.monotonic() - first >= 1.2
+    assert "the model file is missing" in cluster.logs()
+    assert "restarting in 1.0 s" in cluster.logs()
+    assert cluster.health() == 503
+
+
+def test_a_hung_predict_gets_504_and_its_process_recycled(cluster: Cluster) -> None:
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 2, "--hang-grace", "1")
+    cluster.frontend("--request-timeout", "1")
+    cluster.wait_healthy(2)
+    before = worker_pids(launcher)
+    with ThreadPoolExecutor(2) as pool:
+        hung = pool.submit(cluster.post, {"op": "sleep", "seconds": 120})
+        wait_until(
+            lambda: any(w["in_flight"] for w in cluster.ready_workers()), what="the hang to start"
+        )
+        # The other worker keeps serving while one is stuck.
+        assert cluster.post({"value": "meanwhile"}).json()["echo"] == "meanwhile"
+        assert hung.result().status_code == 504
+    wait_until(lambda: len(worker_pids(launcher) - before) == 1, what="a fresh process")
+    assert "recycling this process" in cluster.logs()
+    cluster.wait_workers(2)
+    assert cluster.post({"value": "after"}).json()["echo"] == "after"

@@ -1,0 +1,228 @@
+"""Hostile input on every door: HTTP, both broker sockets, and a worker's own socket."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import socket
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import msgpack
+import requests
+import zmq
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from zeroserve.bench import BenchConfig, run_bench
+from zeroserve.broker.registry import parse_ready
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError
+
+from cluster import Cluster, api, wait_until
+
+frames = st.lists(st.binary(max_size=64), max_size=8)
+commands = st.sampled_from([*p.COMMAND_NAMES, b"\x00", b"\xff", b""])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(frames, st.tuples(commands, frames).map(lambda t: [p.SIGNATURE, t[0], *t[1]])))
+def test_the_decoder_only_ever_raises_protocol_errors(message: list[bytes]) -> None:
+    for table in (p.FROM_FRONTEND, p.TO_FRONTEND, p.FROM_WORKER, p.TO_WORKER):
+        try:
+            command, args = p.parse(message, table)
+        except ProtocolError:
+            continue
+        assert command in table and len(args) == table[command]
+        for arg in args:
+            with contextlib.suppress(ProtocolError):
+                p.unpack_meta(arg)
+            with contextlib.suppress(ProtocolError):
+                p.identity(arg)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.recursive(
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+        | st.floats()
+        | st.text(max_size=20),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+        max_leaves=20,
+    )
+)
+def test_any_metadata_is_a_map_or_a_protocol_error(value: object) -> None:
+    try:
+        meta = p.unpack_meta(msgpack.packb(value))
+    except ProtocolError:
+        return
+    assert isinstance(meta, dict)
+    with contextlib.suppress(ProtocolError):
+        parse_ready(meta)
+
+
+def test_hostile_http(cluster: Cluster) -> None:
+    cluster.up("EchoAPI", frontend_args=("--max-body", "4096"))
+    url = cluster.url()
+    wrong_type = requests.post(
+        url, data=b"hello", headers={"Content-Type": "text/plain"}, timeout=5
+    )
+    assert wrong_type.status_code == 422
+    bad_utf8 = requests.post(
+        url, data=b'{"value": "\xff\xfe"}', headers={"Content-Type": "application/json"}, timeout=5
+    )
+    assert bad_utf8.status_code == 400 and "malformed JSON" in bad_utf8.json()["error"]
+    not_json = requests.post(url, data=b"\x00" * 100, headers={"Content-Type": "application/json"})
+    assert not_json.status_code == 400
+    with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
+        s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
+        s.settimeout(5)
+        answer = s.recv(1024)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+    with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
+        s.sendall(b"GARBAGE\r\n\r\n")
+        s.settimeout(5)
+        answer = s.recv(1024)
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
+    assert cluster.post({"value": "unharmed"}).json()["echo"] == "unharmed"
+
+
+def test_many_concurrent_connections(cluster: Cluster) -> None:
+    cluster.up("EchoAPI", 2)
+    summary = run_bench(
+        BenchConfig(url=cluster.url(), concurrency=300, duration_s=3, warmup_s=0.5)
+    ).summary()
+    assert summary["ok"] > 0 and set(summary["statuses"]) == {"200"}, summary
+    assert not summary["errors"], summary
+
+
+def _dealer(endpoint: str) -> zmq.Socket:
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 2000)
+    sock.connect(endpoint)
+    return sock
+
+
+def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
+    cluster.up("EchoAPI")
+    front = _dealer(cluster.frontend_endpoint)
+    try:
+        front.send_multipart([b"ZS02", p.HEARTBEAT, b""])
+        assert front.poll(5000)
+        command, args = p.parse(front.recv_multipart(), p.TO_FRONTEND)
+        assert command == p.DISCONNECT and "version" in p.unpack_meta(args[0])["error"]
+        front.send_multipart([p.SIGNATURE, p.REQUEST, b"rid-1", b"x" * (p.MAX_META_BYTES + 1), b""])
+        while True:  # the first answer may be the route table
+            assert front.poll(5000)
+            command, args = p.parse(front.recv_multipart(), p.TO_FRONTEND)
+            if command == p.ERROR:
+                break
+        assert args[0] == b"rid-1" and p.unpack_meta(args[1])["status"] == 400
+    finally:
+        front.close()
+    back = _dealer(cluster.backend_endpoint)
+    try:
+        # A reply for a request nobody sent, from a worker nobody knows.
+        back.send_multipart(p.message(p.REPLY, b"client", b"rid", p.EMPTY_META, b"{}"))
+        assert back.poll(5000)
+        command, args = p.parse(back.recv_multipart(), p.TO_WORKER)
+        assert command == p.DISCONNECT
+    finally:
+        back.close()
+    counters = (cluster.status() or {})["counters"]
+    assert counters.get("dropped_answers", 0) >= 1
+    assert cluster.post({"value": "still"}).json()["echo"] == "still"
+
+
+def test_random_frames_while_real_traffic_flows(cluster: Cluster) -> None:
+    cluster.up("EchoAPI", 2)
+    rng = random.Random(1234)
+    stop = threading.Event()
+
+    def noise(endpoint: str) -> None:
+        sock = _dealer(endpoint)
+        try:
+            while not stop.is_set():
+                parts = [rng.randbytes(rng.randint(0, 40)) for _ in range(rng.randint(1, 7))]
+                if rng.random() < 0.7:
+                    parts[:2] = [p.SIGNATURE, rng.choice(list(p.COMMAND_NAMES))]
+                sock.send_multipart(parts)
+        finally:
+            sock.close(0)
+
+    noisy = [
+        threading.Thread(target=noise, args=(e,))
+        for e in (cluster.frontend_endpoint, cluster.backend_endpoint)
+    ]
+    for t in noisy:
+        t.start()
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: cluster.post({"value": i}), range(300)))
+    finally:
+        stop.set()
+        for t in noisy:
+            t.join()
+    assert [(a.status_code, a.json()["echo"]) for a in answers] == [(200, i) for i in range(300)]
+    counters = (cluster.status() or {})["counters"]
+    assert counters.get("bad_messages_frontend", 0) > 0
+    assert counters.get("bad_messages_worker", 0) > 0
+
+
+def test_a_worker_survives_garbage_from_its_broker(cluster: Cluster) -> None:
+    router = zmq.Context.instance().socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = router.bind_to_random_port("tcp://127.0.0.1")
+    cluster.backend_endpoint = f"tcp://127.0.0.1:{port}"
+    cluster.start(
+        "worker",
+        "worker",
+        "--broker",
+        cluster.backend_endpoint,
+        "--api",
+        api("EchoAPI"),
+        "--processes",
+        "1",
+        "--heartbeat-interval",
+        "2",
+    )
+    try:
+        assert router.poll(30_000), "no READY from the worker"
+        identity, *message = router.recv_multipart()
+        assert p.parse(message, p.FROM_WORKER)[0] == p.READY
+        for junk in (
+            [b"junk"],
+            [p.SIGNATURE, b"\xff"],
+            [p.SIGNATURE, p.REQUEST, b"c"],
+            [b"ZS99", p.HEARTBEAT, b""],
+            [p.SIGNATURE, p.REQUEST, b"c", b"r", b"\xc1", b"{}"],
+            [p.SIGNATURE, p.CANCEL, b"c", b"unknown"],
+        ):
+            router.send_multipart([identity, *junk])
+        meta = p.pack_meta({"service": "EchoAPI", "timeout_ms": 5000, "ct": "application/json"})
+        router.send_multipart(
+            [identity, p.SIGNATURE, p.REQUEST, b"client", b"rid", meta, b'{"value": 5}']
+        )
+        heartbeat_reported: list[int] = []
+
+        def answered() -> bool:
+            if not router.poll(100):
+                return False
+            _, *reply = router.recv_multipart()
+            command, args = p.parse(reply, p.FROM_WORKER)
+            if command == p.HEARTBEAT:
+                heartbeat_reported.append(p.unpack_meta(args[0]).get("bad_messages", 0))
+                return False
+            assert command == p.REPLY, command
+            assert args[:2] == [b"client", b"rid"]
+            return b'"echo":5' in args[3]
+
+        wait_until(answered, what="the worker to answer the real request")
+        wait_until(
+            lambda: answered() or bool(heartbeat_reported and heartbeat_reported[-1] >= 4),
+            what="the worker to count the bad messages",
+        )
+    finally:
+        router.close(0)
