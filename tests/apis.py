@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ class EchoAPI(LitAPI):
             time.sleep(float(x["seconds"]))
         if "mark" in x:
             Path(x["mark"]).write_text(str(os.getpid()))
-        return {"echo": x.get("value"), "pid": os.getpid()}
+        return {"echo": x.get("value"), "pid": os.getpid(), "host": socket.gethostname()}
 
 
 class OtherRouteAPI(EchoAPI):

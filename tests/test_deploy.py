@@ -1,0 +1,178 @@
+"""The deployment files: every YAML parses and validates, every command line fits the real CLI."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+
+from zeroserve.cli import main as cli
+
+from cluster import ROOT
+
+DEPLOY = ROOT / "deploy"
+
+
+def check_command_line(args: list[str]) -> None:
+    """Parse `cluster ARGS` with the real command, converting every value; only the existence
+    of files named on another host is not required here."""
+    assert args, "an empty command line"
+    command = cli.commands.get(args[0])
+    assert command is not None, f"`cluster {args[0]}` does not exist"
+    try:
+        command.make_context(args[0], list(args[1:]))
+    except click.BadParameter as exc:
+        if "does not exist" not in str(exc):
+            raise AssertionError(f"`cluster {shlex.join(args)}`: {exc}") from None
+    except click.UsageError as exc:
+        raise AssertionError(f"`cluster {shlex.join(args)}`: {exc}") from None
+
+
+def yaml_documents(path: Path) -> list[dict]:
+    return [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
+
+
+def env_file(path: Path) -> dict[str, str]:
+    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line)
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def systemd_command_lines() -> list[tuple[str, list[str]]]:
+    lines = []
+    for unit in sorted((DEPLOY / "systemd").glob("*.service")):
+        text = unit.read_text()
+        env_name = re.search(r"EnvironmentFile=/etc/zeroserve/(\S+)", text).group(1)  # type: ignore[union-attr]
+        env = env_file(DEPLOY / "systemd" / env_name.replace("%i", "example"))
+        for exec_start in re.findall(r"^ExecStart=(.+)$", text, re.MULTILINE):
+            line = exec_start.replace("%i", "example")
+            for name, value in env.items():
+                line = line.replace("${" + name + "}", value)
+            argv = shlex.split(line)
+            assert argv[0].endswith("/cluster"), argv
+            lines.append((unit.name, argv[1:]))
+    return lines
+
+
+def compose_command_lines() -> list[tuple[str, list[str]]]:
+    [compose] = yaml_documents(DEPLOY / "compose.yaml")
+    return [(f"compose {name}", s["command"]) for name, s in compose["services"].items()]
+
+
+def kubernetes_command_lines() -> list[tuple[str, list[str]]]:
+    lines = []
+    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+        for doc in yaml_documents(path):
+            spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+            for container in spec.get("containers", []):
+                lines.append((f"{path.name} {container['name']}", container["args"]))
+    return lines
+
+
+def dockerfile_command_lines() -> list[tuple[str, list[str]]]:
+    text = (DEPLOY / "Dockerfile").read_text()
+    entrypoint = json.loads(re.search(r"^ENTRYPOINT (.+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert entrypoint == ["cluster"]
+    cmd = json.loads(re.search(r"^CMD (.+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    return [("Dockerfile CMD", cmd)]
+
+
+def readme_command_lines() -> list[tuple[str, list[str]]]:
+    """`cluster …` lines of the README's shell examples, continuation lines joined."""
+    lines = []
+    for block in re.findall(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split("&&"):
+                if part.strip().startswith("cluster "):
+                    argv = shlex.split(part, comments=True)
+                    lines.append((part.strip(), argv[1:]))
+    return lines
+
+
+ALL_LINES = (
+    systemd_command_lines()
+    + compose_command_lines()
+    + kubernetes_command_lines()
+    + dockerfile_command_lines()
+    + readme_command_lines()
+)
+
+
+@pytest.mark.parametrize(("where", "args"), ALL_LINES, ids=[w for w, _ in ALL_LINES])
+def test_command_lines_fit_the_cli(where: str, args: list[str]) -> None:
+    check_command_line(args)
+
+
+def test_the_checker_can_fail() -> None:
+    with pytest.raises(AssertionError, match="No such option"):
+        check_command_line(["worker", "--broker", "tcp://x:1", "--api", "m:A", "--no-such-flag"])
+    with pytest.raises(AssertionError):
+        check_command_line(["frontend", "--port", "eighty"])
+    with pytest.raises(AssertionError, match="does not exist"):
+        check_command_line(["teleport"])
+
+
+def test_every_deployment_kind_is_there() -> None:
+    for path in ("Dockerfile", "compose.yaml", "kubernetes", "systemd"):
+        assert (DEPLOY / path).exists(), path
+    kinds = {d["kind"] for p in (DEPLOY / "kubernetes").glob("*.yaml") for d in yaml_documents(p)}
+    assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
+    frontend = yaml_documents(DEPLOY / "kubernetes" / "frontend.yaml")[0]
+    probe = frontend["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
+    assert probe["httpGet"]["path"] == "/health"
+
+
+def test_kubernetes_manifests_validate() -> None:
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    version = kubernetes_validate.latest_version()
+    documents = [d for p in (DEPLOY / "kubernetes").glob("*.yaml") for d in yaml_documents(p)]
+    for doc in documents:
+        kubernetes_validate.validate(doc, version, strict=True)
+    broken = copy.deepcopy(documents[0])
+    broken["spec"]["no_such_field"] = 1
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, version, strict=True)
+
+
+def test_compose_file_validates() -> None:
+    tool = shutil.which("check-jsonschema") or str(Path(sys.executable).parent / "check-jsonschema")
+    if not Path(tool).exists():
+        pytest.skip("check-jsonschema is not installed")
+    done = subprocess.run(
+        [tool, "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_systemd_units_verify(tmp_path: Path) -> None:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    cluster = Path(sys.executable).parent / "cluster"
+    for unit in (DEPLOY / "systemd").glob("*.service"):
+        text = unit.read_text().replace("/opt/zeroserve/bin/cluster", str(cluster))
+        text = text.replace("/etc/zeroserve/", f"{DEPLOY / 'systemd'}/").replace(
+            "%i.env", "example.env"
+        )
+        name = unit.name.replace("@.service", "@example.service")
+        (tmp_path / name).write_text(text)
+    done = subprocess.run(
+        [analyze, "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr

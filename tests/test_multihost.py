@@ -1,0 +1,148 @@
+"""Many hosts for real: broker, worker hosts, frontend and client, each with its own network."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from netns import Topology, unavailable_reason
+
+from cluster import api, wait_until
+
+REASON = unavailable_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no test hosts here: {REASON}")
+
+HEARTBEAT = ("--heartbeat-interval", "0.2", "--heartbeat-liveness", "3")
+
+
+@pytest.fixture
+def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
+    topology = Topology(tmp_path)
+    try:
+        for name in ("broker", "host-b", "host-c", "frontend", "client"):
+            topology.add_host(name)
+        broker = topology.address("broker")
+        topology.cluster(
+            "broker",
+            "broker",
+            "broker",
+            "--frontend-bind",
+            f"tcp://{broker}:5555",
+            "--backend-bind",
+            f"tcp://{broker}:5556",
+            *HEARTBEAT,
+        )
+        for worker_host in ("host-b", "host-c"):
+            topology.cluster(
+                worker_host,
+                "worker",
+                "worker",
+                "--broker",
+                f"tcp://{broker}:5556",
+                "--api",
+                api("EchoAPI"),
+                "--processes",
+                "2",
+                *HEARTBEAT,
+            )
+        topology.cluster(
+            "frontend",
+            "frontend",
+            "frontend",
+            "--broker",
+            f"tcp://{broker}:5555",
+            "--host",
+            topology.address("frontend"),
+            "--port",
+            "8000",
+            *HEARTBEAT,
+        )
+        yield topology
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(topology.logs_text())
+        topology.close()
+
+
+def status(hosts: Topology) -> dict:
+    return hosts.client("client", "status", f"tcp://{hosts.address('broker')}:5555") or {}
+
+
+def workers_by_host(hosts: Topology) -> dict[str, set[int]]:
+    by_host: dict[str, set[int]] = {}
+    for worker in status(hosts).get("workers", []):
+        if worker["state"] != "draining":
+            by_host.setdefault(worker["host"], set()).add(worker["pid"])
+    return by_host
+
+
+def url(hosts: Topology) -> str:
+    return f"http://{hosts.address('frontend')}:8000/predict"
+
+
+def load(hosts: Topology, count: int, concurrency: int = 8, seconds: float = 0.02) -> list[dict]:
+    return hosts.client("client", "load", url(hosts), str(count), str(concurrency), str(seconds))
+
+
+def wait_for_both_hosts(hosts: Topology) -> None:
+    wait_until(
+        lambda: (
+            {h: len(p) for h, p in workers_by_host(hosts).items()} == {"host-b": 2, "host-c": 2}
+        ),
+        timeout_s=60,
+        what="two workers on each worker host",
+    )
+    wait_until(lambda: len(status(hosts).get("frontends", [])) == 1, what="the frontend")
+
+
+def test_requests_are_served_by_workers_of_both_hosts(hosts: Topology) -> None:
+    wait_for_both_hosts(hosts)
+    results = load(hosts, 200)
+    assert [(r["status"], r["echo"]) for r in results] == [(200, i) for i in range(200)]
+    served = Counter(r["host"] for r in results)
+    assert set(served) == {"host-b", "host-c"}, served
+    by_host = workers_by_host(hosts)
+    assert {r["pid"] for r in results} <= by_host["host-b"] | by_host["host-c"]
+    snapshot = status(hosts)
+    assert snapshot["broker"]["host"] == "broker"
+    assert {f["host"] for f in snapshot["frontends"]} == {"frontend"}
+    print(f"requests served per host: {dict(served)}")
+
+
+def test_a_host_whose_link_goes_down_loses_no_request_and_rejoins(hosts: Topology) -> None:
+    wait_for_both_hosts(hosts)
+    background = hosts.client_background("client", "load", url(hosts), "400", "8", "0.02")
+    wait_until(
+        lambda: any(w["host"] == "host-b" and w["in_flight"] for w in status(hosts)["workers"]),
+        what="host-b to hold work",
+    )
+    hosts.set_link("host-b", up=False)
+    out, err = background.communicate(timeout=120)
+    results = json.loads(out)
+    assert [(r["status"], r["echo"]) for r in results] == [(200, i) for i in range(400)], err
+    slowest = max(r["seconds"] for r in results)
+    assert slowest < 5, f"work moved to host-c only after {slowest:.1f} s"
+    assert "host-b" not in workers_by_host(hosts)
+    print(f"link down: 400/400 answered, slowest {slowest:.2f} s")
+
+    hosts.set_link("host-b", up=True)
+    wait_for_both_hosts(hosts)
+
+    def host_b_serves() -> bool:
+        return any(r["host"] == "host-b" for r in load(hosts, 40))
+
+    wait_until(host_b_serves, what="host-b to get work again")
+
+
+def test_a_slow_link_gets_less_work(hosts: Topology) -> None:
+    wait_for_both_hosts(hosts)
+    shaping = hosts.shape("host-c")
+    results = load(hosts, 300, concurrency=16, seconds=0.005)
+    assert all(r["status"] == 200 for r in results)
+    served = Counter(r["host"] for r in results)
+    print(f"with host-c shaped by {shaping}: requests per host {dict(served)}")
+    assert served["host-c"] < served["host-b"], served
