@@ -413,6 +413,14 @@ class Broker:
             meta = dict(request.meta)
             meta["timeout_ms"] = p.remaining_ms(request.deadline)
             meta["attempt"] = request.attempt
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "request_id=%s to worker %s pid %s (attempt %d)",
+                    meta.get("request_id") or "-",
+                    worker.host,
+                    worker.pid,
+                    request.attempt,
+                )
             self._send(
                 self.backend,
                 [

@@ -10,16 +10,23 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
+import uuid
 from typing import Any
 
+import tornado.httputil
 import tornado.iostream
 import tornado.web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from zeroserve.common import protocol as p
 from zeroserve.frontend.broker_link import BrokerLink, Waiter
 from zeroserve.frontend.config import FrontendConfig
+from zeroserve.frontend.metrics import FrontendMetrics
 
 log = logging.getLogger(__name__)
+
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 
 #: Headers a worker may not set: the frontend owns the framing.
 HOP_BY_HOP = frozenset(
@@ -29,12 +36,15 @@ HOP_BY_HOP = frozenset(
 
 class JSONErrorMixin(tornado.web.RequestHandler):
     api_key: str | None = None
+    request_id: str | None = None
 
     def write_json_error(
         self, status: int, error: Any, headers: dict[str, str] | None = None
     ) -> None:
         self.clear()
         self.set_status(status)
+        if self.request_id:
+            self.set_header("X-Request-Id", self.request_id)
         for name, value in (headers or {}).items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
@@ -126,22 +136,52 @@ class ModelsHandler(JSONErrorMixin):
         self.finish({"object": "list", "data": data})
 
 
+class MetricsHandler(JSONErrorMixin):
+    """Prometheus text: this frontend's figures and the broker's."""
+
+    def initialize(self, link: BrokerLink, api_key: str | None, metrics: FrontendMetrics) -> None:
+        self.link = link
+        self.api_key = api_key
+        self.metrics = metrics
+
+    async def get(self) -> None:
+        if not self.check_api_key():
+            return
+        snapshot = await self.link.fetch_status()
+        self.set_header("Content-Type", CONTENT_TYPE_LATEST)
+        self.finish(self.metrics.render(snapshot))
+
+
+def request_id_of(request: tornado.httputil.HTTPServerRequest) -> str:
+    """The client's X-Request-Id when it is a sane one, else a new id."""
+    given = request.headers.get("X-Request-Id", "")
+    if 0 < len(given) <= 128 and REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
 @tornado.web.stream_request_body
 class ServeHandler(JSONErrorMixin):
     """Any path a service announced: forward the request, write back the worker's answer."""
 
     SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
-    def initialize(self, link: BrokerLink, config: FrontendConfig) -> None:
+    def initialize(
+        self, link: BrokerLink, config: FrontendConfig, metrics: FrontendMetrics
+    ) -> None:
         self.link = link
         self.config = config
+        self.metrics = metrics
         self.api_key = config.api_key
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_large = False
         self.waiter: Waiter | None = None
+        self.route_path: str | None = None
 
     def prepare(self) -> None:
+        self.request_id = request_id_of(self.request)
+        self.set_header("X-Request-Id", self.request_id)
         if not self.check_api_key():
             return
         path = self.request.path
@@ -161,6 +201,7 @@ class ServeHandler(JSONErrorMixin):
             self._reject_too_large()
             return
         self.route = route
+        self.route_path = path
 
     def data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -187,6 +228,7 @@ class ServeHandler(JSONErrorMixin):
             self.request.method or "POST",
             self.request.headers.get("Content-Type", ""),
             body,
+            request_id=self.request_id or "",
         )
         command, meta, payload = await waiter.next()
         if self.request.connection is None or self._finished:
@@ -252,6 +294,10 @@ class ServeHandler(JSONErrorMixin):
         if self.waiter is not None:
             self.link.cancel(self.waiter)
 
+    def on_finish(self) -> None:
+        route = self.route_path or "unmatched"
+        self.metrics.observe(route, self.get_status(), self.request.request_time())
+
 
 def _stream_error(content_type: str, meta: dict[str, Any]) -> bytes:
     """An error that ends a stream already begun, in the stream's own format."""
@@ -264,12 +310,14 @@ def _stream_error(content_type: str, meta: dict[str, Any]) -> bytes:
 
 def make_app(link: BrokerLink, config: FrontendConfig) -> tornado.web.Application:
     guarded = {"link": link, "api_key": config.api_key}
+    metrics = FrontendMetrics(lambda: len(link.pending))
     return tornado.web.Application(
         [
             (r"/health", HealthHandler, {"link": link}),
             (r"/info", InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
-            (r"/.*", ServeHandler, {"link": link, "config": config}),
+            (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
+            (r"/.*", ServeHandler, {"link": link, "config": config, "metrics": metrics}),
         ],
         compress_response=False,
         log_function=_log_request,
@@ -278,7 +326,16 @@ def make_app(link: BrokerLink, config: FrontendConfig) -> tornado.web.Applicatio
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     status = handler.get_status()
-    if status >= 500 and handler.request.path != "/health":
-        log.warning("%d %s %s", status, handler.request.method, handler.request.path)
-    else:
-        log.debug("%d %s %s", status, handler.request.method, handler.request.path)
+    level = (
+        logging.WARNING if status >= 500 and handler.request.path != "/health" else logging.DEBUG
+    )
+    if log.isEnabledFor(level):
+        log.log(
+            level,
+            "%d %s %s %.1f ms request_id=%s",
+            status,
+            handler.request.method,
+            handler.request.path,
+            handler.request.request_time() * 1000,
+            getattr(handler, "request_id", None) or "-",
+        )

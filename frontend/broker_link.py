@@ -77,6 +77,7 @@ class BrokerLink:
         #: (deadline, rid) in submission order, which is deadline order: every
         #: request gets the same timeout, so one sweep replaces a timer per request.
         self._deadlines: deque[tuple[float, bytes]] = deque()
+        self._status_waiters: dict[bytes, asyncio.Future] = {}
         self._sweeper: asyncio.Task | None = None
         self.conn = BrokerConnection(
             config.broker,
@@ -111,8 +112,29 @@ class BrokerLink:
             return 0
         return sum(s.get("workers", 0) for s in self.services.values())
 
+    async def fetch_status(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
+        """The broker's snapshot of the cluster, or None when it does not answer in time."""
+        rid = b"status-" + next(self._ids).to_bytes(8, "big")
+        future = asyncio.get_running_loop().create_future()
+        self._status_waiters[rid] = future
+        try:
+            if not self.conn.send([p.SIGNATURE, p.STATUS, rid]):
+                return None
+            return await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            return None
+        finally:
+            self._status_waiters.pop(rid, None)
+
     def submit(
-        self, route: Route, path: str, method: str, content_type: str, body: bytes
+        self,
+        route: Route,
+        path: str,
+        method: str,
+        content_type: str,
+        body: bytes,
+        *,
+        request_id: str = "",
     ) -> Waiter:
         """Send a request to the broker; the returned waiter yields its answer."""
         rid = next(self._ids).to_bytes(8, "big")
@@ -126,6 +148,7 @@ class BrokerLink:
             "method": method,
             "ct": content_type,
             "timeout_ms": int(self.config.request_timeout_s * 1000),
+            "request_id": request_id,
         }
         if not self.conn.send([p.SIGNATURE, p.REQUEST, rid, p.pack_meta(meta), body]):
             waiter.push(error_message(503, "the broker is not reachable", retry_after_s=1.0))
@@ -187,6 +210,10 @@ class BrokerLink:
                 del self.pending[rid]
         elif command == p.ROUTES:
             self._set_routes(p.unpack_meta(args[0]))
+        elif command == p.STATUS:
+            future = self._status_waiters.get(args[0])
+            if future is not None and not future.done():
+                future.set_result(p.unpack_meta(args[1]))
         elif command == p.DISCONNECT:
             meta = p.unpack_meta(args[0])
             if "error" in meta:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -38,6 +38,10 @@ class BatchingLoop:
         self.pending: deque[Job] = deque()
         self.running: list[Job] = []
         self.batches = 0
+        #: How many batches of each size ran, and for how long the executor was busy.
+        self.batch_sizes: Counter[int] = Counter()
+        self.busy_s = 0.0
+        self._started_at = 0.0
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._busy = False
         self._wake: asyncio.Future | None = None
@@ -115,6 +119,8 @@ class BatchingLoop:
         self._busy = True
         self.running = batch
         self.batches += 1
+        self.batch_sizes[len(batch)] += 1
+        self._started_at = time.monotonic()
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._executor, self.pipeline.run, batch)
         future.add_done_callback(lambda f: self._finished(batch, f))
@@ -122,6 +128,7 @@ class BatchingLoop:
     def _finished(self, batch: list[Job], future: asyncio.Future) -> None:
         self._busy = False
         self.running = []
+        self.busy_s += time.monotonic() - self._started_at
         if future.cancelled():
             finished = [(job, [error_out(503, "the worker is shutting down")]) for job in batch]
         elif future.exception() is not None:

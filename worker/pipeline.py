@@ -182,7 +182,7 @@ class Pipeline:
             except Exception:
                 log.exception("%s: closing a generator raised", self.name)
 
-    def _failure(self, stage: str, exc: BaseException) -> tuple[int, Any]:
+    def _failure(self, stage: str, exc: BaseException, jobs: list[Job]) -> tuple[int, Any]:
         if isinstance(exc, _BatchMismatch):
             return 500, str(exc)
         status = http_status_of(exc)
@@ -191,7 +191,8 @@ class Pipeline:
             if not isinstance(detail, (str, int, float, list, dict)) or detail in ("", None):
                 detail = str(exc) or "error"
             return status, detail
-        log.error("%s.%s raised", self.name, stage, exc_info=exc)
+        ids = ", ".join(str(job.meta.get("request_id") or "-") for job in jobs)
+        log.error("%s.%s raised (request_id=%s)", self.name, stage, ids, exc_info=exc)
         return 500, f"{stage} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
 
     # -- a batch ----------------------------------------------------------------------------
@@ -227,7 +228,7 @@ class Pipeline:
             try:
                 item.value = self._call("decode_request", request, context)
             except Exception as exc:
-                finished.append((job, framer.error(*self._failure("decode_request", exc))))
+                finished.append((job, framer.error(*self._failure("decode_request", exc, [job]))))
                 continue
             live.append(item)
         self.hooks.fire("on_after_decode_request")
@@ -250,7 +251,7 @@ class Pipeline:
             else:
                 outputs = [output]
         except Exception as exc:
-            failure = self._failure("predict", exc)
+            failure = self._failure("predict", exc, [item.job for item in live])
             finished.extend((item.job, item.framer.error(*failure)) for item in live)
             return
         self.hooks.fire("on_after_predict")
@@ -261,7 +262,10 @@ class Pipeline:
                 finished.append((item.job, item.framer.whole(encoded)))
             except Exception as exc:
                 finished.append(
-                    (item.job, item.framer.error(*self._failure("encode_response", exc)))
+                    (
+                        item.job,
+                        item.framer.error(*self._failure("encode_response", exc, [item.job])),
+                    )
                 )
         self.hooks.fire("on_after_encode_response")
 
@@ -299,7 +303,7 @@ class Pipeline:
                 if all(item.done for item in live):
                     break
         except Exception as exc:
-            failure = self._failure(stage, exc)
+            failure = self._failure(stage, exc, [item.job for item in live])
             for item in live:
                 if not item.done:
                     item.done = True
@@ -328,7 +332,7 @@ class Pipeline:
                 outs = item.framer.piece(piece)
             except Exception as exc:
                 item.done = True
-                outs = item.framer.error(*self._failure("encode_response", exc))
+                outs = item.framer.error(*self._failure("encode_response", exc, [item.job]))
             self.emit(item.job, outs)
 
 

@@ -55,6 +55,7 @@ class WorkerProcess:
         self.generation = 0
         self.exit_code = 0
         self._parent_pid = os.getppid()
+        self._started_at = time.monotonic()
         self._stopping: asyncio.Event | None = None
         self._drain_acked: asyncio.Event | None = None
         self._aloop: asyncio.AbstractEventLoop | None = None
@@ -122,6 +123,9 @@ class WorkerProcess:
             "running": len(self.loop.running),
             "done": self.done,
             "batches": self.loop.batches,
+            "batch_sizes": {str(k): v for k, v in self.loop.batch_sizes.items()},
+            "busy_s": round(self.loop.busy_s, 3),
+            "uptime_s": round(time.monotonic() - self._started_at, 3),
             "bad_messages": self.link.bad_messages,
         }
 
@@ -162,6 +166,8 @@ class WorkerProcess:
             )
             self.jobs[job.key] = job
             self.loop.submit(job)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("request_id=%s received", meta.get("request_id") or "-")
         elif command == p.CANCEL:
             job = self.jobs.get((p.identity(args[0]), p.identity(args[1])))
             if job is not None:
@@ -194,6 +200,12 @@ class WorkerProcess:
             if command in p.TERMINAL:
                 del self.jobs[job.key]
                 self.done += 1
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "request_id=%s answered %s",
+                        job.meta.get("request_id") or "-",
+                        meta.get("status", 200) if meta else 200,
+                    )
                 return
 
     def _emit_threadsafe(self, job: Job, outs: list[Out]) -> None:

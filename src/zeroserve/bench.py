@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 
@@ -25,6 +26,8 @@ class BenchConfig:
     content_type: str = "application/json"
     processes: int = 1
     warmup_s: float = 1.0
+    #: Expect chunked (streamed) answers; any other counts as an error.
+    stream: bool = False
 
 
 @dataclass
@@ -131,6 +134,8 @@ async def _connection(
         if began >= start_at and done <= stop_at:
             result.requests += 1
             result.statuses[status] += 1
+            if config.stream and first_chunk is None:
+                result.errors["not streamed"] += 1
             result.latencies_s.append(done - began)
             if first_chunk is not None:
                 result.first_chunk_s.append(first_chunk - began)
@@ -153,8 +158,34 @@ def _run_in_process(config: BenchConfig, concurrency: int) -> BenchResult:
     return asyncio.run(_run(config, concurrency))
 
 
-def run_bench(config: BenchConfig) -> BenchResult:
-    """Drive `config.url` for `duration_s` (after a warm-up) and return what was measured."""
+def _progress(config: BenchConfig, done: threading.Event, out: TextIO) -> None:
+    total = config.warmup_s + config.duration_s
+    began = time.monotonic()
+    while not done.wait(0.25):
+        elapsed = min(time.monotonic() - began, total)
+        filled = int(30 * elapsed / total)
+        phase = "warming up" if elapsed < config.warmup_s else "measuring"
+        out.write(f"\r[{'#' * filled}{' ' * (30 - filled)}] {elapsed:4.1f}/{total:.1f} s {phase}  ")
+        out.flush()
+    out.write("\r" + " " * 60 + "\r")
+    out.flush()
+
+
+def run_bench(config: BenchConfig, progress: TextIO | None = None) -> BenchResult:
+    """Drive `config.url` for `duration_s` (after a warm-up) and return what was measured.
+
+    With `progress`, a bar is drawn there while it runs.
+    """
+    done = threading.Event()
+    if progress is not None:
+        threading.Thread(target=_progress, args=(config, done, progress), daemon=True).start()
+    try:
+        return _run_all(config)
+    finally:
+        done.set()
+
+
+def _run_all(config: BenchConfig) -> BenchResult:
     if config.processes <= 1:
         return _run_in_process(config, config.concurrency)
     shares = [config.concurrency // config.processes] * config.processes

@@ -11,6 +11,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -410,13 +411,22 @@ def up(api: str | None, **options: Any) -> None:
     show_default=True,
     help="Seconds to wait for the broker.",
 )
+@click.option("--watch", is_flag=True, help="Refresh the table in place until Ctrl-C.")
+@click.option(
+    "--interval",
+    "interval_s",
+    type=click.FloatRange(min=0.05),
+    default=1.0,
+    show_default=True,
+    help="Seconds between refreshes with --watch.",
+)
 @curve_client_options
 @log_level_option
 def status(broker: str, as_json: bool, timeout_s: float, **options: Any) -> None:
     """Show the cluster: workers, services, frontends."""
     from zeroserve.common.security import load_keys
     from zeroserve.common.status_client import fetch_status
-    from zeroserve.status import format_status
+    from zeroserve.status import format_status, throughput
 
     configure_logging(options["log_level"], "status")
 
@@ -426,7 +436,21 @@ def status(broker: str, as_json: bool, timeout_s: float, **options: Any) -> None
         click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
         return 0
 
-    _run_guarded(run)
+    def watch() -> int:
+        keys = load_keys(options["curve_secret_key"], options["broker_public_key"])
+        previous = None
+        clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
+        try:
+            while True:
+                snapshot = fetch_status(broker, timeout_s, keys)
+                table = format_status(snapshot, throughput(previous, snapshot))
+                click.echo(f"{clear}{table}\n\n(every {options['interval_s']:g} s; Ctrl-C stops)")
+                previous = snapshot
+                time.sleep(options["interval_s"])
+        except KeyboardInterrupt:
+            return 0
+
+    _run_guarded(watch if options["watch"] else run)
 
 
 @main.command()
@@ -460,6 +484,7 @@ def status(broker: str, as_json: bool, timeout_s: float, **options: Any) -> None
     show_default=True,
     help="Client processes sharing the connections.",
 )
+@click.option("--stream", is_flag=True, help="Expect streamed answers; report time to first chunk.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @log_level_option
 def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any) -> None:
@@ -474,8 +499,10 @@ def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any)
         payload=payload.read() if payload else BenchConfig.payload,
         content_type=options["content_type"],
         processes=options["client_processes"],
+        stream=options["stream"],
     )
-    summary = run_bench(config).summary()
+    progress = sys.stderr if sys.stderr.isatty() and not as_json else None
+    summary = run_bench(config, progress).summary()
     if as_json:
         click.echo(json.dumps(summary))
         return

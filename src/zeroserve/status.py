@@ -13,7 +13,23 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     ]
 
 
-def format_status(snapshot: dict[str, Any]) -> str:
+def throughput(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, float]:
+    """Requests per second of each worker (by id) between two snapshots."""
+    if previous is None:
+        return {}
+    elapsed = current["broker"]["uptime_s"] - previous["broker"]["uptime_s"]
+    if elapsed <= 0:
+        return {}
+    before = {w["id"]: w.get("done", 0) for w in previous.get("workers", [])}
+    return {
+        w["id"]: max(0, w.get("done", 0) - before[w["id"]]) / elapsed
+        for w in current.get("workers", [])
+        if w["id"] in before
+    }
+
+
+def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = None) -> str:
+    """The snapshot as tables; with `rates`, a REQ/S column per worker."""
     broker = snapshot.get("broker", {})
     lines = [
         f"broker {broker.get('id', '?')} on {broker.get('host', '?')} "
@@ -24,22 +40,26 @@ def format_status(snapshot: dict[str, Any]) -> str:
     workers = snapshot.get("workers", [])
     lines.append(f"workers ({len(workers)})")
     if workers:
-        lines += _table(
-            ["HOST", "PID", "SERVICE", "STATE", "FREE", "IN FLIGHT", "DONE", "HEARTBEAT"],
-            [
-                [
-                    w.get("host"),
-                    w.get("pid"),
-                    w.get("service"),
-                    w.get("state"),
-                    f"{w.get('free')}/{w.get('capacity')}",
-                    w.get("in_flight"),
-                    w.get("done"),
-                    f"{w.get('last_heartbeat_s', 0):.1f} s ago",
-                ]
-                for w in sorted(workers, key=lambda w: (w.get("host", ""), w.get("pid", 0)))
-            ],
-        )
+        headers = ["HOST", "PID", "SERVICE", "STATE", "FREE", "IN FLIGHT", "DONE", "HEARTBEAT"]
+        if rates is not None:
+            headers.append("REQ/S")
+        rows = []
+        for w in sorted(workers, key=lambda w: (w.get("host", ""), w.get("pid", 0))):
+            row = [
+                w.get("host"),
+                w.get("pid"),
+                w.get("service"),
+                w.get("state"),
+                f"{w.get('free')}/{w.get('capacity')}",
+                w.get("in_flight"),
+                w.get("done"),
+                f"{w.get('last_heartbeat_s', 0):.1f} s ago",
+            ]
+            if rates is not None:
+                rate = rates.get(w.get("id", ""))
+                row.append("-" if rate is None else f"{rate:.1f}")
+            rows.append(row)
+        lines += _table(headers, rows)
     services = snapshot.get("services", {})
     lines += ["", f"services ({len(services)})"]
     if services:

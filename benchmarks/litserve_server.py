@@ -1,0 +1,35 @@
+"""LitServe serving the benchmark's APIs with its defaults, in the benchmark's own environment."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import litserve as ls
+
+
+class DoubleAPI(ls.LitAPI):
+    def setup(self, device: str) -> None:
+        pass
+
+    def decode_request(self, request):  # no annotation: LitServe reads it as the body type
+        return request["input"]
+
+    def predict(self, x: Any) -> Any:
+        return x * 2
+
+    def encode_response(self, output: Any) -> Any:
+        return {"output": output}
+
+
+class BatchedDoubleAPI(DoubleAPI):
+    def __init__(self) -> None:
+        super().__init__(max_batch_size=16, batch_timeout=0.002)
+
+    def predict(self, xs: list[Any]) -> list[Any]:
+        return [x * 2 for x in xs]
+
+
+if __name__ == "__main__":
+    api = BatchedDoubleAPI() if sys.argv[2] == "batched" else DoubleAPI()
+    ls.LitServer(api, accelerator="cpu").run(port=int(sys.argv[1]), generate_client_file=False)

@@ -1,0 +1,167 @@
+"""``GET /metrics``: this frontend's HTTP figures and the broker's view of the cluster.
+
+The frontend counts what it answers; the cluster figures come from a STATUS
+snapshot the frontend asks the broker for on each scrape, so that one scrape
+target shows queues, workers, re-sends and batch sizes too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.utils import floatToGoString
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+#: Broker counters exposed as Prometheus counters: (counter key, metric name, help).
+BROKER_COUNTERS = (
+    ("requests", "zeroserve_broker_requests", "Requests the broker accepted from frontends."),
+    ("resent", "zeroserve_broker_resent", "Requests sent again after their worker was lost."),
+    ("dead_workers", "zeroserve_broker_dead_workers", "Workers declared dead (missed heartbeats)."),
+    (
+        "rejected_queue_full",
+        "zeroserve_broker_rejected_queue_full",
+        "Requests refused, queue full.",
+    ),
+    ("rejected_no_worker", "zeroserve_broker_rejected_no_worker", "Requests refused, no worker."),
+    ("dropped_answers", "zeroserve_broker_dropped_answers", "Late answers the broker dropped."),
+    ("cancelled", "zeroserve_broker_cancelled", "Requests cancelled by their client."),
+)
+
+
+class BrokerCollector:
+    """Turns the last broker snapshot into metric families."""
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        snapshot = self.snapshot
+        up = GaugeMetricFamily("zeroserve_broker_up", "1 when the broker answered this scrape.")
+        up.add_metric([], 0 if snapshot is None else 1)
+        yield up
+        if snapshot is None:
+            return
+        counters = snapshot.get("counters", {})
+        for key, name, text in BROKER_COUNTERS:
+            family = CounterMetricFamily(name, text)
+            family.add_metric([], counters.get(key, 0))
+            yield family
+        bad = CounterMetricFamily(
+            "zeroserve_broker_bad_messages",
+            "Malformed messages the broker dropped.",
+            labels=["side"],
+        )
+        for side in ("frontend", "worker"):
+            bad.add_metric([side], counters.get(f"bad_messages_{side}", 0))
+        yield bad
+        yield from self._services(snapshot.get("services", {}))
+        yield from self._workers(snapshot.get("workers", []))
+
+    @staticmethod
+    def _services(services: dict[str, Any]) -> Iterator[Metric]:
+        queue = GaugeMetricFamily(
+            "zeroserve_queue_depth", "Requests waiting for a worker.", labels=["service"]
+        )
+        in_flight = GaugeMetricFamily(
+            "zeroserve_service_in_flight", "Requests held by workers.", labels=["service"]
+        )
+        for name, service in services.items():
+            queue.add_metric([name], service.get("queued", 0))
+            in_flight.add_metric([name], service.get("in_flight", 0))
+        yield queue
+        yield in_flight
+
+    @staticmethod
+    def _workers(workers: list[dict[str, Any]]) -> Iterator[Metric]:
+        per_host = GaugeMetricFamily(
+            "zeroserve_workers",
+            "Worker processes, by host and service.",
+            labels=["host", "service"],
+        )
+        counts: dict[tuple[str, str], int] = {}
+        busy = GaugeMetricFamily(
+            "zeroserve_worker_busy_ratio",
+            "Share of its life a worker process spent running batches.",
+            labels=["host", "pid", "service"],
+        )
+        done = CounterMetricFamily(
+            "zeroserve_worker_requests",
+            "Requests a worker process answered.",
+            labels=["host", "pid", "service"],
+        )
+        sizes: dict[str, dict[int, int]] = {}
+        for w in workers:
+            key = (w.get("host", ""), w.get("service", ""))
+            counts[key] = counts.get(key, 0) + 1
+            labels = [w.get("host", ""), str(w.get("pid", "")), w.get("service", "")]
+            reported = w.get("reported") or {}
+            uptime = reported.get("uptime_s") or 0
+            busy.add_metric(labels, (reported.get("busy_s", 0) / uptime) if uptime else 0.0)
+            done.add_metric(labels, w.get("done", 0))
+            service_sizes = sizes.setdefault(w.get("service", ""), {})
+            for size, count in (reported.get("batch_sizes") or {}).items():
+                if str(size).isdigit() and isinstance(count, int):
+                    service_sizes[int(size)] = service_sizes.get(int(size), 0) + count
+        for (host, service), count in counts.items():
+            per_host.add_metric([host, service], count)
+        yield per_host
+        yield busy
+        yield done
+        batch = HistogramMetricFamily(
+            "zeroserve_batch_size", "Sizes of the batches given to predict.", labels=["service"]
+        )
+        for service, by_size in sizes.items():
+            buckets = [
+                (floatToGoString(le), sum(c for s, c in by_size.items() if s <= le))
+                for le in BATCH_BUCKETS
+            ]
+            buckets.append(("+Inf", sum(by_size.values())))
+            batch.add_metric([service], buckets, sum(s * c for s, c in by_size.items()))
+        yield batch
+
+
+class FrontendMetrics:
+    def __init__(self, in_flight: Any) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self._requests = Counter(
+            "zeroserve_http_requests",
+            "HTTP requests this frontend answered, by route and status.",
+            ["route", "status"],
+            registry=self.registry,
+        )
+        self._latency = Histogram(
+            "zeroserve_http_request_duration_seconds",
+            "Time from a request's arrival to its last byte, by route.",
+            ["route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=self.registry,
+        )
+        Gauge(
+            "zeroserve_http_requests_in_flight",
+            "Requests this frontend is waiting on.",
+            registry=self.registry,
+        ).set_function(in_flight)
+        self.broker = BrokerCollector()
+        self.registry.register(self.broker)  # type: ignore[arg-type]
+        self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, status: int, seconds: float) -> None:
+        children = self._children.get((route, status))
+        if children is None:
+            children = (self._requests.labels(route, str(status)), self._latency.labels(route))
+            self._children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def render(self, snapshot: dict[str, Any] | None) -> bytes:
+        self.broker.snapshot = snapshot
+        return generate_latest(self.registry)
