@@ -34,6 +34,7 @@ from zeroserve.broker.registry import (
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
+from zeroserve.common.frames import send_frames
 from zeroserve.common.security import KeyDirectoryAuthenticator, load_keys
 from zeroserve.common.version import __version__
 
@@ -450,7 +451,7 @@ class Broker:
 
     def _send(self, sock: zmq.Socket, frames: list[Any]) -> bool:
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(sock, frames)
         except zmq.Again:
             self.counters["send_dropped_full"] += 1
             return False

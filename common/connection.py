@@ -22,11 +22,14 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
+from zeroserve.common.frames import send_frames
 from zeroserve.common.security import CurveKeys
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 512
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class BrokerConnection:
@@ -129,10 +132,12 @@ class BrokerConnection:
         if sock is None:
             return False
         try:
-            sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+            send_frames(sock, frames)
         except zmq.Again:
             return False
-        self._kick()
+        # A send may have taken in what arrived and with it the FD's edge: look, don't wait.
+        if sock.getsockopt(_EVENTS) & _POLLIN:
+            self._kick()
         return True
 
     def _kick(self) -> None:

@@ -1,19 +1,26 @@
 """The worker's batching loop: forms batches continuously and runs them one at a time.
 
 A batch closes when it is full, or when ``batch_timeout`` has passed since
-its first request arrived and the executor is free; while a batch runs, the
-next one fills. Work whose client left or whose deadline passed is answered
-here and never reaches the model.
+its first request arrived and the predict thread is free; while a batch
+runs, the next one fills. Work whose client left or whose deadline passed
+is answered here and never reaches the model.
+
+Scheduling is driven by events on the event loop (a request arrives, a
+batch finishes, a batch's time is up), so an idle worker costs nothing and
+a busy one takes no extra turns of the loop. The one predict thread takes
+batches from a queue and hands results back in bulk: one wake-up of the
+loop carries every batch that finished since the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import queue
+import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
@@ -21,6 +28,7 @@ from zeroserve.worker.pipeline import Job, Pipeline
 log = logging.getLogger(__name__)
 
 AnswerSink = Callable[[Job, list[Out]], None]
+_STOP = object()
 
 
 class BatchingLoop:
@@ -38,17 +46,28 @@ class BatchingLoop:
         self.pending: deque[Job] = deque()
         self.running: list[Job] = []
         self.batches = 0
-        #: How many batches of each size ran, and for how long the executor was busy.
+        #: How many batches of each size ran, and for how long the predict thread was busy.
         self.batch_sizes: Counter[int] = Counter()
         self.busy_s = 0.0
         self._started_at = 0.0
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
-        self._busy = False
-        self._wake: asyncio.Future | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._done: deque[tuple[list[Job], list[tuple[Job, list[Out]]] | None]] = deque()
+        self._wake_pending = False
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._predict_thread, name="predict", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._work.put(_STOP)
 
     def submit(self, job: Job) -> None:
         self.pending.append(job)
-        self._poke()
+        self._schedule()
 
     def drop_pending(self) -> int:
         """Forget work that has not started (its broker session is gone)."""
@@ -57,50 +76,30 @@ class BatchingLoop:
         return dropped
 
     @property
-    def idle(self) -> bool:
-        return not self.pending and not self._busy
+    def busy(self) -> bool:
+        return bool(self.running)
 
-    def _poke(self) -> None:
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+    # -- deciding when a batch closes -------------------------------------------------
 
-    async def _sleep(self, timeout_s: float | None) -> None:
-        loop = asyncio.get_running_loop()
-        self._wake = loop.create_future()
-        timer = loop.call_later(timeout_s, self._poke) if timeout_s is not None else None
-        try:
-            await self._wake
-        finally:
-            self._wake = None
-            if timer is not None:
-                timer.cancel()
-
-    async def run(self) -> None:
-        try:
-            while True:
-                await self._next_batch_ready()
-                batch = self._take_batch()
-                if batch:
-                    self._start(batch)
-        finally:
-            self._executor.shutdown(wait=False, cancel_futures=True)
-
-    async def _next_batch_ready(self) -> None:
-        while not self.pending:
-            await self._sleep(None)
-        first_arrived = self.pending[0].arrived
-        while len(self.pending) < self.max_batch_size:
-            remaining = first_arrived + self.batch_timeout_s - time.monotonic()
-            if not self._busy and remaining <= 0:
-                break
-            await self._sleep(None if self._busy else remaining)
-            if not self.pending:
+    def _schedule(self) -> None:
+        if self.running or not self.pending:
+            return
+        if len(self.pending) < self.max_batch_size:
+            due = self.pending[0].arrived + self.batch_timeout_s
+            if time.monotonic() < due:
+                if self._timer is None and self._loop is not None:
+                    self._timer = self._loop.call_at(due, self._time_is_up)
                 return
-        while self._busy:
-            await self._sleep(None)
+        self._start()
 
-    def _take_batch(self) -> list[Job]:
+    def _time_is_up(self) -> None:
+        self._timer = None
+        self._schedule()
+
+    def _start(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         batch: list[Job] = []
         now = time.monotonic()
         while self.pending and len(batch) < self.max_batch_size:
@@ -113,29 +112,47 @@ class BatchingLoop:
                 )
             else:
                 batch.append(job)
-        return batch
-
-    def _start(self, batch: list[Job]) -> None:
-        self._busy = True
+        if not batch:
+            self._schedule()
+            return
         self.running = batch
         self.batches += 1
         self.batch_sizes[len(batch)] += 1
-        self._started_at = time.monotonic()
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self.pipeline.run, batch)
-        future.add_done_callback(lambda f: self._finished(batch, f))
+        self._started_at = now
+        self._work.put(batch)
 
-    def _finished(self, batch: list[Job], future: asyncio.Future) -> None:
-        self._busy = False
-        self.running = []
-        self.busy_s += time.monotonic() - self._started_at
-        if future.cancelled():
-            finished = [(job, [error_out(503, "the worker is shutting down")]) for job in batch]
-        elif future.exception() is not None:
-            log.error("a batch failed outside user code", exc_info=future.exception())
-            finished = [(job, [error_out(500, "internal error in the worker")]) for job in batch]
-        else:
-            finished = future.result()
-        for job, outs in finished:
-            self.on_answer(job, outs)
-        self._poke()
+    # -- the predict thread -------------------------------------------------------------
+
+    def _predict_thread(self) -> None:
+        while True:
+            batch = self._work.get()
+            if batch is _STOP:
+                return
+            try:
+                finished = self.pipeline.run(batch)
+            except BaseException:
+                log.exception("a batch failed outside user code")
+                finished = None
+            self._done.append((batch, finished))
+            if not self._wake_pending:
+                self._wake_pending = True
+                assert self._loop is not None
+                try:
+                    self._loop.call_soon_threadsafe(self._collect)
+                except RuntimeError:  # the loop has closed: the process is ending
+                    return
+
+    def _collect(self) -> None:
+        """On the loop: send what the predict thread finished, then start the next batch."""
+        self._wake_pending = False
+        while self._done:
+            batch, finished = self._done.popleft()
+            self.running = []
+            self.busy_s += time.monotonic() - self._started_at
+            if finished is None:
+                finished = [
+                    (job, [error_out(500, "internal error in the worker")]) for job in batch
+                ]
+            for job, outs in finished:
+                self.on_answer(job, outs)
+        self._schedule()

@@ -231,7 +231,7 @@ class WorkerProcess:
             aloop.add_signal_handler(sig, self.stop)
         self.link.start()
         self.hooks.fire("on_server_start", litserver=None)
-        batching = aloop.create_task(self.loop.run())
+        self.loop.start()
         log.info(
             "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
             os.getpid(),
@@ -245,7 +245,7 @@ class WorkerProcess:
         await self._stopping.wait()
         if self.exit_code == 0:
             await self._drain()
-        batching.cancel()
+        self.loop.stop()
         self.hooks.fire("on_server_end", litserver=None)
         self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
         return self.exit_code
