@@ -54,3 +54,27 @@ class BatchedTokenStreamAPI(TokenStreamAPI):
         for i in range(self.steps):
             time.sleep(0.002)
             yield [f"{x}-{i} " for x in xs]
+
+
+class SleepAPI(LitAPI):
+    """Each predict waits 50 ms, like a model bound by a device rather than the CPU."""
+
+    def decode_request(self, request: Any) -> Any:
+        return request["input"]
+
+    def predict(self, x: Any) -> Any:
+        time.sleep(0.05)
+        return x
+
+    def encode_response(self, output: Any) -> Any:
+        return {"output": output}
+
+
+class SleepBatchedAPI(SleepAPI):
+    """One 50 ms wait serves the whole batch (set its size with --max-batch-size)."""
+
+    batch_timeout = 0.01
+
+    def predict(self, xs: list[Any]) -> list[Any]:
+        time.sleep(0.05)
+        return xs

@@ -1,17 +1,21 @@
-"""Throughput and latency of zeroserve against a bare Tornado handler, in one run.
+"""zeroserve against LitServe and a bare Tornado handler, in one run on one machine.
 
-    python benchmarks/compare.py [--duration 10] [--concurrency 32] [--workers 1] [--streams]
+    python -m venv /tmp/bench && /tmp/bench/bin/pip install . -r benchmarks/requirements.txt
+    /tmp/bench/bin/python benchmarks/compare.py                # trivial and batched APIs
+    /tmp/bench/bin/python benchmarks/compare.py --streams      # streaming
+    /tmp/bench/bin/python benchmarks/compare.py --scaling      # processes and batch sizes
 
-Both servers do the same work (x*2 on a JSON number) and are driven by the
-same client (`cluster bench`) with the same settings, one after the other.
-With --streams it measures streaming instead: streams per second and time
-to first chunk of a 16-step stream, unbatched and batched.
+Every server does the same work (x*2 on a JSON number) and is driven, one
+after the other, by the same client (`cluster bench`) with the same
+concurrency and duration. LitServe runs with its defaults; it is needed only
+in the benchmark's own environment, never by zeroserve.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +23,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -32,36 +37,39 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_ready(url: str, timeout_s: float = 60.0) -> None:
+def wait_ready(url: str, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
             if requests.post(url, json={"input": 1}, timeout=2).status_code == 200:
                 return
-        time.sleep(0.1)
+        time.sleep(0.2)
     raise SystemExit(f"{url} never answered 200")
 
 
 @contextlib.contextmanager
-def server(argv: list[str], url: str):
-    proc = subprocess.Popen(argv, start_new_session=True, stderr=subprocess.DEVNULL, cwd=HERE)
+def server(argv: list[str], url: str) -> Iterator[None]:
+    proc = subprocess.Popen(
+        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
+    )
     try:
         wait_ready(url)
         yield
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(15)
+            proc.wait(20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
-def bench(url: str, args: argparse.Namespace) -> dict:
+def bench(url: str, args: argparse.Namespace, concurrency: int | None = None) -> dict:
     out = subprocess.run(
         [
             sys.executable, "-m", "zeroserve", "bench", url, "--json",
-            "--duration", str(args.duration), "--concurrency", str(args.concurrency),
+            "--duration", str(args.duration),
+            "--concurrency", str(concurrency or args.concurrency),
             "--client-processes", str(args.client_processes),
         ],
         capture_output=True, text=True, check=True,
@@ -69,11 +77,68 @@ def bench(url: str, args: argparse.Namespace) -> dict:
     return json.loads(out.stdout)
 
 
-def zeroserve_up(api: str, port: int, workers: int) -> list[str]:
+def zeroserve_up(api: str, port: int, workers: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
-        "--port", str(port), "--workers", str(workers), "--log-level", "WARNING",
+        "--port", str(port), "--workers", str(workers), "--log-level", "WARNING", *extra,
     ]  # fmt: skip
+
+
+def measure(
+    name: str, argv_for_port: Callable[[int], list[str]], args: argparse.Namespace, results: dict
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/predict"
+    with server(argv_for_port(port), url):
+        results[name] = bench(url, args)
+    r = results[name]
+    print(f"  {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+
+
+def compare(args: argparse.Namespace) -> None:
+    results: dict[str, dict] = {}
+    has_litserve = importlib.util.find_spec("litserve") is not None
+    measure(
+        "tornado handler",
+        lambda p: [sys.executable, str(HERE / "plain_tornado.py"), str(p)],
+        args,
+        results,
+    )
+    for kind, api in (("trivial", "DoubleAPI"), ("batched", "BatchedDoubleAPI")):
+        if has_litserve:
+            mode = "batched" if kind == "batched" else "plain"
+            measure(
+                f"litserve, {kind}",
+                lambda p, m=mode: [sys.executable, str(HERE / "litserve_server.py"), str(p), m],
+                args,
+                results,
+            )
+        measure(
+            f"zeroserve, {kind}",
+            lambda p, a=api: zeroserve_up(a, p, args.workers),
+            args,
+            results,
+        )
+    ceiling = results["tornado handler"]
+    print(
+        f"\n{args.concurrency} connections, {args.duration:g} s each, {os.cpu_count()} CPUs, "
+        f"zeroserve with {args.workers} worker process(es)\n"
+    )
+    print(
+        f"{'server':22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs tornado':>11} "
+        f"{'vs litserve':>12} {'p99 vs litserve':>16}"
+    )
+    for name, r in results.items():
+        kind = name.split(", ")[-1]
+        lit = results.get(f"litserve, {kind}")
+        vs_lit = f"{r['rps'] / lit['rps']:.2f}x" if lit and lit["rps"] else "-"
+        p99_lit = f"{r['p99_ms'] / lit['p99_ms']:.2f}" if lit and lit["p99_ms"] else "-"
+        print(
+            f"{name:22} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}"
+        )
+    if not has_litserve:
+        print("\n(litserve is not installed here: pip install -r benchmarks/requirements.txt)")
 
 
 def streams(args: argparse.Namespace) -> None:
@@ -97,42 +162,47 @@ def streams(args: argparse.Namespace) -> None:
         )
 
 
+def scaling(args: argparse.Namespace) -> None:
+    print("\nSleep-bound API (each predict waits 50 ms): worker processes")
+    print(f"{'processes':>9} {'req/s':>8} {'ideal':>7} {'efficiency':>10}")
+    single = None
+    for n in args.processes:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/predict"
+        with server(zeroserve_up("SleepAPI", port, n), url):
+            r = bench(url, args, concurrency=8 * n)
+        single = single or r["rps"]
+        print(f"{n:>9} {r['rps']:>8.1f} {single * n:>7.1f} {r['rps'] / (single * n):>9.0%}")
+    print("\nOne worker process, batched (one 50 ms wait serves the whole batch): batch size")
+    print(f"{'batch':>9} {'req/s':>8} {'ideal':>7} {'efficiency':>10}")
+    base = None
+    for size in args.batch_sizes:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/predict"
+        argv = zeroserve_up("SleepBatchedAPI", port, 1, "--max-batch-size", str(size))
+        with server(argv, url):
+            r = bench(url, args, concurrency=4 * size)
+        base = base or r["rps"]
+        print(f"{size:>9} {r['rps']:>8.1f} {base * size:>7.1f} {r['rps'] / (base * size):>9.0%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="zeroserve worker processes")
     parser.add_argument("--client-processes", type=int, default=1)
-    parser.add_argument("--streams", action="store_true", help="measure streaming instead")
+    parser.add_argument("--streams", action="store_true", help="measure streaming")
+    parser.add_argument("--scaling", action="store_true", help="measure scaling")
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     args = parser.parse_args()
     if args.streams:
         streams(args)
-        return
-
-    results = {}
-    port = free_port()
-    url = f"http://127.0.0.1:{port}/predict"
-    with server([sys.executable, str(HERE / "plain_tornado.py"), str(port)], url):
-        results["tornado handler (ceiling)"] = bench(url, args)
-    for name, api in (("zeroserve", "DoubleAPI"), ("zeroserve, batched", "BatchedDoubleAPI")):
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
-        with server(zeroserve_up(api, port, args.workers), url):
-            results[name] = bench(url, args)
-
-    ceiling = results["tornado handler (ceiling)"]["rps"]
-    print(
-        f"\n{args.concurrency} connections, {args.duration:g} s each, "
-        f"{os.cpu_count()} CPUs, zeroserve with {args.workers} worker process(es)\n"
-    )
-    print(f"{'server':28} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'vs ceiling':>10}  errors")
-    for name, r in results.items():
-        ratio = r["rps"] / ceiling if ceiling else float("nan")
-        bad = {k: v for k, v in r["statuses"].items() if k != "200"} | r["errors"]
-        print(
-            f"{name:28} {r['rps']:>9.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-            f"{ratio:>9.2f}x  {bad or '-'}"
-        )
+    elif args.scaling:
+        scaling(args)
+    else:
+        compare(args)
 
 
 if __name__ == "__main__":
