@@ -126,6 +126,17 @@ class Topology:
             return None
         return json.loads(done.stdout)
 
+    def run_cli(self, host: str, *args: str, timeout_s: float = 60) -> str:
+        """Run a `cluster` command on `host` to its end; return what it printed."""
+        done = subprocess.run(
+            ["ip", "netns", "exec", self.ns(host), sys.executable, "-m", "zeroserve", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=True,
+        )
+        return done.stdout
+
     def client_background(self, host: str, *args: str) -> subprocess.Popen:
         return subprocess.Popen(
             ["ip", "netns", "exec", self.ns(host), sys.executable, str(CLIENT), *args],

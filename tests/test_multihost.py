@@ -105,9 +105,16 @@ def test_requests_are_served_by_workers_of_both_hosts(hosts: Topology) -> None:
     assert [(r["status"], r["echo"]) for r in results] == [(200, i) for i in range(200)]
     served = Counter(r["host"] for r in results)
     assert set(served) == {"host-b", "host-c"}, served
-    by_host = workers_by_host(hosts)
-    assert {r["pid"] for r in results} <= by_host["host-b"] | by_host["host-c"]
-    snapshot = status(hosts)
+    # What an operator types, from a host of its own.
+    printed = hosts.run_cli(
+        "client", "status", "--broker", f"tcp://{hosts.address('broker')}:5555", "--json"
+    )
+    snapshot = json.loads(printed)
+    by_host: dict[str, set[int]] = {}
+    for worker in snapshot["workers"]:
+        by_host.setdefault(worker["host"], set()).add(worker["pid"])
+    assert set(by_host) == {"host-b", "host-c"} and all(len(p) == 2 for p in by_host.values())
+    assert {r["pid"] for r in results} == by_host["host-b"] | by_host["host-c"]
     assert snapshot["broker"]["host"] == "broker"
     assert {f["host"] for f in snapshot["frontends"]} == {"frontend"}
     print(f"requests served per host: {dict(served)}")
