@@ -162,28 +162,40 @@ def streams(args: argparse.Namespace) -> None:
         )
 
 
+def scaling_table(args: argparse.Namespace, title: str, label: str, runs: list[tuple]) -> None:
+    """One row per (n, argv-maker, concurrency): throughput against n times the first row."""
+    print(f"\n{title}")
+    print(f"{label:>9} {'req/s':>8} {'ideal':>7} {'efficiency':>10}")
+    first = None
+    for n, make_argv, concurrency in runs:
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/predict"
+        with server(make_argv(port), url):
+            r = bench(url, args, concurrency=concurrency)
+        first = first or r["rps"]
+        print(f"{n:>9} {r['rps']:>8.1f} {first * n:>7.1f} {r['rps'] / (first * n):>9.0%}")
+
+
 def scaling(args: argparse.Namespace) -> None:
-    print("\nSleep-bound API (each predict waits 50 ms): worker processes")
-    print(f"{'processes':>9} {'req/s':>8} {'ideal':>7} {'efficiency':>10}")
-    single = None
-    for n in args.processes:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
-        with server(zeroserve_up("SleepAPI", port, n), url):
-            r = bench(url, args, concurrency=8 * n)
-        single = single or r["rps"]
-        print(f"{n:>9} {r['rps']:>8.1f} {single * n:>7.1f} {r['rps'] / (single * n):>9.0%}")
-    print("\nOne worker process, batched (one 50 ms wait serves the whole batch): batch size")
-    print(f"{'batch':>9} {'req/s':>8} {'ideal':>7} {'efficiency':>10}")
-    base = None
-    for size in args.batch_sizes:
-        port = free_port()
-        url = f"http://127.0.0.1:{port}/predict"
-        argv = zeroserve_up("SleepBatchedAPI", port, 1, "--max-batch-size", str(size))
-        with server(argv, url):
-            r = bench(url, args, concurrency=4 * size)
-        base = base or r["rps"]
-        print(f"{size:>9} {r['rps']:>8.1f} {base * size:>7.1f} {r['rps'] / (base * size):>9.0%}")
+    scaling_table(
+        args,
+        "Sleep-bound API (each predict waits 50 ms): worker processes",
+        "processes",
+        [(n, lambda p, n=n: zeroserve_up("SleepAPI", p, n), 8 * n) for n in args.processes],
+    )
+    scaling_table(
+        args,
+        "One worker process, batched (one 50 ms wait serves the whole batch): batch size",
+        "batch",
+        [
+            (
+                size,
+                lambda p, s=size: zeroserve_up("SleepBatchedAPI", p, 1, "--max-batch-size", str(s)),
+                4 * size,
+            )
+            for size in args.batch_sizes
+        ],
+    )
 
 
 def main() -> None:

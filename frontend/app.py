@@ -92,11 +92,15 @@ class HealthHandler(JSONErrorMixin):
         self.finish({"status": "ok", "workers": workers})
 
 
-class InfoHandler(JSONErrorMixin):
+class GuardedHandler(JSONErrorMixin):
+    """A frontend endpoint of its own, behind the API key when one is set."""
+
     def initialize(self, link: BrokerLink, api_key: str | None) -> None:
         self.link = link
         self.api_key = api_key
 
+
+class InfoHandler(GuardedHandler):
     def get(self) -> None:
         if not self.check_api_key():
             return
@@ -114,12 +118,8 @@ class InfoHandler(JSONErrorMixin):
         )
 
 
-class ModelsHandler(JSONErrorMixin):
+class ModelsHandler(GuardedHandler):
     """OpenAI's ``GET /v1/models``: every model a service announced."""
-
-    def initialize(self, link: BrokerLink, api_key: str | None) -> None:
-        self.link = link
-        self.api_key = api_key
 
     def get(self) -> None:
         if not self.check_api_key():
@@ -136,12 +136,13 @@ class ModelsHandler(JSONErrorMixin):
         self.finish({"object": "list", "data": data})
 
 
-class MetricsHandler(JSONErrorMixin):
+class MetricsHandler(GuardedHandler):
     """Prometheus text: this frontend's figures and the broker's."""
 
-    def initialize(self, link: BrokerLink, api_key: str | None, metrics: FrontendMetrics) -> None:
-        self.link = link
-        self.api_key = api_key
+    def initialize(  # type: ignore[override]
+        self, link: BrokerLink, api_key: str | None, metrics: FrontendMetrics
+    ) -> None:
+        super().initialize(link, api_key)
         self.metrics = metrics
 
     async def get(self) -> None:

@@ -19,7 +19,7 @@ from zeroserve.broker.registry import parse_ready
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
 
-from cluster import Cluster, api, wait_until
+from cluster import Cluster, wait_until
 
 frames = st.lists(st.binary(max_size=64), max_size=8)
 commands = st.sampled_from([*p.COMMAND_NAMES, b"\x00", b"\xff", b""])
@@ -176,18 +176,7 @@ def test_a_worker_survives_garbage_from_its_broker(cluster: Cluster) -> None:
     router.setsockopt(zmq.LINGER, 0)
     port = router.bind_to_random_port("tcp://127.0.0.1")
     cluster.backend_endpoint = f"tcp://127.0.0.1:{port}"
-    cluster.start(
-        "worker",
-        "worker",
-        "--broker",
-        cluster.backend_endpoint,
-        "--api",
-        api("EchoAPI"),
-        "--processes",
-        "1",
-        "--heartbeat-interval",
-        "2",
-    )
+    cluster.worker("EchoAPI", 1, "--heartbeat-interval", "2")
     try:
         assert router.poll(30_000), "no READY from the worker"
         identity, *message = router.recv_multipart()

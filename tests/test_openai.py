@@ -105,20 +105,7 @@ def test_embeddings(cluster: Cluster) -> None:
 
 def test_the_demo_chat_model_streams(cluster: Cluster) -> None:
     cluster.broker()
-    cluster.start(
-        "worker",
-        "worker",
-        "--broker",
-        cluster.backend_endpoint,
-        "--api",
-        "zeroserve.worker.demo:ChatAPI",
-        "--spec",
-        "openai",
-        "--processes",
-        "1",
-        "--heartbeat-interval",
-        "0.2",
-    )
+    cluster.worker("zeroserve.worker.demo:ChatAPI", 1, "--spec", "openai")
     cluster.frontend()
     cluster.wait_healthy(1)
     client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="unused", max_retries=0)
