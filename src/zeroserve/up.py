@@ -130,8 +130,8 @@ class Up:
             for child in self.children:
                 if child.poll() is not None:
                     log.error(
-                        "%s exited with code %s; stopping",
-                        " ".join(child.args[3:5]),
+                        "`cluster %s` exited with code %s; stopping",
+                        child.args[3],
                         child.returncode,
                     )
                     return 1
