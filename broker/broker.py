@@ -128,7 +128,12 @@ class Broker:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            handler(frames)
+            try:
+                handler(frames)
+            except Exception:
+                # A bug of ours must cost one message, never the broker.
+                self.counters["internal_errors"] += 1
+                log.exception("internal error while handling a message; it was dropped")
 
     def _on_frontend_message(self, frames: list[Any]) -> None:
         client = frames[0].bytes

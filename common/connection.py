@@ -174,6 +174,9 @@ class BrokerConnection:
             if now - self._last_bad_log >= 1.0:
                 self._last_bad_log = now
                 log.warning("%s: dropped a bad message from the broker: %s", self.name, exc)
+        except Exception:
+            # A bug of ours must cost one message, never the process.
+            log.exception("%s: internal error while handling a message; it was dropped", self.name)
 
     def _note_broker(self, meta: dict[str, Any]) -> None:
         interval = meta.get("heartbeat_interval_s")
