@@ -191,6 +191,10 @@ class NoPredict(LitAPI):
     pass
 
 
+class AsyncFlagWithoutAsync(EchoAPI):
+    enable_async = True
+
+
 class ChatWithPlainEncode(LitAPI):
     def predict(self, messages: Any) -> Any:
         yield "hi"

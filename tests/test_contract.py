@@ -19,6 +19,7 @@ from cluster import ROOT, Cluster, api, run_cli, wait_until
         ("EchoAPI", ("--stream",), "stream is True, so predict must yield"),
         ("ZeroBatch", (), "max_batch_size must be an integer of at least 1"),
         ("NoPredict", (), "does not implement predict"),
+        ("AsyncFlagWithoutAsync", (), "enable_async is True, so predict must be async"),
         ("ChatWithPlainEncode", ("--spec", "openai"), "encode_response must be a generator"),
     ],
 )

@@ -145,6 +145,10 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         raise ConfigError(
             f"{name}.batch_timeout must be a number of seconds >= 0, not {batch_timeout_s!r}"
         )
+    if getattr(api, "enable_async", False) is True and not (
+        inspect.iscoroutinefunction(api.predict) or inspect.isasyncgenfunction(api.predict)
+    ):
+        raise ConfigError(f"{name}.enable_async is True, so predict must be async (async def)")
     service = config.service or name
     spec = None
     models: list[str] = []
