@@ -66,7 +66,7 @@ class WorkerProcess:
             hooks=hooks,
             spec=settings.spec,
         )
-        self.loop = BatchingLoop(
+        self.batching = BatchingLoop(
             self.pipeline, settings.max_batch_size, settings.batch_timeout_s, self._send_outs
         )
         self.link = BrokerConnection(
@@ -106,7 +106,7 @@ class WorkerProcess:
     def _announce(self) -> None:
         """Say READY, forgetting work of an earlier broker session (that broker re-sent it)."""
         self.generation += 1
-        dropped = self.loop.drop_pending()
+        dropped = self.batching.drop_pending()
         self.jobs.clear()
         if dropped:
             log.warning("dropped %d request(s) of a previous broker session", dropped)
@@ -119,12 +119,12 @@ class WorkerProcess:
         self._check_hung()
         return {
             "in_flight": len(self.jobs),
-            "queued": len(self.loop.pending),
-            "running": len(self.loop.running),
+            "queued": len(self.batching.pending),
+            "running": len(self.batching.running),
             "done": self.done,
-            "batches": self.loop.batches,
-            "batch_sizes": {str(k): v for k, v in self.loop.batch_sizes.items()},
-            "busy_s": round(self.loop.busy_s, 3),
+            "batches": self.batching.batches,
+            "batch_sizes": {str(k): v for k, v in self.batching.batch_sizes.items()},
+            "busy_s": round(self.batching.busy_s, 3),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "bad_messages": self.link.bad_messages,
         }
@@ -132,7 +132,7 @@ class WorkerProcess:
     def _check_hung(self) -> None:
         """A batch still running long after every deadline in it: the thread cannot be stopped,
         so the process ends and its launcher starts a fresh one."""
-        running = self.loop.running
+        running = self.batching.running
         if not running:
             return
         overdue_s = time.monotonic() - max(job.deadline for job in running)
@@ -165,7 +165,7 @@ class WorkerProcess:
                 self.generation,
             )
             self.jobs[job.key] = job
-            self.loop.submit(job)
+            self.batching.submit(job)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("request_id=%s received", meta.get("request_id") or "-")
         elif command == p.CANCEL:
@@ -231,7 +231,7 @@ class WorkerProcess:
             aloop.add_signal_handler(sig, self.stop)
         self.link.start()
         self.hooks.fire("on_server_start", litserver=None)
-        self.loop.start()
+        self.batching.start()
         log.info(
             "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
             os.getpid(),
@@ -245,7 +245,7 @@ class WorkerProcess:
         await self._stopping.wait()
         if self.exit_code == 0:
             await self._drain()
-        self.loop.stop()
+        self.batching.stop()
         self.hooks.fire("on_server_end", litserver=None)
         self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
         return self.exit_code
