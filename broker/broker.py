@@ -109,9 +109,9 @@ class Broker:
             timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000)
             events = dict(poller.poll(timeout_ms))
             if self.frontend in events:
-                self._drain(self.frontend, self._on_frontend_message)
+                self._drain(self.frontend, self._on_frontend_message, "frontend")
             if self.backend in events:
-                self._drain(self.backend, self._on_worker_message)
+                self._drain(self.backend, self._on_worker_message, "worker")
             now = time.monotonic()
             if now >= next_tick:
                 self._tick(now)
@@ -122,70 +122,59 @@ class Broker:
 
     # -- receiving ---------------------------------------------------------
 
-    def _drain(self, sock: zmq.Socket, handler: Any) -> None:
+    def _drain(self, sock: zmq.Socket, handler: Any, side: str) -> None:
+        """Handle what arrived; a bad message is counted and, where possible, answered."""
         for _ in range(DRAIN_BATCH):
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            sender = frames[0].bytes
             try:
-                handler(frames)
+                handler(sender, frames[1:])
+            except VersionMismatch as exc:
+                self._bad_message(side, exc)
+                self._send(sock, [sender, *p.disconnect(p.error_meta(400, str(exc)))])
+            except ProtocolError as exc:
+                self._bad_message(side, exc)
             except Exception:
                 # A bug of ours must cost one message, never the broker.
                 self.counters["internal_errors"] += 1
                 log.exception("internal error while handling a message; it was dropped")
 
-    def _on_frontend_message(self, frames: list[Any]) -> None:
-        client = frames[0].bytes
-        try:
-            command, args = p.parse(frames[1:], p.FROM_FRONTEND)
-            if command == p.REQUEST:
+    def _on_frontend_message(self, client: bytes, frames: list[Any]) -> None:
+        command, args = p.parse(frames, p.FROM_FRONTEND)
+        if command == p.REQUEST:
+            if client not in self.registry.frontends:
                 self._touch_frontend(client, None)
-                self._on_request(client, args)
-            elif command == p.HEARTBEAT:
-                self._touch_frontend(client, p.unpack_meta(args[0]))
-            elif command == p.CANCEL:
-                self._on_cancel(client, p.identity(args[0]))
-            elif command == p.STATUS:
-                snapshot = p.pack_meta(self.snapshot())
-                self._send(self.frontend, [client, p.SIGNATURE, p.STATUS, args[0], snapshot])
-            elif command == p.DISCONNECT:
-                self._drop_frontend(client)
-        except VersionMismatch as exc:
-            self._bad_message("frontend", exc)
-            self._send(
-                self.frontend, [client, *p.message(p.DISCONNECT, p.error_meta(400, str(exc)))]
-            )
-        except ProtocolError as exc:
-            self._bad_message("frontend", exc)
+            self._on_request(client, args)
+        elif command == p.HEARTBEAT:
+            self._touch_frontend(client, p.unpack_meta(args[0]))
+        elif command == p.CANCEL:
+            self._on_cancel(client, p.identity(args[0]))
+        elif command == p.STATUS:
+            snapshot = p.pack_meta(self.snapshot())
+            self._send(self.frontend, [client, p.SIGNATURE, p.STATUS, args[0], snapshot])
+        elif command == p.DISCONNECT:
+            self._drop_frontend(client)
 
-    def _on_worker_message(self, frames: list[Any]) -> None:
-        sender = frames[0].bytes
-        try:
-            command, args = p.parse(frames[1:], p.FROM_WORKER)
-            if command == p.READY:
-                self._on_ready(sender, p.unpack_meta(args[0]))
-                return
-            worker = self.registry.workers.get(sender)
-            if worker is None:
-                self._on_unknown_worker(sender, command)
-                return
-            now = time.monotonic()
-            worker.last_seen = now
-            worker.expires_at = now + self._expiry_s(worker.heartbeat_interval_s)
-            if command in p.ANSWERS:
-                self._on_answer(worker, command, args)
-            elif command == p.HEARTBEAT:
-                worker.reported = p.unpack_meta(args[0])
-            elif command == p.DISCONNECT:
-                self._on_worker_disconnect(worker, p.unpack_meta(args[0]))
-        except VersionMismatch as exc:
-            self._bad_message("worker", exc)
-            self._send(
-                self.backend, [sender, *p.message(p.DISCONNECT, p.error_meta(400, str(exc)))]
-            )
-        except ProtocolError as exc:
-            self._bad_message("worker", exc)
+    def _on_worker_message(self, sender: bytes, frames: list[Any]) -> None:
+        command, args = p.parse(frames, p.FROM_WORKER)
+        if command == p.READY:
+            self._on_ready(sender, p.unpack_meta(args[0]))
+            return
+        worker = self.registry.workers.get(sender)
+        if worker is None:
+            self._on_unknown_worker(sender, command)
+            return
+        worker.last_seen = now = time.monotonic()
+        worker.expires_at = now + worker.expiry_s
+        if command in p.ANSWERS:
+            self._on_answer(worker, command, args)
+        elif command == p.HEARTBEAT:
+            worker.reported = p.unpack_meta(args[0])
+        elif command == p.DISCONNECT:
+            self._on_worker_disconnect(worker, p.unpack_meta(args[0]))
 
     def _bad_message(self, side: str, exc: Exception) -> None:
         """Count every bad message; log at most one a second per side so a flood cannot."""
@@ -306,13 +295,12 @@ class Broker:
         conflict = self.registry.route_conflict(ready["service"], ready["routes"])
         if conflict:
             log.error("refused worker %s pid %s: %s", ready["host"], ready["pid"], conflict)
-            self._send(
-                self.backend, [identity, *p.message(p.DISCONNECT, p.error_meta(409, conflict))]
-            )
+            self._send(self.backend, [identity, *p.disconnect(p.error_meta(409, conflict))])
             return
         info = {k: v for k, v in meta.items() if k not in ("routes",) and _is_plain(v)}
         worker = self.registry.add_worker(identity, ready, info, time.monotonic())
-        worker.expires_at = worker.last_seen + self._expiry_s(worker.heartbeat_interval_s)
+        worker.expiry_s = self._expiry_s(worker.heartbeat_interval_s)
+        worker.expires_at = worker.last_seen + worker.expiry_s
         log.info(
             "worker joined: %s pid %s serves %r on %s with %d slot(s)",
             worker.host,
@@ -330,10 +318,7 @@ class Broker:
         if command in p.ANSWERS:
             self.counters["dropped_answers"] += 1
         if command != p.DISCONNECT:
-            self._send(
-                self.backend,
-                [identity, *p.message(p.DISCONNECT, p.pack_meta({"reason": "unknown worker"}))],
-            )
+            self._send(self.backend, [identity, *p.disconnect({"reason": "unknown worker"})])
 
     def _on_worker_disconnect(self, worker: WorkerRecord, meta: dict[str, Any]) -> None:
         if meta.get("drain") and not worker.draining:
@@ -341,10 +326,7 @@ class Broker:
             self._routes_dirty = True
             log.info("worker %s pid %s is draining", worker.host, worker.pid)
             # Everything sent before this acknowledgement is on the wire already.
-            self._send(
-                self.backend,
-                [worker.identity, *p.message(p.DISCONNECT, p.pack_meta({"ack": True}))],
-            )
+            self._send(self.backend, [worker.identity, *p.disconnect({"ack": True})])
         elif not meta.get("drain"):
             self._remove_worker(worker.identity, "said goodbye")
 
@@ -510,22 +492,18 @@ class Broker:
             request = self.requests.get(key)
             if request is None or deadline < request.deadline:
                 continue
+            # The frontend answers its client 504 at this deadline (its own comes first, as the
+            # budget was counted from there); here the work is only dropped.
             if request.worker is None:
                 self.counters["expired_queued"] += 1
                 service = self.registry.services.get(request.service)
                 if service is not None:
                     service.queue.remove(key)
-                self._fail(
-                    request, 504, "the request's deadline passed while it waited for a worker"
-                )
+                del self.requests[key]
             elif not request.expired:
-                # Answer now; the worker gets a grace period to give the slot back.
+                # The worker is told to skip it, and has a grace period to give the slot back.
                 request.expired = True
                 self.counters["expired_inflight"] += 1
-                if not request.cancelled:
-                    self._answer_error(
-                        request.frontend, request.rid, 504, "the request's deadline passed"
-                    )
                 self._cancel(request)
                 request.deadline = deadline + self.config.deadline_grace_s
                 heapq.heappush(heap, (request.deadline, next(self._seq), key))
@@ -544,7 +522,7 @@ class Broker:
                 del self.requests[key]
 
     def _say_goodbye(self) -> None:
-        goodbye = p.message(p.DISCONNECT, p.pack_meta({"reason": "broker stopping"}))
+        goodbye = p.disconnect({"reason": "broker stopping"})
         for identity in list(self.registry.workers):
             self._send(self.backend, [identity, *goodbye])
         for identity in list(self.registry.frontends):

@@ -30,6 +30,8 @@ class WorkerRecord:
     heartbeat_interval_s: float
     expires_at: float
     last_seen: float
+    #: Silence longer than this is death: the longer of both intervals, times liveness.
+    expiry_s: float = 0.0
     joined_at: float = field(default_factory=time.monotonic)
     assigned: set[RequestKey] = field(default_factory=set)
     done: int = 0

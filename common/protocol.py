@@ -84,6 +84,8 @@ TO_WORKER: dict[bytes, int] = {HEARTBEAT: 1, REQUEST: 4, CANCEL: 2, DISCONNECT: 
 MAX_META_BYTES = 64 * 1024
 MAX_ID_BYTES = 255
 MAX_ITEMS = 4096
+#: Budget of a request whose sender gave none.
+DEFAULT_TIMEOUT_S = 30.0
 
 EMPTY_META = msgpack.packb({})
 
@@ -166,6 +168,11 @@ def heartbeat(meta: Mapping[str, Any] | None = None) -> list[Any]:
     return [SIGNATURE, HEARTBEAT, pack_meta(meta) if meta else EMPTY_META]
 
 
+def disconnect(meta: bytes | Mapping[str, Any]) -> list[Any]:
+    """DISCONNECT and what it means: a drain, its acknowledgement, a goodbye, or a refusal."""
+    return [SIGNATURE, DISCONNECT, meta if isinstance(meta, bytes) else pack_meta(meta)]
+
+
 def error_meta(status: int, error: str, retry_after_s: float | None = None) -> bytes:
     meta: dict[str, Any] = {"status": status, "error": error}
     if retry_after_s is not None:
@@ -178,7 +185,9 @@ def remaining_ms(deadline: float, now: float | None = None) -> int:
     return max(0, int((deadline - (time.monotonic() if now is None else now)) * 1000))
 
 
-def deadline_from(meta: Mapping[str, Any], default_s: float, now: float | None = None) -> float:
+def deadline_from(
+    meta: Mapping[str, Any], default_s: float = DEFAULT_TIMEOUT_S, now: float | None = None
+) -> float:
     """Turn the budget in a request's metadata into a local monotonic deadline."""
     budget_ms = meta.get("timeout_ms")
     base = time.monotonic() if now is None else now

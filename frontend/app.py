@@ -20,7 +20,7 @@ import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from zeroserve.common import protocol as p
-from zeroserve.frontend.broker_link import BrokerLink, Waiter
+from zeroserve.frontend.broker_link import BrokerLink, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.metrics import FrontendMetrics
 
@@ -178,7 +178,7 @@ class ServeHandler(JSONErrorMixin):
         self.size = 0
         self.too_large = False
         self.waiter: Waiter | None = None
-        self.route_path: str | None = None
+        self.route: Route | None = None
 
     def prepare(self) -> None:
         self.request_id = request_id_of(self.request)
@@ -202,7 +202,6 @@ class ServeHandler(JSONErrorMixin):
             self._reject_too_large()
             return
         self.route = route
-        self.route_path = path
 
     def data_received(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -223,6 +222,7 @@ class ServeHandler(JSONErrorMixin):
             return
         body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
         self.chunks = []
+        assert self.route is not None  # prepare() finished the request otherwise
         waiter = self.waiter = self.link.submit(
             self.route,
             self.request.path,
@@ -234,32 +234,31 @@ class ServeHandler(JSONErrorMixin):
         command, meta, payload = await waiter.next()
         if self.request.connection is None or self._finished:
             return
-        if command == p.REPLY:
-            self._write_reply(meta, payload)
-        elif command == p.ERROR:
+        if command == p.ERROR:
             self._write_failure(meta)
-        else:
-            await self._write_stream(waiter, command, meta, payload)
+        elif self._begin_answer(meta):
+            if command == p.REPLY:
+                self.finish(payload)
+            else:
+                await self._write_stream(waiter, command, meta, payload)
 
     get = put = patch = delete = post
 
-    def _write_reply(self, meta: dict[str, Any], payload: bytes) -> None:
+    def _begin_answer(self, meta: dict[str, Any]) -> bool:
+        """Status, content type and headers of the worker's answer (whole or streamed)."""
         try:
             self.set_status(int(meta.get("status", 200)))
             self.set_header("Content-Type", str(meta.get("ct", "application/octet-stream")))
-            self._set_worker_headers(meta)
+            headers = meta.get("headers")
+            if isinstance(headers, dict):
+                for name, value in headers.items():
+                    if str(name).lower() not in HOP_BY_HOP:
+                        self.set_header(str(name), str(value))
         except (ValueError, TypeError) as exc:
             log.warning("a worker sent an answer that cannot be written: %s", exc)
             self.write_json_error(502, "the worker's answer was not valid HTTP")
-            return
-        self.finish(payload)
-
-    def _set_worker_headers(self, meta: dict[str, Any]) -> None:
-        headers = meta.get("headers")
-        if isinstance(headers, dict):
-            for name, value in headers.items():
-                if str(name).lower() not in HOP_BY_HOP:
-                    self.set_header(str(name), str(value))
+            return False
+        return True
 
     def _write_failure(self, meta: dict[str, Any]) -> None:
         status = meta.get("status")
@@ -275,9 +274,6 @@ class ServeHandler(JSONErrorMixin):
         self, waiter: Waiter, command: bytes, meta: dict[str, Any], payload: bytes
     ) -> None:
         """CHUNK ... END: each piece goes to the client as it comes."""
-        self.set_status(int(meta.get("status", 200)))
-        self.set_header("Content-Type", str(meta.get("ct", "application/octet-stream")))
-        self._set_worker_headers(meta)
         while command == p.CHUNK:
             self.write(payload)
             try:
@@ -296,7 +292,7 @@ class ServeHandler(JSONErrorMixin):
             self.link.cancel(self.waiter)
 
     def on_finish(self) -> None:
-        route = self.route_path or "unmatched"
+        route = self.request.path if self.route is not None else "unmatched"
         self.metrics.observe(route, self.get_status(), self.request.request_time())
 
 

@@ -67,6 +67,9 @@ def error_message(status: int, error: str, retry_after_s: float | None = None) -
     return (p.ERROR, meta, b"")
 
 
+UNREACHABLE = error_message(503, "the broker is not reachable", retry_after_s=1.0)
+
+
 class BrokerLink:
     def __init__(self, config: FrontendConfig) -> None:
         self.config = config
@@ -78,6 +81,7 @@ class BrokerLink:
         #: request gets the same timeout, so one sweep replaces a timer per request.
         self._deadlines: deque[tuple[float, bytes]] = deque()
         self._status_waiters: dict[bytes, asyncio.Future] = {}
+        self._host = socket.gethostname()
         self._sweeper: asyncio.Task | None = None
         self.conn = BrokerConnection(
             config.broker,
@@ -140,7 +144,7 @@ class BrokerLink:
         rid = next(self._ids).to_bytes(8, "big")
         waiter = Waiter(rid)
         if not self.conn.alive:
-            waiter.push(error_message(503, "the broker is not reachable", retry_after_s=1.0))
+            waiter.push(UNREACHABLE)
             return waiter
         meta = {
             "service": route.service,
@@ -151,7 +155,7 @@ class BrokerLink:
             "request_id": request_id,
         }
         if not self.conn.send([p.SIGNATURE, p.REQUEST, rid, p.pack_meta(meta), body]):
-            waiter.push(error_message(503, "the broker is not reachable", retry_after_s=1.0))
+            waiter.push(UNREACHABLE)
             return waiter
         self.pending[rid] = waiter
         self._deadlines.append((time.monotonic() + self.config.request_timeout_s, rid))
@@ -193,7 +197,7 @@ class BrokerLink:
 
     def _heartbeat_meta(self) -> dict[str, Any]:
         return {
-            "host": socket.gethostname(),
+            "host": self._host,
             "pid": os.getpid(),
             "heartbeat_interval_s": self.config.heartbeat_interval_s,
             "pending": len(self.pending),

@@ -46,7 +46,7 @@ class BatchAPI(LitAPI):
     batch_timeout = 0.05
 
     def predict(self, xs: list[Any]) -> list[dict[str, Any]]:
-        time.sleep(0.02)
+        time.sleep(0.02)  # the model's own work time, not a wait in a test
         return [{"value": x["value"], "batch": len(xs), "pid": os.getpid()} for x in xs]
 
 
@@ -65,7 +65,7 @@ class BadSetupAPI(EchoAPI):
 def _wait_for(path: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not Path(path).exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
+        time.sleep(0.01)  # poll
 
 
 class StreamAPI(LitAPI):
@@ -103,7 +103,7 @@ class BatchStreamAPI(LitAPI):
 
         for step in range(max(x["n"] for x in xs)):
             yield [{"step": step, "batch": len(xs)} if step < x["n"] else STREAM_END for x in xs]
-            time.sleep(0.05)
+            time.sleep(0.05)  # the model's own step time, not a wait in a test
 
 
 class EchoChatAPI(LitAPI):

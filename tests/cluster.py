@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str 
             return result
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout_s} s waiting for {what or predicate}")
-        time.sleep(0.05)
+        time.sleep(0.05)  # poll
 
 
 def api(name: str) -> str:
@@ -183,6 +184,22 @@ class Cluster:
     def post(self, payload: Any, path: str = "/predict", **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", 30)
         return requests.post(self.url(path), json=payload, **kwargs)
+
+    def load(
+        self, total: int, fault_at: int, fault: Callable[[], object], seconds: float = 0.03
+    ) -> list[tuple[int, int, Any, float]]:
+        """`total` requests from 8 clients, each (index, status, echo, seconds); `fault()` runs
+        when request `fault_at` starts."""
+
+        def call(i: int) -> tuple[int, int, Any, float]:
+            if i == fault_at:
+                fault()
+            began = time.monotonic()
+            r = self.post({"op": "sleep", "seconds": seconds, "value": i})
+            return i, r.status_code, r.json().get("echo"), time.monotonic() - began
+
+        with ThreadPoolExecutor(8) as pool:
+            return list(pool.map(call, range(total)))
 
     def status(self) -> dict[str, Any] | None:
         try:

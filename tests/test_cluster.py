@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -157,16 +156,8 @@ def test_kill_9_of_a_worker_under_load_loses_no_request(cluster: Cluster) -> Non
     cluster.wait_healthy(2)
     victim = min(worker_pids(launcher))
     total = 120
-
-    def call(i: int) -> tuple[int, int, object]:
-        if i == total // 3:
-            subprocess.run(["kill", "-9", str(victim)], check=True)
-        r = cluster.post({"op": "sleep", "seconds": 0.03, "value": i})
-        return i, r.status_code, r.json().get("echo")
-
-    with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(call, range(total)))
-    assert [(i, 200, i) for i in range(total)] == results
+    results = cluster.load(total, total // 3, lambda: os.kill(victim, signal.SIGKILL))
+    assert [(i, 200, i) for i in range(total)] == [(i, code, echo) for i, code, echo, _ in results]
     snapshot = cluster.status()
     assert snapshot is not None
     assert snapshot["broker"]["requests_held"] == 0

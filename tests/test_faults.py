@@ -13,27 +13,13 @@ import requests
 from cluster import Cluster, wait_until, worker_pids
 
 
-def load(cluster: Cluster, total: int, fault_at: int, fault: object, seconds: float = 0.03) -> list:
-    """`total` requests from 8 clients; `fault()` runs when request `fault_at` starts."""
-
-    def call(i: int) -> tuple[int, int, object, float]:
-        if i == fault_at:
-            fault()  # type: ignore[operator]
-        began = time.monotonic()
-        r = cluster.post({"op": "sleep", "seconds": seconds, "value": i})
-        return i, r.status_code, r.json().get("echo"), time.monotonic() - began
-
-    with ThreadPoolExecutor(8) as pool:
-        return list(pool.map(call, range(total)))
-
-
 def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
     cluster.broker()
     doomed = cluster.worker("EchoAPI", 2)
     survivor = cluster.worker("EchoAPI", 1)
     cluster.frontend()
     cluster.wait_healthy(3)
-    results = load(cluster, 150, 40, lambda: os.killpg(doomed.pid, signal.SIGKILL))
+    results = cluster.load(150, 40, lambda: os.killpg(doomed.pid, signal.SIGKILL))
     assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(150)]
     # Work held by the dead moved within the heartbeat window (0.6 s here), not a timeout.
     assert max(seconds for *_, seconds in results) < 5
@@ -59,7 +45,7 @@ def test_a_stopped_worker_rejoins_on_sigcont(cluster: Cluster) -> None:
         os.kill(frozen, signal.SIGSTOP)
 
     try:
-        results = load(cluster, 60, 5, freeze)
+        results = cluster.load(60, 5, freeze)
         assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(60)]
         wait_until(
             lambda: len(cluster.ready_workers()) == 1, what="the stopped worker to be dropped"

@@ -98,6 +98,11 @@ class LitAPI:
             queue.put((key, value))
 
 
+def yields(func: Any) -> bool:
+    """True for a generator function, sync or async: what streaming asks of predict."""
+    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+
+
 def inherits_default(method: Any) -> bool:
     """True for a method a class inherited from zeroserve's or LitServe's ``LitAPI`` unchanged."""
     func = getattr(method, "__func__", method)

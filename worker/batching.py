@@ -8,19 +8,22 @@ is answered here and never reaches the model.
 Scheduling is driven by events on the event loop (a request arrives, a
 batch finishes, a batch's time is up), so an idle worker costs nothing and
 a busy one takes no extra turns of the loop. The one predict thread takes
-batches from a queue and hands results back in bulk: one wake-up of the
-loop carries every batch that finished since the last one.
+batches from a queue and hands back everything (streamed pieces, answers,
+the end of a batch) through one outbox: one wake-up of the loop carries all
+that came since the last one.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import Any
 
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
@@ -43,6 +46,7 @@ class BatchingLoop:
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
         self.on_answer = on_answer
+        pipeline.emit = self.emit
         self.pending: deque[Job] = deque()
         self.running: list[Job] = []
         self.batches = 0
@@ -53,7 +57,8 @@ class BatchingLoop:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._work: queue.SimpleQueue = queue.SimpleQueue()
-        self._done: deque[tuple[list[Job], list[tuple[Job, list[Out]]] | None]] = deque()
+        #: (job, messages) from the predict thread; (None, batch) marks a batch's end.
+        self._outbox: deque[tuple[Job | None, Any]] = deque()
         self._wake_pending = False
         self._thread: threading.Thread | None = None
 
@@ -132,27 +137,32 @@ class BatchingLoop:
                 finished = self.pipeline.run(batch)
             except BaseException:
                 log.exception("a batch failed outside user code")
-                finished = None
-            self._done.append((batch, finished))
-            if not self._wake_pending:
-                self._wake_pending = True
-                assert self._loop is not None
-                try:
-                    self._loop.call_soon_threadsafe(self._collect)
-                except RuntimeError:  # the loop has closed: the process is ending
-                    return
-
-    def _collect(self) -> None:
-        """On the loop: send what the predict thread finished, then start the next batch."""
-        self._wake_pending = False
-        while self._done:
-            batch, finished = self._done.popleft()
-            self.running = []
-            self.busy_s += time.monotonic() - self._started_at
-            if finished is None:
                 finished = [
                     (job, [error_out(500, "internal error in the worker")]) for job in batch
                 ]
-            for job, outs in finished:
-                self.on_answer(job, outs)
+            self._outbox.extend(finished)
+            self._outbox.append((None, batch))
+            self._wake()
+
+    def emit(self, job: Job, outs: list[Out]) -> None:
+        """From the predict thread: messages for one job, such as a streamed piece."""
+        self._outbox.append((job, outs))
+        self._wake()
+
+    def _wake(self) -> None:
+        if not self._wake_pending and self._loop is not None:
+            self._wake_pending = True
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the process is ending
+                self._loop.call_soon_threadsafe(self._collect)
+
+    def _collect(self) -> None:
+        """On the loop: send what the predict thread handed back; start the next batch."""
+        self._wake_pending = False
+        while self._outbox:
+            job, item = self._outbox.popleft()
+            if job is not None:
+                self.on_answer(job, item)
+            else:
+                self.running = []
+                self.busy_s += time.monotonic() - self._started_at
         self._schedule()

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
-from zeroserve.worker.api import inherits_default
+from zeroserve.worker.api import inherits_default, yields
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.openai_spec import openai_spec_for
@@ -119,10 +119,6 @@ class ApiSettings:
         return self.routes[0]["path"]
 
 
-def _is_generator(func: Any) -> bool:
-    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
-
-
 def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
     """Apply the flags over the API's attributes and check the result; every refusal is clear."""
 
@@ -163,20 +159,15 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         if not isinstance(route, str) or not route.startswith("/"):
             raise ConfigError(f"{name}.api_path must start with '/', not {route!r}")
         routes = [{"path": route, "methods": ["POST"]}]
-        yields = _is_generator(api.predict)
-        if stream and not yields:
+        predict_yields = yields(api.predict)
+        if stream and not predict_yields:
             raise ConfigError(f"{name}.stream is True, so predict must yield its output")
-        if yields and not stream:
+        if predict_yields and not stream:
             raise ConfigError(
                 f"{name}.predict is a generator, which needs stream=True (or the --stream flag)"
             )
         encode = getattr(api, "encode_response", None)
-        if (
-            stream
-            and encode is not None
-            and not inherits_default(encode)
-            and not _is_generator(encode)
-        ):
+        if stream and encode is not None and not inherits_default(encode) and not yields(encode):
             raise ConfigError(f"{name}.stream is True, so encode_response must be a generator too")
     capacity = config.capacity or max(4, 2 * max_batch_size)
     return ApiSettings(

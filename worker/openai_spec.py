@@ -16,7 +16,6 @@ answered by the frontend from what workers announce.
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import re
 import secrets
@@ -26,7 +25,7 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError, HTTPException
-from zeroserve.worker.api import inherits_default
+from zeroserve.worker.api import inherits_default, yields
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, RequestError
 
@@ -50,13 +49,14 @@ def openai_error(status: int, message: str, kind: str | None = None) -> bytes:
     ).encode()
 
 
+def openai_error_out(status: int, error: Any) -> Out:
+    """A whole answer with that status and OpenAI's error shape."""
+    message = error if isinstance(error, str) else json.dumps(error)
+    return (p.REPLY, {"status": status, "ct": "application/json"}, openai_error(status, message))
+
+
 def _refuse(status: int, message: str) -> RequestError:
-    out: Out = (
-        p.REPLY,
-        {"status": status, "ct": "application/json"},
-        openai_error(status, message),
-    )
-    return RequestError(status, message, [out])
+    return RequestError(status, message, [openai_error_out(status, message)])
 
 
 def _json_object(job: Job) -> dict[str, Any]:
@@ -77,27 +77,30 @@ def _text_of(content: Any) -> str:
     return ""
 
 
-def _is_generator(func: Any) -> bool:
-    return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
+class _OpenAISpec:
+    """What both specs share: the model name they answer for, and one POST route."""
 
-
-class OpenAIChatSpec:
-    kind = "chat"
-    stream = True
+    default_route = ""
 
     def __init__(self, model: str, route: str | None = None) -> None:
         self.model = model
-        self.route = route or CHAT_ROUTE
+        self.route = route or self.default_route
 
     def routes(self) -> list[dict[str, Any]]:
         return [{"path": self.route, "methods": ["POST"]}]
 
+
+class OpenAIChatSpec(_OpenAISpec):
+    kind = "chat"
+    stream = True
+    default_route = CHAT_ROUTE
+
     def check(self, api: Any) -> None:
         name = type(api).__name__
-        if not _is_generator(api.predict):
+        if not yields(api.predict):
             raise ConfigError(f"{name}.predict must yield text pieces for the OpenAI chat spec")
         encode = getattr(api, "encode_response", None)
-        if encode is not None and not inherits_default(encode) and not _is_generator(encode):
+        if encode is not None and not inherits_default(encode) and not yields(encode):
             raise ConfigError(
                 f"{name}.encode_response must be a generator for the OpenAI chat spec"
             )
@@ -246,25 +249,16 @@ class ChatFramer:
     def error(self, status: int, error: Any) -> list[Out]:
         if self.started:
             return [error_out(status, error)]  # the frontend writes it as an SSE error event
-        message = error if isinstance(error, str) else json.dumps(error)
-        return [
-            (p.REPLY, {"status": status, "ct": "application/json"}, openai_error(status, message))
-        ]
+        return [openai_error_out(status, error)]
 
 
-class OpenAIEmbeddingSpec:
+class OpenAIEmbeddingSpec(_OpenAISpec):
     kind = "embedding"
     stream = False
-
-    def __init__(self, model: str, route: str | None = None) -> None:
-        self.model = model
-        self.route = route or EMBEDDINGS_ROUTE
-
-    def routes(self) -> list[dict[str, Any]]:
-        return [{"path": self.route, "methods": ["POST"]}]
+    default_route = EMBEDDINGS_ROUTE
 
     def check(self, api: Any) -> None:
-        if _is_generator(api.predict):
+        if yields(api.predict):
             raise ConfigError(f"{type(api).__name__}.predict must return vectors, not yield them")
 
     def decode(self, job: Job) -> tuple[Any, dict[str, Any], EmbeddingFramer]:
@@ -330,14 +324,11 @@ class EmbeddingFramer:
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
 
     def error(self, status: int, error: Any) -> list[Out]:
-        message = error if isinstance(error, str) else json.dumps(error)
-        return [
-            (p.REPLY, {"status": status, "ct": "application/json"}, openai_error(status, message))
-        ]
+        return [openai_error_out(status, error)]
 
 
 def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
     """Chat for a generator ``predict``, embeddings otherwise."""
-    if _is_generator(api.predict):
+    if yields(api.predict):
         return OpenAIChatSpec(model, route)
     return OpenAIEmbeddingSpec(model, route)

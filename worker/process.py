@@ -58,7 +58,8 @@ class WorkerProcess:
         self._started_at = time.monotonic()
         self._stopping: asyncio.Event | None = None
         self._drain_acked: asyncio.Event | None = None
-        self._aloop: asyncio.AbstractEventLoop | None = None
+        #: Set whenever no request is held, so that a drain can wait for it.
+        self._empty: asyncio.Event | None = None
         self.pipeline = Pipeline(
             api,
             max_batch_size=settings.max_batch_size,
@@ -108,15 +109,13 @@ class WorkerProcess:
         self.generation += 1
         dropped = self.batching.drop_pending()
         self.jobs.clear()
+        if self._empty is not None:
+            self._empty.set()
         if dropped:
             log.warning("dropped %d request(s) of a previous broker session", dropped)
         self.link.send(p.message(p.READY, p.pack_meta(self._ready_meta())))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
-        if os.getppid() != self._parent_pid:
-            log.error("the worker launcher is gone; stopping")
-            self.stop()
-        self._check_hung()
         return {
             "in_flight": len(self.jobs),
             "queued": len(self.batching.pending),
@@ -128,6 +127,15 @@ class WorkerProcess:
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "bad_messages": self.link.bad_messages,
         }
+
+    async def _watch(self) -> None:
+        """Once a heartbeat: stop when the launcher is gone, recycle when predict hangs."""
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            if os.getppid() != self._parent_pid:
+                log.error("the worker launcher is gone; stopping")
+                self.stop()
+            self._check_hung()
 
     def _check_hung(self) -> None:
         """A batch still running long after every deadline in it: the thread cannot be stopped,
@@ -143,7 +151,7 @@ class WorkerProcess:
                 type(self.api).__name__,
                 overdue_s,
             )
-            self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
+            self.link.close(p.disconnect({"drain": False}))
             logging.shutdown()
             os._exit(EXIT_HUNG)
 
@@ -160,7 +168,7 @@ class WorkerProcess:
                 rid,
                 meta,
                 args[3],
-                p.deadline_from(meta, 30.0, now),
+                p.deadline_from(meta, now=now),
                 now,
                 self.generation,
             )
@@ -200,6 +208,8 @@ class WorkerProcess:
             if command in p.TERMINAL:
                 del self.jobs[job.key]
                 self.done += 1
+                if not self.jobs and self._empty is not None:
+                    self._empty.set()
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
                         "request_id=%s answered %s",
@@ -207,10 +217,6 @@ class WorkerProcess:
                         meta.get("status", 200) if meta else 200,
                     )
                 return
-
-    def _emit_threadsafe(self, job: Job, outs: list[Out]) -> None:
-        """What the executor thread calls for each streamed piece."""
-        self._aloop.call_soon_threadsafe(self._send_outs, job, outs)
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -225,13 +231,14 @@ class WorkerProcess:
     async def serve(self) -> int:
         self._stopping = asyncio.Event()
         self._drain_acked = asyncio.Event()
-        aloop = self._aloop = asyncio.get_running_loop()
-        self.pipeline.emit = self._emit_threadsafe
+        self._empty = asyncio.Event()
+        aloop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, self.stop)
         self.link.start()
         self.hooks.fire("on_server_start", litserver=None)
         self.batching.start()
+        watchdog = aloop.create_task(self._watch())
         log.info(
             "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
             os.getpid(),
@@ -245,19 +252,18 @@ class WorkerProcess:
         await self._stopping.wait()
         if self.exit_code == 0:
             await self._drain()
+        watchdog.cancel()
         self.batching.stop()
         self.hooks.fire("on_server_end", litserver=None)
-        self.link.close(p.message(p.DISCONNECT, p.pack_meta({"drain": False})))
+        self.link.close(p.disconnect({"drain": False}))
         return self.exit_code
 
     async def _drain(self) -> None:
         """Stop taking work, finish what is held, then say goodbye."""
-        assert self._drain_acked is not None
+        assert self._drain_acked is not None and self._empty is not None
         log.info("draining: %d request(s) held", len(self.jobs))
         deadline = time.monotonic() + self.config.drain_timeout_s
-        if self.link.alive and self.link.send(
-            p.message(p.DISCONNECT, p.pack_meta({"drain": True}))
-        ):
+        if self.link.alive and self.link.send(p.disconnect({"drain": True})):
             try:
                 await asyncio.wait_for(
                     self._drain_acked.wait(),
@@ -265,8 +271,10 @@ class WorkerProcess:
                 )
             except asyncio.TimeoutError:
                 log.warning("the broker did not acknowledge the drain; finishing what is held")
-        while self.jobs and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
+        if self.jobs:
+            self._empty.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - time.monotonic()))
         if self.jobs:
             log.warning("drain timed out with %d request(s) unfinished", len(self.jobs))
         else:
