@@ -7,20 +7,25 @@ error it makes itself is JSON ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
+import itertools
 import json
 import logging
 import re
-import uuid
+import secrets
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import tornado.httputil
 import tornado.iostream
+import tornado.routing
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from zeroserve.common import protocol as p
-from zeroserve.frontend.broker_link import BrokerLink, Route, Waiter
+from zeroserve.frontend.broker_link import BrokerLink, Message, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.metrics import FrontendMetrics
 
@@ -32,6 +37,21 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer"}
 )
+#: The frontend's own endpoints; every other path belongs to the services.
+OWN_PATHS = frozenset({"/health", "/info", "/v1/models", "/metrics"})
+#: The answer to a missing or wrong API key, in OpenAI's error shape.
+API_KEY_ERROR = {
+    "message": "missing or wrong API key; send 'Authorization: Bearer <key>'",
+    "type": "invalid_request_error",
+    "param": None,
+    "code": "invalid_api_key",
+}
+UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+def api_key_ok(headers: tornado.httputil.HTTPHeaders, api_key: str) -> bool:
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
 
 
 class JSONErrorMixin(tornado.web.RequestHandler):
@@ -52,23 +72,9 @@ class JSONErrorMixin(tornado.web.RequestHandler):
 
     def check_api_key(self) -> bool:
         """With an API key set, refuse (401, in OpenAI's error shape) a request without it."""
-        if not self.api_key:
+        if not self.api_key or api_key_ok(self.request.headers, self.api_key):
             return True
-        given = self.request.headers.get("Authorization", "")
-        scheme, _, token = given.partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), self.api_key):
-            return True
-        self.clear()
-        self.set_status(401)
-        self.set_header("WWW-Authenticate", "Bearer")
-        self.set_header("Content-Type", "application/json")
-        error = {
-            "message": "missing or wrong API key; send 'Authorization: Bearer <key>'",
-            "type": "invalid_request_error",
-            "param": None,
-            "code": "invalid_api_key",
-        }
-        self.finish(json.dumps({"error": error}))
+        self.write_json_error(401, API_KEY_ERROR, UNAUTHORIZED)
         return False
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -153,147 +159,235 @@ class MetricsHandler(GuardedHandler):
         self.finish(self.metrics.render(snapshot))
 
 
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count(1)
+
+
 def request_id_of(request: tornado.httputil.HTTPServerRequest) -> str:
-    """The client's X-Request-Id when it is a sane one, else a new id."""
+    """The client's X-Request-Id when it is a sane one, else a new id unique to this process."""
     given = request.headers.get("X-Request-Id", "")
     if 0 < len(given) <= 128 and REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
-@tornado.web.stream_request_body
-class ServeHandler(JSONErrorMixin):
-    """Any path a service announced: forward the request, write back the worker's answer."""
+class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
+    """Any path a service announced: forward the request, write back the worker's answer.
 
-    SUPPORTED_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+    It sits on Tornado's HTTP connection directly, below ``RequestHandler``:
+    the frontend only moves bytes, and a handler's per-request machinery
+    (default headers, coroutine, write buffer) cost more than the move.
+    """
 
-    def initialize(
-        self, link: BrokerLink, config: FrontendConfig, metrics: FrontendMetrics
-    ) -> None:
-        self.link = link
-        self.config = config
-        self.metrics = metrics
-        self.api_key = config.api_key
+    def __init__(self, front: Frontend, request: tornado.httputil.HTTPServerRequest) -> None:
+        self.front = front
+        self.request = request
+        self.conn = request.connection
+        self.request_id = request_id_of(request)
+        self.route: Route | None = None
         self.chunks: list[bytes] = []
         self.size = 0
         self.too_large = False
+        #: The answer has begun; nothing else may be written.
+        self.answered = False
+        self.closed = False
         self.waiter: Waiter | None = None
-        self.route: Route | None = None
+        self.status = 0
+        self.content_type = ""
+        self.streaming: asyncio.Future | None = None
+        # Tornado tells a delegate of a lost client only while it reads the request.
+        self.conn.set_close_callback(self.on_connection_close)
 
-    def prepare(self) -> None:
-        self.request_id = request_id_of(self.request)
-        self.set_header("X-Request-Id", self.request_id)
-        if not self.check_api_key():
+    # -- reading the request (Tornado calls these) -----------------------------------
+
+    def headers_received(
+        self,
+        start_line: tornado.httputil.RequestStartLine | tornado.httputil.ResponseStartLine,
+        headers: tornado.httputil.HTTPHeaders,
+    ) -> None:
+        front = self.front
+        if front.config.api_key and not api_key_ok(headers, front.config.api_key):
+            self._write_error(401, API_KEY_ERROR, UNAUTHORIZED)
             return
         path = self.request.path
-        route = self.link.route(path)
+        route = front.link.route(path)
         if route is None:
-            if not self.link.routes:
-                self.write_json_error(503, "no service is registered yet", {"Retry-After": "1"})
+            if not front.link.routes:
+                self._write_error(503, "no service is registered yet", {"Retry-After": "1"})
             else:
-                self.write_json_error(404, f"no route for {path}")
+                self._write_error(404, f"no route for {path}")
             return
         if self.request.method not in route.methods:
             allowed = ", ".join(sorted(route.methods))
-            self.write_json_error(405, f"{path} accepts {allowed}", {"Allow": allowed})
+            self._write_error(405, f"{path} accepts {allowed}", {"Allow": allowed})
             return
-        length = self.request.headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.config.max_body_bytes:
+        length = headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > front.config.max_body_bytes:
             self._reject_too_large()
             return
         self.route = route
 
     def data_received(self, chunk: bytes) -> None:
+        if self.answered:
+            return
         self.size += len(chunk)
-        if self.size > self.config.max_body_bytes:
+        if self.size > self.front.config.max_body_bytes:
             self.too_large = True
             self.chunks.clear()
         elif not self.too_large:
             self.chunks.append(chunk)
 
-    def _reject_too_large(self) -> None:
-        self.write_json_error(
-            413, f"the request body exceeds the limit of {self.config.max_body_bytes} bytes"
-        )
-
-    async def post(self) -> None:
+    def finish(self) -> None:
+        if self.answered or self.route is None:
+            return
         if self.too_large:
             self._reject_too_large()
             return
-        body = self.chunks[0] if len(self.chunks) == 1 else b"".join(self.chunks)
-        self.chunks = []
-        assert self.route is not None  # prepare() finished the request otherwise
-        waiter = self.waiter = self.link.submit(
+        chunks, self.chunks = self.chunks, []
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        request = self.request
+        self.waiter = self.front.link.submit(
             self.route,
-            self.request.path,
-            self.request.method or "POST",
-            self.request.headers.get("Content-Type", ""),
+            request.path,
+            request.method or "POST",
+            request.headers.get("Content-Type", ""),
             body,
-            request_id=self.request_id or "",
+            request_id=self.request_id,
         )
-        command, meta, payload = await waiter.next()
-        if self.request.connection is None or self._finished:
+        self.waiter.listen(self._on_first)
+
+    def on_connection_close(self) -> None:
+        self.closed = True
+        if self.waiter is not None:
+            self.front.link.cancel(self.waiter)
+        if not self.answered:
+            self.answered = True
+            self._done(499)
+
+    # -- writing the answer ------------------------------------------------------------
+
+    def _on_first(self, message: Message) -> None:
+        """The first message of the answer: a whole reply, an error, or a stream's start."""
+        if self.closed or self.answered:
             return
+        command, meta, payload = message
         if command == p.ERROR:
             self._write_failure(meta)
-        elif self._begin_answer(meta):
-            if command == p.REPLY:
-                self.finish(payload)
-            else:
-                await self._write_stream(waiter, command, meta, payload)
-
-    get = put = patch = delete = post
-
-    def _begin_answer(self, meta: dict[str, Any]) -> bool:
-        """Status, content type and headers of the worker's answer (whole or streamed)."""
+            return
         try:
-            self.set_status(int(meta.get("status", 200)))
-            self.set_header("Content-Type", str(meta.get("ct", "application/octet-stream")))
-            headers = meta.get("headers")
-            if isinstance(headers, dict):
-                for name, value in headers.items():
+            status = int(meta.get("status", 200))
+            if not 100 <= status <= 599:
+                raise ValueError(f"status {status}")
+            headers = self._headers(str(meta.get("ct", "application/octet-stream")))
+            extra = meta.get("headers")
+            if isinstance(extra, dict):
+                for name, value in extra.items():
                     if str(name).lower() not in HOP_BY_HOP:
-                        self.set_header(str(name), str(value))
-        except (ValueError, TypeError) as exc:
+                        headers.add(str(name), str(value))
+        except (ValueError, TypeError, tornado.httputil.HTTPInputError) as exc:
             log.warning("a worker sent an answer that cannot be written: %s", exc)
-            self.write_json_error(502, "the worker's answer was not valid HTTP")
-            return False
-        return True
+            self._write_error(502, "the worker's answer was not valid HTTP")
+            return
+        if command == p.REPLY:
+            self._write_whole(status, payload, headers=headers)
+        else:
+            self.answered = True
+            self.status = status
+            self.content_type = headers.get("Content-Type", "")
+            self.conn.write_headers(
+                tornado.httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), headers
+            )
+            self.streaming = asyncio.ensure_future(self._stream(command, meta, payload))
+
+    async def _stream(self, command: bytes, meta: dict[str, Any], payload: bytes) -> None:
+        """CHUNK ... END: each piece goes to the client as it comes."""
+        assert self.waiter is not None
+        conn = self.conn
+        while command == p.CHUNK:
+            try:
+                await conn.write(payload)
+            except tornado.iostream.StreamClosedError:
+                return
+            if self.closed:
+                return
+            command, meta, payload = await self.waiter.next()
+        if self.closed:
+            return
+        if command == p.ERROR:
+            conn.write(_stream_error(self.content_type, meta))
+        elif payload:
+            conn.write(payload)
+        conn.finish()
+        self._done(self.status)
+
+    def _headers(self, content_type: str) -> tornado.httputil.HTTPHeaders:
+        headers = tornado.httputil.HTTPHeaders()
+        headers["Content-Type"] = content_type
+        headers["X-Request-Id"] = self.request_id
+        headers["Date"] = http_date()
+        return headers
+
+    def _write_whole(
+        self,
+        status: int,
+        body: bytes,
+        extra: dict[str, str] | None = None,
+        headers: tornado.httputil.HTTPHeaders | None = None,
+    ) -> None:
+        if self.answered:
+            return
+        self.answered = True
+        if headers is None:
+            headers = self._headers("application/json")
+            for name, value in (extra or {}).items():
+                headers[name] = value
+        headers["Content-Length"] = str(len(body))
+        self.conn.write_headers(
+            tornado.httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), headers, body
+        )
+        self.conn.finish()
+        self._done(status)
+
+    def _write_error(self, status: int, error: Any, extra: dict[str, str] | None = None) -> None:
+        self._write_whole(status, json.dumps({"error": error}).encode(), extra)
 
     def _write_failure(self, meta: dict[str, Any]) -> None:
         status = meta.get("status")
         if not isinstance(status, int) or not 400 <= status <= 599:
             status = 502
-        headers = {}
+        extra = {}
         retry_after = meta.get("retry_after")
         if isinstance(retry_after, (int, float)):
-            headers["Retry-After"] = str(max(1, round(retry_after)))
-        self.write_json_error(status, meta.get("error", "error"), headers)
+            extra["Retry-After"] = str(max(1, round(retry_after)))
+        self._write_error(status, meta.get("error", "error"), extra)
 
-    async def _write_stream(
-        self, waiter: Waiter, command: bytes, meta: dict[str, Any], payload: bytes
-    ) -> None:
-        """CHUNK ... END: each piece goes to the client as it comes."""
-        while command == p.CHUNK:
-            self.write(payload)
-            try:
-                await self.flush()
-            except tornado.iostream.StreamClosedError:
-                return
-            command, meta, payload = await waiter.next()
-        if command == p.ERROR:
-            self.write(_stream_error(self._headers.get("Content-Type", ""), meta))
-        elif payload:
-            self.write(payload)
-        self.finish()
+    def _reject_too_large(self) -> None:
+        limit = self.front.config.max_body_bytes
+        self._write_error(413, f"the request body exceeds the limit of {limit} bytes")
 
-    def on_connection_close(self) -> None:
-        if self.waiter is not None:
-            self.link.cancel(self.waiter)
+    def _done(self, status: int) -> None:
+        request = self.request
+        seconds = request.request_time()
+        self.front.metrics.observe(
+            request.path if self.route is not None else "unmatched", status, seconds
+        )
+        log_access(status, request, seconds, self.request_id)
 
-    def on_finish(self) -> None:
-        route = self.request.path if self.route is not None else "unmatched"
-        self.metrics.observe(route, self.get_status(), self.request.request_time())
+
+def _reason(status: int) -> str:
+    return tornado.httputil.responses.get(status, "Unknown")
+
+
+_date_cache = (0, "")
+
+
+def http_date() -> str:
+    """The Date header, formatted once a second rather than once a request."""
+    global _date_cache
+    now = int(time.time())
+    if _date_cache[0] != now:
+        _date_cache = (now, tornado.httputil.format_timestamp(now))
+    return _date_cache[1]
 
 
 def _stream_error(content_type: str, meta: dict[str, Any]) -> bytes:
@@ -305,34 +399,68 @@ def _stream_error(content_type: str, meta: dict[str, Any]) -> bytes:
     return json.dumps({"error": error, "status": status}).encode() + b"\n"
 
 
-def make_app(link: BrokerLink, config: FrontendConfig) -> tornado.web.Application:
+@dataclass(frozen=True)
+class Frontend:
+    """What every request of this frontend process shares."""
+
+    link: BrokerLink
+    config: FrontendConfig
+    metrics: FrontendMetrics
+
+
+class FrontendRouter(tornado.routing.Router):
+    """The frontend's own endpoints go to a Tornado application; every other path to a service."""
+
+    def __init__(self, front: Frontend, app: tornado.web.Application) -> None:
+        self.front = front
+        self.app = app
+
+    def find_handler(
+        self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
+    ) -> tornado.httputil.HTTPMessageDelegate | None:
+        if request.path in OWN_PATHS:
+            return self.app.find_handler(request)
+        return ServeDelegate(self.front, request)
+
+
+def make_app(link: BrokerLink, config: FrontendConfig) -> FrontendRouter:
     guarded = {"link": link, "api_key": config.api_key}
     metrics = FrontendMetrics(lambda: len(link.pending))
-    return tornado.web.Application(
+    app = tornado.web.Application(
         [
             (r"/health", HealthHandler, {"link": link}),
             (r"/info", InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
-            (r"/.*", ServeHandler, {"link": link, "config": config, "metrics": metrics}),
         ],
         compress_response=False,
         log_function=_log_request,
     )
+    return FrontendRouter(Frontend(link, config, metrics), app)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    status = handler.get_status()
-    level = (
-        logging.WARNING if status >= 500 and handler.request.path != "/health" else logging.DEBUG
+    request = handler.request
+    log_access(
+        handler.get_status(), request, request.request_time(), getattr(handler, "request_id", None)
     )
+
+
+def log_access(
+    status: int,
+    request: tornado.httputil.HTTPServerRequest,
+    seconds: float,
+    request_id: str | None,
+) -> None:
+    """One line per request: at WARNING for our failures, at DEBUG for the rest."""
+    level = logging.WARNING if status >= 500 and request.path != "/health" else logging.DEBUG
     if log.isEnabledFor(level):
         log.log(
             level,
             "%d %s %s %.1f ms request_id=%s",
             status,
-            handler.request.method,
-            handler.request.path,
-            handler.request.request_time() * 1000,
-            getattr(handler, "request_id", None) or "-",
+            request.method,
+            request.path,
+            seconds * 1000,
+            request_id or "-",
         )

@@ -15,6 +15,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,16 +37,33 @@ class Route:
 
 
 class Waiter:
-    """The messages of one request, in order, for the handler that awaits them."""
+    """The messages of one request, in order, for the handler that awaits them.
 
-    __slots__ = ("_future", "_messages", "rid")
+    The first message can go to a plain callback instead (``listen``): most
+    answers are one message, and a callback costs less than a coroutine.
+    """
+
+    __slots__ = ("_callback", "_future", "_messages", "rid")
 
     def __init__(self, rid: bytes) -> None:
         self.rid = rid
         self._messages: deque[Message] = deque()
         self._future: asyncio.Future | None = None
+        self._callback: Callable[[Message], None] | None = None
+
+    def listen(self, callback: Callable[[Message], None]) -> None:
+        """Call `callback` with the next message, once (now, if it has come already)."""
+        if self._messages:
+            callback(self._messages.popleft())
+        else:
+            self._callback = callback
 
     def push(self, message: Message) -> None:
+        callback = self._callback
+        if callback is not None:
+            self._callback = None
+            callback(message)
+            return
         future = self._future
         if future is not None and not future.done():
             self._future = None
