@@ -1,7 +1,8 @@
 """``cluster up``: broker, worker launcher and frontend on this machine, in one command.
 
-The broker runs in this process (bound to loopback on free ports, so two
-``cluster up`` never collide and nothing internal is exposed); the worker
+The broker runs in this process, bound to Unix sockets in a private folder
+(loopback TCP on free ports where ZeroMQ has no ``ipc://``), so two
+``cluster up`` never collide and nothing internal is exposed; the worker
 launcher and the frontend are the same ``cluster worker`` and ``cluster
 frontend`` commands a multi-host set-up runs, started as child processes.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import click
+import zmq
 
 from zeroserve.broker.broker import Broker
 from zeroserve.broker.config import BrokerConfig
@@ -56,10 +60,16 @@ class Up:
         self.config = config
         self.children: list[subprocess.Popen] = []
         self.stop_requested = threading.Event()
+        self._socket_dir = _private_socket_dir()
+        if self._socket_dir is not None:
+            frontend_bind = f"ipc://{self._socket_dir}/frontends"
+            backend_bind = f"ipc://{self._socket_dir}/workers"
+        else:
+            frontend_bind = backend_bind = "tcp://127.0.0.1:0"
         self.broker = Broker(
             BrokerConfig(
-                frontend_bind="tcp://127.0.0.1:0",
-                backend_bind="tcp://127.0.0.1:0",
+                frontend_bind=frontend_bind,
+                backend_bind=backend_bind,
                 heartbeat_interval_s=config.heartbeat_interval_s,
             )
         )
@@ -167,6 +177,27 @@ class Up:
         self._broker_stop.set()
         self._broker_thread.join(2.0)
         self.broker.close()
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+#: Longest Unix socket path, with room for the socket's own name.
+_MAX_SOCKET_DIR = 90
+
+
+def _private_socket_dir() -> str | None:
+    """A folder only this user can enter, for the broker's Unix sockets.
+
+    Unix sockets cost less than loopback TCP on every message, and the
+    folder's mode keeps other local users out.
+    """
+    if not zmq.has("ipc"):
+        return None
+    path = tempfile.mkdtemp(prefix="zeroserve-")
+    if len(path) > _MAX_SOCKET_DIR:
+        os.rmdir(path)
+        return None
+    return path
 
 
 def _healthy(url: str) -> bool:
