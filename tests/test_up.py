@@ -40,9 +40,14 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
             text=True,
             cwd=ROOT,
             start_new_session=True,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
         )
     try:
         line = _read_line_with(proc, "serving on", 60)
+        # The broker listens on Unix sockets in a folder only this user may enter.
+        (socket_dir,) = tmp_path.glob("zeroserve-*")
+        assert socket_dir.stat().st_mode & 0o777 == 0o700
+        assert sorted(p.name for p in socket_dir.iterdir()) == ["frontends", "workers"]
         assert f"http://127.0.0.1:{port}" in line
         answer = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": 4}, timeout=10)
         assert answer.json() == {"output": 16}
@@ -60,6 +65,7 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
             what="every child of `cluster up` to exit",
         )
         assert not _port_in_use(port)
+        assert not socket_dir.exists()
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
