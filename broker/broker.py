@@ -75,6 +75,8 @@ class Broker:
         sock = self.context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        # Workers name their data sockets: one that reconnects takes its name back.
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
         sock.setsockopt(zmq.SNDHWM, SOCKET_HWM)
         sock.setsockopt(zmq.RCVHWM, SOCKET_HWM)
         if self.keys is not None:
@@ -159,22 +161,40 @@ class Broker:
             self._drop_frontend(client)
 
     def _on_worker_message(self, sender: bytes, frames: list[Any]) -> None:
+        """A worker's data socket sends READY, answers and its drain; its control socket
+        sends heartbeats (and a last goodbye) that name the worker."""
         command, args = p.parse(frames, p.FROM_WORKER)
         if command == p.READY:
             self._on_ready(sender, p.unpack_meta(args[0]))
             return
-        worker = self.registry.workers.get(sender)
+        if command in p.ANSWERS:
+            worker = self.registry.workers.get(sender)
+            if worker is None:
+                # A late answer of a worker this broker forgot; its heartbeats bring it back.
+                self.counters["dropped_answers"] += 1
+                return
+            worker.last_seen = now = time.monotonic()
+            worker.expires_at = now + worker.expiry_s
+            self._on_answer(worker, command, args)
+            return
+        meta = p.unpack_meta(args[0])
+        named = meta.pop("worker", None)
+        identity = named if isinstance(named, bytes) and named else sender
+        worker = self.registry.workers.get(identity)
         if worker is None:
-            self._on_unknown_worker(sender, command)
+            if command == p.HEARTBEAT:
+                self._send(self.backend, [sender, *p.disconnect({"reason": "unknown worker"})])
             return
         worker.last_seen = now = time.monotonic()
         worker.expires_at = now + worker.expiry_s
-        if command in p.ANSWERS:
-            self._on_answer(worker, command, args)
-        elif command == p.HEARTBEAT:
-            worker.reported = p.unpack_meta(args[0])
-        elif command == p.DISCONNECT:
-            self._on_worker_disconnect(worker, p.unpack_meta(args[0]))
+        if command == p.HEARTBEAT:
+            worker.reported = meta
+            if worker.control != sender:
+                # A new control socket: let it hear from the broker at once.
+                worker.control = sender
+                self._send(self.backend, [sender, *p.heartbeat(self._heartbeat_meta())])
+        else:
+            self._on_worker_disconnect(worker, meta)
 
     def _bad_message(self, side: str, exc: Exception) -> None:
         """Count every bad message; log at most one a second per side so a flood cannot."""
@@ -309,16 +329,8 @@ class Broker:
             ", ".join(r["path"] for r in worker.routes),
             worker.capacity,
         )
-        self._send(self.backend, [identity, *p.heartbeat(self._heartbeat_meta())])
         self._routes_dirty = True
         self._dispatch(self.registry.services[worker.service])
-
-    def _on_unknown_worker(self, identity: bytes, command: bytes) -> None:
-        """A worker this broker does not know (it restarted, or declared the worker dead)."""
-        if command in p.ANSWERS:
-            self.counters["dropped_answers"] += 1
-        if command != p.DISCONNECT:
-            self._send(self.backend, [identity, *p.disconnect({"reason": "unknown worker"})])
 
     def _on_worker_disconnect(self, worker: WorkerRecord, meta: dict[str, Any]) -> None:
         if meta.get("drain") and not worker.draining:
@@ -480,8 +492,8 @@ class Broker:
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             beat = p.heartbeat(self._heartbeat_meta())
-            for identity in list(self.registry.workers):
-                self._send(self.backend, [identity, *beat])
+            for worker in list(self.registry.workers.values()):
+                self._send(self.backend, [worker.control or worker.identity, *beat])
             for identity in list(self.registry.frontends):
                 self._send(self.frontend, [identity, *beat])
 
@@ -523,8 +535,8 @@ class Broker:
 
     def _say_goodbye(self) -> None:
         goodbye = p.disconnect({"reason": "broker stopping"})
-        for identity in list(self.registry.workers):
-            self._send(self.backend, [identity, *goodbye])
+        for worker in list(self.registry.workers.values()):
+            self._send(self.backend, [worker.control or worker.identity, *goodbye])
         for identity in list(self.registry.frontends):
             self._send(self.frontend, [identity, *goodbye])
 

@@ -38,6 +38,8 @@ class WorkerRecord:
     draining: bool = False
     #: What the worker said of itself in its last heartbeat.
     reported: dict[str, Any] = field(default_factory=dict)
+    #: The socket its heartbeats come from, where the broker's go; None until the first.
+    control: bytes | None = None
 
     @property
     def credit(self) -> int:

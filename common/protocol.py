@@ -68,7 +68,10 @@ TO_FRONTEND: dict[bytes, int] = {
     STATUS: 2,
     DISCONNECT: 1,
 }
-#: worker -> broker: answers are [client, rid, meta, body].
+#: worker -> broker: answers are [client, rid, meta, body]. A worker process has two
+#: DEALERs: its data socket (READY, answers, its drain and goodbye; its identity is the
+#: worker's) and its control socket, whose HEARTBEAT and DISCONNECT meta name the worker as
+#: ``{"worker": <data socket identity>}``. Broker heartbeats go to the control socket.
 FROM_WORKER: dict[bytes, int] = {
     READY: 1,
     HEARTBEAT: 1,

@@ -124,11 +124,13 @@ def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
         front.close()
     back = _dealer(cluster.backend_endpoint)
     try:
-        # A reply for a request nobody sent, from a worker nobody knows.
+        # A reply for a request nobody sent, from a worker nobody knows: dropped and counted;
+        # that worker's heartbeat is told to announce itself.
         back.send_multipart(p.message(p.REPLY, b"client", b"rid", p.EMPTY_META, b"{}"))
+        back.send_multipart(p.heartbeat({"worker": b"nobody"}))
         assert back.poll(5000)
         command, args = p.parse(back.recv_multipart(), p.TO_WORKER)
-        assert command == p.DISCONNECT
+        assert command == p.DISCONNECT and p.unpack_meta(args[0])["reason"] == "unknown worker"
     finally:
         back.close()
     counters = (cluster.status() or {})["counters"]

@@ -1,16 +1,18 @@
-"""The worker's batching loop: forms batches continuously and runs them one at a time.
+"""The worker's batching loop: one thread that owns the data socket, forms batches and runs them.
 
-A batch closes when it is full, or when ``batch_timeout`` has passed since
-its first request arrived and the predict thread is free; while a batch
-runs, the next one fills. Work whose client left or whose deadline passed
-is answered here and never reaches the model.
+Requests come in, batches form, ``predict`` runs and answers go out in this
+one thread, which waits on its socket like the simplest ZeroMQ worker: no
+hand-off between threads on the way of a request. A batch closes when it is
+full, or when ``batch_timeout`` has passed since its first request arrived;
+what arrives while a batch runs waits in the socket and forms the next one.
+Work whose client left or whose deadline passed is answered here and never
+reaches the model.
 
-Scheduling is driven by events on the event loop (a request arrives, a
-batch finishes, a batch's time is up), so an idle worker costs nothing and
-a busy one takes no extra turns of the loop. The one predict thread takes
-batches from a queue and hands back everything (streamed pieces, answers,
-the end of a batch) through one outbox: one wake-up of the loop carries all
-that came since the last one.
+The process's event loop keeps the control socket (heartbeats both ways),
+so a long ``predict`` never silences the worker. It talks to this thread
+through a mailbox only: it never touches the data socket. The data socket
+carries everything whose order matters: READY, requests and cancels, the
+answers, and the drain's request, acknowledgement and goodbye.
 """
 
 from __future__ import annotations
@@ -18,151 +20,305 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import queue
+import socket
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
+import zmq
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError
+from zeroserve.common.frames import send_frames
+from zeroserve.common.security import CurveKeys
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
 
 log = logging.getLogger(__name__)
 
-AnswerSink = Callable[[Job, list[Out]], None]
-_STOP = object()
+#: Messages the thread hands to the event loop: DISCONNECT metadata from the broker.
+ControlSink = Callable[[dict[str, Any]], None]
+
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 
 
 class BatchingLoop:
+    """Owns the data socket in its own thread; the event loop steers it through ``announce``,
+    ``send``, ``watch_empty`` and ``stop``."""
+
     def __init__(
         self,
         pipeline: Pipeline,
         max_batch_size: int,
         batch_timeout_s: float,
-        on_answer: AnswerSink,
+        *,
+        endpoint: str,
+        identity: bytes,
+        on_control: ControlSink,
+        on_failed: Callable[[], None],
+        keys: CurveKeys | None = None,
+        context: zmq.Context | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
-        self.on_answer = on_answer
-        pipeline.emit = self.emit
+        self.endpoint = endpoint
+        self.identity = identity
+        self.on_control = on_control
+        self.on_failed = on_failed
+        self.keys = keys
+        self.context = context or zmq.Context.instance()
+        pipeline.emit = self._send_outs_now
+        #: Requests held (queued here or running), by (client, request id).
+        self.jobs: dict[tuple[bytes, bytes], Job] = {}
         self.pending: deque[Job] = deque()
         self.running: list[Job] = []
+        self.done = 0
         self.batches = 0
-        #: How many batches of each size ran, and for how long the predict thread was busy.
+        #: How many batches of each size ran, and for how long predict was busy.
         self.batch_sizes: Counter[int] = Counter()
         self.busy_s = 0.0
-        self._started_at = 0.0
+        self.bad_messages = 0
+        self.generation = 0
+        self._sock: zmq.Socket | None = None
+        self._poller = zmq.Poller()
+        self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._bell_in, self._bell_out = socket.socketpair()
+        self._bell_in.setblocking(False)
+        self._bell_out.setblocking(False)
+        self._poller.register(self._bell_in.fileno(), zmq.POLLIN)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._work: queue.SimpleQueue = queue.SimpleQueue()
-        #: (job, messages) from the predict thread; (None, batch) marks a batch's end.
-        self._outbox: deque[tuple[Job | None, Any]] = deque()
-        self._wake_pending = False
+        self._empty: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = False
+        self._last_bad_log = 0.0
+
+    # -- from the event loop -------------------------------------------------------------
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._thread = threading.Thread(target=self._predict_thread, name="predict", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="batching", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        self._work.put(_STOP)
+    def announce(self, ready: list[Any]) -> None:
+        """A fresh data socket, then READY: work of an earlier broker session is forgotten."""
+        self._post(("announce", ready))
 
-    def submit(self, job: Job) -> None:
-        self.pending.append(job)
-        self._schedule()
+    def send(self, message: list[Any]) -> None:
+        """Send a message on the data socket, after every answer sent before it."""
+        self._post(("send", message))
 
-    def drop_pending(self) -> int:
-        """Forget work that has not started (its broker session is gone)."""
+    def watch_empty(self, event: asyncio.Event) -> None:
+        """Set `event` (on the event loop) once no request is held."""
+        self._post(("watch_empty", event))
+
+    def stop(self, goodbye: list[Any] | None = None, timeout_s: float = 5.0) -> None:
+        """Say `goodbye` after the last answer, close the socket and end the thread."""
+        self._post(("stop", goodbye))
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def _post(self, item: tuple[str, Any]) -> None:
+        self._mailbox.put(item)
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._bell_out.send(b"\0")
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: the process is ending
+                self._loop.call_soon_threadsafe(callback, *args)
+
+    # -- the thread ------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped:
+                wait_ms = self._wait_ms()
+                if wait_ms != 0:
+                    self._poller.poll(wait_ms)
+                self._read_mailbox()
+                self._read_socket()
+                self._run_batch()
+        except Exception:
+            log.exception("the batching loop failed; this worker process stops")
+            self._to_loop(self.on_failed)
+        finally:
+            self._close_socket()
+            self._bell_in.close()
+            self._bell_out.close()
+
+    def _wait_ms(self) -> int | None:
+        """How long to wait for more: until the first pending request's batch is due."""
+        if not self.pending:
+            return None
+        if len(self.pending) >= self.max_batch_size:
+            return 0
+        due_s = self.pending[0].arrived + self.batch_timeout_s - time.monotonic()
+        return 0 if due_s <= 0 else max(1, math.ceil(due_s * 1000))
+
+    def _read_mailbox(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            self._bell_in.recv(4096)
+        while True:
+            try:
+                what, arg = self._mailbox.get_nowait()
+            except queue.Empty:
+                return
+            if what == "announce":
+                self._announce(arg)
+            elif what == "send":
+                self._send(arg)
+            elif what == "watch_empty":
+                self._empty = arg
+                if not self.jobs:
+                    self._to_loop(arg.set)
+            elif what == "stop":
+                if arg is not None:
+                    self._send(arg)
+                if self._sock is not None:
+                    self._sock.setsockopt(zmq.LINGER, 500)
+                self._stopped = True
+                return
+
+    def _announce(self, ready: list[Any]) -> None:
+        self.generation += 1
         dropped = len(self.pending)
         self.pending.clear()
-        return dropped
+        self.jobs.clear()
+        if dropped:
+            log.warning("dropped %d request(s) of a previous broker session", dropped)
+        self._close_socket()
+        sock = self.context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.ROUTING_ID, self.identity)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.SNDHWM, 100_000)
+        sock.setsockopt(zmq.RCVHWM, 100_000)
+        sock.setsockopt(zmq.RECONNECT_IVL, 100)
+        if self.keys is not None:
+            self.keys.apply_client(sock)
+        sock.connect(self.endpoint)
+        self._sock = sock
+        self._poller.register(sock, zmq.POLLIN)
+        self._send(ready)
 
-    @property
-    def busy(self) -> bool:
-        return bool(self.running)
+    def _close_socket(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            self._poller.unregister(sock)
+            sock.close()
 
-    # -- deciding when a batch closes -------------------------------------------------
-
-    def _schedule(self) -> None:
-        if self.running or not self.pending:
-            return
-        if len(self.pending) < self.max_batch_size:
-            due = self.pending[0].arrived + self.batch_timeout_s
-            if time.monotonic() < due:
-                if self._timer is None and self._loop is not None:
-                    self._timer = self._loop.call_at(due, self._time_is_up)
+    def _read_socket(self) -> None:
+        sock = self._sock
+        while sock is not None and sock.getsockopt(_EVENTS) & _POLLIN:
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
                 return
-        self._start()
+            self._receive(frames)
 
-    def _time_is_up(self) -> None:
-        self._timer = None
-        self._schedule()
+    def _receive(self, frames: list[bytes]) -> None:
+        try:
+            command, args = p.parse(frames, p.TO_WORKER)
+            if command == p.REQUEST:
+                self._on_request(args)
+            elif command == p.CANCEL:
+                job = self.jobs.get((p.identity(args[0]), p.identity(args[1])))
+                if job is not None:
+                    job.cancelled = True
+            elif command == p.DISCONNECT:
+                self._to_loop(self.on_control, p.unpack_meta(args[0]))
+        except ProtocolError as exc:
+            self.bad_messages += 1
+            now = time.monotonic()
+            if now - self._last_bad_log >= 1.0:
+                self._last_bad_log = now
+                log.warning("dropped a bad message from the broker: %s", exc)
+        except Exception:
+            # A bug of ours must cost one message, never the process.
+            log.exception("internal error while handling a message; it was dropped")
 
-    def _start(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _on_request(self, args: list[Any]) -> None:
+        client, rid = p.identity(args[0]), p.identity(args[1])
+        meta = p.unpack_meta(args[2])
+        now = time.monotonic()
+        job = Job(client, rid, meta, args[3], p.deadline_from(meta, now=now), now, self.generation)
+        self.jobs[job.key] = job
+        self.pending.append(job)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("request_id=%s received", meta.get("request_id") or "-")
+
+    def _run_batch(self) -> None:
+        if self._wait_ms() != 0:
+            return
         batch: list[Job] = []
         now = time.monotonic()
         while self.pending and len(batch) < self.max_batch_size:
             job = self.pending.popleft()
             if job.cancelled:
-                self.on_answer(job, [error_out(499, "cancelled")])
+                self._send_outs(job, [error_out(499, "cancelled")])
             elif job.deadline <= now:
-                self.on_answer(
+                self._send_outs(
                     job, [error_out(504, "the request's deadline passed before it started")]
                 )
             else:
                 batch.append(job)
         if not batch:
-            self._schedule()
             return
         self.running = batch
         self.batches += 1
         self.batch_sizes[len(batch)] += 1
-        self._started_at = now
-        self._work.put(batch)
+        try:
+            finished = self.pipeline.run(batch)
+        except BaseException:
+            log.exception("a batch failed outside user code")
+            finished = [(job, [error_out(500, "internal error in the worker")]) for job in batch]
+        for job, outs in finished:
+            self._send_outs(job, outs)
+        self.running = []
+        self.busy_s += time.monotonic() - now
 
-    # -- the predict thread -------------------------------------------------------------
+    def _send_outs_now(self, job: Job, outs: list[Out]) -> None:
+        """Send at once (a streamed piece, say), then take in what came meanwhile, cancels too."""
+        self._send_outs(job, outs)
+        self._read_socket()
 
-    def _predict_thread(self) -> None:
-        while True:
-            batch = self._work.get()
-            if batch is _STOP:
-                return
-            try:
-                finished = self.pipeline.run(batch)
-            except BaseException:
-                log.exception("a batch failed outside user code")
-                finished = [
-                    (job, [error_out(500, "internal error in the worker")]) for job in batch
+    def _send_outs(self, job: Job, outs: list[Out]) -> None:
+        """Send a job's messages; the first terminal one ends it, and anything after is dropped."""
+        if job.generation != self.generation or self.jobs.get(job.key) is not job:
+            return
+        for command, meta, body in outs:
+            self._send(
+                [
+                    p.SIGNATURE,
+                    command,
+                    job.client,
+                    job.rid,
+                    p.pack_meta(meta) if meta else p.EMPTY_META,
+                    body,
                 ]
-            self._outbox.extend(finished)
-            self._outbox.append((None, batch))
-            self._wake()
+            )
+            if command in p.TERMINAL:
+                del self.jobs[job.key]
+                self.done += 1
+                if not self.jobs and self._empty is not None:
+                    self._to_loop(self._empty.set)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "request_id=%s answered %s",
+                        job.meta.get("request_id") or "-",
+                        meta.get("status", 200) if meta else 200,
+                    )
+                return
 
-    def emit(self, job: Job, outs: list[Out]) -> None:
-        """From the predict thread: messages for one job, such as a streamed piece."""
-        self._outbox.append((job, outs))
-        self._wake()
-
-    def _wake(self) -> None:
-        if not self._wake_pending and self._loop is not None:
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop has closed: the process is ending
-                self._loop.call_soon_threadsafe(self._collect)
-
-    def _collect(self) -> None:
-        """On the loop: send what the predict thread handed back; start the next batch."""
-        self._wake_pending = False
-        while self._outbox:
-            job, item = self._outbox.popleft()
-            if job is not None:
-                self.on_answer(job, item)
-            else:
-                self.running = []
-                self.busy_s += time.monotonic() - self._started_at
-        self._schedule()
+    def _send(self, message: list[Any]) -> None:
+        if self._sock is None:
+            return
+        try:
+            send_frames(self._sock, message)
+        except zmq.Again:
+            log.warning("the data socket is full; a message to the broker was dropped")

@@ -7,6 +7,7 @@ import contextlib
 import inspect
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -23,7 +24,6 @@ from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
 from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
-from zeroserve.worker.framing import Out
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.loader import (
     ApiSettings,
@@ -32,7 +32,7 @@ from zeroserve.worker.loader import (
     prepare_api,
     resolve_settings,
 )
-from zeroserve.worker.pipeline import Job, Pipeline
+from zeroserve.worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,24 @@ EXIT_HUNG = 75
 
 
 class WorkerProcess:
-    """The asyncio side of a worker: receives requests, feeds the batching loop, sends answers."""
+    """The event-loop side of a worker: heartbeats, drain and watchdog; the batching loop's
+    thread does the serving."""
 
     def __init__(self, config: WorkerConfig, api: Any, settings: ApiSettings, hooks: Hooks) -> None:
         self.config = config
         self.api = api
         self.settings = settings
         self.hooks = hooks
-        self.jobs: dict[tuple[bytes, bytes], Job] = {}
-        self.done = 0
-        self.generation = 0
         self.exit_code = 0
+        #: Names this process to the broker on both of its sockets.
+        self.identity = b"W" + secrets.token_bytes(15)
         self._parent_pid = os.getppid()
         self._started_at = time.monotonic()
         self._stopping: asyncio.Event | None = None
         self._drain_acked: asyncio.Event | None = None
-        #: Set whenever no request is held, so that a drain can wait for it.
+        #: Set once no request is held, so that a drain can wait for it.
         self._empty: asyncio.Event | None = None
+        keys = load_keys(config.curve_secret_key, config.broker_public_key)
         self.pipeline = Pipeline(
             api,
             max_batch_size=settings.max_batch_size,
@@ -68,7 +69,14 @@ class WorkerProcess:
             spec=settings.spec,
         )
         self.batching = BatchingLoop(
-            self.pipeline, settings.max_batch_size, settings.batch_timeout_s, self._send_outs
+            self.pipeline,
+            settings.max_batch_size,
+            settings.batch_timeout_s,
+            endpoint=config.broker,
+            identity=self.identity,
+            on_control=self._on_disconnect,
+            on_failed=self._on_batching_failed,
+            keys=keys,
         )
         self.link = BrokerConnection(
             config.broker,
@@ -79,7 +87,7 @@ class WorkerProcess:
             heartbeat_meta=self._heartbeat_meta,
             heartbeat_interval_s=config.heartbeat_interval_s,
             heartbeat_liveness=config.heartbeat_liveness,
-            keys=load_keys(config.curve_secret_key, config.broker_public_key),
+            keys=keys,
             name=f"worker {os.getpid()}",
         )
 
@@ -105,27 +113,23 @@ class WorkerProcess:
         }
 
     def _announce(self) -> None:
-        """Say READY, forgetting work of an earlier broker session (that broker re-sent it)."""
-        self.generation += 1
-        dropped = self.batching.drop_pending()
-        self.jobs.clear()
-        if self._empty is not None:
-            self._empty.set()
-        if dropped:
-            log.warning("dropped %d request(s) of a previous broker session", dropped)
-        self.link.send(p.message(p.READY, p.pack_meta(self._ready_meta())))
+        """Say READY on a fresh data socket, forgetting work of an earlier broker session
+        (that broker re-sent it)."""
+        self.batching.announce(p.message(p.READY, p.pack_meta(self._ready_meta())))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
+        b = self.batching
         return {
-            "in_flight": len(self.jobs),
-            "queued": len(self.batching.pending),
-            "running": len(self.batching.running),
-            "done": self.done,
-            "batches": self.batching.batches,
-            "batch_sizes": {str(k): v for k, v in self.batching.batch_sizes.items()},
-            "busy_s": round(self.batching.busy_s, 3),
+            "worker": self.identity,
+            "in_flight": len(b.jobs),
+            "queued": len(b.pending),
+            "running": len(b.running),
+            "done": b.done,
+            "batches": b.batches,
+            "batch_sizes": {str(k): v for k, v in dict(b.batch_sizes).items()},
+            "busy_s": round(b.busy_s, 3),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
-            "bad_messages": self.link.bad_messages,
+            "bad_messages": self.link.bad_messages + b.bad_messages,
         }
 
     async def _watch(self) -> None:
@@ -151,7 +155,8 @@ class WorkerProcess:
                 type(self.api).__name__,
                 overdue_s,
             )
-            self.link.close(p.disconnect({"drain": False}))
+            # The data socket belongs to the hung thread: the goodbye goes on the control socket.
+            self.link.close(p.disconnect({"drain": False, "worker": self.identity}))
             logging.shutdown()
             os._exit(EXIT_HUNG)
 
@@ -159,28 +164,8 @@ class WorkerProcess:
         log.warning("lost the broker (%s)", why)
 
     def _on_message(self, command: bytes, args: list[Any]) -> None:
-        if command == p.REQUEST:
-            client, rid = p.identity(args[0]), p.identity(args[1])
-            meta = p.unpack_meta(args[2])
-            now = time.monotonic()
-            job = Job(
-                client,
-                rid,
-                meta,
-                args[3],
-                p.deadline_from(meta, now=now),
-                now,
-                self.generation,
-            )
-            self.jobs[job.key] = job
-            self.batching.submit(job)
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("request_id=%s received", meta.get("request_id") or "-")
-        elif command == p.CANCEL:
-            job = self.jobs.get((p.identity(args[0]), p.identity(args[1])))
-            if job is not None:
-                job.cancelled = True
-        elif command == p.DISCONNECT:
+        """The control socket: heartbeats (handled by the link) and DISCONNECT."""
+        if command == p.DISCONNECT:
             self._on_disconnect(p.unpack_meta(args[0]))
 
     def _on_disconnect(self, meta: dict[str, Any]) -> None:
@@ -195,28 +180,9 @@ class WorkerProcess:
             log.info("the broker does not know this worker (it restarted?); announcing again")
             self._announce()
 
-    def _send_outs(self, job: Job, outs: list[Out]) -> None:
-        """Send a job's messages; the first terminal one ends it, and anything after is dropped."""
-        if job.generation != self.generation or job.key not in self.jobs:
-            return
-        for command, meta, body in outs:
-            self.link.send(
-                p.message(
-                    command, job.client, job.rid, p.pack_meta(meta) if meta else p.EMPTY_META, body
-                )
-            )
-            if command in p.TERMINAL:
-                del self.jobs[job.key]
-                self.done += 1
-                if not self.jobs and self._empty is not None:
-                    self._empty.set()
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug(
-                        "request_id=%s answered %s",
-                        job.meta.get("request_id") or "-",
-                        meta.get("status", 200) if meta else 200,
-                    )
-                return
+    def _on_batching_failed(self) -> None:
+        self.exit_code = 1
+        self.stop()
 
     # -- life cycle -------------------------------------------------------------------
 
@@ -235,9 +201,9 @@ class WorkerProcess:
         aloop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, self.stop)
+        self.batching.start()
         self.link.start()
         self.hooks.fire("on_server_start", litserver=None)
-        self.batching.start()
         watchdog = aloop.create_task(self._watch())
         log.info(
             "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
@@ -253,17 +219,19 @@ class WorkerProcess:
         if self.exit_code == 0:
             await self._drain()
         watchdog.cancel()
-        self.batching.stop()
+        self.batching.stop(p.disconnect({"drain": False}))
         self.hooks.fire("on_server_end", litserver=None)
-        self.link.close(p.disconnect({"drain": False}))
+        self.link.close()
         return self.exit_code
 
     async def _drain(self) -> None:
         """Stop taking work, finish what is held, then say goodbye."""
         assert self._drain_acked is not None and self._empty is not None
-        log.info("draining: %d request(s) held", len(self.jobs))
+        held = self.batching.jobs
+        log.info("draining: %d request(s) held", len(held))
         deadline = time.monotonic() + self.config.drain_timeout_s
-        if self.link.alive and self.link.send(p.disconnect({"drain": True})):
+        if self.link.alive:
+            self.batching.send(p.disconnect({"drain": True}))
             try:
                 await asyncio.wait_for(
                     self._drain_acked.wait(),
@@ -271,12 +239,11 @@ class WorkerProcess:
                 )
             except asyncio.TimeoutError:
                 log.warning("the broker did not acknowledge the drain; finishing what is held")
-        if self.jobs:
-            self._empty.clear()
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - time.monotonic()))
-        if self.jobs:
-            log.warning("drain timed out with %d request(s) unfinished", len(self.jobs))
+        self.batching.watch_empty(self._empty)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - time.monotonic()))
+        if held:
+            log.warning("drain timed out with %d request(s) unfinished", len(held))
         else:
             log.info("drained")
 
