@@ -34,7 +34,7 @@ from zeroserve.broker.registry import (
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
-from zeroserve.common.frames import send_frames
+from zeroserve.common.frames import recv_frames, send_frames
 from zeroserve.common.security import KeyDirectoryAuthenticator, load_keys
 from zeroserve.common.version import __version__
 
@@ -128,10 +128,10 @@ class Broker:
         """Handle what arrived; a bad message is counted and, where possible, answered."""
         for _ in range(DRAIN_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
-            sender = frames[0].bytes
+            sender = frames[0]
             try:
                 handler(sender, frames[1:])
             except VersionMismatch as exc:

@@ -22,7 +22,7 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-from zeroserve.common.frames import send_frames
+from zeroserve.common.frames import recv_frames, send_frames
 from zeroserve.common.security import CurveKeys
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class BrokerConnection:
             if sock is None or sock is not self._sock:
                 return
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             self._receive(frames)

@@ -1,11 +1,13 @@
-"""Sending a multipart message without blocking, at the least cost pyzmq allows.
+"""Sending and receiving a multipart message without blocking, at the least cost pyzmq allows.
 
-``send_multipart`` combines its flags with enum arithmetic for every part
-and, with ``copy=False``, wraps every small part in a new Frame; on the hot
-path that costs more than the send itself. Here the flags are plain ints
-worked out once, bytes are copied (cheap for the small frames of the
-protocol) and zmq.Frame parts, such as a body received with ``copy=False``,
-still go without a copy.
+On the hot path pyzmq's convenience layer costs more than ZeroMQ itself:
+``send_multipart`` combines flags with enum arithmetic for every part,
+``Socket.send``/``recv`` add Python frames around the compiled ones, and a
+``copy=False`` receive builds a Frame object per part. Here the compiled
+methods are called directly with plain int flags. Small parts are copied
+(cheaper than tracking them); parts of ``ZERO_COPY_BYTES`` or more, and
+zmq.Frame parts, go without a copy, so a large body is never copied on its
+way out.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import zmq
+from zmq.backend import Socket as _CompiledSocket
 
 _MORE = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
+_NOBLOCK = int(zmq.NOBLOCK)
+_RCVMORE = int(zmq.RCVMORE)
+_send = _CompiledSocket.send
+_recv = _CompiledSocket.recv
+_get = _CompiledSocket.get
+
+#: Parts at least this large are sent without a copy.
+ZERO_COPY_BYTES = 64 * 1024
 
 
 def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
@@ -25,7 +36,18 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
     ZeroMQ queues a multipart message whole or not at all, so a refusal can
     only come on the first part.
     """
-    send = sock.send
     last = len(frames) - 1
     for i, frame in enumerate(frames):
-        send(frame, _MORE if i < last else _LAST, copy=True)
+        copy = not isinstance(frame, zmq.Frame) and len(frame) < ZERO_COPY_BYTES
+        _send(sock, frame, _MORE if i < last else _LAST, copy)
+
+
+def recv_frames(sock: zmq.Socket) -> list[bytes]:
+    """Receive one whole message as bytes; raises zmq.Again when none is waiting.
+
+    The parts of a message arrive together, so none after the first can block.
+    """
+    parts = [_recv(sock, _NOBLOCK, True)]
+    while _get(sock, _RCVMORE):
+        parts.append(_recv(sock, _NOBLOCK, True))
+    return parts

@@ -217,3 +217,42 @@ def test_a_worker_survives_garbage_from_its_broker(cluster: Cluster) -> None:
         )
     finally:
         router.close(0)
+
+
+def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> None:
+    """READY and answers on the data socket; heartbeats on the control socket name the worker,
+    and the broker's heartbeats go there."""
+    cluster.broker()
+    data = zmq.Context.instance().socket(zmq.DEALER)
+    data.setsockopt(zmq.LINGER, 0)
+    data.setsockopt(zmq.ROUTING_ID, b"Wtest-data")
+    data.connect(cluster.backend_endpoint)
+    control = _dealer(cluster.backend_endpoint)
+    try:
+        ready = {
+            "service": "Fake",
+            "routes": [{"path": "/fake", "methods": ["POST"]}],
+            "capacity": 2,
+            "pid": 1,
+            "host": "fake",
+            "version": "0",
+            "heartbeat_interval_s": 1.0,
+        }
+        data.send_multipart(p.message(p.READY, p.pack_meta(ready)))
+        wait_until(lambda: len((cluster.status() or {}).get("workers", [])) == 1)
+        control.send_multipart(p.heartbeat({"worker": b"Wtest-data", "done": 7}))
+        assert control.poll(5000), "the broker did not greet a new control socket"
+        command, _ = p.parse(control.recv_multipart(), p.TO_WORKER)
+        assert command == p.HEARTBEAT
+        (worker,) = (cluster.status() or {})["workers"]
+        assert worker["reported"] == {"done": 7}
+        control.send_multipart(p.heartbeat({"worker": b"Wsomeone-else"}))
+        assert control.poll(5000)
+        command, args = p.parse(control.recv_multipart(), p.TO_WORKER)
+        assert command == p.DISCONNECT and p.unpack_meta(args[0])["reason"] == "unknown worker"
+        assert not data.poll(100), "nothing for the data socket"
+        control.send_multipart(p.disconnect({"drain": False, "worker": b"Wtest-data"}))
+        wait_until(lambda: (cluster.status() or {}).get("workers") == [])
+    finally:
+        data.close()
+        control.close()

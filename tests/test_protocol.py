@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
+from zeroserve.common.frames import ZERO_COPY_BYTES, recv_frames, send_frames
 
 
 def test_every_table_names_known_commands() -> None:
@@ -97,3 +99,21 @@ def test_error_meta_carries_retry_after() -> None:
         "error": "full",
         "retry_after": 1.0,
     }
+
+
+def test_frames_round_trip_small_copied_and_large_zero_copy() -> None:
+    context = zmq.Context.instance()
+    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://frames-test")
+        b.connect("inproc://frames-test")
+        large = bytes(range(256)) * (ZERO_COPY_BYTES // 256 + 1)
+        sent = [p.SIGNATURE, p.REPLY, b"rid", zmq.Frame(b"as a frame"), large]
+        send_frames(a, sent)
+        assert b.poll(1000)
+        assert recv_frames(b) == [p.SIGNATURE, p.REPLY, b"rid", b"as a frame", large]
+        with pytest.raises(zmq.Again):
+            recv_frames(b)
+    finally:
+        a.close(0)
+        b.close(0)

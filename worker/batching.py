@@ -33,7 +33,7 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-from zeroserve.common.frames import send_frames
+from zeroserve.common.frames import recv_frames, send_frames
 from zeroserve.common.security import CurveKeys
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
@@ -216,7 +216,7 @@ class BatchingLoop:
         sock = self._sock
         while sock is not None and sock.getsockopt(_EVENTS) & _POLLIN:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = recv_frames(sock)
             except zmq.Again:
                 return
             self._receive(frames)
