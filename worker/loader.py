@@ -18,6 +18,9 @@ from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.openai_spec import openai_spec_for
 
+#: Fewest requests one worker process holds by default.
+MIN_CAPACITY = 8
+
 DEMO_API = "zeroserve.worker.demo:SquareAPI"
 
 
@@ -169,7 +172,9 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         encode = getattr(api, "encode_response", None)
         if stream and encode is not None and not inherits_default(encode) and not yields(encode):
             raise ConfigError(f"{name}.stream is True, so encode_response must be a generator too")
-    capacity = config.capacity or max(4, 2 * max_batch_size)
+    # Enough that the next requests already wait in the worker's socket while a batch runs:
+    # the batching loop then takes several per wake-up.
+    capacity = config.capacity or max(MIN_CAPACITY, 2 * max_batch_size)
     return ApiSettings(
         service, routes, max_batch_size, float(batch_timeout_s), stream, capacity, spec, models
     )

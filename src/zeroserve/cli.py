@@ -247,7 +247,7 @@ def broker(**options: Any) -> None:
     "--capacity",
     type=click.IntRange(min=1, max=100_000),
     default=None,
-    help="Requests one process may hold [default: two batches, at least 4].",
+    help="Requests one process may hold [default: two batches, at least 8].",
 )
 @click.option(
     "--drain-timeout",
