@@ -1,10 +1,11 @@
 """``cluster up``: broker, worker launcher and frontend on this machine, in one command.
 
-The broker runs in this process, bound to Unix sockets in a private folder
-(loopback TCP on free ports where ZeroMQ has no ``ipc://``), so two
-``cluster up`` never collide and nothing internal is exposed; the worker
-launcher and the frontend are the same ``cluster worker`` and ``cluster
-frontend`` commands a multi-host set-up runs, started as child processes.
+They are the same ``cluster broker``, ``cluster worker`` and ``cluster
+frontend`` commands a multi-host set-up runs, started as child processes
+(each its own process, so none takes the CPU time or the GIL of another).
+The broker is bound to Unix sockets in a private folder (loopback TCP on
+free ports where ZeroMQ has no ``ipc://``), so two ``cluster up`` never
+collide and nothing internal is exposed.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,8 +28,6 @@ from typing import Any
 import click
 import zmq
 
-from zeroserve.broker.broker import Broker
-from zeroserve.broker.config import BrokerConfig
 from zeroserve.common.status_client import fetch_status
 
 log = logging.getLogger(__name__)
@@ -62,21 +62,11 @@ class Up:
         self.stop_requested = threading.Event()
         self._socket_dir = _private_socket_dir()
         if self._socket_dir is not None:
-            frontend_bind = f"ipc://{self._socket_dir}/frontends"
-            backend_bind = f"ipc://{self._socket_dir}/workers"
+            self.frontend_endpoint = f"ipc://{self._socket_dir}/frontends"
+            self.backend_endpoint = f"ipc://{self._socket_dir}/workers"
         else:
-            frontend_bind = backend_bind = "tcp://127.0.0.1:0"
-        self.broker = Broker(
-            BrokerConfig(
-                frontend_bind=frontend_bind,
-                backend_bind=backend_bind,
-                heartbeat_interval_s=config.heartbeat_interval_s,
-            )
-        )
-        self._broker_stop = threading.Event()
-        self._broker_thread = threading.Thread(
-            target=self.broker.run, args=(self._broker_stop,), name="broker", daemon=True
-        )
+            self.frontend_endpoint = f"tcp://127.0.0.1:{_free_port()}"
+            self.backend_endpoint = f"tcp://127.0.0.1:{_free_port()}"
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_requested.set()
@@ -85,14 +75,21 @@ class Up:
         signal.signal(signal.SIGINT, self._on_signal)
         signal.signal(signal.SIGTERM, self._on_signal)
         c = self.config
-        self.broker.bind()
-        self._broker_thread.start()
         common = ["--log-level", c.log_level, "--heartbeat-interval", str(c.heartbeat_interval_s)]
+        broker = [
+            *cluster_command(),
+            "broker",
+            "--frontend-bind",
+            self.frontend_endpoint,
+            "--backend-bind",
+            self.backend_endpoint,
+            *common,
+        ]
         worker = [
             *cluster_command(),
             "worker",
             "--broker",
-            self.broker.backend_endpoint,
+            self.backend_endpoint,
             "--api",
             c.api,
             "--drain-timeout",
@@ -106,7 +103,7 @@ class Up:
             *cluster_command(),
             "frontend",
             "--broker",
-            self.broker.frontend_endpoint,
+            self.frontend_endpoint,
             "--host",
             c.host,
             "--port",
@@ -117,6 +114,7 @@ class Up:
         try:
             # Own process groups, so that a stop that overruns kills grandchildren too.
             self.children = [
+                subprocess.Popen(broker, start_new_session=True),
                 subprocess.Popen(worker, start_new_session=True),
                 subprocess.Popen(frontend, start_new_session=True, env=self._frontend_env()),
             ]
@@ -148,7 +146,7 @@ class Up:
             if not ready:
                 if _healthy(url):
                     ready = True
-                    snapshot = fetch_status(self.broker.frontend_endpoint, timeout_s=2.0)
+                    snapshot = fetch_status(self.frontend_endpoint, timeout_s=2.0)
                     routes = ", ".join(f"POST {path}" for path in sorted(_routes(snapshot)))
                     click.echo(
                         f"zeroserve is serving on {url}  ({routes}); Ctrl-C stops it", err=False
@@ -163,22 +161,31 @@ class Up:
         return 0
 
     def _shutdown(self) -> None:
-        for child in self.children:
+        """Worker launcher and frontend first (their drain needs the broker), then the broker."""
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        self._stop(self.children[1:], deadline)
+        self._stop(self.children[:1], deadline + 2.0)
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    @staticmethod
+    def _stop(children: list[subprocess.Popen], deadline: float) -> None:
+        for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + STOP_TIMEOUT_S
-        for child in self.children:
+        for child in children:
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("pid %d did not stop in time; killing its process group", child.pid)
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
-        self._broker_stop.set()
-        self._broker_thread.join(2.0)
-        self.broker.close()
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 #: Longest Unix socket path, with room for the socket's own name.
