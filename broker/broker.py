@@ -34,7 +34,7 @@ from zeroserve.broker.registry import (
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
-from zeroserve.common.frames import recv_frames, send_frames
+from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.security import KeyDirectoryAuthenticator, load_keys
 from zeroserve.common.version import __version__
 
@@ -127,10 +127,9 @@ class Broker:
     def _drain(self, sock: zmq.Socket, handler: Any, side: str) -> None:
         """Handle what arrived; a bad message is counted and, where possible, answered."""
         for _ in range(DRAIN_BATCH):
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
+            if not has_input(sock):
                 return
+            frames = recv_frames(sock)
             sender = frames[0]
             try:
                 handler(sender, frames[1:])

@@ -22,14 +22,12 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-from zeroserve.common.frames import recv_frames, send_frames
+from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.security import CurveKeys
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 512
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 
 
 class BrokerConnection:
@@ -136,7 +134,7 @@ class BrokerConnection:
         except zmq.Again:
             return False
         # A send may have taken in what arrived and with it the FD's edge: look, don't wait.
-        if sock.getsockopt(_EVENTS) & _POLLIN:
+        if has_input(sock):
             self._kick()
         return True
 
@@ -149,13 +147,9 @@ class BrokerConnection:
         self._drain_scheduled = False
         sock = self._sock
         for _ in range(DRAIN_BATCH):
-            if sock is None or sock is not self._sock:
+            if sock is None or sock is not self._sock or not has_input(sock):
                 return
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                return
-            self._receive(frames)
+            self._receive(recv_frames(sock))
         self._kick()  # more may wait; let other callbacks run first
 
     def _receive(self, frames: list[bytes]) -> None:

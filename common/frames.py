@@ -22,6 +22,8 @@ _MORE = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 _NOBLOCK = int(zmq.NOBLOCK)
 _RCVMORE = int(zmq.RCVMORE)
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
 _send = _CompiledSocket.send
 _recv = _CompiledSocket.recv
 _get = _CompiledSocket.get
@@ -40,6 +42,11 @@ def send_frames(sock: zmq.Socket, frames: Sequence[Any]) -> None:
     for i, frame in enumerate(frames):
         copy = not isinstance(frame, zmq.Frame) and len(frame) < ZERO_COPY_BYTES
         _send(sock, frame, _MORE if i < last else _LAST, copy)
+
+
+def has_input(sock: zmq.Socket) -> bool:
+    """A message waits: read without the exception an empty non-blocking receive raises."""
+    return bool(_get(sock, _EVENTS) & _POLLIN)
 
 
 def recv_frames(sock: zmq.Socket) -> list[bytes]:

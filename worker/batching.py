@@ -33,7 +33,7 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-from zeroserve.common.frames import recv_frames, send_frames
+from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.security import CurveKeys
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
@@ -42,9 +42,6 @@ log = logging.getLogger(__name__)
 
 #: Messages the thread hands to the event loop: DISCONNECT metadata from the broker.
 ControlSink = Callable[[dict[str, Any]], None]
-
-_EVENTS = int(zmq.EVENTS)
-_POLLIN = int(zmq.POLLIN)
 
 
 class BatchingLoop:
@@ -214,12 +211,8 @@ class BatchingLoop:
 
     def _read_socket(self) -> None:
         sock = self._sock
-        while sock is not None and sock.getsockopt(_EVENTS) & _POLLIN:
-            try:
-                frames = recv_frames(sock)
-            except zmq.Again:
-                return
-            self._receive(frames)
+        while sock is not None and has_input(sock):
+            self._receive(recv_frames(sock))
 
     def _receive(self, frames: list[bytes]) -> None:
         try:

@@ -1,4 +1,4 @@
-"""A small HTTP load generator: keep-alive connections on asyncio streams, latencies per request.
+"""A small HTTP load generator: keep-alive connections on asyncio protocols, latencies per request.
 
 It speaks just enough HTTP/1.1 (Content-Length and chunked answers) to stay
 far cheaper per request than the servers it measures; spreading the
@@ -77,79 +77,154 @@ class BenchResult:
         }
 
 
-async def _read_response(reader: asyncio.StreamReader) -> tuple[int, float | None]:
-    """Read one answer; return its status and, when it was chunked, when its first piece came."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split(b" ", 2)[1])
-    length = None
-    chunked = False
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding" and b"chunked" in value.lower():
-            chunked = True
-    first_chunk = None
-    if chunked:
+class _Answer:
+    """Reads one HTTP/1.1 answer from a byte buffer: Content-Length or chunked bodies."""
+
+    __slots__ = ("chunked", "first_chunk", "remaining", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.remaining = -1  # body bytes still due; -1 until the head is read
+        self.chunked = False
+        self.first_chunk: float | None = None
+
+    def feed(self, buf: bytearray) -> bool:
+        """Consume what `buf` holds of this answer; True once it is complete."""
+        if self.remaining < 0:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            lines = bytes(buf[:end]).split(b"\r\n")
+            del buf[: end + 4]
+            self.status = int(lines[0].split(b" ", 2)[1])
+            self.remaining = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(b":")
+                name = name.strip().lower()
+                if name == b"content-length":
+                    self.remaining = int(value)
+                elif name == b"transfer-encoding" and b"chunked" in value.lower():
+                    self.chunked = True
+        if not self.chunked:
+            if len(buf) < self.remaining:
+                return False
+            del buf[: self.remaining]
+            return True
         while True:
-            size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-            await reader.readexactly(size + 2)
-            if first_chunk is None:
-                first_chunk = time.monotonic()
+            end = buf.find(b"\r\n")
+            if end < 0:
+                return False
+            size = int(bytes(buf[:end]).split(b";")[0], 16)
+            if len(buf) < end + 2 + size + 2:
+                return False
+            del buf[: end + 2 + size + 2]
+            if self.first_chunk is None:
+                self.first_chunk = time.monotonic()
             if size == 0:
-                break
-    elif length:
-        await reader.readexactly(length)
-    return status, first_chunk
+                return True
 
 
-async def _connection(
-    config: BenchConfig, result: BenchResult, start_at: float, stop_at: float
-) -> None:
-    parts = urlsplit(config.url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = (
-        f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-        f"Content-Type: {config.content_type}\r\nContent-Length: {len(config.payload)}\r\n\r\n"
-    ).encode() + config.payload
-    reader = writer = None
-    while time.monotonic() < stop_at:
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: the next request leaves as soon as an answer is complete.
+
+    A protocol rather than streams: per request, one write and (mostly) one
+    read callback, with no coroutine or future in between.
+    """
+
+    def __init__(self, run: _Run) -> None:
+        self.run = run
+        self.buf = bytearray()
+        self.answer = _Answer()
+        self.began = 0.0
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.began = time.monotonic()
+        if self.began >= self.run.stop_at:
+            self.transport.close()
+            return
+        self.transport.write(self.run.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
         try:
-            if writer is None:
-                reader, writer = await asyncio.open_connection(host, port)
-            began = time.monotonic()
-            writer.write(request)
-            status, first_chunk = await _read_response(reader)
-            done = time.monotonic()
-        except (OSError, asyncio.IncompleteReadError, ValueError) as exc:
-            if time.monotonic() >= start_at:
-                result.errors[type(exc).__name__] += 1
-            if writer is not None:
-                writer.close()
-            reader = writer = None
-            await asyncio.sleep(0.01)
-            continue
-        if began >= start_at and done <= stop_at:
-            result.requests += 1
-            result.statuses[status] += 1
-            if config.stream and first_chunk is None:
-                result.errors["not streamed"] += 1
-            result.latencies_s.append(done - began)
-            if first_chunk is not None:
-                result.first_chunk_s.append(first_chunk - began)
-    if writer is not None:
-        writer.close()
+            while self.answer.feed(self.buf):
+                self.run.record(self.answer, self.began, time.monotonic())
+                self.answer = _Answer()
+                self._send()
+                if self.transport is None or self.transport.is_closing():
+                    return
+        except ValueError as exc:
+            self.run.error(type(exc).__name__)
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if time.monotonic() < self.run.stop_at:
+            self.run.error(type(exc).__name__ if exc else "connection closed")
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+class _Run:
+    """What every connection of one client process shares."""
+
+    def __init__(self, config: BenchConfig, result: BenchResult) -> None:
+        parts = urlsplit(config.url)
+        self.host, self.port = parts.hostname or "127.0.0.1", parts.port or 80
+        self.request = (
+            f"POST {parts.path or '/'} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Content-Type: {config.content_type}\r\n"
+            f"Content-Length: {len(config.payload)}\r\n\r\n"
+        ).encode() + config.payload
+        self.config = config
+        self.result = result
+        self.start_at = time.monotonic() + config.warmup_s
+        self.stop_at = self.start_at + config.duration_s
+
+    def record(self, answer: _Answer, began: float, done: float) -> None:
+        if began < self.start_at or done > self.stop_at:
+            return
+        result = self.result
+        result.requests += 1
+        result.statuses[answer.status] += 1
+        result.latencies_s.append(done - began)
+        if answer.first_chunk is not None:
+            result.first_chunk_s.append(answer.first_chunk - began)
+        elif self.config.stream:
+            result.errors["not streamed"] += 1
+
+    def error(self, name: str) -> None:
+        if time.monotonic() >= self.start_at:
+            self.result.errors[name] += 1
+
+    async def connection(self) -> None:
+        """Keep one connection going until the end, opening a new one when it is lost."""
+        loop = asyncio.get_running_loop()
+        while time.monotonic() < self.stop_at:
+            try:
+                _, protocol = await loop.create_connection(
+                    lambda: _Connection(self), self.host, self.port
+                )
+            except OSError as exc:
+                self.error(type(exc).__name__)
+                await asyncio.sleep(0.01)
+                continue
+            await protocol.closed
+            if time.monotonic() < self.stop_at:
+                await asyncio.sleep(0.01)
 
 
 async def _run(config: BenchConfig, concurrency: int) -> BenchResult:
     result = BenchResult()
-    start_at = time.monotonic() + config.warmup_s
-    stop_at = start_at + config.duration_s
-    await asyncio.gather(
-        *(_connection(config, result, start_at, stop_at) for _ in range(concurrency))
-    )
+    run = _Run(config, result)
+    await asyncio.gather(*(run.connection() for _ in range(concurrency)))
     result.elapsed_s = config.duration_s
     return result
 
