@@ -134,11 +134,14 @@ class BatchingLoop:
 
     def _run(self) -> None:
         try:
+            bell = self._bell_in.fileno()
             while not self._stopped:
                 wait_ms = self._wait_ms()
-                if wait_ms != 0:
-                    self._poller.poll(wait_ms)
-                self._read_mailbox()
+                if wait_ms != 0 and any(s == bell for s, _ in self._poller.poll(wait_ms)):
+                    with contextlib.suppress(BlockingIOError, OSError):
+                        self._bell_in.recv(4096)
+                if not self._mailbox.empty():
+                    self._read_mailbox()
                 self._read_socket()
                 self._run_batch()
         except Exception:
@@ -159,8 +162,6 @@ class BatchingLoop:
         return 0 if due_s <= 0 else max(1, math.ceil(due_s * 1000))
 
     def _read_mailbox(self) -> None:
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._bell_in.recv(4096)
         while True:
             try:
                 what, arg = self._mailbox.get_nowait()
