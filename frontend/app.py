@@ -294,15 +294,27 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             self.answered = True
             self.status = status
             self.content_type = headers.get("Content-Type", "")
+            # Small pieces must not wait for the client's acknowledgements (Nagle);
+            # Tornado turns this off again once the answer is finished.
+            stream = getattr(self.conn, "stream", None)
+            if stream is not None:
+                stream.set_nodelay(True)
             self.conn.write_headers(
-                tornado.httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), headers
+                tornado.httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)),
+                headers,
+                payload if command == p.CHUNK else None,
             )
             self.streaming = asyncio.ensure_future(self._stream(command, meta, payload))
 
     async def _stream(self, command: bytes, meta: dict[str, Any], payload: bytes) -> None:
-        """CHUNK ... END: each piece goes to the client as it comes."""
+        """CHUNK ... END: each piece goes to the client as it comes; the first went with the
+        headers."""
         assert self.waiter is not None
         conn = self.conn
+        if command == p.CHUNK:
+            if self.closed:
+                return
+            command, meta, payload = await self.waiter.next()
         while command == p.CHUNK:
             try:
                 await conn.write(payload)
