@@ -6,7 +6,7 @@ generators and every piece is sent as it comes. Methods that name a
 ``context`` parameter get a per-request dict (a list of them where a whole
 batch is handled at once), as in LitServe.
 
-Runs in the worker's single executor thread, never on the event loop, so
+Runs in the worker's batching thread, never on the event loop, so
 heartbeats go on while the model works. Every failure becomes an answer for
 the requests it touched; nothing here raises.
 """
@@ -34,7 +34,7 @@ JSON_TYPES = ("application/json", "")
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ERROR_CHARS = 300
 
-#: Sends messages for a job from the executor thread (the worker makes it thread-safe).
+#: Sends messages for a job at once (a streamed piece), from the batching thread.
 Emit = Callable[["Job", list[Out]], None]
 
 
