@@ -20,6 +20,7 @@ from zeroserve.common import protocol as p
 from zeroserve.common.connection import BrokerConnection
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
+from zeroserve.common.runtime import tune_gc
 from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
 from zeroserve.worker.batching import BatchingLoop
@@ -277,4 +278,5 @@ def run_worker_process(config: WorkerConfig) -> None:
         sys.exit(EXIT_SETUP_FAILED)
     hooks.fire("on_after_setup")
     worker = WorkerProcess(config, api, settings, hooks)
+    tune_gc()
     sys.exit(asyncio.run(worker.serve()))

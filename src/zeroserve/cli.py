@@ -19,6 +19,7 @@ import click
 
 from zeroserve.common.errors import ConfigError, ZeroserveError
 from zeroserve.common.logs import LEVELS, configure_logging
+from zeroserve.common.runtime import tune_gc
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -222,6 +223,7 @@ def broker(**options: Any) -> None:
             instance.bind()
         except Exception as exc:
             raise ConfigError(f"cannot bind: {exc}") from exc
+        tune_gc()
         try:
             instance.run(stop)
         finally:
