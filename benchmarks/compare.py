@@ -8,7 +8,11 @@
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
 concurrency and duration. LitServe runs with its defaults; it is needed only
-in the benchmark's own environment, never by zeroserve.
+in the benchmark's own environment, never by zeroserve. Every server runs in
+this script's session (in a process group of its own), as the client does:
+where Linux schedules by session (autogroup), a server in a session of its
+own would be weighed as a job against the client's, a skew that only a
+machine shared by client and server has.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
+
+from zeroserve.up import OWN_PROCESS_GROUP
 
 HERE = Path(__file__).resolve().parent
 
@@ -50,7 +56,7 @@ def wait_ready(url: str, timeout_s: float = 120.0) -> None:
 @contextlib.contextmanager
 def server(argv: list[str], url: str) -> Iterator[None]:
     proc = subprocess.Popen(
-        argv, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE
+        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE, **OWN_PROCESS_GROUP
     )
     try:
         wait_ready(url)
