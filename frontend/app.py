@@ -270,6 +270,17 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         """The first message of the answer: a whole reply, an error, or a stream's start."""
         if self.closed or self.answered:
             return
+        try:
+            self._begin_answer(message)
+        except Exception:
+            # A bug of ours must not leave the client waiting for its deadline.
+            log.exception("could not write an answer (request_id=%s)", self.request_id)
+            if not self.answered:
+                self._write_error(502, "the answer could not be written")
+            elif (stream := getattr(self.conn, "stream", None)) is not None:
+                stream.close()  # begun: only a cut connection tells the client
+
+    def _begin_answer(self, message: Message) -> None:
         command, meta, payload = message
         if command == p.ERROR:
             self._write_failure(meta)
@@ -333,8 +344,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self._done(self.status)
 
     def _headers(self, content_type: str) -> tornado.httputil.HTTPHeaders:
+        """Our headers; the content type may be the worker's, so it is checked (HTTPInputError)."""
         headers = tornado.httputil.HTTPHeaders()
-        headers["Content-Type"] = content_type
+        headers.add("Content-Type", content_type)
         headers["X-Request-Id"] = self.request_id
         headers["Date"] = http_date()
         return headers

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from zeroserve import HTTPException, LitAPI
+from zeroserve import HTTPException, LitAPI, Response
 
 
 class EchoAPI(LitAPI):
@@ -33,6 +33,13 @@ class EchoAPI(LitAPI):
         if "mark" in x:
             Path(x["mark"]).write_text(str(os.getpid()))
         return {"echo": x.get("value"), "pid": os.getpid(), "host": socket.gethostname()}
+
+    def encode_response(self, output: dict[str, Any]) -> Any:
+        answer = output.get("echo")
+        if isinstance(answer, dict) and "response" in answer:
+            # The client asks for an answer with this content type and these headers.
+            return Response("{}", **answer["response"])
+        return output
 
 
 class OtherRouteAPI(EchoAPI):

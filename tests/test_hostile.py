@@ -256,3 +256,22 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
     finally:
         data.close()
         control.close()
+
+
+def test_a_worker_answer_that_is_not_valid_http_is_a_502(cluster: Cluster) -> None:
+    """Headers a worker sets cannot split the answer; the client gets 502, nobody else is hurt."""
+    cluster.up("EchoAPI")
+    fine = {"status": 201, "content_type": "text/plain", "headers": {"X-Model": "v2"}}
+    answer = cluster.post({"value": {"response": fine}})
+    assert (answer.status_code, answer.headers["Content-Type"]) == (201, "text/plain")
+    assert answer.headers["X-Model"] == "v2"
+    for bad in (
+        {"content_type": "text/plain\r\nX-Injected: 1"},
+        {"headers": {"X-Bad": "a\r\nX-Injected: 1"}},
+        {"headers": {"Bad Name": "x"}},
+        {"status": 99},
+    ):
+        answer = cluster.post({"value": {"response": bad}}, timeout=5)
+        assert answer.status_code == 502, bad
+        assert "X-Injected" not in answer.headers
+    assert cluster.post({"value": "still"}).json()["echo"] == "still"
