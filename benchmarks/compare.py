@@ -23,7 +23,6 @@ import importlib.util
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,15 +31,9 @@ from pathlib import Path
 
 import requests
 
-from zeroserve.up import OWN_PROCESS_GROUP
+from zeroserve.up import OWN_PROCESS_GROUP, free_port
 
 HERE = Path(__file__).resolve().parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, timeout_s: float = 120.0) -> None:

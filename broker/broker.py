@@ -172,8 +172,7 @@ class Broker:
                 # A late answer of a worker this broker forgot; its heartbeats bring it back.
                 self.counters["dropped_answers"] += 1
                 return
-            worker.last_seen = now = time.monotonic()
-            worker.expires_at = now + worker.expiry_s
+            worker.last_seen = time.monotonic()
             self._on_answer(worker, command, args)
             return
         meta = p.unpack_meta(args[0])
@@ -184,8 +183,7 @@ class Broker:
             if command == p.HEARTBEAT:
                 self._send(self.backend, [sender, *p.disconnect({"reason": "unknown worker"})])
             return
-        worker.last_seen = now = time.monotonic()
-        worker.expires_at = now + worker.expiry_s
+        worker.last_seen = time.monotonic()
         if command == p.HEARTBEAT:
             worker.reported = meta
             if worker.control != sender:
@@ -319,7 +317,6 @@ class Broker:
         info = {k: v for k, v in meta.items() if k not in ("routes",) and _is_plain(v)}
         worker = self.registry.add_worker(identity, ready, info, time.monotonic())
         worker.expiry_s = self._expiry_s(worker.heartbeat_interval_s)
-        worker.expires_at = worker.last_seen + worker.expiry_s
         log.info(
             "worker joined: %s pid %s serves %r on %s with %d slot(s)",
             worker.host,

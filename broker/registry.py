@@ -28,7 +28,6 @@ class WorkerRecord:
     host: str
     info: dict[str, Any]
     heartbeat_interval_s: float
-    expires_at: float
     last_seen: float
     #: Silence longer than this is death: the longer of both intervals, times liveness.
     expiry_s: float = 0.0
@@ -40,6 +39,10 @@ class WorkerRecord:
     reported: dict[str, Any] = field(default_factory=dict)
     #: The socket its heartbeats come from, where the broker's go; None until the first.
     control: bytes | None = None
+
+    @property
+    def expires_at(self) -> float:
+        return self.last_seen + self.expiry_s
 
     @property
     def credit(self) -> int:
@@ -176,7 +179,6 @@ class Registry:
             host=ready["host"],
             info=info,
             heartbeat_interval_s=ready["heartbeat_interval_s"],
-            expires_at=now,
             last_seen=now,
         )
         self.workers[identity] = worker

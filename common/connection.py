@@ -30,6 +30,39 @@ log = logging.getLogger(__name__)
 DRAIN_BATCH = 512
 
 
+#: Messages a DEALER to the broker may queue either way before sends are refused.
+DEALER_HWM = 100_000
+
+
+def open_dealer(
+    context: zmq.Context,
+    endpoint: str,
+    keys: CurveKeys | None = None,
+    *,
+    routing_id: bytes | None = None,
+    immediate: bool = False,
+    reconnect_max_s: float = 8.0,
+) -> zmq.Socket:
+    """A DEALER connected to the broker, set up the same way for every peer.
+
+    Reconnection waits double up to `reconnect_max_s` (0: no back-off).
+    """
+    sock = context.socket(zmq.DEALER)
+    if routing_id is not None:
+        sock.setsockopt(zmq.ROUTING_ID, routing_id)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDHWM, DEALER_HWM)
+    sock.setsockopt(zmq.RCVHWM, DEALER_HWM)
+    sock.setsockopt(zmq.RECONNECT_IVL, 100)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(reconnect_max_s * 1000))
+    if immediate:
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+    if keys is not None:
+        keys.apply_client(sock)
+    sock.connect(endpoint)
+    return sock
+
+
 class BrokerConnection:
     """One DEALER to the broker; the owner supplies what to say and what to do with answers."""
 
@@ -94,17 +127,13 @@ class BrokerConnection:
             self._shut()
 
     def _open(self) -> None:
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        sock.setsockopt(zmq.RECONNECT_IVL_MAX, int(self.reconnect_max_s * 1000))
-        if self.immediate:
-            sock.setsockopt(zmq.IMMEDIATE, 1)
-        if self.keys is not None:
-            self.keys.apply_client(sock)
-        sock.connect(self.endpoint)
+        sock = open_dealer(
+            self.context,
+            self.endpoint,
+            self.keys,
+            immediate=self.immediate,
+            reconnect_max_s=self.reconnect_max_s,
+        )
         self._sock = sock
         self._expires_at = time.monotonic() + self._expiry_s()
         assert self._loop is not None

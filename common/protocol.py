@@ -176,11 +176,16 @@ def disconnect(meta: bytes | Mapping[str, Any]) -> list[Any]:
     return [SIGNATURE, DISCONNECT, meta if isinstance(meta, bytes) else pack_meta(meta)]
 
 
-def error_meta(status: int, error: str, retry_after_s: float | None = None) -> bytes:
+def error_fields(status: int, error: Any, retry_after_s: float | None = None) -> dict[str, Any]:
+    """The metadata of an ERROR: its status, what went wrong, and when to come back."""
     meta: dict[str, Any] = {"status": status, "error": error}
     if retry_after_s is not None:
         meta["retry_after"] = retry_after_s
-    return pack_meta(meta)
+    return meta
+
+
+def error_meta(status: int, error: str, retry_after_s: float | None = None) -> bytes:
+    return pack_meta(error_fields(status, error, retry_after_s))
 
 
 def remaining_ms(deadline: float, now: float | None = None) -> int:

@@ -79,10 +79,7 @@ class Waiter:
 
 
 def error_message(status: int, error: str, retry_after_s: float | None = None) -> Message:
-    meta: dict[str, Any] = {"status": status, "error": error}
-    if retry_after_s is not None:
-        meta["retry_after"] = retry_after_s
-    return (p.ERROR, meta, b"")
+    return (p.ERROR, p.error_fields(status, error, retry_after_s), b"")
 
 
 UNREACHABLE = error_message(503, "the broker is not reachable", retry_after_s=1.0)

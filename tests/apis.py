@@ -29,7 +29,7 @@ class EchoAPI(LitAPI):
         if op == "fail":
             raise ValueError("boom")
         if op == "sleep":
-            time.sleep(float(x["seconds"]))
+            time.sleep(float(x["seconds"]))  # the model's work time the request asks for
         if "mark" in x:
             Path(x["mark"]).write_text(str(os.getpid()))
         return {"echo": x.get("value"), "pid": os.getpid(), "host": socket.gethostname()}
@@ -89,7 +89,7 @@ class StreamAPI(LitAPI):
                     _wait_for(x["gate"])
                 yield {"i": i, "pid": os.getpid()}
                 if x.get("sleep"):
-                    time.sleep(float(x["sleep"]))
+                    time.sleep(float(x["sleep"]))  # the model's step time the request asks for
         finally:
             if progress:
                 Path(progress).write_text(f"stopped after {i + 1}")

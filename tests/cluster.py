@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ import requests
 
 from zeroserve.common.security import CurveKeys
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
+from zeroserve.up import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APIS = Path(__file__).resolve().parent / "apis.py"
@@ -39,12 +39,6 @@ def run_cli(*args: str, timeout_s: float = 30) -> subprocess.CompletedProcess:
         cwd=ROOT,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "") -> Any:

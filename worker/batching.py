@@ -32,6 +32,7 @@ from typing import Any
 import zmq
 
 from zeroserve.common import protocol as p
+from zeroserve.common.connection import open_dealer
 from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.security import CurveKeys
@@ -191,15 +192,11 @@ class BatchingLoop:
         if dropped:
             log.warning("dropped %d request(s) of a previous broker session", dropped)
         self._close_socket()
-        sock = self.context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.ROUTING_ID, self.identity)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.SNDHWM, 100_000)
-        sock.setsockopt(zmq.RCVHWM, 100_000)
-        sock.setsockopt(zmq.RECONNECT_IVL, 100)
-        if self.keys is not None:
-            self.keys.apply_client(sock)
-        sock.connect(self.endpoint)
+        # No back-off of its own: when the broker is lost, the control link re-announces,
+        # which opens a fresh data socket.
+        sock = open_dealer(
+            self.context, self.endpoint, self.keys, routing_id=self.identity, reconnect_max_s=0.0
+        )
         self._sock = sock
         self._poller.register(sock, zmq.POLLIN)
         self._send(ready)

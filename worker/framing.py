@@ -22,7 +22,7 @@ Out = tuple[bytes, dict[str, Any], bytes]
 
 
 def error_out(status: int, error: Any) -> Out:
-    return (p.ERROR, {"status": status, "error": error}, b"")
+    return (p.ERROR, p.error_fields(status, error), b"")
 
 
 def to_json(value: Any) -> bytes:

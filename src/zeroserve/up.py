@@ -74,8 +74,8 @@ class Up:
             self.frontend_endpoint = f"ipc://{self._socket_dir}/frontends"
             self.backend_endpoint = f"ipc://{self._socket_dir}/workers"
         else:
-            self.frontend_endpoint = f"tcp://127.0.0.1:{_free_port()}"
-            self.backend_endpoint = f"tcp://127.0.0.1:{_free_port()}"
+            self.frontend_endpoint = f"tcp://127.0.0.1:{free_port()}"
+            self.backend_endpoint = f"tcp://127.0.0.1:{free_port()}"
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         self.stop_requested.set()
@@ -190,7 +190,8 @@ class Up:
                 child.wait()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
