@@ -2,12 +2,17 @@
 
     python -m venv /tmp/bench && /tmp/bench/bin/pip install . -r benchmarks/requirements.txt
     /tmp/bench/bin/python benchmarks/compare.py                # trivial and batched APIs
+    /tmp/bench/bin/python benchmarks/compare.py --rounds 3     # each server 3 times, median
     /tmp/bench/bin/python benchmarks/compare.py --streams      # streaming
     /tmp/bench/bin/python benchmarks/compare.py --scaling      # processes and batch sizes
 
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
-concurrency and duration. LitServe runs with its defaults; it is needed only
+concurrency and duration. Beside the Tornado ceiling runs the bare chain
+(bare_chain.py): zeroserve's three processes and hops without its features,
+the floor of the design on this machine. With --rounds, the servers take
+turns, so that a noisy minute of a shared machine falls on all of them;
+the median run of each is shown. LitServe runs with its defaults; it is needed only
 in the benchmark's own environment, never by zeroserve. Every server runs in
 this script's session (in a process group of its own), as the client does:
 where Linux schedules by session (autogroup), a server in a session of its
@@ -26,7 +31,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import requests
@@ -76,51 +81,53 @@ def bench(url: str, args: argparse.Namespace, concurrency: int | None = None) ->
     return json.loads(out.stdout)
 
 
-def zeroserve_up(api: str, port: int, workers: int, *extra: str) -> list[str]:
+def zeroserve_up(api: str, port: int | str, workers: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
         "--port", str(port), "--workers", str(workers), "--log-level", "WARNING", *extra,
     ]  # fmt: skip
 
 
-def measure(
-    name: str, argv_for_port: Callable[[int], list[str]], args: argparse.Namespace, results: dict
-) -> None:
+def run_once(argv: list[str], args: argparse.Namespace) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
-    with server(argv_for_port(port), url):
-        results[name] = bench(url, args)
-    r = results[name]
-    print(f"  {name}: {r['rps']:.0f} req/s, p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+    argv = [a.replace("{port}", str(port)) for a in argv]
+    with server(argv, url):
+        return bench(url, args)
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median throughput (its own p50 and p99 with it)."""
+    return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
 
 def compare(args: argparse.Namespace) -> None:
-    results: dict[str, dict] = {}
+    here = sys.executable
+    servers: dict[str, list[str]] = {
+        "tornado handler": [here, str(HERE / "plain_tornado.py"), "{port}"],
+        "bare chain": [here, str(HERE / "bare_chain.py"), "{port}"],
+    }
     has_litserve = importlib.util.find_spec("litserve") is not None
-    measure(
-        "tornado handler",
-        lambda p: [sys.executable, str(HERE / "plain_tornado.py"), str(p)],
-        args,
-        results,
-    )
     for kind, api in (("trivial", "DoubleAPI"), ("batched", "BatchedDoubleAPI")):
         if has_litserve:
             mode = "batched" if kind == "batched" else "plain"
-            measure(
-                f"litserve, {kind}",
-                lambda p, m=mode: [sys.executable, str(HERE / "litserve_server.py"), str(p), m],
-                args,
-                results,
+            servers[f"litserve, {kind}"] = [here, str(HERE / "litserve_server.py"), "{port}", mode]
+        servers[f"zeroserve, {kind}"] = zeroserve_up(api, "{port}", args.workers)
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    for round_no in range(1, args.rounds + 1):
+        for name, argv in servers.items():
+            r = run_once(argv, args)
+            runs[name].append(r)
+            print(
+                f"  round {round_no}, {name}: {r['rps']:.0f} req/s, "
+                f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms",
+                flush=True,
             )
-        measure(
-            f"zeroserve, {kind}",
-            lambda p, a=api: zeroserve_up(a, p, args.workers),
-            args,
-            results,
-        )
+    results = {name: median_run(rs) for name, rs in runs.items()}
     ceiling = results["tornado handler"]
     print(
-        f"\n{args.concurrency} connections, {args.duration:g} s each, {os.cpu_count()} CPUs, "
+        f"\n{args.concurrency} connections, {args.duration:g} s a run, "
+        f"{args.rounds} round(s) (median run shown), {os.cpu_count()} CPUs, "
         f"zeroserve with {args.workers} worker process(es)\n"
     )
     print(
@@ -128,7 +135,8 @@ def compare(args: argparse.Namespace) -> None:
         f"{'vs litserve':>12} {'p99 vs litserve':>16}"
     )
     for name, r in results.items():
-        kind = name.split(", ")[-1]
+        # The ceiling and the bare chain do the trivial API's work.
+        kind = name.split(", ")[1] if ", " in name else "trivial"
         lit = results.get(f"litserve, {kind}")
         vs_lit = f"{r['rps'] / lit['rps']:.2f}x" if lit and lit["rps"] else "-"
         p99_lit = f"{r['p99_ms'] / lit['p99_ms']:.2f}" if lit and lit["p99_ms"] else "-"
@@ -136,6 +144,10 @@ def compare(args: argparse.Namespace) -> None:
             f"{name:22} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}"
         )
+    if args.rounds > 1:
+        print("\nEvery round (req/s):")
+        for name, rs in runs.items():
+            print(f"  {name:22} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
     if not has_litserve:
         print("\n(litserve is not installed here: pip install -r benchmarks/requirements.txt)")
 
@@ -203,6 +215,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="zeroserve worker processes")
     parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="run every server this many times, interleaved"
+    )
     parser.add_argument("--streams", action="store_true", help="measure streaming")
     parser.add_argument("--scaling", action="store_true", help="measure scaling")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8, 16])

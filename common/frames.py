@@ -2,9 +2,10 @@
 
 On the hot path pyzmq's convenience layer costs more than ZeroMQ itself:
 ``send_multipart`` combines flags with enum arithmetic for every part,
-``Socket.send``/``recv`` add Python frames around the compiled ones, and a
-``copy=False`` receive builds a Frame object per part. Here the compiled
-methods are called directly with plain int flags. Small parts are copied
+``Socket.send``/``recv`` add Python frames around the compiled ones, and
+every ``getsockopt`` (RCVMORE after each part, say) looks its option up in
+an Enum. Here the compiled methods are called directly with plain int
+flags, and a received part says itself whether more follow. Small parts are copied
 (cheaper than tracking them); parts of ``ZERO_COPY_BYTES`` or more, and
 zmq.Frame parts, go without a copy, so a large body is never copied on its
 way out.
@@ -21,7 +22,6 @@ from zmq.backend import Socket as _CompiledSocket
 _MORE = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _LAST = int(zmq.NOBLOCK)
 _NOBLOCK = int(zmq.NOBLOCK)
-_RCVMORE = int(zmq.RCVMORE)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _send = _CompiledSocket.send
@@ -49,12 +49,15 @@ def has_input(sock: zmq.Socket) -> bool:
     return bool(_get(sock, _EVENTS) & _POLLIN)
 
 
-def recv_frames(sock: zmq.Socket) -> list[bytes]:
-    """Receive one whole message as bytes; raises zmq.Again when none is waiting.
+def recv_frames(sock: zmq.Socket, *, block: bool = False) -> list[bytes]:
+    """Receive one whole message as bytes; raises zmq.Again when none is waiting (`block`:
+    none came within the socket's receive timeout).
 
     The parts of a message arrive together, so none after the first can block.
     """
-    parts = [_recv(sock, _NOBLOCK, True)]
-    while _get(sock, _RCVMORE):
-        parts.append(_recv(sock, _NOBLOCK, True))
+    part = _recv(sock, 0 if block else _NOBLOCK, False)
+    parts = [part.bytes]
+    while part.more:
+        part = _recv(sock, _NOBLOCK, False)
+        parts.append(part.bytes)
     return parts

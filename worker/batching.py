@@ -1,8 +1,9 @@
 """The worker's batching loop: one thread that owns the data socket, forms batches and runs them.
 
 Requests come in, batches form, ``predict`` runs and answers go out in this
-one thread, which waits on its socket like the simplest ZeroMQ worker: no
-hand-off between threads on the way of a request. A batch closes when it is
+one thread, which waits in a blocking receive on its socket like the
+simplest ZeroMQ worker: no hand-off between threads on the way of a request,
+and no poll set to build for every wait. A batch closes when it is
 full, or when ``batch_timeout`` has passed since its first request arrived;
 what arrives while a batch runs waits in the socket and forms the next one.
 Work whose client left or whose deadline passed is answered here and never
@@ -10,7 +11,8 @@ reaches the model.
 
 The process's event loop keeps the control socket (heartbeats both ways),
 so a long ``predict`` never silences the worker. It talks to this thread
-through a mailbox only: it never touches the data socket. The data socket
+through a mailbox only, which the thread reads between receives (at least
+every ``MAILBOX_WAKE_S``): it never touches the data socket. The data socket
 carries everything whose order matters: READY, requests and cancels, the
 answers, and the drain's request, acknowledgement and goodbye.
 """
@@ -22,7 +24,6 @@ import contextlib
 import logging
 import math
 import queue
-import socket
 import threading
 import time
 from collections import Counter, deque
@@ -40,6 +41,10 @@ from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
 
 log = logging.getLogger(__name__)
+
+#: The longest a waiting thread leaves its mailbox unread (stop, drain, a new broker session).
+MAILBOX_WAKE_S = 0.05
+MAILBOX_WAKE_MS = round(MAILBOX_WAKE_S * 1000)
 
 #: Messages the thread hands to the event loop: DISCONNECT metadata from the broker.
 ControlSink = Callable[[dict[str, Any]], None]
@@ -84,12 +89,9 @@ class BatchingLoop:
         self.bad_messages = 0
         self.generation = 0
         self._sock: zmq.Socket | None = None
-        self._poller = zmq.Poller()
+        #: The socket's receive timeout now, in ms: set only when a wait needs another.
+        self._sock_timeout_ms = -1
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
-        self._bell_in, self._bell_out = socket.socketpair()
-        self._bell_in.setblocking(False)
-        self._bell_out.setblocking(False)
-        self._poller.register(self._bell_in.fileno(), zmq.POLLIN)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._empty: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
@@ -123,8 +125,6 @@ class BatchingLoop:
 
     def _post(self, item: tuple[str, Any]) -> None:
         self._mailbox.put(item)
-        with contextlib.suppress(BlockingIOError, OSError):
-            self._bell_out.send(b"\0")
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         if self._loop is not None:
@@ -135,12 +135,10 @@ class BatchingLoop:
 
     def _run(self) -> None:
         try:
-            bell = self._bell_in.fileno()
             while not self._stopped:
                 wait_ms = self._wait_ms()
-                if wait_ms != 0 and any(s == bell for s, _ in self._poller.poll(wait_ms)):
-                    with contextlib.suppress(BlockingIOError, OSError):
-                        self._bell_in.recv(4096)
+                if wait_ms != 0:
+                    self._wait(wait_ms)
                 if not self._mailbox.empty():
                     self._read_mailbox()
                 self._read_socket()
@@ -150,8 +148,20 @@ class BatchingLoop:
             self._to_loop(self.on_failed)
         finally:
             self._close_socket()
-            self._bell_in.close()
-            self._bell_out.close()
+
+    def _wait(self, wait_ms: int | None) -> None:
+        """Block until a message comes, `wait_ms` pass, or it is time to read the mailbox."""
+        timeout_ms = MAILBOX_WAKE_MS if wait_ms is None else min(wait_ms, MAILBOX_WAKE_MS)
+        sock = self._sock
+        if sock is None:
+            with contextlib.suppress(queue.Empty):
+                self._obey(*self._mailbox.get(timeout=timeout_ms / 1000))
+            return
+        if timeout_ms != self._sock_timeout_ms:
+            sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
+            self._sock_timeout_ms = timeout_ms
+        with contextlib.suppress(zmq.Again):
+            self._receive(recv_frames(sock, block=True))
 
     def _wait_ms(self) -> int | None:
         """How long to wait for more: until the first pending request's batch is due."""
@@ -163,26 +173,28 @@ class BatchingLoop:
         return 0 if due_s <= 0 else max(1, math.ceil(due_s * 1000))
 
     def _read_mailbox(self) -> None:
-        while True:
+        while not self._stopped:
             try:
                 what, arg = self._mailbox.get_nowait()
             except queue.Empty:
                 return
-            if what == "announce":
-                self._announce(arg)
-            elif what == "send":
+            self._obey(what, arg)
+
+    def _obey(self, what: str, arg: Any) -> None:
+        if what == "announce":
+            self._announce(arg)
+        elif what == "send":
+            self._send(arg)
+        elif what == "watch_empty":
+            self._empty = arg
+            if not self.jobs:
+                self._to_loop(arg.set)
+        elif what == "stop":
+            if arg is not None:
                 self._send(arg)
-            elif what == "watch_empty":
-                self._empty = arg
-                if not self.jobs:
-                    self._to_loop(arg.set)
-            elif what == "stop":
-                if arg is not None:
-                    self._send(arg)
-                if self._sock is not None:
-                    self._sock.setsockopt(zmq.LINGER, 500)
-                self._stopped = True
-                return
+            if self._sock is not None:
+                self._sock.setsockopt(zmq.LINGER, 500)
+            self._stopped = True
 
     def _announce(self, ready: list[Any]) -> None:
         self.generation += 1
@@ -198,13 +210,12 @@ class BatchingLoop:
             self.context, self.endpoint, self.keys, routing_id=self.identity, reconnect_max_s=0.0
         )
         self._sock = sock
-        self._poller.register(sock, zmq.POLLIN)
+        self._sock_timeout_ms = -1
         self._send(ready)
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
         if sock is not None:
-            self._poller.unregister(sock)
             sock.close()
 
     def _read_socket(self) -> None:

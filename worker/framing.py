@@ -25,12 +25,16 @@ def error_out(status: int, error: Any) -> Out:
     return (p.ERROR, p.error_fields(status, error), b"")
 
 
+#: One encoder for every answer: ``json.dumps`` with options builds a new one per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def to_json(value: Any) -> bytes:
     """JSON bytes, or an HTTPException(500) naming what could not be encoded."""
     if hasattr(value, "model_dump"):  # a pydantic model, as LitServe allows
         value = value.model_dump(exclude_none=True)
     try:
-        return json.dumps(value, separators=(",", ":")).encode()
+        return _ENCODER.encode(value).encode()
     except (TypeError, ValueError) as exc:
         raise HTTPException(
             500, f"encode_response returned a value that is not JSON: {exc}"
