@@ -245,7 +245,7 @@ class Broker:
             raise ProtocolError("request id already in use")
         name = meta.get("service")
         service = self.registry.services.get(name) if isinstance(name, str) else None
-        if service is None or not service.ready_workers():
+        if service is None or not service.has_ready_worker():
             self.counters["rejected_no_worker"] += 1
             self._answer_error(client, rid, 503, f"no worker is serving {name!r} right now")
             return

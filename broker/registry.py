@@ -77,6 +77,10 @@ class ServiceRecord:
     def ready_workers(self) -> int:
         return sum(1 for w in self.workers.values() if not w.draining)
 
+    def has_ready_worker(self) -> bool:
+        """Asked for every request: stops at the first worker that is not draining."""
+        return any(not worker.draining for worker in self.workers.values())
+
 
 def _routes_from(raw: Any) -> list[dict[str, Any]]:
     if not isinstance(raw, list) or not raw or len(raw) > 64:

@@ -62,6 +62,9 @@ def test_credit_picks_the_freest_worker_then_rotates() -> None:
     b.draining = True
     b.assigned.clear()
     assert b.credit == 0
+    assert service.has_ready_worker() and service.ready_workers() == 1
+    a.draining = True
+    assert not service.has_ready_worker() and service.ready_workers() == 0
 
 
 def test_routes_belong_to_one_service() -> None:

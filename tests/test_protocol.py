@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import msgpack
 import pytest
 import zmq
@@ -114,6 +117,27 @@ def test_frames_round_trip_small_copied_and_large_zero_copy() -> None:
         assert recv_frames(b) == [p.SIGNATURE, p.REPLY, b"rid", b"as a frame", large]
         with pytest.raises(zmq.Again):
             recv_frames(b)
+    finally:
+        a.close(0)
+        b.close(0)
+
+
+def test_a_blocking_receive_waits_for_a_message_or_the_receive_timeout() -> None:
+    context = zmq.Context.instance()
+    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    try:
+        a.bind("inproc://frames-blocking-test")
+        b.connect("inproc://frames-blocking-test")
+        b.setsockopt(zmq.RCVTIMEO, 50)
+        started = time.monotonic()
+        with pytest.raises(zmq.Again):
+            recv_frames(b, block=True)
+        assert time.monotonic() - started >= 0.04
+        sender = threading.Timer(0.05, send_frames, (a, [p.SIGNATURE, p.HEARTBEAT, b"{}"]))
+        b.setsockopt(zmq.RCVTIMEO, 5000)
+        sender.start()
+        assert recv_frames(b, block=True) == [p.SIGNATURE, p.HEARTBEAT, b"{}"]
+        sender.join()
     finally:
         a.close(0)
         b.close(0)
