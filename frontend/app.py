@@ -23,10 +23,12 @@ import tornado.iostream
 import tornado.routing
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
+from tornado.http1connection import HTTP1Connection
 
 from zeroserve.common import protocol as p
 from zeroserve.frontend.broker_link import BrokerLink, Message, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
+from zeroserve.frontend.idle import BodyWatch
 from zeroserve.frontend.metrics import FrontendMetrics
 
 log = logging.getLogger(__name__)
@@ -226,6 +228,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             self._reject_too_large()
             return
         self.route = route
+        front.bodies.body_started(self.conn)
 
     def data_received(self, chunk: bytes) -> None:
         if self.answered:
@@ -238,6 +241,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             self.chunks.append(chunk)
 
     def finish(self) -> None:
+        self.front.bodies.body_read(self.conn)
         if self.answered or self.route is None:
             return
         if self.too_large:
@@ -257,6 +261,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self.waiter.listen(self._on_first)
 
     def on_connection_close(self) -> None:
+        self.front.bodies.body_read(self.conn)
         self.closed = True
         if self.waiter is not None:
             self.front.link.cancel(self.waiter)
@@ -430,6 +435,7 @@ class Frontend:
     link: BrokerLink
     config: FrontendConfig
     metrics: FrontendMetrics
+    bodies: BodyWatch
 
 
 class FrontendRouter(tornado.routing.Router):
@@ -443,6 +449,9 @@ class FrontendRouter(tornado.routing.Router):
         self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
     ) -> tornado.httputil.HTTPMessageDelegate | None:
         if request.path in OWN_PATHS:
+            # Rarely asked, so Tornado's own (costlier) body time limit will do.
+            if isinstance(request.connection, HTTP1Connection):
+                request.connection.set_body_timeout(self.front.config.idle_timeout_s)
             return self.app.find_handler(request)
         return ServeDelegate(self.front, request)
 
@@ -460,7 +469,8 @@ def make_app(link: BrokerLink, config: FrontendConfig) -> FrontendRouter:
         compress_response=False,
         log_function=_log_request,
     )
-    return FrontendRouter(Frontend(link, config, metrics), app)
+    front = Frontend(link, config, metrics, BodyWatch(config.idle_timeout_s))
+    return FrontendRouter(front, app)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:

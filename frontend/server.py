@@ -28,13 +28,16 @@ async def serve(config: FrontendConfig) -> None:
     """Serve HTTP until SIGTERM or SIGINT, then finish what is in flight (briefly) and leave."""
     link = BrokerLink(config)
     link.start()
+    router = make_app(link, config)
     server = HTTPServer(
-        make_app(link, config),
+        router,
         max_body_size=config.max_body_bytes + 1024 * 1024,
         idle_connection_timeout=config.idle_timeout_s,
-        body_timeout=config.idle_timeout_s,
+        # Bodies are watched by router.front.bodies: Tornado's limit costs a task per request.
+        body_timeout=None,
         decompress_request=False,
     )
+    body_watch = asyncio.get_running_loop().create_task(router.front.bodies.run())
     server.add_sockets(bind_sockets(config.port, config.host, reuse_port=config.processes > 1))
     log.info(
         "frontend listening on http://%s:%d, broker %s", config.host, config.port, config.broker
@@ -49,6 +52,7 @@ async def serve(config: FrontendConfig) -> None:
     while link.pending and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     link.close()
+    body_watch.cancel()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), 1.0)
     log.info("frontend stopped")

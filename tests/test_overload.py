@@ -65,18 +65,24 @@ def test_overload_is_answered_503_at_once_and_memory_stays_bounded(cluster: Clus
 def test_slow_clients_do_not_stall_others(cluster: Cluster) -> None:
     cluster.up("EchoAPI", frontend_args=("--idle-timeout", "1"))
     slow = []
-    for i in range(20):
+    for i in range(21):
         s = socket.create_connection(("127.0.0.1", cluster.http_port))
-        # Half send headers that never end, half a body that never comes.
-        if i % 2:
+        # Headers that never end; a body that never comes, on a service's path and on one
+        # of the frontend's own.
+        if i % 3 == 0:
             s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: applic")
-        else:
+        elif i % 3 == 1:
             s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
+        else:
+            s.sendall(b"POST /info HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{")
         slow.append(s)
     began = time.monotonic()
     for i in range(20):
         assert cluster.post({"value": i}, timeout=5).json()["echo"] == i
     assert time.monotonic() - began < 5
+    # Only the client is held to the idle timeout, never the answer.
+    slow_answer = cluster.post({"op": "sleep", "seconds": 2.5, "value": "late"}, timeout=10)
+    assert slow_answer.json()["echo"] == "late"
 
     for s in slow:
         s.settimeout(5)
