@@ -1,4 +1,4 @@
-"""The floor of the three-process design: zeroserve's hops with none of its features.
+"""zeroserve's three processes and hops written plainly, with none of its features.
 
     python bare_chain.py PORT
 
@@ -6,8 +6,9 @@ A Tornado handler sends each body over a DEALER to a ROUTER/ROUTER broker
 that hands it to one blocking DEALER worker (credit 4) and routes the answer
 back: the same processes, sockets and hops as `cluster up`, without
 metadata, heartbeats, deadlines, metrics, request ids or error handling. It
-is not a server anyone should run; it shows what the hops themselves cost on
-this machine, so that zeroserve's own cost can be told from the design's.
+is not a server anyone should run; it shows what the hops cost when written
+the obvious way (a RequestHandler, pyzmq's asyncio sockets), so that
+zeroserve's own cost can be told from the design's.
 """
 
 from __future__ import annotations

@@ -9,10 +9,11 @@
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
 concurrency and duration. Beside the Tornado ceiling runs the bare chain
-(bare_chain.py): zeroserve's three processes and hops without its features,
-the floor of the design on this machine. With --rounds, the servers take
-turns, so that a noisy minute of a shared machine falls on all of them;
-the median run of each is shown. LitServe runs with its defaults; it is needed only
+(bare_chain.py): zeroserve's three processes and hops written plainly,
+without its features, to tell the design's cost from zeroserve's own.
+With --rounds, the servers take turns, so that a noisy minute of a shared
+machine falls on all of them; the median run of each is shown. LitServe
+runs with its defaults; it is needed only
 in the benchmark's own environment, never by zeroserve. Every server runs in
 this script's session (in a process group of its own), as the client does:
 where Linux schedules by session (autogroup), a server in a session of its
