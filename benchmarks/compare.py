@@ -13,12 +13,12 @@ concurrency and duration. Beside the Tornado ceiling runs the bare chain
 without its features, to tell the design's cost from zeroserve's own.
 With --rounds, the servers take turns, so that a noisy minute of a shared
 machine falls on all of them; the median run of each is shown. LitServe
-runs with its defaults; it is needed only
-in the benchmark's own environment, never by zeroserve. Every server runs in
-this script's session (in a process group of its own), as the client does:
-where Linux schedules by session (autogroup), a server in a session of its
-own would be weighed as a job against the client's, a skew that only a
-machine shared by client and server has.
+runs with its defaults; it is needed only in the benchmark's own
+environment, never by zeroserve. Every server runs in this script's session
+(in a process group of its own), as the client does: where Linux schedules
+by session (autogroup), a server in a session of its own would be weighed
+as a job against the client's, a skew that only a machine shared by client
+and server has.
 """
 
 from __future__ import annotations

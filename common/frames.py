@@ -5,10 +5,10 @@ On the hot path pyzmq's convenience layer costs more than ZeroMQ itself:
 ``Socket.send``/``recv`` add Python frames around the compiled ones, and
 every ``getsockopt`` (RCVMORE after each part, say) looks its option up in
 an Enum. Here the compiled methods are called directly with plain int
-flags, and a received part says itself whether more follow. Small parts are copied
-(cheaper than tracking them); parts of ``ZERO_COPY_BYTES`` or more, and
-zmq.Frame parts, go without a copy, so a large body is never copied on its
-way out.
+flags, and a received part says itself whether more follow. Small parts
+are copied (cheaper than tracking them); parts of ``ZERO_COPY_BYTES`` or
+more, and zmq.Frame parts, go without a copy, so a large body is never
+copied on its way out.
 """
 
 from __future__ import annotations

@@ -26,9 +26,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tornado.http1connection import HTTP1Connection
 
 from zeroserve.common import protocol as p
+from zeroserve.frontend.body_watch import BodyWatch
 from zeroserve.frontend.broker_link import BrokerLink, Message, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
-from zeroserve.frontend.idle import BodyWatch
 from zeroserve.frontend.metrics import FrontendMetrics
 
 log = logging.getLogger(__name__)
