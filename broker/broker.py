@@ -35,6 +35,7 @@ from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
 from zeroserve.common.frames import has_input, recv_frames, send_frames
+from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import KeyDirectoryAuthenticator, load_keys
 from zeroserve.common.version import __version__
 
@@ -60,7 +61,7 @@ class Broker:
         self._seq = itertools.count()
         self._next_heartbeat = 0.0
         self._routes_dirty = False
-        self._bad_logged: dict[str, float] = {}
+        self._bad_logs = {"frontend": LogThrottle(), "worker": LogThrottle()}
         self.keys = load_keys(config.curve_secret_key)
         self.authenticator: KeyDirectoryAuthenticator | None = None
         if self.keys is not None and config.authorized_keys is not None:
@@ -196,9 +197,7 @@ class Broker:
     def _bad_message(self, side: str, exc: Exception) -> None:
         """Count every bad message; log at most one a second per side so a flood cannot."""
         self.counters[f"bad_messages_{side}"] += 1
-        now = time.monotonic()
-        if now - self._bad_logged.get(side, 0.0) >= 1.0:
-            self._bad_logged[side] = now
+        if self._bad_logs[side].ready():
             log.warning(
                 "dropped a bad message from a %s (%d so far): %s",
                 side,
@@ -489,7 +488,7 @@ class Broker:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             beat = p.heartbeat(self._heartbeat_meta())
             for worker in list(self.registry.workers.values()):
-                self._send(self.backend, [worker.control or worker.identity, *beat])
+                self._send(self.backend, [worker.heartbeat_to, *beat])
             for identity in list(self.registry.frontends):
                 self._send(self.frontend, [identity, *beat])
 
@@ -532,7 +531,7 @@ class Broker:
     def _say_goodbye(self) -> None:
         goodbye = p.disconnect({"reason": "broker stopping"})
         for worker in list(self.registry.workers.values()):
-            self._send(self.backend, [worker.control or worker.identity, *goodbye])
+            self._send(self.backend, [worker.heartbeat_to, *goodbye])
         for identity in list(self.registry.frontends):
             self._send(self.frontend, [identity, *goodbye])
 

@@ -45,6 +45,11 @@ class WorkerRecord:
         return self.last_seen + self.expiry_s
 
     @property
+    def heartbeat_to(self) -> bytes:
+        """Where the broker's heartbeats and goodbye go: the control socket, once known."""
+        return self.control or self.identity
+
+    @property
     def credit(self) -> int:
         """Free slots, counted from what this broker sent and saw answered, so it cannot drift."""
         return 0 if self.draining else self.capacity - len(self.assigned)

@@ -23,6 +23,7 @@ import zmq
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
+from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class BrokerConnection:
         self._drain_scheduled = False
         self._task: asyncio.Task | None = None
         self._closed = False
-        self._last_bad_log = 0.0
+        self._bad_log = LogThrottle()
 
     # -- life cycle --------------------------------------------------------
 
@@ -193,9 +194,7 @@ class BrokerConnection:
             self.on_message(command, args)
         except ProtocolError as exc:
             self.bad_messages += 1
-            now = time.monotonic()
-            if now - self._last_bad_log >= 1.0:
-                self._last_bad_log = now
+            if self._bad_log.ready():
                 log.warning("%s: dropped a bad message from the broker: %s", self.name, exc)
         except Exception:
             # A bug of ours must cost one message, never the process.

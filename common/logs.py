@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -23,3 +24,18 @@ def configure_logging(level: str = "INFO", role: str | None = None) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("tornado.access").setLevel(max(logging.WARNING, root.level))
+
+
+class LogThrottle:
+    """Lets one record through per `interval_s`, so a flood of bad input cannot flood the log."""
+
+    def __init__(self, interval_s: float = 1.0) -> None:
+        self.interval_s = interval_s
+        self._last = float("-inf")
+
+    def ready(self) -> bool:
+        now = time.monotonic()
+        if now - self._last < self.interval_s:
+            return False
+        self._last = now
+        return True

@@ -261,7 +261,6 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self.waiter.listen(self._on_first)
 
     def on_connection_close(self) -> None:
-        self.front.bodies.body_read(self.conn)
         self.closed = True
         if self.waiter is not None:
             self.front.link.cancel(self.waiter)

@@ -4,7 +4,8 @@ Tornado can limit the body's time itself (``body_timeout``), but then it
 runs every body read as a task of its own with a timer beside it: about a
 tenth of the frontend's throughput here. This watch notes when a request's
 body began and forgets it once the body is read; a sweep a few times per
-timeout closes the connections that took longer. Headers keep Tornado's
+timeout closes the connections that took longer and forgets those that
+closed. Headers keep Tornado's
 own limit (``idle_connection_timeout``), which costs no task.
 """
 

@@ -51,9 +51,11 @@ class BatchAPI(LitAPI):
 
     max_batch_size = 8
     batch_timeout = 0.05
+    #: What the model's own work takes per batch (not a wait in a test).
+    work_s = 0.02
 
     def predict(self, xs: list[Any]) -> list[dict[str, Any]]:
-        time.sleep(0.02)  # the model's own work time, not a wait in a test
+        time.sleep(self.work_s)
         return [{"value": x["value"], "batch": len(xs), "pid": os.getpid()} for x in xs]
 
 
@@ -104,13 +106,15 @@ class BatchStreamAPI(LitAPI):
     max_batch_size = 4
     batch_timeout = 0.3
     stream = True
+    #: What each step of the model takes (not a wait in a test).
+    step_s = 0.05
 
     def predict(self, xs: list[dict[str, Any]]) -> Any:
         from zeroserve import STREAM_END
 
         for step in range(max(x["n"] for x in xs)):
             yield [{"step": step, "batch": len(xs)} if step < x["n"] else STREAM_END for x in xs]
-            time.sleep(0.05)  # the model's own step time, not a wait in a test
+            time.sleep(self.step_s)
 
 
 class EchoChatAPI(LitAPI):

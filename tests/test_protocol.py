@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 
 import msgpack
 import pytest
@@ -104,40 +105,45 @@ def test_error_meta_carries_retry_after() -> None:
     }
 
 
-def test_frames_round_trip_small_copied_and_large_zero_copy() -> None:
+@pytest.fixture
+def pair() -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
+    """Two connected PAIR sockets in this process: a sender and a receiver."""
     context = zmq.Context.instance()
     a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    endpoint = f"inproc://frames-{id(a)}"
+    a.bind(endpoint)
+    b.connect(endpoint)
     try:
-        a.bind("inproc://frames-test")
-        b.connect("inproc://frames-test")
-        large = bytes(range(256)) * (ZERO_COPY_BYTES // 256 + 1)
-        sent = [p.SIGNATURE, p.REPLY, b"rid", zmq.Frame(b"as a frame"), large]
-        send_frames(a, sent)
-        assert b.poll(1000)
-        assert recv_frames(b) == [p.SIGNATURE, p.REPLY, b"rid", b"as a frame", large]
-        with pytest.raises(zmq.Again):
-            recv_frames(b)
+        yield a, b
     finally:
         a.close(0)
         b.close(0)
 
 
-def test_a_blocking_receive_waits_for_a_message_or_the_receive_timeout() -> None:
-    context = zmq.Context.instance()
-    a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    try:
-        a.bind("inproc://frames-blocking-test")
-        b.connect("inproc://frames-blocking-test")
-        b.setsockopt(zmq.RCVTIMEO, 50)
-        started = time.monotonic()
-        with pytest.raises(zmq.Again):
-            recv_frames(b, block=True)
-        assert time.monotonic() - started >= 0.04
-        sender = threading.Timer(0.05, send_frames, (a, [p.SIGNATURE, p.HEARTBEAT, b"{}"]))
-        b.setsockopt(zmq.RCVTIMEO, 5000)
-        sender.start()
-        assert recv_frames(b, block=True) == [p.SIGNATURE, p.HEARTBEAT, b"{}"]
-        sender.join()
-    finally:
-        a.close(0)
-        b.close(0)
+def test_frames_round_trip_small_copied_and_large_zero_copy(
+    pair: tuple[zmq.Socket, zmq.Socket],
+) -> None:
+    a, b = pair
+    large = bytes(range(256)) * (ZERO_COPY_BYTES // 256 + 1)
+    sent = [p.SIGNATURE, p.REPLY, b"rid", zmq.Frame(b"as a frame"), large]
+    send_frames(a, sent)
+    assert b.poll(1000)
+    assert recv_frames(b) == [p.SIGNATURE, p.REPLY, b"rid", b"as a frame", large]
+    with pytest.raises(zmq.Again):
+        recv_frames(b)
+
+
+def test_a_blocking_receive_waits_for_a_message_or_the_receive_timeout(
+    pair: tuple[zmq.Socket, zmq.Socket],
+) -> None:
+    a, b = pair
+    b.setsockopt(zmq.RCVTIMEO, 50)
+    started = time.monotonic()
+    with pytest.raises(zmq.Again):
+        recv_frames(b, block=True)
+    assert time.monotonic() - started >= 0.04
+    sender = threading.Timer(0.05, send_frames, (a, [p.SIGNATURE, p.HEARTBEAT, b"{}"]))
+    b.setsockopt(zmq.RCVTIMEO, 5000)
+    sender.start()
+    assert recv_frames(b, block=True) == [p.SIGNATURE, p.HEARTBEAT, b"{}"]
+    sender.join()

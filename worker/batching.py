@@ -36,6 +36,7 @@ from zeroserve.common import protocol as p
 from zeroserve.common.connection import open_dealer
 from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
+from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
 from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
@@ -96,7 +97,7 @@ class BatchingLoop:
         self._empty: asyncio.Event | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
-        self._last_bad_log = 0.0
+        self._bad_log = LogThrottle()
 
     # -- from the event loop -------------------------------------------------------------
 
@@ -107,24 +108,21 @@ class BatchingLoop:
 
     def announce(self, ready: list[Any]) -> None:
         """A fresh data socket, then READY: work of an earlier broker session is forgotten."""
-        self._post(("announce", ready))
+        self._mailbox.put(("announce", ready))
 
     def send(self, message: list[Any]) -> None:
         """Send a message on the data socket, after every answer sent before it."""
-        self._post(("send", message))
+        self._mailbox.put(("send", message))
 
     def watch_empty(self, event: asyncio.Event) -> None:
         """Set `event` (on the event loop) once no request is held."""
-        self._post(("watch_empty", event))
+        self._mailbox.put(("watch_empty", event))
 
     def stop(self, goodbye: list[Any] | None = None, timeout_s: float = 5.0) -> None:
         """Say `goodbye` after the last answer, close the socket and end the thread."""
-        self._post(("stop", goodbye))
+        self._mailbox.put(("stop", goodbye))
         if self._thread is not None:
             self._thread.join(timeout_s)
-
-    def _post(self, item: tuple[str, Any]) -> None:
-        self._mailbox.put(item)
 
     def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
         if self._loop is not None:
@@ -236,9 +234,7 @@ class BatchingLoop:
                 self._to_loop(self.on_control, p.unpack_meta(args[0]))
         except ProtocolError as exc:
             self.bad_messages += 1
-            now = time.monotonic()
-            if now - self._last_bad_log >= 1.0:
-                self._last_bad_log = now
+            if self._bad_log.ready():
                 log.warning("dropped a bad message from the broker: %s", exc)
         except Exception:
             # A bug of ours must cost one message, never the process.
