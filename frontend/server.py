@@ -12,7 +12,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from zeroserve.common.logs import configure_logging
-from zeroserve.common.runtime import tune_gc
+from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import Supervisor
 from zeroserve.frontend.app import make_app
 from zeroserve.frontend.broker_link import BrokerLink
@@ -60,6 +60,7 @@ async def serve(config: FrontendConfig) -> None:
 
 def run_frontend_process(config: FrontendConfig) -> None:
     configure_logging(config.log_level, "frontend")
+    batch_io_threads()
     tune_gc()
     asyncio.run(serve(config))
 

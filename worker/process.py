@@ -20,7 +20,7 @@ from zeroserve.common import protocol as p
 from zeroserve.common.connection import BrokerConnection
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
-from zeroserve.common.runtime import tune_gc
+from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
 from zeroserve.worker.batching import BatchingLoop
@@ -256,6 +256,7 @@ async def _await(awaitable: Any) -> Any:
 def run_worker_process(config: WorkerConfig) -> None:
     """Entry point of a spawned worker process."""
     configure_logging(config.log_level, "worker")
+    batch_io_threads()
     try:
         api = load_api(config.api)
         settings = resolve_settings(api, config)

@@ -19,7 +19,7 @@ import click
 
 from zeroserve.common.errors import ConfigError, ZeroserveError
 from zeroserve.common.logs import LEVELS, configure_logging
-from zeroserve.common.runtime import tune_gc
+from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -212,6 +212,7 @@ def broker(**options: Any) -> None:
     from zeroserve.broker.config import BrokerConfig
 
     configure_logging(options.pop("log_level"), "broker")
+    batch_io_threads()
 
     def run() -> int:
         config = BrokerConfig(**options)
