@@ -65,7 +65,7 @@ def _batch_policy_allowed() -> bool:
     def attempt() -> None:
         try:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
-        except (OSError, AttributeError):
+        except OSError:
             return
         granted.append(True)
 
