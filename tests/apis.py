@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from zeroserve import HTTPException, LitAPI, Response
+from zeroserve import (
+    ContinuousBatchingLoop,
+    HTTPException,
+    LitAPI,
+    LitAPIStatus,
+    Output,
+    Response,
+)
 
 
 class EchoAPI(LitAPI):
@@ -212,3 +220,121 @@ class ChatWithPlainEncode(LitAPI):
 
     def encode_response(self, output: Any) -> Any:
         return {"not": "a generator"}
+
+
+class AsyncSleepAPI(LitAPI):
+    """predict awaits {"seconds"} (I/O, not a wait in a test); {"block": S} blocks the event
+    loop with time.sleep; {"progress": FILE} records how the await ended."""
+
+    async def decode_request(self, request: Any) -> Any:
+        if not isinstance(request, dict):
+            raise HTTPException(422, "send a JSON object")
+        return request
+
+    async def predict(self, x: dict[str, Any]) -> dict[str, Any]:
+        if x.get("block"):
+            time.sleep(float(x["block"]))  # the mistake under test: a blocking call in async def
+        if x.get("op") == "fail":
+            raise ValueError("boom")
+        try:
+            await asyncio.sleep(float(x.get("seconds", 0)))
+        except asyncio.CancelledError:
+            if x.get("progress"):
+                Path(x["progress"]).write_text("cancelled")
+            raise
+        return {"echo": x.get("value"), "pid": os.getpid()}
+
+    async def encode_response(self, output: Any) -> Any:
+        return output
+
+
+class AsyncStreamAPI(LitAPI):
+    """An async generator: n pieces, each after awaiting {"seconds"}."""
+
+    stream = True
+
+    async def predict(self, x: dict[str, Any]) -> Any:
+        for i in range(int(x.get("n", 3))):
+            await asyncio.sleep(float(x.get("seconds", 0)))
+            yield {"i": i, "value": x.get("value")}
+
+    async def encode_response(self, output: Any) -> Any:
+        async for item in output:
+            yield item
+
+
+class AsyncBatchAPI(LitAPI):
+    """An async predict per batch of up to 4, awaiting a remote service's half second."""
+
+    max_batch_size = 4
+    batch_timeout = 0.05
+    #: What the remote service takes per batch (not a wait in a test).
+    remote_s = 0.5
+
+    async def predict(self, xs: list[Any]) -> list[dict[str, Any]]:
+        await asyncio.sleep(self.remote_s)
+        return [{"value": x["value"], "batch": len(xs)} for x in xs]
+
+
+class CountingSteps(LitAPI):
+    """A step-style model: each sequence yields {"n"} steps; {"fail": true} makes step raise.
+    Cancelled sequences are recorded in the file named by $ZS_TEST_EVENTS."""
+
+    stream = True
+    max_batch_size = 4
+    loop = ContinuousBatchingLoop()
+    #: What one step of the model takes (not a wait in a test).
+    step_s = 0.02
+
+    def setup(self, device: str) -> None:
+        self.active: dict[str, dict[str, Any]] = {}
+
+    def add_request(self, uid: str, request: Any) -> None:
+        self.active[uid] = {"n": int(request["n"]), "i": 0, "fail": request.get("fail", False)}
+
+    def has_capacity(self) -> bool:
+        return len(self.active) < self.max_batch_size
+
+    def has_active_requests(self) -> bool:
+        return bool(self.active)
+
+    def cancel_request(self, uid: str) -> None:
+        self.active.pop(uid, None)
+        path = os.environ.get("ZS_TEST_EVENTS")
+        if path:
+            with open(path, "a") as f:
+                f.write(f"cancel {uid}\n")
+
+    def step(self, prev_outputs: list[Output] | None) -> list[Output]:
+        time.sleep(self.step_s)
+        if any(s["fail"] for s in self.active.values()):
+            raise RuntimeError("the step fell over")
+        outputs = []
+        size = len(self.active)
+        for uid, s in list(self.active.items()):
+            outputs.append(Output(uid, {"i": s["i"], "batch": size}, LitAPIStatus.OK))
+            s["i"] += 1
+            if s["i"] >= s["n"]:
+                outputs.append(Output(uid, "", LitAPIStatus.FINISH_STREAMING))
+                del self.active[uid]
+        return outputs
+
+
+class StepWithoutLoop(CountingSteps):
+    loop = None
+
+
+class StepsWithoutStream(CountingSteps):
+    stream = False
+
+
+class StepsWithoutCapacity(CountingSteps):
+    has_capacity = None  # type: ignore[assignment]
+
+
+class LoopWithoutStep(LitAPI):
+    stream = True
+    loop = ContinuousBatchingLoop()
+
+    def predict(self, inputs: Any, generated: Any) -> Any:
+        return inputs

@@ -7,6 +7,9 @@ from typing import Any
 
 import litserve as ls
 from fastapi import HTTPException
+from litserve.loops import ContinuousBatchingLoop, Output
+from litserve.loops.continuous_batching_loop import DefaultContinuousBatchingLoop
+from litserve.utils import LitAPIStatus
 
 
 class LitEcho(ls.LitAPI):
@@ -57,3 +60,59 @@ class LitStreaming(ls.LitAPI):
     def encode_response(self, output: Any, context: dict) -> Any:
         for item in output:
             yield {**item, "context_kept": context.get("seen", False)}
+
+
+class LitSteps(ls.LitAPI):
+    """Written for LitServe's ContinuousBatchingLoop: each sequence counts to its "n"."""
+
+    def __init__(self) -> None:
+        super().__init__(stream=True, max_batch_size=4, loop=ContinuousBatchingLoop())
+
+    def setup(self, device: str) -> None:
+        self.active: dict[str, list[int]] = {}
+
+    def add_request(self, uid: str, request: Any) -> None:
+        self.active[uid] = [int(request["n"]), 0]
+
+    def has_capacity(self) -> bool:
+        return len(self.active) < self.max_batch_size
+
+    def has_active_requests(self) -> bool:
+        return bool(self.active)
+
+    def step(self, prev_outputs: list[Output] | None) -> list[Output]:
+        outputs = []
+        for uid, state in list(self.active.items()):
+            n, i = state
+            outputs.append(Output(uid, i, LitAPIStatus.OK))
+            state[1] = i + 1
+            if state[1] >= n:
+                outputs.append(Output(uid, "", LitAPIStatus.FINISH_STREAMING))
+                del self.active[uid]
+        return outputs
+
+    def encode_response(self, output: Any) -> Any:
+        return {"token": output}
+
+
+class LitDefaultSteps(ls.LitAPI):
+    """LitServe's default variant: predict gives one token per sequence, has_finished ends one."""
+
+    def __init__(self) -> None:
+        super().__init__(stream=True, max_batch_size=4, loop=DefaultContinuousBatchingLoop())
+
+    def setup(self, device: str) -> None:
+        self.lengths: dict[str, int] = {}
+
+    def decode_request(self, request: Any) -> Any:
+        return int(request["n"])
+
+    def predict(self, inputs: list[int], generated: list[list[Any]]) -> list[Any]:
+        return [f"t{len(seq)}/{n}" for n, seq in zip(inputs, generated, strict=True)]
+
+    def has_finished(self, uid: str, token: str, max_sequence_length: int) -> bool:
+        done, n = token[1:].split("/")
+        return int(done) + 1 >= int(n)
+
+    def encode_response(self, output: Any) -> Any:
+        return {"token": output}

@@ -21,6 +21,10 @@ from cluster import ROOT, Cluster, api, run_cli, wait_until
         ("NoPredict", (), "does not implement predict"),
         ("AsyncFlagWithoutAsync", (), "enable_async is True, so predict must be async"),
         ("ChatWithPlainEncode", ("--spec", "openai"), "encode_response must be a generator"),
+        ("StepWithoutLoop", (), "implements step: set loop = ContinuousBatchingLoop()"),
+        ("StepsWithoutStream", (), "uses ContinuousBatchingLoop, which needs stream=True"),
+        ("StepsWithoutCapacity", (), "implements step but not has_capacity"),
+        ("LoopWithoutStep", (), "and has_finished(uid, token, max_sequence_length)"),
     ],
 )
 def test_a_misconfigured_api_is_refused_at_start(

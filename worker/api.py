@@ -35,6 +35,8 @@ class LitAPI:
     api_path: str = "/predict"
     stream: bool = False
     enable_async: bool = False
+    #: ``ContinuousBatchingLoop()`` to batch per step; None for the loop the methods ask for.
+    loop: Any = None
     #: Set by the worker before ``setup``.
     device: str | None = None
 
@@ -44,7 +46,9 @@ class LitAPI:
         batch_timeout: float | None = None,
         api_path: str | None = None,
         stream: bool | None = None,
+        *,
         enable_async: bool | None = None,
+        loop: Any = None,
     ) -> None:
         given = {
             "max_batch_size": max_batch_size,
@@ -52,6 +56,7 @@ class LitAPI:
             "api_path": api_path,
             "stream": stream,
             "enable_async": enable_async,
+            "loop": loop,
         }
         for name, value in given.items():
             if value is not None:
@@ -116,3 +121,38 @@ async def _unbatch_async(output: Any) -> Any:
 
 #: Yield this for one request of a batched stream to end its stream while the others go on.
 STREAM_END = type("StreamEnd", (), {"__repr__": lambda self: "STREAM_END"})()
+
+
+class LitAPIStatus:
+    """What a continuous-batching ``step`` says of each output (LitServe's own values)."""
+
+    START = "START"
+    OK = "OK"
+    ERROR = "ERROR"
+    FINISH_STREAMING = "FINISH_STREAMING"
+
+
+@dataclass
+class Output:
+    """One sequence's output of one ``step``: a piece to send, its end, or its error."""
+
+    uid: str
+    output: Any
+    status: str
+
+
+class ContinuousBatchingLoop:
+    """Set ``loop = ContinuousBatchingLoop()`` on an API to batch per step, as in LitServe.
+
+    Either the API implements ``add_request(uid, request)``, ``has_capacity()``,
+    ``has_active_requests()`` and ``step(prev_outputs) -> list[Output]``, or (the
+    default variant) ``predict(inputs, generated_sequences)`` returning one new
+    token per sequence and ``has_finished(uid, token, max_sequence_length)``.
+    """
+
+    def __init__(self, max_sequence_length: int = 2048) -> None:
+        self.max_sequence_length = max_sequence_length
+
+
+class DefaultContinuousBatchingLoop(ContinuousBatchingLoop):
+    """The default variant by name, as LitServe spells it."""

@@ -18,8 +18,16 @@ from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.openai_spec import openai_spec_for
 
-#: Fewest requests one worker process holds by default.
-MIN_CAPACITY = 8
+#: Fewest requests one worker process holds by default, by loop kind: a sync API runs one
+#: batch at a time (the next waits in the socket), an async one runs every request it holds
+#: at once, a continuous one keeps sequences waiting to join its batch.
+MIN_CAPACITY = {"batching": 8, "async": 256, "continuous": 64}
+
+#: The loop kinds, each one class in the worker (see worker/process.py).
+LOOP_KINDS = tuple(MIN_CAPACITY)
+
+#: What a step-style API implements, besides step itself.
+STEP_METHODS = ("add_request", "has_capacity", "has_active_requests")
 
 DEMO_API = "zeroserve.worker.demo:SquareAPI"
 
@@ -47,12 +55,64 @@ def load_object(spec: str, what: str = "--api") -> Any:
 
 
 def load_api(spec: str) -> Any:
-    """The user's API object, checked to have a ``predict`` of its own."""
+    """The user's API object, checked to have a ``predict`` (or a ``step``) of its own."""
     obj = load_object(spec)
-    predict = getattr(obj, "predict", None)
-    if not callable(predict) or inherits_default(predict):
+    if not (_implements(obj, "predict") or _implements(obj, "step")):
         raise ConfigError(f"{spec} does not implement predict")
     return obj
+
+
+def _implements(api: Any, method: str) -> bool:
+    func = getattr(api, method, None)
+    return callable(func) and not inherits_default(func)
+
+
+def continuous_loop_of(api: Any) -> Any:
+    """The API's ``ContinuousBatchingLoop`` (zeroserve's or LitServe's, told by class name so
+    that litserve need not be imported), or None."""
+    # LitServe keeps it in ``_loop``; its ``loop`` property would build a default loop.
+    loop = vars(api).get("_loop") if hasattr(api, "__dict__") else None
+    if loop is None or isinstance(loop, str):
+        loop = getattr(api, "loop", None)
+    names = {cls.__name__ for cls in type(loop).__mro__}
+    return loop if "ContinuousBatchingLoop" in names else None
+
+
+def _is_async(func: Any) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+
+
+def loop_kind(api: Any, name: str, stream: bool) -> str:
+    """Which loop serves the API, or a ConfigError naming what is wrong with it."""
+    loop = continuous_loop_of(api)
+    if loop is not None:
+        if not stream:
+            raise ConfigError(f"{name} uses ContinuousBatchingLoop, which needs stream=True")
+        default = "DefaultContinuousBatchingLoop" in {c.__name__ for c in type(loop).__mro__}
+        if _implements(api, "step") and not default:
+            missing = [m for m in STEP_METHODS if not _implements(api, m)]
+            if missing:
+                raise ConfigError(
+                    f"{name} implements step but not {', '.join(missing)} "
+                    f"(ContinuousBatchingLoop needs {', '.join(STEP_METHODS)} and step)"
+                )
+        elif not (_implements(api, "predict") and callable(getattr(api, "has_finished", None))):
+            raise ConfigError(
+                f"{name} uses ContinuousBatchingLoop without step, so it needs "
+                "predict(inputs, generated_sequences) and "
+                "has_finished(uid, token, max_sequence_length)"
+            )
+        return "continuous"
+    if _implements(api, "step") and not _implements(api, "predict"):
+        raise ConfigError(
+            f"{name} implements step: set loop = ContinuousBatchingLoop() to serve it "
+            "with continuous batching"
+        )
+    if _is_async(api.predict):
+        return "async"
+    if getattr(api, "enable_async", False) is True:
+        raise ConfigError(f"{name}.enable_async is True, so predict must be async (async def)")
+    return "batching"
 
 
 def load_hooks(api: Any, config: WorkerConfig) -> Hooks:
@@ -113,6 +173,8 @@ class ApiSettings:
     batch_timeout_s: float
     stream: bool
     capacity: int
+    #: Which loop serves it: one of LOOP_KINDS.
+    kind: str = "batching"
     #: The spec object wrapping the API, or None.
     spec: Any = None
     models: list[str] = field(default_factory=list)
@@ -144,10 +206,6 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         raise ConfigError(
             f"{name}.batch_timeout must be a number of seconds >= 0, not {batch_timeout_s!r}"
         )
-    if getattr(api, "enable_async", False) is True and not (
-        inspect.iscoroutinefunction(api.predict) or inspect.isasyncgenfunction(api.predict)
-    ):
-        raise ConfigError(f"{name}.enable_async is True, so predict must be async (async def)")
     service = config.service or name
     spec = None
     models: list[str] = []
@@ -155,6 +213,7 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         spec = openai_spec_for(api, service, config.route)
         spec.check(api)
         stream = spec.stream
+        kind = loop_kind(api, name, stream)
         routes = spec.routes()
         models = [service]
     else:
@@ -162,7 +221,8 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         if not isinstance(route, str) or not route.startswith("/"):
             raise ConfigError(f"{name}.api_path must start with '/', not {route!r}")
         routes = [{"path": route, "methods": ["POST"]}]
-        predict_yields = yields(api.predict)
+        kind = loop_kind(api, name, stream)
+        predict_yields = kind == "continuous" or yields(api.predict)
         if stream and not predict_yields:
             raise ConfigError(f"{name}.stream is True, so predict must yield its output")
         if predict_yields and not stream:
@@ -170,13 +230,27 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
                 f"{name}.predict is a generator, which needs stream=True (or the --stream flag)"
             )
         encode = getattr(api, "encode_response", None)
-        if stream and encode is not None and not inherits_default(encode) and not yields(encode):
+        if (
+            stream
+            and kind != "continuous"
+            and encode is not None
+            and not inherits_default(encode)
+            and not yields(encode)
+        ):
             raise ConfigError(f"{name}.stream is True, so encode_response must be a generator too")
     # Enough that the next requests already wait in the worker's socket while a batch runs:
     # the batching loop then takes several per wake-up.
-    capacity = config.capacity or max(MIN_CAPACITY, 2 * max_batch_size)
+    capacity = config.capacity or max(MIN_CAPACITY[kind], 2 * max_batch_size)
     return ApiSettings(
-        service, routes, max_batch_size, float(batch_timeout_s), stream, capacity, spec, models
+        service,
+        routes,
+        max_batch_size,
+        float(batch_timeout_s),
+        stream,
+        capacity,
+        kind,
+        spec,
+        models,
     )
 
 

@@ -6,9 +6,14 @@ generators and every piece is sent as it comes. Methods that name a
 ``context`` parameter get a per-request dict (a list of them where a whole
 batch is handled at once), as in LitServe.
 
-Runs in the worker's batching thread, never on the event loop, so
-heartbeats go on while the model works. Every failure becomes an answer for
-the requests it touched; nothing here raises.
+The stages are written once, as coroutines. The async loop awaits them
+(``serve``), so that a coroutine stage suspends its own request only; the
+sync batching and continuous loops drive them to their end at once
+(``run``), which costs no event loop because nothing in them suspends
+there: a sync API's awaitables run on a private loop instead. Either way
+the pipeline runs in the worker's serving thread, never beside the
+heartbeats. Every failure becomes an answer for the requests it touched;
+nothing here raises but ``CancelledError``, which the async loop gives.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import inspect
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +55,9 @@ class Job:
     arrived: float
     generation: int
     cancelled: bool = False
+    #: The async loop's: the task serving this job, and the timer of its deadline.
+    task: Any = None
+    timer: Any = None
 
     @property
     def key(self) -> tuple[bytes, bytes]:
@@ -132,8 +140,11 @@ class Pipeline:
         hooks: Hooks | None = None,
         spec: Any = None,
         emit: Emit | None = None,
+        concurrent: bool = False,
     ) -> None:
         self.api = api
+        #: True under the async loop: awaitables are awaited there instead of run to their end.
+        self.concurrent = concurrent
         self.batched = max_batch_size > 1
         self.stream = stream
         self.hooks = hooks or Hooks(api)
@@ -149,12 +160,16 @@ class Pipeline:
 
     # -- calling user code -----------------------------------------------------------
 
-    def _call(self, method: str, value: Any, context: Any) -> Any:
+    def _invoke(self, method: str, value: Any, context: Any) -> Any:
         func = getattr(self.api, method)
-        result = func(value, context=context) if self._context_aware[method] else func(value)
+        return func(value, context=context) if self._context_aware[method] else func(value)
+
+    async def call(self, method: str, value: Any, context: Any) -> Any:
+        """Call one stage of the user's API with its context, if it takes one."""
+        result = self._invoke(method, value, context)
         # What async methods return: coroutines, futures (inspect.isawaitable is slower).
         if hasattr(type(result), "__await__"):
-            result = self._run(result)
+            result = (await result) if self.concurrent else self._run(result)
         return result
 
     def _run(self, awaitable: Any) -> Any:
@@ -162,28 +177,38 @@ class Pipeline:
             self._loop = asyncio.new_event_loop()
         return self._loop.run_until_complete(_await(awaitable))
 
-    def _iterate(self, items: Any) -> Iterator[Any]:
+    async def _iterate(self, items: Any) -> AsyncIterator[Any]:
         """Iterate a result: a list, a generator, or an async generator."""
-        if inspect.isasyncgen(items):
+        if not inspect.isasyncgen(items):
+            for item in items:
+                yield item
+        elif self.concurrent:
+            async for item in items:
+                yield item
+        else:
             while True:
                 try:
-                    yield self._run(items.__anext__())
+                    item = self._run(items.__anext__())
                 except StopAsyncIteration:
                     return
-        else:
-            yield from items
+                yield item
 
-    def _close(self, *generators: Any) -> None:
+    async def _close(self, *generators: Any) -> None:
         for gen in generators:
             try:
                 if inspect.isasyncgen(gen):
-                    self._run(gen.aclose())
+                    if self.concurrent:
+                        await gen.aclose()
+                    else:
+                        self._run(gen.aclose())
                 elif inspect.isgenerator(gen):
                     gen.close()
             except Exception:
                 log.exception("%s: closing a generator raised", self.name)
 
-    def _failure(self, stage: str, exc: BaseException, jobs: list[Job]) -> tuple[int, Any]:
+    def failure(self, stage: str, exc: BaseException, jobs: list[Job]) -> tuple[int, Any]:
+        """The (status, error) an exception of user code answers; anything but an HTTP error
+        is logged with its traceback."""
         if isinstance(exc, _BatchMismatch):
             return 500, str(exc)
         status = http_status_of(exc)
@@ -199,73 +224,85 @@ class Pipeline:
     # -- a batch ----------------------------------------------------------------------------
 
     def run(self, jobs: list[Job]) -> list[tuple[Job, list[Out]]]:
+        """Answer every job at once, in the calling thread (a sync API's loops)."""
+        return drive(self.serve(jobs))
+
+    async def serve(self, jobs: list[Job]) -> list[tuple[Job, list[Out]]]:
         """Answer every job; whole answers are returned, stream messages emitted as they come."""
         finished: list[tuple[Job, list[Out]]] = []
         try:
-            live = self._decode(jobs, finished)
+            live = await self._decode(jobs, finished)
             if live:
                 if self.stream:
-                    self._run_stream(live)
+                    await self._run_stream(live)
                 else:
-                    self._run_whole(live, finished)
+                    await self._run_whole(live, finished)
         finally:
             self.hooks.flush_logs()
         return finished
 
-    def _decode(self, jobs: list[Job], finished: list[tuple[Job, list[Out]]]) -> list[_Live]:
+    def open(self, job: Job) -> tuple[Any, dict[str, Any], Any]:
+        """The request as decode_request receives it, its context and its framer; a request
+        that cannot be read raises RequestError."""
+        if self.spec is not None:
+            return self.spec.decode(job)
+        return parse_body(job), {}, Framer()
+
+    async def decode(self, job: Job) -> tuple[Any, dict[str, Any], Any] | list[Out]:
+        """decode_request for one job: (value, context, framer), or the answer that ends it."""
+        try:
+            request, context, framer = self.open(job)
+        except RequestError as exc:
+            return exc.outs or [error_out(exc.status, str(exc))]
+        try:
+            return await self.call("decode_request", request, context), context, framer
+        except Exception as exc:
+            return framer.error(*self.failure("decode_request", exc, [job]))
+
+    async def _decode(self, jobs: list[Job], finished: list[tuple[Job, list[Out]]]) -> list[_Live]:
         live = []
         self.hooks.fire("on_before_decode_request")
         for job in jobs:
-            try:
-                if self.spec is not None:
-                    request, context, framer = self.spec.decode(job)
-                else:
-                    framer = Framer()
-                    request, context = parse_body(job), {}
-            except RequestError as exc:
-                finished.append((job, exc.outs or [error_out(exc.status, str(exc))]))
+            decoded = await self.decode(job)
+            if isinstance(decoded, list):
+                finished.append((job, decoded))
                 continue
-            item = _Live(job, framer, context)
-            try:
-                item.value = self._call("decode_request", request, context)
-            except Exception as exc:
-                finished.append((job, framer.error(*self._failure("decode_request", exc, [job]))))
-                continue
-            live.append(item)
+            value, context, framer = decoded
+            live.append(_Live(job, framer, context, value))
         self.hooks.fire("on_after_decode_request")
         return live
 
-    def _predict(self, live: list[_Live]) -> Any:
+    async def _predict(self, live: list[_Live]) -> Any:
         if not self.batched:
-            return self._call("predict", live[0].value, live[0].context)
+            return await self.call("predict", live[0].value, live[0].context)
         contexts = [item.context for item in live]
-        batched = self._call("batch", [item.value for item in live], contexts)
-        return self._call("predict", batched, contexts)
+        batched = await self.call("batch", [item.value for item in live], contexts)
+        return await self.call("predict", batched, contexts)
 
-    def _run_whole(self, live: list[_Live], finished: list[tuple[Job, list[Out]]]) -> None:
+    async def _run_whole(self, live: list[_Live], finished: list[tuple[Job, list[Out]]]) -> None:
         self.hooks.fire("on_before_predict")
         try:
-            output = self._predict(live)
+            output = await self._predict(live)
             if self.batched:
-                outputs = list(self._call("unbatch", output, [i.context for i in live]))
+                outputs = list(await self.call("unbatch", output, [i.context for i in live]))
                 self._check_count(len(outputs), len(live))
             else:
                 outputs = [output]
         except Exception as exc:
-            failure = self._failure("predict", exc, [item.job for item in live])
+            failure = self.failure("predict", exc, [item.job for item in live])
             finished.extend((item.job, item.framer.error(*failure)) for item in live)
             return
         self.hooks.fire("on_after_predict")
         self.hooks.fire("on_before_encode_response")
         for item, output in zip(live, outputs, strict=True):
             try:
-                encoded = self._call("encode_response", output, item.context)
+                encoded = await self.call("encode_response", output, item.context)
                 finished.append((item.job, item.framer.whole(encoded)))
             except Exception as exc:
                 finished.append(
                     (
                         item.job,
-                        item.framer.error(*self._failure("encode_response", exc, [item.job])),
+                        item.framer.error(*self.failure("encode_response", exc, [item.job])),
                     )
                 )
         self.hooks.fire("on_after_encode_response")
@@ -279,24 +316,24 @@ class Pipeline:
             log.warning(message)
             raise _BatchMismatch(message)
 
-    def _run_stream(self, live: list[_Live]) -> None:
+    async def _run_stream(self, live: list[_Live]) -> None:
         """Send each piece as it comes; a request whose client left stops receiving at once."""
         stage = "predict"
         generator = pieces = None
         self.hooks.fire("on_before_predict")
         try:
-            generator = self._predict(live)
+            generator = await self._predict(live)
             if not (inspect.isgenerator(generator) or inspect.isasyncgen(generator)):
                 raise TypeError("predict must yield its output when stream=True")
             contexts: Any = live[0].context
             steps = generator
             if self.batched:
                 contexts = [item.context for item in live]
-                steps = self._call("unbatch", generator, contexts)
+                steps = await self.call("unbatch", generator, contexts)
             self.hooks.fire("on_before_encode_response")
             stage = "encode_response"
-            pieces = self._call("encode_response", steps, contexts)
-            for step in self._iterate(pieces):
+            pieces = await self.call("encode_response", steps, contexts)
+            async for step in self._iterate(pieces):
                 per_request = list(step) if self.batched else [step]
                 self._check_count(len(per_request), len(live))
                 for item, piece in zip(live, per_request, strict=True):
@@ -304,14 +341,14 @@ class Pipeline:
                 if all(item.done for item in live):
                     break
         except Exception as exc:
-            failure = self._failure(stage, exc, [item.job for item in live])
+            failure = self.failure(stage, exc, [item.job for item in live])
             for item in live:
                 if not item.done:
                     item.done = True
                     self.emit(item.job, item.framer.error(*failure))
             return
         finally:
-            self._close(pieces, generator)
+            await self._close(pieces, generator)
         self.hooks.fire("on_after_predict")
         self.hooks.fire("on_after_encode_response")
         for item in live:
@@ -333,9 +370,19 @@ class Pipeline:
                 outs = item.framer.piece(piece)
             except Exception as exc:
                 item.done = True
-                outs = item.framer.error(*self._failure("encode_response", exc, [item.job]))
+                outs = item.framer.error(*self.failure("encode_response", exc, [item.job]))
             self.emit(item.job, outs)
 
 
 async def _await(awaitable: Any) -> Any:
     return await awaitable
+
+
+def drive(coroutine: Any) -> Any:
+    """Run a coroutine that never suspends to its end, without an event loop."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return stop.value
+    coroutine.close()
+    raise RuntimeError("the pipeline suspended outside an event loop")

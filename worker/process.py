@@ -23,17 +23,21 @@ from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
+from zeroserve.worker.async_loop import AsyncLoop
 from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.continuous import ContinuousLoop, DefaultSteps
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.loader import (
     ApiSettings,
+    continuous_loop_of,
     load_api,
     load_hooks,
     prepare_api,
     resolve_settings,
 )
 from zeroserve.worker.pipeline import Pipeline
+from zeroserve.worker.serving import ServingLoop
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +46,27 @@ EXIT_SETUP_FAILED = 78
 EXIT_REFUSED = 77
 EXIT_HUNG = 75
 
+#: How often the event loop asks the serving loop whether something blocks it.
+BLOCKED_CHECK_S = 0.25
+
+
+def serving_loop(api: Any, settings: ApiSettings, pipeline: Pipeline, **kwargs: Any) -> ServingLoop:
+    """The loop of the API's kind, chosen once at start."""
+    args = (pipeline, settings.max_batch_size, settings.batch_timeout_s)
+    if settings.kind == "async":
+        return AsyncLoop(*args, **kwargs)
+    if settings.kind == "continuous":
+        steps = api
+        loop = continuous_loop_of(api)
+        if not callable(getattr(api, "step", None)) or type(loop).__name__.startswith("Default"):
+            length = getattr(loop, "max_sequence_length", 2048)
+            steps = DefaultSteps(api, settings.max_batch_size, length)
+        return ContinuousLoop(*args, steps=steps, **kwargs)
+    return BatchingLoop(*args, **kwargs)
+
 
 class WorkerProcess:
-    """The event-loop side of a worker: heartbeats, drain and watchdog; the batching loop's
+    """The event-loop side of a worker: heartbeats, drain and watchdog; the serving loop's
     thread does the serving."""
 
     def __init__(self, config: WorkerConfig, api: Any, settings: ApiSettings, hooks: Hooks) -> None:
@@ -68,11 +90,12 @@ class WorkerProcess:
             stream=settings.stream,
             hooks=hooks,
             spec=settings.spec,
+            concurrent=settings.kind == "async",
         )
-        self.batching = BatchingLoop(
+        self.serving = serving_loop(
+            api,
+            settings,
             self.pipeline,
-            settings.max_batch_size,
-            settings.batch_timeout_s,
             endpoint=config.broker,
             identity=self.identity,
             on_control=self._on_disconnect,
@@ -109,6 +132,7 @@ class WorkerProcess:
             "max_batch_size": s.max_batch_size,
             "batch_timeout_s": s.batch_timeout_s,
             "stream": s.stream,
+            "loop": s.kind,
             "version": __version__,
             "heartbeat_interval_s": self.config.heartbeat_interval_s,
         }
@@ -116,15 +140,15 @@ class WorkerProcess:
     def _announce(self) -> None:
         """Say READY on a fresh data socket, forgetting work of an earlier broker session
         (that broker re-sent it)."""
-        self.batching.announce(p.message(p.READY, p.pack_meta(self._ready_meta())))
+        self.serving.announce(p.message(p.READY, p.pack_meta(self._ready_meta())))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
-        b = self.batching
+        b = self.serving
         return {
             "worker": self.identity,
             "in_flight": len(b.jobs),
-            "queued": len(b.pending),
-            "running": len(b.running),
+            "queued": b.queued,
+            "running": b.running,
             "done": b.done,
             "batches": b.batches,
             "batch_sizes": {str(k): v for k, v in dict(b.batch_sizes).items()},
@@ -142,16 +166,18 @@ class WorkerProcess:
                 self.stop()
             self._check_hung()
 
+    async def _watch_blocked(self) -> None:
+        while True:
+            await asyncio.sleep(BLOCKED_CHECK_S)
+            self.serving.report_blocked()
+
     def _check_hung(self) -> None:
-        """A batch still running long after every deadline in it: the thread cannot be stopped,
-        so the process ends and its launcher starts a fresh one."""
-        running = self.batching.running
-        if not running:
-            return
-        overdue_s = time.monotonic() - max(job.deadline for job in running)
+        """Work still holding the serving thread long after every deadline in it: the thread
+        cannot be stopped, so the process ends and its launcher starts a fresh one."""
+        overdue_s = self.serving.overdue_s(time.monotonic())
         if overdue_s > self.config.hang_grace_s:
             log.error(
-                "%s has run %.0f s past the deadline of every request in its batch; "
+                "%s has run %.0f s past the deadline of every request it holds; "
                 "recycling this process",
                 type(self.api).__name__,
                 overdue_s,
@@ -202,16 +228,17 @@ class WorkerProcess:
         aloop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, self.stop)
-        self.batching.start()
+        self.serving.start()
         self.link.start()
         self.hooks.fire("on_server_start", litserver=None)
-        watchdog = aloop.create_task(self._watch())
+        watchdogs = [aloop.create_task(self._watch()), aloop.create_task(self._watch_blocked())]
         log.info(
-            "worker %d serving %s (%s) from %s, batch %d / %.3f s, %d slots",
+            "worker %d serving %s (%s) from %s, %s loop, batch %d / %.3f s, %d slots",
             os.getpid(),
             self.settings.service,
             self.settings.route,
             self.config.broker,
+            self.settings.kind,
             self.settings.max_batch_size,
             self.settings.batch_timeout_s,
             self.settings.capacity,
@@ -219,8 +246,9 @@ class WorkerProcess:
         await self._stopping.wait()
         if self.exit_code == 0:
             await self._drain()
-        watchdog.cancel()
-        self.batching.stop(p.disconnect({"drain": False}))
+        for watchdog in watchdogs:
+            watchdog.cancel()
+        self.serving.stop(p.disconnect({"drain": False}))
         self.hooks.fire("on_server_end", litserver=None)
         self.link.close()
         return self.exit_code
@@ -228,11 +256,11 @@ class WorkerProcess:
     async def _drain(self) -> None:
         """Stop taking work, finish what is held, then say goodbye."""
         assert self._drain_acked is not None and self._empty is not None
-        held = self.batching.jobs
+        held = self.serving.jobs
         log.info("draining: %d request(s) held", len(held))
         deadline = time.monotonic() + self.config.drain_timeout_s
         if self.link.alive:
-            self.batching.send(p.disconnect({"drain": True}))
+            self.serving.send(p.disconnect({"drain": True}))
             try:
                 await asyncio.wait_for(
                     self._drain_acked.wait(),
@@ -240,7 +268,7 @@ class WorkerProcess:
                 )
             except asyncio.TimeoutError:
                 log.warning("the broker did not acknowledge the drain; finishing what is held")
-        self.batching.watch_empty(self._empty)
+        self.serving.watch_empty(self._empty)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - time.monotonic()))
         if held:

@@ -2,16 +2,28 @@
 
 from zeroserve.common.errors import ConfigError, HTTPException, ProtocolError, ZeroserveError
 from zeroserve.common.version import __version__
-from zeroserve.worker.api import STREAM_END, LitAPI, Response
+from zeroserve.worker.api import (
+    STREAM_END,
+    ContinuousBatchingLoop,
+    DefaultContinuousBatchingLoop,
+    LitAPI,
+    LitAPIStatus,
+    Output,
+    Response,
+)
 from zeroserve.worker.hooks import Callback, Logger
 
 __all__ = [
     "STREAM_END",
     "Callback",
     "ConfigError",
+    "ContinuousBatchingLoop",
+    "DefaultContinuousBatchingLoop",
     "HTTPException",
     "LitAPI",
+    "LitAPIStatus",
     "Logger",
+    "Output",
     "ProtocolError",
     "Response",
     "ZeroserveError",

@@ -1,0 +1,134 @@
+"""Continuous batching through real processes: sequences join and leave a running batch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+import requests
+
+from cluster import ROOT, Cluster, wait_until
+
+LITSERVE_APIS = ROOT / "tests" / "apis_litserve.py"
+
+
+def lines_of(response: requests.Response) -> list[dict]:
+    return [json.loads(line) for line in response.iter_lines() if line]
+
+
+def test_a_short_stream_joins_a_long_one_and_finishes_first(cluster: Cluster) -> None:
+    cluster.up("CountingSteps")
+    with cluster.post({"n": 200}, stream=True) as long_stream:
+        pieces = long_stream.iter_lines()
+        assert json.loads(next(pieces)) == {"i": 0, "batch": 1}
+        # The long sequence is running: the short one joins its batch and ends first.
+        with cluster.post({"n": 3}, stream=True) as short_stream:
+            short = lines_of(short_stream)
+        assert [p["i"] for p in short] == [0, 1, 2]
+        assert all(p["batch"] == 2 for p in short)
+        rest = [json.loads(line) for line in pieces if line]
+    assert [p["i"] for p in rest] == list(range(1, 200))
+    # It ran alone again once the short one had left.
+    assert rest[-1]["batch"] == 1
+
+
+def test_a_full_batch_is_refilled_as_sequences_finish(cluster: Cluster) -> None:
+    cluster.up("CountingSteps")
+    first, then = [30, 25, 20, 15], [10, 8, 5, 3]
+    opened = []
+    for n in first:  # one after the other, so that the batch starts with the long ones
+        r = cluster.post({"n": n}, stream=True)
+        pieces = r.iter_lines()
+        opened.append((r, [json.loads(next(pieces))], pieces))
+    with ThreadPoolExecutor(len(then)) as pool:
+        late = list(pool.map(lambda n: lines_of(cluster.post({"n": n}, stream=True)), then))
+    early = [head + [json.loads(line) for line in rest if line] for _, head, rest in opened]
+    streams = early + late
+    assert [[p["i"] for p in s] for s in streams] == [list(range(n)) for n in first + then]
+    assert max(p["batch"] for s in streams for p in s) == 4  # has_capacity's bound
+    [worker] = wait_until(
+        lambda: [w for w in cluster.ready_workers() if w["reported"].get("done") == 8],
+        what="a heartbeat that counts all eight",
+    )
+    steps = sum(worker["reported"]["batch_sizes"].values())
+    # Batch after batch would take 30 + 10 steps; refilled, the longest sets the pace.
+    assert steps < 40, worker["reported"]["batch_sizes"]
+
+
+def test_a_step_that_raises_ends_the_batch_and_the_loop_goes_on(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = tmp_path / "events"
+    monkeypatch.setenv("ZS_TEST_EVENTS", str(events))
+    cluster.up("CountingSteps")
+    with cluster.post({"n": 500}, stream=True) as running:
+        pieces = running.iter_lines()
+        next(pieces)
+        failing = cluster.post({"n": 5, "fail": True})
+        rest = [json.loads(line) for line in pieces if line]
+    assert failing.status_code == 500
+    assert "step failed: RuntimeError: the step fell over" in failing.json()["error"]
+    # The stream that had begun ends with an error line.
+    assert rest[-1]["status"] == 500 and "the step fell over" in rest[-1]["error"]
+    # The API heard of both sequences, and the next request is served.
+    assert events.read_text().count("cancel ") == 2
+    with cluster.post({"n": 2}, stream=True) as after:
+        assert [p["i"] for p in lines_of(after)] == [0, 1]
+
+
+def test_a_client_that_leaves_ends_its_sequence(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    events = tmp_path / "events"
+    monkeypatch.setenv("ZS_TEST_EVENTS", str(events))
+    cluster.up("CountingSteps")
+    with cluster.post({"n": 100000}, stream=True) as r:
+        pieces = r.iter_lines()
+        next(pieces)
+        next(pieces)
+    wait_until(
+        lambda: events.exists() and "cancel " in events.read_text(),
+        what="the API to be told the sequence ended",
+    )
+    wait_until(
+        lambda: (cluster.status() or {}).get("broker", {}).get("requests_held") == 0,
+        what="the slot to be free",
+    )
+    with cluster.post({"n": 2}, stream=True) as after:
+        assert [p["i"] for p in lines_of(after)] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("LitSteps", [{"token": 0}, {"token": 1}, {"token": 2}]),
+        ("LitDefaultSteps", [{"token": "t0/3"}, {"token": "t1/3"}, {"token": "t2/3"}]),
+    ],
+)
+def test_litserve_continuous_batching_classes_run_unchanged(
+    cluster: Cluster, name: str, expected: list[dict]
+) -> None:
+    cluster.up(f"{LITSERVE_APIS}:{name}")
+    with cluster.post({"n": 3}, stream=True) as r:
+        assert r.status_code == 200
+        assert lines_of(r) == expected
+
+
+def test_zeroserve_names_need_no_litserve() -> None:
+    """The contract is recognised without litserve: an import of it would fail here."""
+    code = f"""
+import sys
+sys.modules["litserve"] = None
+from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.loader import load_api, resolve_settings
+api = load_api({str(ROOT / "tests" / "apis.py:CountingSteps")!r})
+print(resolve_settings(api, WorkerConfig(broker="x", api="x")).kind)
+"""
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
+    )
+    assert out.stdout.strip() == "continuous"
