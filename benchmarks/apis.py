@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
@@ -78,3 +79,19 @@ class SleepBatchedAPI(SleepAPI):
     def predict(self, xs: list[Any]) -> list[Any]:
         time.sleep(0.05)
         return xs
+
+
+class AsyncIOAPI(LitAPI):
+    """predict awaits 100 ms, like a call to another service; nothing else costs."""
+
+    io_s = 0.1
+
+    async def decode_request(self, request: Any) -> Any:
+        return request["input"]
+
+    async def predict(self, x: Any) -> Any:
+        await asyncio.sleep(self.io_s)
+        return x
+
+    async def encode_response(self, output: Any) -> Any:
+        return {"output": output}

@@ -5,6 +5,8 @@
     /tmp/bench/bin/python benchmarks/compare.py --rounds 3     # each server 3 times, median
     /tmp/bench/bin/python benchmarks/compare.py --streams      # streaming
     /tmp/bench/bin/python benchmarks/compare.py --scaling      # processes and batch sizes
+    /tmp/bench/bin/python benchmarks/compare.py --async-io     # an async API awaiting 100 ms
+    /tmp/bench/bin/python benchmarks/compare.py --continuous   # continuous batching of streams
 
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
@@ -28,9 +30,12 @@ import contextlib
 import importlib.util
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -42,23 +47,30 @@ from zeroserve.up import OWN_PROCESS_GROUP, free_port
 HERE = Path(__file__).resolve().parent
 
 
-def wait_ready(url: str, timeout_s: float = 120.0) -> None:
+def wait_ready(url: str, payload: dict, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with contextlib.suppress(requests.RequestException):
-            if requests.post(url, json={"input": 1}, timeout=2).status_code == 200:
+            if requests.post(url, json=payload, timeout=2).status_code == 200:
                 return
         time.sleep(0.2)
     raise SystemExit(f"{url} never answered 200")
 
 
 @contextlib.contextmanager
-def server(argv: list[str], url: str) -> Iterator[None]:
+def server(
+    argv: list[str], url: str, payload: dict | None = None, env: dict | None = None
+) -> Iterator[None]:
     proc = subprocess.Popen(
-        argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=HERE, **OWN_PROCESS_GROUP
+        argv,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=HERE,
+        env={**os.environ, **(env or {})},
+        **OWN_PROCESS_GROUP,
     )
     try:
-        wait_ready(url)
+        wait_ready(url, payload or {"input": 1})
         yield
     finally:
         os.killpg(proc.pid, signal.SIGINT)
@@ -89,12 +101,12 @@ def zeroserve_up(api: str, port: int | str, workers: int, *extra: str) -> list[s
     ]  # fmt: skip
 
 
-def run_once(argv: list[str], args: argparse.Namespace) -> dict:
+def run_once(argv: list[str], args: argparse.Namespace, concurrency: int | None = None) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
     argv = [a.replace("{port}", str(port)) for a in argv]
     with server(argv, url):
-        return bench(url, args)
+        return bench(url, args, concurrency)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -210,6 +222,136 @@ def scaling(args: argparse.Namespace) -> None:
     )
 
 
+def async_io(args: argparse.Namespace) -> None:
+    """An async API whose predict awaits 100 ms: how many requests one process keeps in flight."""
+    servers = {"zeroserve": zeroserve_up("AsyncIOAPI", "{port}", 1)}
+    if importlib.util.find_spec("litserve") is not None:
+        servers["litserve"] = [sys.executable, str(HERE / "litserve_server.py"), "{port}", "async"]
+    rows = []
+    for concurrency in args.async_concurrency:
+        runs: dict[str, list[dict]] = {name: [] for name in servers}
+        for round_no in range(1, args.rounds + 1):
+            for name, argv in servers.items():
+                r = run_once(argv, args, concurrency)
+                runs[name].append(r)
+                print(f"  {concurrency} connections, round {round_no}, {name}: "
+                      f"{r['rps']:.0f} req/s", flush=True)  # fmt: skip
+        rows.append((concurrency, {name: median_run(rs) for name, rs in runs.items()}))
+    print(
+        f"\nAsync API (predict awaits 100 ms), one worker process, {args.duration:g} s a run, "
+        f"{args.rounds} round(s) (median run)\n"
+    )
+    print(
+        f"{'connections':>11} {'server':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'of ideal':>9} {'vs litserve':>12}"
+    )
+    for concurrency, results in rows:
+        lit = results.get("litserve")
+        for name, r in results.items():
+            vs_lit = f"{r['rps'] / lit['rps']:.2f}x" if lit and lit["rps"] else "-"
+            print(
+                f"{concurrency:>11} {name:10} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} "
+                f"{r['p99_ms']:>8.1f} {r['rps'] / (concurrency / 0.1):>8.0%} {vs_lit:>12}"
+            )
+
+
+def stream_load(url: str, clients: int, duration_s: float, counts: Path) -> dict:
+    """`clients` threads, each sending streams of 1 to 60 steps one after the other. Streams
+    that end inside the measured window (after 1 s of warm-up) count for throughput, and the
+    steps the server's class counted meanwhile for step use; the time to the first piece is
+    that of every stream begun before the window closed, however late it ended (a server that
+    leaves some clients waiting shows it there)."""
+    began = time.monotonic()
+    window = (began + 1.0, began + 1.0 + duration_s)
+    done: list[tuple[float, float, float]] = []  # (started, first piece, ended)
+    errors: list[str] = []
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        session = requests.Session()
+        while time.monotonic() < window[1]:
+            n = rng.randint(1, 60)
+            started = time.monotonic()
+            first = None
+            pieces = 0
+            with session.post(url, json={"n": n}, stream=True, timeout=60) as r:
+                for line in r.iter_lines():
+                    if line:
+                        first = first or time.monotonic()
+                        pieces += 1
+            if r.status_code != 200 or pieces != n:
+                errors.append(f"{r.status_code}: {pieces} of {n} pieces")
+            done.append((started, first or started, time.monotonic()))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    time.sleep(window[0] - time.monotonic())  # the window opens
+    before = read_counts(counts)
+    time.sleep(window[1] - time.monotonic())
+    after = read_counts(counts)
+    for t in threads:
+        t.join()
+    counted = [d for d in done if window[0] <= d[2] < window[1]]
+    ttft = sorted(d[1] - d[0] for d in done if d[0] < window[1])
+
+    def pick(q: float) -> float:
+        return ttft[min(len(ttft) - 1, int(q * len(ttft)))] * 1000 if ttft else float("nan")
+
+    steps = after[0] - before[0]
+    return {
+        "streams_per_s": len(counted) / duration_s,
+        "ttft_p50_ms": pick(0.5),
+        "ttft_p99_ms": pick(0.99),
+        "ttft_max_ms": pick(1.0),
+        "errors": len(errors),
+        "steps": steps,
+        "step_use": (after[1] - before[1]) / (4 * steps) if steps else float("nan"),
+    }
+
+
+def read_counts(path: Path) -> tuple[int, int]:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        steps, sequence_steps = path.read_text().split()
+        return int(steps), int(sequence_steps)
+    return 0, 0
+
+
+def continuous(args: argparse.Namespace) -> None:
+    """Mixed-length streams through one continuous-batching class on both servers."""
+    here = sys.executable
+    servers = {
+        "zeroserve": [here, "-m", "zeroserve", "up", "--api", "steps_api.py:MixedSteps",
+                      "--port", "{port}", "--workers", "1", "--log-level", "WARNING"],
+    }  # fmt: skip
+    if importlib.util.find_spec("litserve") is not None:
+        servers["litserve"] = [here, str(HERE / "litserve_server.py"), "{port}", "steps"]
+    results = {}
+    for name, command in servers.items():
+        port = free_port()
+        url = f"http://127.0.0.1:{port}/predict"
+        counts = Path(tempfile.mkdtemp()) / "steps"
+        argv = [a.replace("{port}", str(port)) for a in command]
+        with server(argv, url, {"n": 1}, {"BENCH_STEP_COUNTS": str(counts)}):
+            r = results[name] = stream_load(url, 8, args.duration, counts)
+        print(f"  {name}: {r['streams_per_s']:.1f} streams/s, step use {r['step_use']:.0%}")
+    print(
+        f"\nStreams of 1 to 60 steps (10 ms a step, batch of 4), 8 clients, {args.duration:g} s\n"
+    )
+    print(
+        f"{'server':10} {'streams/s':>10} {'TTFT p50':>10} {'TTFT p99':>10} {'TTFT max':>10} "
+        f"{'step use':>9} {'vs litserve':>12} {'errors':>7}"
+    )
+    lit = results.get("litserve")
+    for name, r in results.items():
+        vs_lit = f"{r['streams_per_s'] / lit['streams_per_s']:.2f}x" if lit else "-"
+        print(
+            f"{name:10} {r['streams_per_s']:>10.1f} {r['ttft_p50_ms']:>7.1f} ms "
+            f"{r['ttft_p99_ms']:>7.1f} ms {r['ttft_max_ms']:>7.0f} ms {r['step_use']:>8.0%} "
+            f"{vs_lit:>12} {r['errors']:>7}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -223,8 +365,15 @@ def main() -> None:
     parser.add_argument("--scaling", action="store_true", help="measure scaling")
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16])
+    parser.add_argument("--async-io", action="store_true", help="an async API awaiting 100 ms")
+    parser.add_argument("--async-concurrency", type=int, nargs="+", default=[64, 256])
+    parser.add_argument("--continuous", action="store_true", help="continuous batching")
     args = parser.parse_args()
-    if args.streams:
+    if args.async_io:
+        async_io(args)
+    elif args.continuous:
+        continuous(args)
+    elif args.streams:
         streams(args)
     elif args.scaling:
         scaling(args)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from typing import Any
 
 import litserve as ls
+from steps_api import MixedSteps
 
 
 class DoubleAPI(ls.LitAPI):
@@ -30,6 +32,33 @@ class BatchedDoubleAPI(DoubleAPI):
         return [x * 2 for x in xs]
 
 
+class AsyncIOAPI(ls.LitAPI):
+    """predict awaits 100 ms, like a call to another service (LitServe's async loop)."""
+
+    def __init__(self) -> None:
+        super().__init__(enable_async=True)
+
+    def setup(self, device: str) -> None:
+        pass
+
+    async def decode_request(self, request):  # no annotation: LitServe reads it as the body type
+        return request["input"]
+
+    async def predict(self, x: Any) -> Any:
+        await asyncio.sleep(0.1)
+        return x
+
+    async def encode_response(self, output: Any) -> Any:
+        return {"output": output}
+
+
+MODES = {
+    "plain": DoubleAPI,
+    "batched": BatchedDoubleAPI,
+    "async": AsyncIOAPI,
+    "steps": MixedSteps,
+}
+
 if __name__ == "__main__":
-    api = BatchedDoubleAPI() if sys.argv[2] == "batched" else DoubleAPI()
+    api = MODES[sys.argv[2]]()
     ls.LitServer(api, accelerator="cpu").run(port=int(sys.argv[1]), generate_client_file=False)

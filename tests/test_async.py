@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from apis import AsyncBatchAPI
-from cluster import Cluster, wait_until
+from cluster import Cluster, wait_until, worker_pids
 
 
 def timed_posts(cluster: Cluster, payloads: list[dict]) -> tuple[list[requests.Response], float]:
@@ -110,3 +110,18 @@ def test_an_async_predict_that_raises_costs_one_request(cluster: Cluster) -> Non
     )
     assert [a.status_code for a in answers] == [500, 200, 200, 422]
     assert "ValueError: boom" in answers[0].json()["error"]
+
+
+def test_a_coroutine_blocked_past_every_deadline_gets_its_process_recycled(
+    cluster: Cluster,
+) -> None:
+    cluster.broker()
+    launcher = cluster.worker("AsyncSleepAPI", 1, "--hang-grace", "1")
+    cluster.frontend("--request-timeout", "1")
+    cluster.wait_healthy(1)
+    before = worker_pids(launcher)
+    assert cluster.post({"block": 120}).status_code == 504
+    wait_until(lambda: worker_pids(launcher) - before, what="a fresh process")
+    assert "recycling this process" in cluster.logs()
+    cluster.wait_workers(1)
+    assert cluster.post({"value": "after"}).json()["echo"] == "after"

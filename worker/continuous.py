@@ -32,7 +32,8 @@ from zeroserve.worker.serving import cancelled_out
 
 log = logging.getLogger(__name__)
 
-#: How long to wait for input when ``step`` gave nothing while sequences are active.
+#: How long to wait for input when there is nothing to step but work that waits (``step``
+#: gave nothing, or ``has_capacity()`` admits none).
 IDLE_STEP_MS = 10
 
 
@@ -111,8 +112,9 @@ class ContinuousLoop(ThreadedLoop):
 
     def _run(self) -> None:
         while not self._stopped:
-            if not self.sequences and not self.waiting and not self._api_active():
-                self._wait(None)
+            if not self.sequences and not self._api_active():
+                # Nothing to step: wait for a request, or a while when some wait for room.
+                self._wait(IDLE_STEP_MS if self.waiting else None)
             if not self._mailbox.empty():
                 self._read_mailbox()
             self._read_socket()

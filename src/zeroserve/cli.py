@@ -250,7 +250,8 @@ def broker(**options: Any) -> None:
     "--capacity",
     type=click.IntRange(min=1, max=100_000),
     default=None,
-    help="Requests one process may hold [default: two batches, at least 8].",
+    help="Requests one process may hold [default: two batches, and at least 8 for a sync API, "
+    "256 for an async one, 64 for continuous batching].",
 )
 @click.option(
     "--drain-timeout",
