@@ -236,7 +236,7 @@ def async_io(args: argparse.Namespace) -> None:
                 runs[name].append(r)
                 print(f"  {concurrency} connections, round {round_no}, {name}: "
                       f"{r['rps']:.0f} req/s", flush=True)  # fmt: skip
-        rows.append((concurrency, {name: median_run(rs) for name, rs in runs.items()}))
+        rows.append((concurrency, {name: median_run(rs) for name, rs in runs.items()}, runs))
     print(
         f"\nAsync API (predict awaits 100 ms), one worker process, {args.duration:g} s a run, "
         f"{args.rounds} round(s) (median run)\n"
@@ -245,7 +245,7 @@ def async_io(args: argparse.Namespace) -> None:
         f"{'connections':>11} {'server':10} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'of ideal':>9} {'vs litserve':>12}"
     )
-    for concurrency, results in rows:
+    for concurrency, results, _ in rows:
         lit = results.get("litserve")
         for name, r in results.items():
             vs_lit = f"{r['rps'] / lit['rps']:.2f}x" if lit and lit["rps"] else "-"
@@ -253,6 +253,11 @@ def async_io(args: argparse.Namespace) -> None:
                 f"{concurrency:>11} {name:10} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} "
                 f"{r['p99_ms']:>8.1f} {r['rps'] / (concurrency / 0.1):>8.0%} {vs_lit:>12}"
             )
+    if args.rounds > 1:
+        print("\nEvery round (req/s):")
+        for concurrency, _, runs in rows:
+            for name, rs in runs.items():
+                print(f"  {concurrency:>4} {name:10} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
 
 
 def stream_load(url: str, clients: int, duration_s: float, counts: Path) -> dict:
@@ -333,10 +338,11 @@ def continuous(args: argparse.Namespace) -> None:
         counts = Path(tempfile.mkdtemp()) / "steps"
         argv = [a.replace("{port}", str(port)) for a in command]
         with server(argv, url, {"n": 1}, {"BENCH_STEP_COUNTS": str(counts)}):
-            r = results[name] = stream_load(url, 8, args.duration, counts)
+            r = results[name] = stream_load(url, args.clients, args.duration, counts)
         print(f"  {name}: {r['streams_per_s']:.1f} streams/s, step use {r['step_use']:.0%}")
     print(
-        f"\nStreams of 1 to 60 steps (10 ms a step, batch of 4), 8 clients, {args.duration:g} s\n"
+        f"\nStreams of 1 to 60 steps (10 ms a step, batch of 4), {args.clients} clients, "
+        f"{args.duration:g} s\n"
     )
     print(
         f"{'server':10} {'streams/s':>10} {'TTFT p50':>10} {'TTFT p99':>10} {'TTFT max':>10} "
@@ -368,6 +374,7 @@ def main() -> None:
     parser.add_argument("--async-io", action="store_true", help="an async API awaiting 100 ms")
     parser.add_argument("--async-concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--continuous", action="store_true", help="continuous batching")
+    parser.add_argument("--clients", type=int, default=8, help="stream clients (--continuous)")
     args = parser.parse_args()
     if args.async_io:
         async_io(args)

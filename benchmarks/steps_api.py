@@ -41,11 +41,12 @@ class MixedSteps(ls.LitAPI):
         return bool(self.active)
 
     def step(self, prev_outputs: list[Output] | None) -> list[Output]:
+        batch = list(self.active.items())  # the forward pass's inputs, then its 10 ms
         time.sleep(STEP_S)
         self.steps_run += 1
-        self.sequence_steps += len(self.active)
+        self.sequence_steps += len(batch)
         outputs = []
-        for uid, state in list(self.active.items()):
+        for uid, state in batch:
             outputs.append(Output(uid, state[1], LitAPIStatus.OK))
             state[1] += 1
             if state[1] >= state[0]:

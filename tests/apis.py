@@ -136,6 +136,15 @@ class EchoChatAPI(LitAPI):
             yield word if n == 0 else " " + word
 
 
+class AsyncChatAPI(LitAPI):
+    """An async generator chat model: each word after awaiting a remote model's 100 ms."""
+
+    async def predict(self, messages: list[dict[str, Any]]) -> Any:
+        for n, word in enumerate(messages[-1]["content"].split()):
+            await asyncio.sleep(0.1)
+            yield word if n == 0 else " " + word
+
+
 class UsageChatAPI(LitAPI):
     """Reports its own token counts, as LitServe's OpenAI spec allows."""
 

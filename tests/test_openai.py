@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
@@ -120,3 +122,23 @@ def test_the_demo_chat_model_streams(cluster: Cluster) -> None:
     ]
     assert 2 <= len(pieces) <= 8
     assert "".join(pieces).strip()
+
+
+def test_an_async_chat_model_streams_many_at_once(cluster: Cluster) -> None:
+    cluster.up("AsyncChatAPI", worker_args=("--spec", "openai"))
+    client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="-", max_retries=0, timeout=30)
+
+    def chat(i: int) -> str:
+        stream = client.chat.completions.create(
+            model="AsyncChatAPI",
+            messages=[{"role": "user", "content": f"reply {i} in five words"}],
+            stream=True,
+        )
+        return "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+
+    began = time.monotonic()
+    with ThreadPoolExecutor(16) as pool:
+        texts = list(pool.map(chat, range(16)))
+    assert texts == [f"reply {i} in five words" for i in range(16)]
+    # Five words of 100 ms each: 0.5 s at once, 8 s one after the other.
+    assert time.monotonic() - began < 3.0
