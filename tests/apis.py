@@ -329,6 +329,12 @@ class CountingSteps(LitAPI):
         return outputs
 
 
+class SlowSteps(CountingSteps):
+    """Each step takes longer than the heartbeat window of the tests (0.2 s x 3)."""
+
+    step_s = 0.8
+
+
 class StepWithoutLoop(CountingSteps):
     loop = None
 

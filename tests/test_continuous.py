@@ -102,6 +102,16 @@ def test_a_client_that_leaves_ends_its_sequence(
         assert [p["i"] for p in lines_of(after)] == [0, 1]
 
 
+def test_heartbeats_go_on_during_long_steps(cluster: Cluster) -> None:
+    cluster.up("SlowSteps")
+    [before] = cluster.ready_workers()
+    with cluster.post({"n": 3}, stream=True) as r:
+        assert [p["i"] for p in lines_of(r)] == [0, 1, 2]
+    [after] = cluster.ready_workers()
+    assert after["id"] == before["id"]
+    assert (cluster.status() or {})["counters"].get("dead_workers", 0) == 0
+
+
 @pytest.mark.parametrize(
     ("name", "expected"),
     [
