@@ -9,13 +9,41 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
+
+#: Set by `cluster up` on its children: the pid whose end should end them too.
+PARENT_ENV = "ZEROSERVE_PARENT_PID"
+PARENT_CHECK_S = 0.5
+
+
+def stop_with_parent(parent_pid: int | None = None) -> None:
+    """End this process (SIGTERM to itself, so it stops the usual way) once the process that
+    started it is gone: a `cluster up` killed with -9 must not leave its children behind.
+
+    The pid comes from `parent_pid` or PARENT_ENV, which is removed so that this process's own
+    children do not inherit it.
+    """
+    given = os.environ.pop(PARENT_ENV, None)
+    if parent_pid is None:
+        if given is None or not given.isdigit():
+            return
+        parent_pid = int(given)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_CHECK_S)
+        log.warning("the process that started this one (pid %d) is gone; stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 @dataclass
@@ -39,10 +67,13 @@ class Supervisor:
         backoff_initial_s: float = 0.5,
         backoff_max_s: float = 30.0,
         stable_after_s: float = 30.0,
+        args_for: Callable[[int], tuple[Any, ...]] | None = None,
     ) -> None:
         self.name = name
         self.target = target
         self.args = args
+        #: The arguments of copy k, when they differ (each its own device, say).
+        self.args_for = args_for
         self.stop_timeout_s = stop_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -80,8 +111,9 @@ class Supervisor:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.is_alive()]
 
     def _start(self, slot: _Slot) -> None:
+        args = self.args_for(slot.index) if self.args_for is not None else self.args
         process = self._context.Process(
-            target=self.target, args=self.args, name=f"{self.name}-{slot.index}"
+            target=self.target, args=args, name=f"{self.name}-{slot.index}"
         )
         process.start()
         slot.process = process

@@ -39,11 +39,9 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer"}
 )
-#: The frontend's own endpoints; every other path belongs to the services.
-OWN_PATHS = frozenset({"/health", "/info", "/v1/models", "/metrics"})
 #: The answer to a missing or wrong API key, in OpenAI's error shape.
 API_KEY_ERROR = {
-    "message": "missing or wrong API key; send 'Authorization: Bearer <key>'",
+    "message": "missing or wrong API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
     "type": "invalid_request_error",
     "param": None,
     "code": "invalid_api_key",
@@ -52,8 +50,15 @@ UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
 
 
 def api_key_ok(headers: tornado.httputil.HTTPHeaders, api_key: str) -> bool:
-    scheme, _, token = headers.get("Authorization", "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(token.strip(), api_key)
+    """OpenAI's way (a Bearer token) or LitServe's (``X-API-Key``); compared as bytes, so
+    that a non-ASCII header is a mismatch rather than an error."""
+    given = headers.get("X-API-Key")
+    if given is None:
+        scheme, _, token = headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        given = token
+    return hmac.compare_digest(given.strip().encode(), api_key.encode())
 
 
 class JSONErrorMixin(tornado.web.RequestHandler):
@@ -114,6 +119,7 @@ class InfoHandler(GuardedHandler):
             return
         self.finish(
             {
+                "model": self.link.config.model_metadata,
                 "broker": {
                     "endpoint": self.link.config.broker,
                     "connected": self.link.conn.alive,
@@ -443,11 +449,12 @@ class FrontendRouter(tornado.routing.Router):
     def __init__(self, front: Frontend, app: tornado.web.Application) -> None:
         self.front = front
         self.app = app
+        self.own_paths = front.config.own_paths
 
     def find_handler(
         self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
     ) -> tornado.httputil.HTTPMessageDelegate | None:
-        if request.path in OWN_PATHS:
+        if request.path in self.own_paths:
             # Rarely asked, so Tornado's own (costlier) body time limit will do.
             if isinstance(request.connection, HTTP1Connection):
                 request.connection.set_body_timeout(self.front.config.idle_timeout_s)
@@ -460,8 +467,8 @@ def make_app(link: BrokerLink, config: FrontendConfig) -> FrontendRouter:
     metrics = FrontendMetrics(lambda: len(link.pending))
     app = tornado.web.Application(
         [
-            (r"/health", HealthHandler, {"link": link}),
-            (r"/info", InfoHandler, guarded),
+            (re.escape(config.health_path), HealthHandler, {"link": link}),
+            (re.escape(config.info_path), InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
         ],

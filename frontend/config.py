@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from zeroserve.common.errors import ConfigError
 
@@ -25,8 +26,14 @@ class FrontendConfig:
     #: CurveZMQ: this process's secret key file and the broker's public key file.
     curve_secret_key: str | None = None
     broker_public_key: str | None = None
-    #: When set, every route but /health needs ``Authorization: Bearer <api_key>``.
+    #: When set, every route but health needs ``Authorization: Bearer <api_key>`` (or
+    #: ``X-API-Key: <api_key>``, as LitServe asks for it).
     api_key: str | None = field(default=None, repr=False)
+    #: Where the frontend's own health and info endpoints live (LitServe lets them move).
+    health_path: str = "/health"
+    info_path: str = "/info"
+    #: A JSON object shown under "model" in the info endpoint (LitServe's model_metadata).
+    model_metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.processes < 1:
@@ -37,3 +44,13 @@ class FrontendConfig:
             raise ConfigError("request_timeout must be positive")
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port {self.port} is out of range")
+        for name, path in (("health_path", self.health_path), ("info_path", self.info_path)):
+            if not path.startswith("/"):
+                raise ConfigError(f"{name} must start with '/', not {path!r}")
+        if self.health_path == self.info_path:
+            raise ConfigError("health_path and info_path must differ")
+
+    @property
+    def own_paths(self) -> frozenset[str]:
+        """The frontend's own endpoints; every other path belongs to the services."""
+        return frozenset({self.health_path, self.info_path, "/v1/models", "/metrics"})

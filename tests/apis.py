@@ -353,3 +353,29 @@ class LoopWithoutStep(LitAPI):
 
     def predict(self, inputs: Any, generated: Any) -> Any:
         return inputs
+
+
+class DeviceAPI(LitAPI):
+    """Says what device setup got and which GPUs the process may see."""
+
+    def setup(self, device: str) -> None:
+        self.setup_device = device
+
+    def predict(self, x: Any) -> dict[str, Any]:
+        return {
+            "setup_device": self.setup_device,
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "pid": os.getpid(),
+        }
+
+
+class TorchGPUAPI(LitAPI):
+    """A tensor model on the device setup gets (for hosts with a GPU and torch)."""
+
+    def setup(self, device: str) -> None:
+        import torch
+
+        self.weights = torch.ones(4, device=device)
+
+    def predict(self, x: dict[str, Any]) -> dict[str, Any]:
+        return {"sum": float((self.weights * x["x"]).sum()), "device": str(self.weights.device)}

@@ -79,7 +79,11 @@ def test_hostile_http(cluster: Cluster) -> None:
     with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
         s.settimeout(5)
-        answer = s.recv(1024)
+        try:
+            answer = s.recv(1024)
+        except ConnectionResetError:
+            # Closed with the rest of the header unread: the kernel resets instead of a FIN.
+            answer = b""
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
     with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
         s.sendall(b"GARBAGE\r\n\r\n")

@@ -13,7 +13,7 @@ import time
 import psutil
 import requests
 
-from cluster import ROOT, free_port, run_cli, wait_until
+from cluster import ROOT, api, free_port, run_cli, wait_until
 
 
 def _read_line_with(proc: subprocess.Popen, needle: str, timeout_s: float) -> str:
@@ -78,6 +78,92 @@ def _port_in_use(port: int) -> bool:
     except requests.ConnectionError:
         return False
     return True
+
+
+def _start_up(tmp_path, *args: str) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    with open(tmp_path / "up.log", "ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zeroserve", "up", "--port", str(port), *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+    try:
+        _read_line_with(proc, "serving on", 60)
+    except BaseException:
+        _kill_family(proc, psutil.Process(proc.pid).children(recursive=True))
+        raise
+    return proc, port
+
+
+def _kill_family(proc: subprocess.Popen, family: list[psutil.Process]) -> None:
+    """Clean-up, also when the test failed: `cluster up` and every child it had."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    for member in family:
+        with contextlib.suppress(psutil.Error):
+            member.kill()
+    proc.wait(5)
+
+
+def _gone(family: list[psutil.Process]) -> bool:
+    alive = []
+    for p in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            if p.is_running() and p.status() != "zombie":
+                alive.append(p)
+    return not alive
+
+
+def test_closing_the_terminal_of_up_stops_everything(tmp_path) -> None:
+    proc, port = _start_up(tmp_path, "--workers", "1")
+    family = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(15) == 0
+        wait_until(lambda: _gone(family), timeout_s=10, what="every child to exit")
+        assert not _port_in_use(port)
+    finally:
+        _kill_family(proc, family)
+
+
+def test_up_killed_with_9_leaves_no_process_behind(tmp_path) -> None:
+    proc, port = _start_up(tmp_path, "--workers", "1")
+    family = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        proc.kill()
+        proc.wait(5)
+        wait_until(lambda: _gone(family), timeout_s=15, what="every orphan to stop itself")
+        assert not _port_in_use(port)
+    finally:
+        _kill_family(proc, family)
+
+
+def test_up_serves_several_apis_side_by_side(tmp_path) -> None:
+    proc, port = _start_up(
+        tmp_path, "--api", api("EchoAPI"), "--api", api("OtherRouteAPI"), "--workers", "1"
+    )
+    family = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        for path in ("/predict", "/other"):
+            url = f"http://127.0.0.1:{port}{path}"
+            assert requests.post(url, json={"value": path}, timeout=10).json()["echo"] == path
+        info = requests.get(f"http://127.0.0.1:{port}/info", timeout=10).json()
+        assert info["routes"] == {"/predict": "EchoAPI", "/other": "OtherRouteAPI"}
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        _kill_family(proc, family)
+
+
+def test_up_refuses_two_apis_on_one_route() -> None:
+    out = run_cli("up", "--api", api("EchoAPI"), "--api", api("LoggingAPI"), "--port", "1")
+    assert out.returncode == 2
+    assert "EchoAPI and LoggingAPI both serve /predict" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_up_refuses_a_bad_api_in_one_line() -> None:

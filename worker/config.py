@@ -35,7 +35,13 @@ class WorkerConfig:
     drain_timeout_s: float = 30.0
     #: A batch still running this long after all its deadlines gets the process recycled.
     hang_grace_s: float = 30.0
-    device: str = "cpu"
+    #: One device for every process, passed to setup as it is; None: from the accelerator.
+    device: str | None = None
+    #: LitServe's meaning: auto, cpu, cuda (or gpu), mps; None is auto.
+    accelerator: str | None = None
+    #: How many GPUs, or which (indices); None: every one found.
+    devices: int | tuple[int, ...] | None = None
+    workers_per_device: int = 1
     log_level: str = "INFO"
     #: CurveZMQ: this process's secret key file and the broker's public key file.
     curve_secret_key: str | None = None
@@ -52,5 +58,14 @@ class WorkerConfig:
             raise ConfigError("capacity must be at least 1")
         if self.heartbeat_interval_s <= 0:
             raise ConfigError("heartbeat_interval_s must be positive")
+        if self.workers_per_device < 1:
+            raise ConfigError("workers_per_device must be at least 1")
+        if self.device is not None and (
+            self.accelerator is not None or self.devices is not None or self.workers_per_device > 1
+        ):
+            raise ConfigError(
+                "--device names one device for every process; leave out --accelerator, "
+                "--devices and --workers-per-device with it"
+            )
         if self.spec not in (None, "openai"):
             raise ConfigError(f"unknown spec {self.spec!r}; the one spec is 'openai'")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import psutil
 
 from zeroserve.common.supervisor import Supervisor
 from zeroserve.worker.config import WorkerConfig
-from zeroserve.worker.loader import load_api, resolve_settings
+from zeroserve.worker.devices import plan_devices
+from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
 from zeroserve.worker.process import run_worker_process
 
 log = logging.getLogger(__name__)
@@ -18,23 +20,44 @@ def default_process_count() -> int:
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
-def run_launcher(config: WorkerConfig) -> int:
+def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
     """Run until SIGTERM/SIGINT; an unusable API raises ConfigError before anything starts."""
-    settings = resolve_settings(load_api(config.api), config)
-    count = config.processes or default_process_count()
+    api = given.api if given is not None else load_api(config.api)
+    settings = resolve_settings(api, config)
+    devices = device_plan(config)
     log.info(
-        "starting %d worker process(es) for %s (service %s, route %s) against %s",
-        count,
+        "starting %d worker process(es) for %s (service %s, route %s, on %s) against %s",
+        len(devices),
         config.api,
         settings.service,
         settings.route,
+        ", ".join(sorted(set(devices))),
         config.broker,
     )
     supervisor = Supervisor(
         "worker",
         run_worker_process,
-        (config,),
-        count,
+        (config, given),
+        len(devices),
         stop_timeout_s=config.drain_timeout_s + 2.0,
+        args_for=lambda k: (process_config(config, devices[k]), given),
     )
     return supervisor.run()
+
+
+def device_plan(config: WorkerConfig) -> list[str]:
+    """The device of each worker process: --device for all, or from the accelerator."""
+    if config.device is not None:
+        return [config.device] * (config.processes or default_process_count())
+    return plan_devices(
+        config.accelerator or "auto",
+        config.devices,
+        config.workers_per_device,
+        config.processes,
+        default_process_count(),
+    )
+
+
+def process_config(config: WorkerConfig, device: str) -> WorkerConfig:
+    """What one worker process runs with: its own device, the plan done."""
+    return replace(config, device=device, accelerator=None, devices=None, workers_per_device=1)

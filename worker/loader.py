@@ -115,11 +115,23 @@ def loop_kind(api: Any, name: str, stream: bool) -> str:
     return "batching"
 
 
-def load_hooks(api: Any, config: WorkerConfig) -> Hooks:
-    """The API's own ``callbacks``/``loggers`` attributes, then those named by flags."""
+@dataclass
+class GivenAPI:
+    """An API object handed over whole (``zeroserve.LitServer``) instead of named by
+    ``MODULE:ATTR``, with the callbacks and loggers its server was given."""
+
+    api: Any
+    callbacks: list[Any] = field(default_factory=list)
+    loggers: list[Any] = field(default_factory=list)
+
+
+def load_hooks(api: Any, config: WorkerConfig, given: GivenAPI | None = None) -> Hooks:
+    """The API's own ``callbacks``/``loggers`` attributes, its server's, then the flags'."""
     callbacks = list(getattr(api, "callbacks", None) or [])
+    callbacks += given.callbacks if given is not None else []
     callbacks += [load_object(s, "--callback") for s in config.callbacks]
     loggers = list(getattr(api, "loggers", None) or [])
+    loggers += given.loggers if given is not None else []
     loggers += [load_object(s, "--logger") for s in config.loggers]
     for logger in loggers:
         if not callable(getattr(logger, "process", None)):
@@ -207,6 +219,11 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
             f"{name}.batch_timeout must be a number of seconds >= 0, not {batch_timeout_s!r}"
         )
     service = config.service or name
+    if config.spec is None and getattr(api, "_spec", None) is not None:
+        raise ConfigError(
+            f"{name} was built with a LitServe spec object, which is not served yet: "
+            "serve it with --spec openai (see the README's OpenAI section)"
+        )
     spec = None
     models: list[str] = []
     if config.spec == "openai":
@@ -266,3 +283,28 @@ def prepare_api(api: Any, settings: ApiSettings) -> None:
     pre_setup = getattr(api, "pre_setup", None)
     if callable(pre_setup):
         pre_setup(spec=None)
+
+
+def check_apis(
+    configs: list[WorkerConfig], given: list[GivenAPI] | None = None
+) -> list[ApiSettings]:
+    """Load and check the APIs served side by side (`given`: objects already in hand), and
+    refuse two that claim one route, before any process starts."""
+    claimed: dict[str, str] = {}
+    settings = []
+    for i, config in enumerate(configs):
+        handed = given[i] if given is not None else None
+        api = handed.api if handed is not None else load_api(config.api)
+        resolved = resolve_settings(api, config)
+        load_hooks(api, config, handed)
+        for route in resolved.routes:
+            other = claimed.setdefault(route["path"], resolved.service)
+            if other != resolved.service:
+                raise ConfigError(
+                    f"{other} and {resolved.service} both serve {route['path']}: "
+                    "give one of them another api_path (or --route)"
+                )
+        if resolved.service in {s.service for s in settings}:
+            raise ConfigError(f"two APIs are named {resolved.service}: give one another --service")
+        settings.append(resolved)
+    return settings

@@ -27,9 +27,11 @@ from zeroserve.worker.async_loop import AsyncLoop
 from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.continuous import ContinuousLoop, DefaultSteps
+from zeroserve.worker.devices import isolate
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.loader import (
     ApiSettings,
+    GivenAPI,
     continuous_loop_of,
     load_api,
     load_hooks,
@@ -133,6 +135,7 @@ class WorkerProcess:
             "batch_timeout_s": s.batch_timeout_s,
             "stream": s.stream,
             "loop": s.kind,
+            "device": self.config.device or "cpu",
             "version": __version__,
             "heartbeat_interval_s": self.config.heartbeat_interval_s,
         }
@@ -281,14 +284,15 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def run_worker_process(config: WorkerConfig) -> None:
+def run_worker_process(config: WorkerConfig, given: GivenAPI | None = None) -> None:
     """Entry point of a spawned worker process."""
     configure_logging(config.log_level, "worker")
     batch_io_threads()
+    device = isolate(config.device or "cpu")
     try:
-        api = load_api(config.api)
+        api = given.api if given is not None else load_api(config.api)
         settings = resolve_settings(api, config)
-        hooks = load_hooks(api, config)
+        hooks = load_hooks(api, config, given)
     except ConfigError as exc:
         log.error("%s", exc)
         sys.exit(EXIT_SETUP_FAILED)
@@ -296,10 +300,10 @@ def run_worker_process(config: WorkerConfig) -> None:
         prepare_api(api, settings)
         hooks.fire("on_before_setup")
         with contextlib.suppress(AttributeError):
-            api.device = config.device
+            api.device = device
         setup = getattr(api, "setup", None)
         if callable(setup):
-            result = setup(config.device)
+            result = setup(device)
             if inspect.isawaitable(result):
                 asyncio.run(_await(result))
     except Exception:

@@ -2,6 +2,7 @@
 
 from zeroserve.common.errors import ConfigError, HTTPException, ProtocolError, ZeroserveError
 from zeroserve.common.version import __version__
+from zeroserve.litserver import LitServer
 from zeroserve.worker.api import (
     STREAM_END,
     ContinuousBatchingLoop,
@@ -22,6 +23,7 @@ __all__ = [
     "HTTPException",
     "LitAPI",
     "LitAPIStatus",
+    "LitServer",
     "Logger",
     "Output",
     "ProtocolError",

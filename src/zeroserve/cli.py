@@ -20,6 +20,7 @@ import click
 from zeroserve.common.errors import ConfigError, ZeroserveError
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
+from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -124,11 +125,58 @@ serving_options = _options(
         help="A logger object (or class) that receives self.log(key, value); may be repeated.",
     ),
 )
+
+
+def _parse_devices(_ctx: Any, _param: Any, value: str | None) -> int | tuple[int, ...] | None:
+    """--devices N (how many GPUs) or --devices 0,2 (which)."""
+    if value is None or value == "auto":
+        return None
+    try:
+        parts = [int(p) for p in value.split(",") if p.strip()]
+    except ValueError:
+        raise click.BadParameter("give a count (2) or GPU indices (0,2)") from None
+    if not parts or min(parts) < 0 or ("," not in value and parts[0] < 1):
+        raise click.BadParameter("give a count of at least 1, or GPU indices of 0 or more")
+    return tuple(parts) if "," in value else parts[0]
+
+
+#: The device flags, by parameter name; `cluster up` hands them on to `cluster worker`.
+DEVICE_FLAGS = {
+    "accelerator": "--accelerator",
+    "devices": "--devices",
+    "workers_per_device": "--workers-per-device",
+}
+device_options = _options(
+    click.option(
+        "--accelerator",
+        type=click.Choice(["auto", "cpu", "cuda", "gpu", "mps"]),
+        default=None,
+        help="Where worker processes run, as in LitServe: cuda where nvidia-smi lists GPUs, "
+        "mps on Apple silicon with torch, else cpu [default: auto].",
+    ),
+    click.option(
+        "--devices",
+        callback=_parse_devices,
+        default=None,
+        metavar="N|LIST",
+        help="How many GPUs (2) or which (0,2) [default: every one listed, within "
+        "CUDA_VISIBLE_DEVICES].",
+    ),
+    click.option(
+        "--workers-per-device",
+        type=click.IntRange(min=1, max=1024),
+        default=1,
+        show_default=True,
+        help="Worker processes per device; worker k runs on device k mod n.",
+    ),
+)
+
 api_key_option = click.option(
     "--api-key",
-    envvar="ZEROSERVE_API_KEY",
+    envvar=["ZEROSERVE_API_KEY", "LIT_SERVER_API_KEY"],
     default=None,
-    help="Require 'Authorization: Bearer KEY' on every route but /health [env: ZEROSERVE_API_KEY].",
+    help="Require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on every route but the "
+    "health check [env: ZEROSERVE_API_KEY, or LitServe's LIT_SERVER_API_KEY].",
 )
 curve_secret_option = click.option(
     "--curve-secret-key",
@@ -212,6 +260,7 @@ def broker(**options: Any) -> None:
     from zeroserve.broker.config import BrokerConfig
 
     configure_logging(options.pop("log_level"), "broker")
+    stop_with_parent()
     batch_io_threads()
 
     def run() -> int:
@@ -270,8 +319,12 @@ def broker(**options: Any) -> None:
     help="Seconds a batch may run past all its deadlines before the process is recycled.",
 )
 @click.option(
-    "--device", default="cpu", show_default=True, help="Passed to the API's setup(device)."
+    "--device",
+    default=None,
+    help="One device for every process, passed to setup(device) as it is [default: from "
+    "--accelerator, else cpu].",
 )
+@device_options
 @curve_client_options
 @heartbeat_options
 @log_level_option
@@ -283,6 +336,7 @@ def worker(api: str | None, **options: Any) -> None:
     if not api:
         raise click.UsageError("Missing option '--api'.")
     configure_logging(options["log_level"], "worker")
+    stop_with_parent()
     _run_guarded(lambda: run_launcher(WorkerConfig(api=api, **options)))
 
 
@@ -321,21 +375,49 @@ def worker(api: str | None, **options: Any) -> None:
     show_default=True,
     help="Seconds a connection may idle or stall (headers, body) before it is closed.",
 )
+@click.option("--health-path", default="/health", show_default=True, help="The health check.")
+@click.option("--info-path", default="/info", show_default=True, help="The cluster's info.")
+@click.option(
+    "--model-metadata",
+    default=None,
+    metavar="JSON",
+    help="A JSON object shown under 'model' in the info endpoint.",
+)
 @curve_client_options
 @heartbeat_options
 @api_key_option
 @log_level_option
-def frontend(**options: Any) -> None:
+def frontend(model_metadata: str | None, **options: Any) -> None:
     """Run the HTTP frontend."""
     from zeroserve.frontend.config import FrontendConfig
     from zeroserve.frontend.server import run_frontend
 
     configure_logging(options["log_level"], "frontend")
-    _run_guarded(lambda: run_frontend(FrontendConfig(**options)))
+    stop_with_parent()
+
+    def run() -> int:
+        metadata = None
+        if model_metadata is not None:
+            try:
+                metadata = json.loads(model_metadata)
+            except ValueError as exc:
+                raise ConfigError(f"--model-metadata is not JSON: {exc}") from None
+            if not isinstance(metadata, dict):
+                raise ConfigError("--model-metadata must be a JSON object")
+        return run_frontend(FrontendConfig(model_metadata=metadata, **options))
+
+    _run_guarded(run)
 
 
 @main.command()
-@api_option
+@click.option(
+    "--api",
+    "apis",
+    multiple=True,
+    metavar="MODULE:ATTR",
+    help="An API class or instance, as for `cluster worker`; repeat it to serve several "
+    "side by side [default: the built-in demo].",
+)
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address the HTTP frontend listens on."
 )
@@ -347,6 +429,7 @@ def frontend(**options: Any) -> None:
     help="Worker processes [default: one per physical core].",
 )
 @serving_options
+@device_options
 @click.option(
     "--request-timeout",
     "request_timeout_s",
@@ -363,11 +446,11 @@ def frontend(**options: Any) -> None:
 )
 @api_key_option
 @log_level_option
-def up(api: str | None, **options: Any) -> None:
+def up(apis: tuple[str, ...], **options: Any) -> None:
     """Run broker, workers and frontend on this machine (the built-in demo without --api)."""
     from zeroserve.up import Up, UpConfig
     from zeroserve.worker.config import WorkerConfig
-    from zeroserve.worker.loader import DEMO_API, load_api, load_hooks, resolve_settings
+    from zeroserve.worker.loader import DEMO_API, check_apis
 
     configure_logging(options["log_level"], "up")
     serving = {key: options[key] for key in SERVING_FLAGS}
@@ -380,16 +463,24 @@ def up(api: str | None, **options: Any) -> None:
                 worker_flags += [SERVING_FLAGS[key], item]
         elif value is not None and value is not False:
             worker_flags += [SERVING_FLAGS[key], str(value)]
-    spec = api or DEMO_API
+    devices = options["devices"]
+    if options["accelerator"] is not None:
+        worker_flags += ["--accelerator", options["accelerator"]]
+    if devices is not None:
+        given = ",".join(map(str, devices)) + "," if isinstance(devices, tuple) else str(devices)
+        worker_flags += ["--devices", given]
+    if options["workers_per_device"] > 1:
+        worker_flags += ["--workers-per-device", str(options["workers_per_device"])]
+    specs = apis or (DEMO_API,)
 
     def run() -> int:
-        # Check the API here, so that a mistake is one clear line before anything starts.
-        config = WorkerConfig(broker="", api=spec, **serving)
-        api_object = load_api(spec)
-        resolve_settings(api_object, config)
-        load_hooks(api_object, config)
+        # Check the APIs here, so that a mistake is one clear line before anything starts.
+        devices_given = {key: options[key] for key in DEVICE_FLAGS}
+        check_apis(
+            [WorkerConfig(broker="", api=spec, **serving, **devices_given) for spec in specs]
+        )
         config = UpConfig(
-            api=spec,
+            apis=specs,
             host=options["host"],
             port=options["port"],
             workers=options["workers"],

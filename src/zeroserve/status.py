@@ -40,7 +40,9 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
     workers = snapshot.get("workers", [])
     lines.append(f"workers ({len(workers)})")
     if workers:
-        headers = ["HOST", "PID", "SERVICE", "STATE", "FREE", "IN FLIGHT", "DONE", "HEARTBEAT"]
+        headers = [
+            "HOST", "PID", "SERVICE", "DEVICE", "STATE", "FREE", "IN FLIGHT", "DONE", "HEARTBEAT"
+        ]  # fmt: skip
         if rates is not None:
             headers.append("REQ/S")
         rows = []
@@ -49,6 +51,7 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
                 w.get("host"),
                 w.get("pid"),
                 w.get("service"),
+                w.get("device") or "-",
                 w.get("state"),
                 f"{w.get('free')}/{w.get('capacity')}",
                 w.get("in_flight"),

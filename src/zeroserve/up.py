@@ -29,6 +29,7 @@ import click
 import zmq
 
 from zeroserve.common.status_client import fetch_status
+from zeroserve.common.supervisor import PARENT_ENV
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,8 @@ CHILD_DRAIN_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class UpConfig:
-    api: str
+    #: ``MODULE:ATTR`` of each API; one worker launcher each.
+    apis: tuple[str, ...]
     host: str
     port: int
     workers: int | None
@@ -49,6 +51,8 @@ class UpConfig:
     log_level: str = "INFO"
     ready_timeout_s: float = 120.0
     api_key: str | None = field(default=None, repr=False)
+    #: The frontend's health check, which tells when the cluster serves.
+    health_path: str = "/health"
 
 
 #: Popen arguments for a child in a process group of its own, so that a stop that overruns
@@ -81,8 +85,9 @@ class Up:
         self.stop_requested.set()
 
     def run(self) -> int:
-        signal.signal(signal.SIGINT, self._on_signal)
-        signal.signal(signal.SIGTERM, self._on_signal)
+        # SIGHUP: the terminal that runs it was closed.
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._on_signal)
         c = self.config
         common = ["--log-level", c.log_level, "--heartbeat-interval", str(c.heartbeat_interval_s)]
         broker = [
@@ -94,20 +99,6 @@ class Up:
             self.backend_endpoint,
             *common,
         ]
-        worker = [
-            *cluster_command(),
-            "worker",
-            "--broker",
-            self.backend_endpoint,
-            "--api",
-            c.api,
-            "--drain-timeout",
-            str(CHILD_DRAIN_TIMEOUT_S),
-            *common,
-            *c.worker_flags,
-        ]
-        if c.workers:
-            worker += ["--processes", str(c.workers)]
         frontend = [
             *cluster_command(),
             "frontend",
@@ -121,19 +112,46 @@ class Up:
             *c.frontend_flags,
         ]
         try:
-            self.children = [
-                subprocess.Popen(broker, **OWN_PROCESS_GROUP),
-                subprocess.Popen(worker, **OWN_PROCESS_GROUP),
-                subprocess.Popen(frontend, env=self._frontend_env(), **OWN_PROCESS_GROUP),
-            ]
+            self.children = [subprocess.Popen(broker, env=self._child_env(), **OWN_PROCESS_GROUP)]
+            self.children += self._start_launchers(common)
+            self.children.append(
+                subprocess.Popen(frontend, env=self._frontend_env(), **OWN_PROCESS_GROUP)
+            )
             code = self._serve()
         finally:
             self._shutdown()
         return code
 
+    def _start_launchers(self, common: list[str]) -> list[Any]:
+        """One `cluster worker` per API."""
+        c = self.config
+        launchers = []
+        for api in c.apis:
+            worker = [
+                *cluster_command(),
+                "worker",
+                "--broker",
+                self.backend_endpoint,
+                "--api",
+                api,
+                "--drain-timeout",
+                str(CHILD_DRAIN_TIMEOUT_S),
+                *common,
+                *c.worker_flags,
+            ]
+            if c.workers:
+                worker += ["--processes", str(c.workers)]
+            launchers.append(subprocess.Popen(worker, env=self._child_env(), **OWN_PROCESS_GROUP))
+        return launchers
+
+    @staticmethod
+    def _child_env() -> dict[str, str]:
+        """Each child ends itself should this process end without stopping it (kill -9)."""
+        return {**os.environ, PARENT_ENV: str(os.getpid())}
+
     def _frontend_env(self) -> dict[str, str]:
         """The API key travels in the environment, where `ps` does not show it."""
-        env = dict(os.environ)
+        env = self._child_env()
         if self.config.api_key:
             env["ZEROSERVE_API_KEY"] = self.config.api_key
         return env
@@ -147,12 +165,12 @@ class Up:
                 if child.poll() is not None:
                     log.error(
                         "`cluster %s` exited with code %s; stopping",
-                        child.args[3],
+                        child.args[3] if isinstance(child.args, list) else child.args,
                         child.returncode,
                     )
                     return 1
             if not ready:
-                if _healthy(url):
+                if _healthy(url + self.config.health_path):
                     ready = True
                     snapshot = fetch_status(self.frontend_endpoint, timeout_s=2.0)
                     routes = ", ".join(f"POST {path}" for path in sorted(_routes(snapshot)))
@@ -169,7 +187,7 @@ class Up:
         return 0
 
     def _shutdown(self) -> None:
-        """Worker launcher and frontend first (their drain needs the broker), then the broker."""
+        """Worker launchers and frontend first (their drain needs the broker), then the broker."""
         deadline = time.monotonic() + STOP_TIMEOUT_S
         self._stop(self.children[1:], deadline)
         self._stop(self.children[:1], deadline + 2.0)
@@ -217,9 +235,9 @@ def _private_socket_dir() -> str | None:
 
 
 def _healthy(url: str) -> bool:
-    """/health is open even with an API key."""
+    """The health check is open even with an API key."""
     try:
-        with urllib.request.urlopen(url + "/health", timeout=1.0) as response:
+        with urllib.request.urlopen(url, timeout=1.0) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False

@@ -1,0 +1,394 @@
+"""``zeroserve.LitServer``: a LitServe ``server.py`` runs on zeroserve by changing its import.
+
+``LitServer(api_or_apis, ...).run(...)`` takes LitServe's arguments, gives
+each its zeroserve meaning, and starts what ``cluster up`` starts: a broker
+on private Unix sockets, a worker launcher per API and the HTTP frontend,
+all stopped together on Ctrl-C or SIGTERM. The API objects themselves, as
+``server.py`` made them (constructor arguments included), reach the worker
+processes the way LitServe hands them over: each launcher is a ``spawn``
+child of this process, so multiprocessing re-imports ``server.py`` there
+(not its ``__main__`` block) and passes the objects through a pipe. Nothing
+of it crosses a socket.
+
+An argument with no equivalent here is refused with a line that says what
+to do instead; none is silently dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import re
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from zeroserve.common.errors import ConfigError
+from zeroserve.common.logs import LEVELS, configure_logging
+from zeroserve.common.supervisor import stop_with_parent
+from zeroserve.up import Up, UpConfig
+from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.devices import plan_devices
+from zeroserve.worker.loader import GivenAPI, check_apis
+
+log = logging.getLogger(__name__)
+
+#: A request budget standing for "no timeout" (LitServe's timeout=False or -1): a year.
+NO_TIMEOUT_S = 365 * 24 * 3600.0
+
+#: LitServe arguments that mean nothing here, with what to do instead; each is refused
+#: unless it has its default value.
+NO_EQUIVALENT = {
+    "middlewares": (None, "FastAPI middlewares do not run here (the frontend is Tornado): "
+                    "put the logic in decode_request, or in a callback"),
+    "enable_shutdown_api": (False, "there is no shutdown endpoint: stop the server with "
+                            "Ctrl-C or SIGTERM"),
+    "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
+                      "Ctrl-C or SIGTERM"),
+    "spec": (None, "LitServe's spec objects are not served yet: serve the class with "
+             "`cluster up --spec openai` (see the README's OpenAI section)"),
+    "mcp": (None, "MCP is not served: drop the argument"),
+}  # fmt: skip
+#: Arguments whose LitServe meaning always holds here, so any value is accepted.
+ALWAYS_SO = {
+    "fast_queue": "requests travel over ZeroMQ queues already",
+    "track_requests": "requests in flight are always counted (GET /metrics)",
+    "disable_openapi_url": "no OpenAPI page is served",
+    "restart_workers": "crashed worker processes are always restarted, with back-off",
+}
+#: run() arguments of LitServe's that have no equivalent, as above.
+RUN_NO_EQUIVALENT = {
+    "api_server_worker_type": ("process", "the HTTP frontend always runs as processes "
+                               "(num_api_servers sets how many)"),
+    "pretty_logs": (False, "logs have one plain format: drop pretty_logs"),
+}  # fmt: skip
+#: Settings of an API that LitServe still accepts on the server, applied to every API.
+API_SETTINGS = ("max_batch_size", "batch_timeout", "stream", "api_path", "loop")
+
+
+class LitServer:
+    """Serve one or several LitAPI objects, as LitServe's ``LitServer`` does."""
+
+    def __init__(
+        self,
+        lit_api: Any,
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        workers_per_device: int | list[int] | dict[str, int] = 1,
+        timeout: float | bool = 30,
+        *,
+        healthcheck_path: str = "/health",
+        info_path: str = "/info",
+        model_metadata: dict[str, Any] | None = None,
+        max_payload_size: int | str | None = None,
+        callbacks: Any = None,
+        loggers: Any = None,
+        **others: Any,
+    ) -> None:
+        self.apis = list(lit_api) if isinstance(lit_api, (list, tuple)) else [lit_api]
+        if not self.apis:
+            raise ConfigError("LitServer needs at least one LitAPI")
+        for name, value in others.items():
+            if name in API_SETTINGS:
+                if value is not None:
+                    for api in self.apis:
+                        setattr(api, name, value)
+            elif name in NO_EQUIVALENT:
+                default, advice = NO_EQUIVALENT[name]
+                if value != default:
+                    raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
+            elif name not in ALWAYS_SO:
+                raise ConfigError(f"LitServer() got an unexpected argument {name!r}")
+        self.accelerator = accelerator
+        self.devices = _devices_wanted(devices)
+        self.plans = _devices_per_api(self.apis, accelerator, self.devices, workers_per_device)
+        self.timeout_s = _timeout_s(timeout)
+        self.healthcheck_path = healthcheck_path
+        self.info_path = info_path
+        if model_metadata is not None:
+            try:
+                json.dumps(model_metadata)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"model_metadata must be JSON serialisable: {exc}") from None
+        self.model_metadata = model_metadata
+        self.max_body_bytes = _size_in_bytes(max_payload_size)
+        self.callbacks = _as_list(callbacks)
+        self.loggers = _as_list(loggers)
+
+    def run(
+        self,
+        host: str = "0.0.0.0",
+        port: int | str = 8000,
+        num_api_servers: int | None = None,
+        log_level: str = "info",
+        generate_client_file: bool = True,
+        **others: Any,
+    ) -> None:
+        """Serve until Ctrl-C or SIGTERM; a setting that cannot work ends it with one line."""
+        level = str(log_level).upper()
+        configure_logging(level if level in LEVELS else "INFO", "server")
+        try:
+            if level not in LEVELS:
+                raise ConfigError(f"log_level must be one of {', '.join(LEVELS).lower()}")
+            code = self._run(
+                host,
+                port,
+                num_api_servers=num_api_servers,
+                level=level,
+                generate_client_file=generate_client_file,
+                others=others,
+            )
+        except ConfigError as exc:
+            log.error("%s", exc)
+            raise SystemExit(2) from None
+        if code:
+            raise SystemExit(code)
+
+    def _run(
+        self,
+        host: str,
+        port: int | str,
+        *,
+        num_api_servers: int | None,
+        level: str,
+        generate_client_file: bool,
+        others: dict[str, Any],
+    ) -> int:
+        for name, value in others.items():
+            if name not in RUN_NO_EQUIVALENT:
+                raise ConfigError(
+                    f"LitServer.run() got an unexpected argument {name!r} "
+                    "(no uvicorn settings apply here)"
+                )
+            default, advice = RUN_NO_EQUIVALENT[name]
+            if value != default:
+                raise ConfigError(f"LitServer.run({name}=...) has no equivalent here: {advice}")
+        given = [GivenAPI(api, self.callbacks, self.loggers) for api in self.apis]
+        configs = [
+            WorkerConfig(
+                broker="",
+                api=f"{type(api).__module__}:{type(api).__qualname__}",
+                service=service,
+                processes=len(plan),
+                accelerator=self.accelerator,
+                devices=self.devices,
+                log_level=level,
+            )
+            for api, service, plan in zip(
+                self.apis, _service_names(self.apis), self.plans, strict=True
+            )
+        ]
+        settings = check_apis(configs, given)
+        if generate_client_file:
+            _write_client_file(int(port), settings[0].route)
+        frontend_flags = [
+            "--request-timeout", str(self.timeout_s),
+            "--health-path", self.healthcheck_path,
+            "--info-path", self.info_path,
+            "--processes", str(num_api_servers or 1),
+        ]  # fmt: skip
+        if self.max_body_bytes is not None:
+            frontend_flags += ["--max-body", str(self.max_body_bytes)]
+        if self.model_metadata is not None:
+            frontend_flags += ["--model-metadata", json.dumps(self.model_metadata)]
+        up = _InProcessUp(
+            UpConfig(
+                apis=tuple(c.api for c in configs),
+                host=host,
+                port=int(port),
+                workers=None,
+                frontend_flags=tuple(frontend_flags),
+                log_level=level,
+                health_path=self.healthcheck_path,
+            ),
+            configs,
+            given,
+        )
+        return up.run()
+
+
+class _SpawnedChild:
+    """A launcher started with multiprocessing, watched and stopped like a ``Popen``."""
+
+    def __init__(self, process: Any, name: str) -> None:
+        self.process = process
+        self.args = name
+        self.pid = process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.exitcode
+
+    def poll(self) -> int | None:
+        return self.process.exitcode
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self.process.join(timeout)
+        if self.process.exitcode is None:
+            raise subprocess.TimeoutExpired(self.args, timeout or 0)
+        return self.process.exitcode
+
+
+class _InProcessUp(Up):
+    """``cluster up``, with launchers that get the API objects in hand."""
+
+    def __init__(self, config: UpConfig, workers: list[WorkerConfig], given: list[GivenAPI]):
+        super().__init__(config)
+        self.workers = workers
+        self.given = given
+
+    def _start_launchers(self, common: list[str]) -> list[Any]:
+        context = multiprocessing.get_context("spawn")
+        launchers = []
+        for named, given in zip(self.workers, self.given, strict=True):
+            config = replace(
+                named,
+                broker=self.backend_endpoint,
+                heartbeat_interval_s=self.config.heartbeat_interval_s,
+                drain_timeout_s=5.0,
+            )
+            process = context.Process(
+                target=_launcher_main,
+                args=(config, given, os.getpid()),
+                name=f"launcher {config.service}",
+            )
+            try:
+                process.start()
+            except Exception as exc:
+                raise ConfigError(
+                    f"{type(given.api).__name__} cannot be handed to its worker processes "
+                    f"({type(exc).__name__}: {exc}); create such state in setup(), which "
+                    "runs in each of them"
+                ) from None
+            launchers.append(_SpawnedChild(process, f"worker ({config.service})"))
+        return launchers
+
+
+def _launcher_main(config: WorkerConfig, given: GivenAPI, parent_pid: int) -> None:
+    """A worker launcher in a process of its own, in its own process group, as `cluster up`
+    runs it."""
+    from zeroserve.worker.launcher import run_launcher
+
+    os.setpgid(0, 0)
+    configure_logging(config.log_level, "worker")
+    stop_with_parent(parent_pid)
+    try:
+        code = run_launcher(config, given)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        code = 2
+    sys.exit(code)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _service_names(apis: list[Any]) -> list[str]:
+    """The class name, made unique with the route when one class serves several paths."""
+    names = [type(api).__name__ for api in apis]
+    return [
+        name if names.count(name) == 1 else f"{name}{_path_suffix(api)}"
+        for name, api in zip(names, apis, strict=True)
+    ]
+
+
+def _path_suffix(api: Any) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", str(getattr(api, "api_path", "/predict"))).rstrip("-")
+
+
+def _devices_wanted(devices: Any) -> int | tuple[int, ...] | None:
+    if devices == "auto":
+        return None
+    if isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1:
+        return devices
+    if isinstance(devices, (list, tuple)) and all(isinstance(d, int) for d in devices):
+        return tuple(devices)
+    raise ConfigError(f"devices must be 'auto', a count or a list of GPU indices, not {devices!r}")
+
+
+def _devices_per_api(
+    apis: list[Any], accelerator: str, wanted: int | tuple[int, ...] | None, workers_per_device: Any
+) -> list[list[str]]:
+    """The device of each worker process of each API, as LitServe assigns them: devices x
+    workers per device, worker k on device k mod n (one device on the CPU)."""
+    paths = [str(getattr(api, "api_path", "/predict")) for api in apis]
+    if isinstance(workers_per_device, int) and not isinstance(workers_per_device, bool):
+        per_api = [workers_per_device] * len(apis)
+    elif isinstance(workers_per_device, (list, tuple)):
+        if len(workers_per_device) != len(apis):
+            raise ConfigError(
+                f"workers_per_device has {len(workers_per_device)} value(s) for {len(apis)} API(s)"
+            )
+        per_api = list(workers_per_device)
+    elif isinstance(workers_per_device, dict):
+        unknown = sorted(set(workers_per_device) - set(paths))
+        if unknown:
+            raise ConfigError(f"workers_per_device names unknown api_path(s): {unknown}")
+        per_api = [workers_per_device.get(path, 1) for path in paths]
+    else:
+        raise ConfigError(
+            "workers_per_device must be an integer, a list of them, or a dict by api_path"
+        )
+    for value in per_api:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"workers_per_device values must be integers >= 1, not {value!r}")
+    cpu_devices = wanted if isinstance(wanted, int) else 1
+    return [
+        plan_devices(accelerator, wanted, count, None, default_processes=cpu_devices * count)
+        for count in per_api
+    ]
+
+
+def _timeout_s(timeout: Any) -> float:
+    if timeout is False or timeout == -1:
+        return NO_TIMEOUT_S
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        raise ConfigError(f"timeout must be seconds (> 0), -1 or False, not {timeout!r}")
+    return float(timeout)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]?B)?\s*$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
+
+
+def _size_in_bytes(size: Any) -> int | None:
+    """LitServe's max_payload_size: bytes, or a string such as "50MB"."""
+    if size is None:
+        return None
+    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+        return size
+    match = _SIZE.match(size) if isinstance(size, str) else None
+    if match is None:
+        raise ConfigError(f"max_payload_size must be bytes or a size like '50MB', not {size!r}")
+    return max(1, int(float(match.group(1)) * _UNITS[(match.group(2) or "B").upper()]))
+
+
+CLIENT_FILE = """\
+# client.py: a first request to the server that zeroserve.LitServer started.
+# LitServer.run(generate_client_file=False) stops it from writing this file.
+import requests
+
+response = requests.post("http://127.0.0.1:{port}{route}", json={{"input": 4.0}})
+print(f"Status: {{response.status_code}}\\nResponse:\\n {{response.text}}")
+"""
+
+
+def _write_client_file(port: int, route: str) -> None:
+    """As LitServe does: a client.py in the working directory, unless one is there."""
+    path = Path.cwd() / "client.py"
+    if path.exists():
+        return
+    try:
+        path.write_text(CLIENT_FILE.format(port=port, route=route))
+    except OSError as exc:
+        log.warning("could not write %s: %s", path, exc)

@@ -1,0 +1,162 @@
+"""A LitServe server.py with its import changed runs whole: zeroserve.LitServer."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+import requests
+
+from cluster import ROOT, Cluster, free_port, wait_until
+
+APP = ROOT / "tests" / "litserve_app" / "server.py"
+
+
+@pytest.fixture
+def served(tmp_path: Path):
+    """The app's server.py, run as `python server.py PORT` from a folder of its own."""
+    shutil.copy(APP, tmp_path / "server.py")
+    port = free_port()
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "server.py", str(port)],
+        cwd=tmp_path,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        with contextlib.suppress(requests.ConnectionError):
+            return requests.get(f"{base}/healthz", timeout=1).status_code == 200
+        return False
+
+    try:
+        wait_until(healthy, timeout_s=60, what="the server's /healthz")
+        # Every worker of both services is up.
+        wait_until(
+            lambda: requests.get(f"{base}/healthz", timeout=1).json()["workers"] >= 3,
+            what="three workers",
+        )
+        yield proc, base, tmp_path
+    finally:
+        family = []
+        with contextlib.suppress(psutil.Error):
+            family = psutil.Process(proc.pid).children(recursive=True)
+        for member in family:
+            with contextlib.suppress(psutil.Error):
+                member.kill()
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(5)
+        log.close()
+        if proc.returncode not in (0, -9):
+            print((tmp_path / "server.log").read_text())
+
+
+def test_a_litserve_server_py_runs_with_its_import_changed(served) -> None:
+    proc, base, folder = served
+    answers = [
+        requests.post(f"{base}/multiply", json={"input": i}, timeout=10).json() for i in range(12)
+    ]
+    assert [a["output"] for a in answers] == [3 * i for i in range(12)]
+    assert {a["device"] for a in answers} == {"cpu"}
+    # workers_per_device={"/multiply": 2}: two processes serve it.
+    wait_until(
+        lambda: len({requests.post(f"{base}/multiply", json={"input": 1}, timeout=10).json()["pid"]
+                     for _ in range(20)}) == 2,
+        what="both processes to answer",
+    )  # fmt: skip
+    with requests.post(f"{base}/count", json={"n": 3}, stream=True, timeout=10) as r:
+        assert [json.loads(line) for line in r.iter_lines() if line] == [
+            {"i": 0},
+            {"i": 1},
+            {"i": 2},
+        ]
+    info = requests.get(f"{base}/about", timeout=10).json()
+    assert info["model"] == {"name": "multiplier", "version": 2}
+    assert requests.get(f"{base}/health", timeout=10).status_code == 404
+    assert "requests.post(" in (folder / "client.py").read_text()
+    family = psutil.Process(proc.pid).children(recursive=True)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(20) == 0
+    wait_until(
+        lambda: not [p for p in family if p.is_running() and p.status() != "zombie"],
+        what="every process to stop",
+    )
+
+
+def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=cwd,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ("middlewares=[object()]", "LitServer(middlewares=...) has no equivalent here"),
+        ("enable_shutdown_api=True", "stop the server with Ctrl-C or SIGTERM"),
+        ("accelerator='tpu'", "accelerator must be one of auto, cpu, cuda, gpu, mps"),
+        ("workers_per_device=[1, 2]", "workers_per_device has 2 value(s) for 1 API(s)"),
+        ("timeout=0", "timeout must be seconds"),
+        ("no_such_thing=1", "unexpected argument 'no_such_thing'"),
+    ],
+)
+def test_arguments_without_an_equivalent_are_refused(
+    tmp_path: Path, arguments: str, message: str
+) -> None:
+    code = f"import zeroserve as ls\nls.LitServer(ls.LitAPI(), {arguments})"
+    out = _run_python(code, tmp_path)
+    assert out.returncode != 0
+    assert message in out.stderr
+
+
+def test_a_run_that_cannot_start_ends_in_one_line(tmp_path: Path) -> None:
+    code = (
+        "import zeroserve as ls\n"
+        "class A(ls.LitAPI):\n"
+        "    def predict(self, x):\n"
+        "        yield x\n"
+        "if __name__ == '__main__':\n"
+        "    ls.LitServer(A()).run(port=1, pretty_logs=True)\n"
+    )
+    (tmp_path / "bad.py").write_text(code)
+    out = subprocess.run(
+        [sys.executable, "bad.py"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert out.returncode == 2
+    assert "LitServer.run(pretty_logs=...) has no equivalent here" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_litserves_api_key_guards_every_route_but_health(
+    cluster: Cluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LIT_SERVER_API_KEY", "lit-secret")
+    cluster.up("EchoAPI")
+    assert cluster.post({"value": 1}).status_code == 401
+    assert cluster.post({"value": 1}, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert cluster.post({"value": 1}, headers={"X-API-Key": "lit-secret"}).json()["echo"] == 1
+    assert requests.get(cluster.url("/info"), timeout=5).status_code == 401
+    info = requests.get(cluster.url("/info"), headers={"X-API-Key": "lit-secret"}, timeout=5)
+    assert info.status_code == 200
+    assert cluster.health() == 200
