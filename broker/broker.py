@@ -187,12 +187,30 @@ class Broker:
         worker.last_seen = time.monotonic()
         if command == p.HEARTBEAT:
             worker.reported = meta
+            self._set_health(worker, meta.get("healthy", True) is not False)
             if worker.control != sender:
                 # A new control socket: let it hear from the broker at once.
                 worker.control = sender
                 self._send(self.backend, [sender, *p.heartbeat(self._heartbeat_meta())])
         else:
             self._on_worker_disconnect(worker, meta)
+
+    def _set_health(self, worker: WorkerRecord, healthy: bool) -> None:
+        """A worker whose health() fails takes no new work until it passes again."""
+        if healthy == worker.healthy:
+            return
+        worker.healthy = healthy
+        self._routes_dirty = True
+        log.warning(
+            "worker %s pid %s of %r is %s",
+            worker.host,
+            worker.pid,
+            worker.service,
+            "healthy again" if healthy else "unhealthy (its health() failed); no new work",
+        )
+        service = self.registry.services.get(worker.service)
+        if healthy and service is not None:
+            self._dispatch(service)
 
     def _bad_message(self, side: str, exc: Exception) -> None:
         """Count every bad message; log at most one a second per side so a flood cannot."""

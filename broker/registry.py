@@ -39,6 +39,8 @@ class WorkerRecord:
     reported: dict[str, Any] = field(default_factory=dict)
     #: The socket its heartbeats come from, where the broker's go; None until the first.
     control: bytes | None = None
+    #: What the API's health() said in the worker's last heartbeat: no new work while False.
+    healthy: bool = True
 
     @property
     def expires_at(self) -> float:
@@ -52,12 +54,21 @@ class WorkerRecord:
     @property
     def credit(self) -> int:
         """Free slots, counted from what this broker sent and saw answered, so it cannot drift."""
-        return 0 if self.draining else self.capacity - len(self.assigned)
+        if self.draining or not self.healthy:
+            return 0
+        return self.capacity - len(self.assigned)
+
+    @property
+    def serves(self) -> bool:
+        """May be given new work: not draining, and healthy."""
+        return self.healthy and not self.draining
 
     @property
     def state(self) -> str:
         if self.draining:
             return "draining"
+        if not self.healthy:
+            return "unhealthy"
         return "busy" if self.credit <= 0 else "ready"
 
 
@@ -76,15 +87,19 @@ class ServiceRecord:
     routes: list[dict[str, Any]]
     queue: ServiceQueue
     models: list[str] = field(default_factory=list)
+    #: Its workers read request headers (a stage takes ``context``): frontends forward them.
+    headers: bool = False
+    #: The JSON schema of its request body, when its API's decode_request declares one.
+    request_schema: dict[str, Any] | None = None
     #: Insertion order is the round-robin order among workers of equal credit.
     workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
 
     def ready_workers(self) -> int:
-        return sum(1 for w in self.workers.values() if not w.draining)
+        return sum(1 for w in self.workers.values() if w.serves)
 
     def has_ready_worker(self) -> bool:
-        """Asked for every request: stops at the first worker that is not draining."""
-        return any(not worker.draining for worker in self.workers.values())
+        """Asked for every request: stops at the first worker that may take work."""
+        return any(worker.serves for worker in self.workers.values())
 
 
 def _routes_from(raw: Any) -> list[dict[str, Any]]:
@@ -119,6 +134,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
     pid = meta.get("pid", 0)
     host = meta.get("host", "")
     models = meta.get("models") or []
+    schema = meta.get("request_schema")
     if (
         not isinstance(models, list)
         or len(models) > 16
@@ -127,6 +143,10 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("'models' must be a short list of names")
     return {
         "models": models,
+        "headers": meta.get("headers") is True,
+        "request_schema": schema
+        if isinstance(schema := meta.get("request_schema"), dict)
+        else None,
         "service": service,
         "routes": _routes_from(meta.get("routes")),
         "capacity": capacity,
@@ -174,6 +194,10 @@ class Registry:
         elif not service.workers:
             service.routes = ready["routes"]
             service.models = ready["models"]
+            service.headers = False
+            service.request_schema = None
+        service.headers = service.headers or ready["headers"]
+        service.request_schema = ready["request_schema"] or service.request_schema
         # A route released by a service that has no worker left moves to this one.
         for other in self.services.values():
             if other is not service and not other.workers:
@@ -226,7 +250,13 @@ class Registry:
     def route_table(self) -> dict[str, Any]:
         """What frontends need to route: every service, its routes and live workers."""
         return {
-            name: {"routes": s.routes, "workers": s.ready_workers(), "models": s.models}
+            name: {
+                "routes": s.routes,
+                "workers": s.ready_workers(),
+                "models": s.models,
+                "headers": s.headers,
+                "request_schema": s.request_schema,
+            }
             for name, s in self.services.items()
             if s.routes
         }

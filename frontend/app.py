@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tornado.http1connection import HTTP1Connection
 
 from zeroserve.common import protocol as p
+from zeroserve.common.version import __version__
 from zeroserve.frontend.body_watch import BodyWatch
 from zeroserve.frontend.broker_link import BrokerLink, Message, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
@@ -47,6 +48,36 @@ API_KEY_ERROR = {
     "code": "invalid_api_key",
 }
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+
+
+#: Most header bytes forwarded to a worker (a request's metadata may not exceed 64 KiB).
+MAX_FORWARDED_HEADER_BYTES = 32 * 1024
+
+
+#: The frontend's own credentials: never shown to user code when the frontend checks a key.
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
+
+
+def forwarded_headers(
+    headers: tornado.httputil.HTTPHeaders, keep_credentials: bool = True
+) -> dict[str, str] | None:
+    """The request's headers by lower-case name (repeated ones joined by commas), for an API
+    that takes ``context``; None when they are too large to forward."""
+    forwarded: dict[str, str] = {}
+    size = 0
+    for name, value in headers.get_all():
+        key = name.lower()
+        if not keep_credentials and key in CREDENTIAL_HEADERS:
+            continue
+        size += len(key) + len(value)
+        forwarded[key] = f"{forwarded[key]}, {value}" if key in forwarded else value
+    return forwarded if size <= MAX_FORWARDED_HEADER_BYTES else None
+
+
+def error_body(error: Any) -> dict[str, Any]:
+    """An error as zeroserve writes it, with FastAPI's ``detail`` beside it, which LitServe's
+    clients read."""
+    return {"error": error, "detail": error}
 
 
 def api_key_ok(headers: tornado.httputil.HTTPHeaders, api_key: str) -> bool:
@@ -75,7 +106,7 @@ class JSONErrorMixin(tornado.web.RequestHandler):
         for name, value in (headers or {}).items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": error}))
+        self.finish(json.dumps(error_body(error)))
 
     def check_api_key(self) -> bool:
         """With an API key set, refuse (401, in OpenAI's error shape) a request without it."""
@@ -148,6 +179,54 @@ class ModelsHandler(GuardedHandler):
         )
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "zeroserve"} for m in models]
         self.finish({"object": "list", "data": data})
+
+
+class OpenAPIHandler(GuardedHandler):
+    """``GET /openapi.json``: every service's routes, with the request schema its API's
+    ``decode_request`` annotation gives."""
+
+    def get(self) -> None:
+        if not self.check_api_key():
+            return
+        self.finish(openapi_document(self.link.services, __version__))
+
+
+def openapi_document(services: dict[str, Any], version: str) -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    components: dict[str, Any] = {}
+    for name, service in sorted(services.items()):
+        if not isinstance(service, dict):
+            continue
+        schema = service.get("request_schema")
+        body_schema: dict[str, Any] = {}
+        if isinstance(schema, dict):
+            schema = dict(schema)
+            components.update(schema.pop("$defs", None) or {})
+            title = str(schema.get("title") or name)
+            components[title] = schema
+            body_schema = {"$ref": f"#/components/schemas/{title}"}
+        for route in service.get("routes") or []:
+            if not isinstance(route, dict) or not isinstance(route.get("path"), str):
+                continue
+            operation = {
+                "summary": name,
+                "requestBody": {"content": {"application/json": {"schema": body_schema}}},
+                "responses": {
+                    "200": {"description": "the model's answer"},
+                    "422": {"description": "the body does not fit the request schema"},
+                },
+            }
+            paths[route["path"]] = {
+                str(method).lower(): operation for method in route.get("methods") or ["POST"]
+            }
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "zeroserve", "version": version},
+        "paths": paths,
+    }
+    if components:
+        document["components"] = {"schemas": components}
+    return document
 
 
 class MetricsHandler(GuardedHandler):
@@ -256,6 +335,12 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         chunks, self.chunks = self.chunks, []
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         request = self.request
+        headers = None
+        if self.route.headers:
+            headers = forwarded_headers(request.headers, not self.front.config.api_key)
+            if headers is None:
+                self._write_error(431, "the request's headers are too large to forward")
+                return
         self.waiter = self.front.link.submit(
             self.route,
             request.path,
@@ -263,6 +348,8 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             request.headers.get("Content-Type", ""),
             body,
             request_id=self.request_id,
+            headers=headers,
+            query=request.query,
         )
         self.waiter.listen(self._on_first)
 
@@ -383,7 +470,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self._done(status)
 
     def _write_error(self, status: int, error: Any, extra: dict[str, str] | None = None) -> None:
-        self._write_whole(status, json.dumps({"error": error}).encode(), extra)
+        self._write_whole(status, json.dumps(error_body(error)).encode(), extra)
 
     def _write_failure(self, meta: dict[str, Any]) -> None:
         status = meta.get("status")
@@ -470,6 +557,7 @@ def make_app(link: BrokerLink, config: FrontendConfig) -> FrontendRouter:
             (re.escape(config.health_path), HealthHandler, {"link": link}),
             (re.escape(config.info_path), InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
+            (r"/openapi\.json", OpenAPIHandler, guarded),
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
         ],
         compress_response=False,

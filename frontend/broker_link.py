@@ -34,6 +34,8 @@ Message = tuple[bytes, dict[str, Any], bytes]
 class Route:
     service: str
     methods: frozenset[str]
+    #: The service reads request headers and the query string (its API takes ``context``).
+    headers: bool = False
 
 
 class Waiter:
@@ -154,6 +156,8 @@ class BrokerLink:
         body: bytes,
         *,
         request_id: str = "",
+        headers: dict[str, str] | None = None,
+        query: str = "",
     ) -> Waiter:
         """Send a request to the broker; the returned waiter yields its answer."""
         rid = next(self._ids).to_bytes(8, "big")
@@ -169,6 +173,9 @@ class BrokerLink:
             "timeout_ms": int(self.config.request_timeout_s * 1000),
             "request_id": request_id,
         }
+        if headers is not None:
+            meta["headers"] = headers
+            meta["query"] = query
         if not self.conn.send([p.SIGNATURE, p.REQUEST, rid, p.pack_meta(meta), body]):
             waiter.push(UNREACHABLE)
             return waiter
@@ -248,7 +255,8 @@ class BrokerLink:
                 path = route.get("path") if isinstance(route, dict) else None
                 methods = route.get("methods") if isinstance(route, dict) else None
                 if isinstance(path, str) and isinstance(methods, list):
-                    routes[path] = Route(name, frozenset(str(m) for m in methods))
+                    wants = isinstance(service, dict) and service.get("headers") is True
+                    routes[path] = Route(name, frozenset(str(m) for m in methods), wants)
         self.routes = routes
         self.services = services
         log.info(

@@ -53,4 +53,6 @@ class FrontendConfig:
     @property
     def own_paths(self) -> frozenset[str]:
         """The frontend's own endpoints; every other path belongs to the services."""
-        return frozenset({self.health_path, self.info_path, "/v1/models", "/metrics"})
+        return frozenset(
+            {self.health_path, self.info_path, "/v1/models", "/metrics", "/openapi.json"}
+        )

@@ -379,3 +379,36 @@ class TorchGPUAPI(LitAPI):
 
     def predict(self, x: dict[str, Any]) -> dict[str, Any]:
         return {"sum": float((self.weights * x["x"]).sum()), "device": str(self.weights.device)}
+
+
+class HealthFileAPI(EchoAPI):
+    """health() fails while the file named by $ZS_TEST_UNHEALTHY exists."""
+
+    def health(self) -> bool:
+        path = os.environ.get("ZS_TEST_UNHEALTHY")
+        return not (path and Path(path).exists())
+
+
+class AsyncHealthFileAPI(EchoAPI):
+    """An async health() that raises while the file named by $ZS_TEST_UNHEALTHY exists."""
+
+    async def health(self) -> bool:
+        path = os.environ.get("ZS_TEST_UNHEALTHY")
+        if path and Path(path).exists():
+            raise RuntimeError("the model server went away")
+        return True
+
+
+class HeadersAPI(LitAPI):
+    """Answers with what its context says of the request's headers and query."""
+
+    def decode_request(self, request: Any, context: dict[str, Any]) -> Any:
+        headers = context["headers"]
+        return {
+            "client": headers.get("x-client"),
+            "authorization": headers.get("authorization"),
+            "query": context["query"],
+        }
+
+    def predict(self, x: Any) -> Any:
+        return x

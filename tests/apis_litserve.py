@@ -116,3 +116,23 @@ class LitDefaultSteps(ls.LitAPI):
 
     def encode_response(self, output: Any) -> Any:
         return {"token": output}
+
+
+class LitUpload(ls.LitAPI):
+    """Reads a multipart file field the way LitServe examples do."""
+
+    def setup(self, device: str) -> None:
+        pass
+
+    def decode_request(self, request: Any) -> Any:
+        upload = request["content"]
+        return {
+            "name": upload.filename,
+            "type": upload.content_type,
+            "size": upload.size,
+            "head": upload.file.read(5).decode(),
+            "note": request["note"],
+        }
+
+    def predict(self, x: Any) -> Any:
+        return x

@@ -36,7 +36,7 @@ def test_user_errors_keep_the_worker_serving(cluster: Cluster) -> None:
     assert "ValueError: boom" in failing.json()["error"]
     teapot = cluster.post({"op": "http", "status": 418})
     assert teapot.status_code == 418
-    assert teapot.json() == {"error": "asked for it"}
+    assert teapot.json() == {"error": "asked for it", "detail": "asked for it"}
     assert cluster.post({"value": 1}).json()["echo"] == 1
 
 

@@ -54,10 +54,11 @@ def test_callbacks_and_loggers_fire_in_order_after_their_work(
     monkeypatch.setenv("ZS_TEST_EVENTS", str(events))
     cluster.up("LoggingAPI")
     assert cluster.post({"value": 7}).json()["echo"] == 7
-    wait_until(lambda: "log seen=7" in events.read_text(), what="the logger to run")
+    wait_until(lambda: "on_response" in events.read_text(), what="the answer's event")
     names = [name for name, _ in _events(events)]
     assert names[:3] == ["on_before_setup", "on_after_setup", "on_server_start"]
     assert names[3:] == [
+        "on_request",
         "on_before_decode_request",
         "on_after_decode_request",
         "on_before_predict",
@@ -66,6 +67,7 @@ def test_callbacks_and_loggers_fire_in_order_after_their_work(
         "on_before_encode_response",
         "on_after_encode_response",
         "log seen=7",
+        "on_response",
     ]
     times = dict(_events(events))
     assert times["on_after_predict"] >= times["predict"]
@@ -95,7 +97,10 @@ def test_litserve_classes_run_unchanged(cluster: Cluster) -> None:
     echo = cluster.post({"input": 21})
     assert echo.json()["output"] == 42 and echo.json()["device"] == "cpu"
     missing = cluster.post({"nothing": 1})
-    assert (missing.status_code, missing.json()) == (422, {"error": "input is missing"})
+    assert (missing.status_code, missing.json()) == (
+        422,
+        {"error": "input is missing", "detail": "input is missing"},
+    )
     with ThreadPoolExecutor(8) as pool:
         doubled = list(pool.map(lambda i: cluster.post({"input": i}, "/double").json(), range(16)))
     assert [d["output"] for d in doubled] == [i * 2 for i in range(16)]

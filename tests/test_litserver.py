@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,7 @@ def served(tmp_path: Path):
     """The app's server.py, run as `python server.py PORT` from a folder of its own."""
     shutil.copy(APP, tmp_path / "server.py")
     port = free_port()
+    events = tmp_path / "events"
     log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
         [sys.executable, "server.py", str(port)],
@@ -31,6 +33,7 @@ def served(tmp_path: Path):
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        env={**os.environ, "ZS_TEST_EVENTS": str(events)},
     )
     base = f"http://127.0.0.1:{port}"
 
@@ -85,6 +88,12 @@ def test_a_litserve_server_py_runs_with_its_import_changed(served) -> None:
     assert info["model"] == {"name": "multiplier", "version": 2}
     assert requests.get(f"{base}/health", timeout=10).status_code == 404
     assert "requests.post(" in (folder / "client.py").read_text()
+    # LitServe's callback events, with LitServe's arguments.
+    notes = (folder / "events").read_text().splitlines()
+    assert "on_server_start LitServer" in notes
+    assert "on_request 1 LitServer" in notes
+    assert "on_before_predict MultiplyAPI" in notes
+    assert "on_response LitServer" in notes
     family = psutil.Process(proc.pid).children(recursive=True)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(20) == 0
@@ -160,3 +169,75 @@ def test_litserves_api_key_guards_every_route_but_health(
     info = requests.get(cluster.url("/info"), headers={"X-API-Key": "lit-secret"}, timeout=5)
     assert info.status_code == 200
     assert cluster.health() == 200
+
+
+def test_an_upload_arrives_with_litserves_attributes(cluster: Cluster) -> None:
+    cluster.up(f"{ROOT / 'tests' / 'apis_litserve.py'}:LitUpload")
+    answer = requests.post(
+        cluster.url(),
+        files={"content": ("notes.txt", b"hello world", "text/plain")},
+        data={"note": "hi"},
+        timeout=10,
+    )
+    assert answer.json() == {
+        "name": "notes.txt",
+        "type": "text/plain",
+        "size": 11,
+        "head": "hello",
+        "note": "hi",
+    }
+
+
+@pytest.mark.parametrize("name", ["HealthFileAPI", "AsyncHealthFileAPI"])
+def test_a_worker_whose_health_fails_takes_no_work(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    flag = tmp_path / "unhealthy"
+    monkeypatch.setenv("ZS_TEST_UNHEALTHY", str(flag))
+    cluster.up(name)
+    assert cluster.post({"value": 1}).json()["echo"] == 1
+    flag.touch()
+    wait_until(lambda: cluster.health() == 503, what="/health to say 503")
+    [worker] = (cluster.status() or {})["workers"]
+    assert worker["state"] == "unhealthy"
+    assert cluster.post({"value": 2}).status_code == 503
+    flag.unlink()
+    wait_until(lambda: cluster.health() == 200, what="/health to say 200 again")
+    assert cluster.post({"value": 3}).json()["echo"] == 3
+
+
+def test_an_api_that_takes_context_reads_headers_and_query(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.worker("HeadersAPI")
+    cluster.worker("OtherRouteAPI")
+    cluster.frontend("--api-key", "k")
+    cluster.wait_healthy(2)
+    key = {"Authorization": "Bearer k"}
+    url = cluster.url("/predict?lang=en&n=2")
+    answer = requests.post(url, json={}, headers={"X-Client": "cli/1", **key}, timeout=10)
+    # The frontend's own key is not shown to user code.
+    assert answer.json() == {"client": "cli/1", "authorization": None, "query": "lang=en&n=2"}
+    # Only APIs that take context pay for headers.
+    services = requests.get(cluster.url("/info"), headers=key, timeout=10).json()["services"]
+    assert services["HeadersAPI"]["headers"] is True
+    assert services["OtherRouteAPI"]["headers"] is False
+    big = requests.post(
+        cluster.url("/predict"), json={}, headers={"X-Big": "a" * 40_000, **key}, timeout=10
+    )
+    assert big.status_code == 431
+
+
+def test_a_pydantic_annotated_request_is_validated_and_described(cluster: Cluster) -> None:
+    cluster.up(f"{ROOT / 'tests' / 'apis_pydantic.py'}:OrderAPI")
+    good = {"item": {"name": "flour", "weight_kg": 1.5}, "quantity": 4}
+    assert cluster.post(good, path="/order").json() == {"item": "flour", "total_kg": 6.0}
+    bad = cluster.post({"item": {"name": "flour", "weight_kg": -1}, "quantity": 400}, "/order")
+    assert bad.status_code == 422
+    errors = bad.json()["detail"]
+    assert sorted(tuple(e["loc"]) for e in errors) == [("item", "weight_kg"), ("quantity",)]
+    document = requests.get(cluster.url("/openapi.json"), timeout=10).json()
+    body = document["paths"]["/order"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/Order"}
+    schemas = document["components"]["schemas"]
+    assert schemas["Order"]["properties"]["item"] == {"$ref": "#/components/schemas/Item"}
+    assert set(schemas["Item"]["properties"]) == {"name", "weight_kg"}

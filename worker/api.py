@@ -9,6 +9,7 @@ optional; any object with a ``predict`` method will do.
 from __future__ import annotations
 
 import inspect
+import io
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,29 @@ class Response:
     status: int = 200
     content_type: str = "application/octet-stream"
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class Upload:
+    """A file of a multipart form, with the attributes of the upload object LitServe gives."""
+
+    def __init__(self, filename: str, content_type: str, data: bytes) -> None:
+        self.filename = filename
+        self.content_type = content_type
+        self.size = len(data)
+        #: A binary file object over the file's bytes.
+        self.file = io.BytesIO(data)
+
+    def read(self, size: int = -1) -> bytes:
+        return self.file.read(size)
+
+    def seek(self, offset: int) -> int:
+        return self.file.seek(offset)
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __repr__(self) -> str:
+        return f"Upload({self.filename!r}, {self.content_type!r}, {self.size} bytes)"
 
 
 class LitAPI:

@@ -2,8 +2,11 @@
 
 Callbacks have LitServe's method names (``on_before_predict``, ...) and get
 the API object as ``lit_api``; each fires after the work it follows has
-finished. Loggers receive the ``(key, value)`` pairs that user code passes
-to ``self.log(key, value)``, after the batch that logged them is answered.
+finished. The server's events get what LitServe gives them instead:
+``litserver`` (the ``LitServer`` when one started the worker, else None),
+and for ``on_request`` the requests held, ``active_requests``. Loggers
+receive the ``(key, value)`` pairs that user code passes to
+``self.log(key, value)``, after the batch that logged them is answered.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ EVENTS = (
     "on_after_encode_response",
     "on_server_start",
     "on_server_end",
+    "on_request",
+    "on_response",
 )
+#: Events of the server, which LitServe calls without ``lit_api``.
+SERVER_EVENTS = frozenset({"on_server_start", "on_server_end", "on_request", "on_response"})
 
 
 class Callback:
@@ -41,6 +48,8 @@ class Callback:
     def on_after_encode_response(self, *args: Any, **kwargs: Any) -> None: ...
     def on_server_start(self, *args: Any, **kwargs: Any) -> None: ...
     def on_server_end(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_request(self, *args: Any, **kwargs: Any) -> None: ...
+    def on_response(self, *args: Any, **kwargs: Any) -> None: ...
 
 
 class Logger:
@@ -66,9 +75,15 @@ class LogBuffer:
 
 class Hooks:
     def __init__(
-        self, api: Any, callbacks: Iterable[Any] = (), loggers: Iterable[Any] = ()
+        self,
+        api: Any,
+        callbacks: Iterable[Any] = (),
+        loggers: Iterable[Any] = (),
+        server: Any = None,
     ) -> None:
         self.api = api
+        #: The LitServer that started this worker, if one did.
+        self.server = server
         self.callbacks = list(callbacks)
         self.loggers = list(loggers)
         self.buffer = LogBuffer()
@@ -81,12 +96,18 @@ class Hooks:
 
     def fire(self, event: str, **kwargs: Any) -> None:
         """Call `event` on every callback; one that raises is logged and the others still run."""
+        if not self.callbacks:
+            return
+        if event in SERVER_EVENTS:
+            kwargs["litserver"] = self.server
+        else:
+            kwargs["lit_api"] = self.api
         for callback in self.callbacks:
             method = getattr(callback, event, None)
             if method is None:
                 continue
             try:
-                method(lit_api=self.api, **kwargs)
+                method(**kwargs)
             except Exception:
                 log.exception("callback %s.%s raised", type(callback).__name__, event)
 

@@ -123,6 +123,8 @@ class GivenAPI:
     api: Any
     callbacks: list[Any] = field(default_factory=list)
     loggers: list[Any] = field(default_factory=list)
+    #: The LitServer, which the server's callback events receive.
+    server: Any = None
 
 
 def load_hooks(api: Any, config: WorkerConfig, given: GivenAPI | None = None) -> Hooks:
@@ -136,7 +138,7 @@ def load_hooks(api: Any, config: WorkerConfig, given: GivenAPI | None = None) ->
     for logger in loggers:
         if not callable(getattr(logger, "process", None)):
             raise ConfigError(f"logger {type(logger).__name__} has no process(key, value) method")
-    return Hooks(api, callbacks, loggers)
+    return Hooks(api, callbacks, loggers, given.server if given is not None else None)
 
 
 def _import(module_name: str) -> Any:

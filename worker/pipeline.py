@@ -22,6 +22,7 @@ import asyncio
 import inspect
 import json
 import logging
+import typing
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +30,7 @@ from typing import Any
 from tornado.httputil import parse_body_arguments
 
 from zeroserve.common.errors import http_status_of
-from zeroserve.worker.api import STREAM_END
+from zeroserve.worker.api import STREAM_END, Upload
 from zeroserve.worker.framing import Framer, Out, error_out
 from zeroserve.worker.hooks import Hooks
 
@@ -99,8 +100,9 @@ def parse_body(job: Job) -> Any:
     """The request as LitServe hands it to decode_request.
 
     JSON (also when no content type is given) becomes Python values, a form a
-    dict of fields (files as tornado ``HTTPFile``), text a str; any other
-    content type arrives as bytes.
+    dict of fields (files as ``Upload`` objects, with LitServe's ``filename``,
+    ``content_type``, ``file``, ``read()`` and ``size``), text a str; any
+    other content type arrives as bytes.
     """
     content_type = str(job.meta.get("ct", "")).split(";", 1)[0].strip().lower()
     body = job.body
@@ -118,7 +120,9 @@ def parse_body(job: Job) -> Any:
         files: dict[str, list[Any]] = {}
         parse_body_arguments(str(job.meta.get("ct")), body, arguments, files)
         form: dict[str, Any] = {k: v[-1].decode(errors="replace") for k, v in arguments.items()}
-        form.update({k: v[-1] for k, v in files.items()})
+        for name, uploaded in files.items():
+            f = uploaded[-1]
+            form[name] = Upload(f.filename, f.content_type, f.body)
         return form
     if content_type.startswith("text/"):
         try:
@@ -126,6 +130,40 @@ def parse_body(job: Job) -> Any:
         except UnicodeDecodeError:
             raise RequestError(400, "the text body is not valid UTF-8") from None
     return body
+
+
+#: Most validation errors an answer lists.
+MAX_VALIDATION_ERRORS = 20
+
+
+def request_model_of(api: Any) -> Any:
+    """The pydantic model (or any class with ``model_validate``) that ``decode_request``'s
+    first parameter is annotated with, as LitServe reads it; None without one. pydantic
+    itself is never imported here."""
+    decode = getattr(api, "decode_request", None)
+    if decode is None:
+        return None
+    try:
+        hints = typing.get_type_hints(decode)
+        first = next(iter(inspect.signature(decode).parameters))
+    except Exception:  # unresolvable annotations, or none: nothing to validate with
+        return None
+    model = hints.get(first)
+    return model if inspect.isclass(model) and hasattr(model, "model_validate") else None
+
+
+def validate(model: Any, request: Any) -> Any:
+    """The body as an instance of `model`, or a 422 with pydantic's list of errors."""
+    try:
+        return model.model_validate(request)
+    except Exception as exc:
+        to_json = getattr(exc, "json", None)
+        if not callable(to_json):
+            raise RequestError(422, f"the body does not fit {model.__name__}: {exc}") from None
+        errors = json.loads(to_json(include_url=False))
+        raise RequestError(
+            422, "invalid body", [error_out(422, errors[:MAX_VALIDATION_ERRORS])]
+        ) from None
 
 
 class Pipeline:
@@ -157,6 +195,13 @@ class Pipeline:
             if hasattr(api, name)
         }
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The pydantic model decode_request is annotated with, which validates each body.
+        self.request_model = request_model_of(api) if spec is None else None
+
+    @property
+    def wants_headers(self) -> bool:
+        """Some stage takes ``context``: the frontend then forwards headers and query."""
+        return any(self._context_aware.values())
 
     # -- calling user code -----------------------------------------------------------
 
@@ -245,8 +290,16 @@ class Pipeline:
         """The request as decode_request receives it, its context and its framer; a request
         that cannot be read raises RequestError."""
         if self.spec is not None:
-            return self.spec.decode(job)
-        return parse_body(job), {}, Framer()
+            request, context, framer = self.spec.decode(job)
+        else:
+            request, context, framer = parse_body(job), {}, Framer()
+            if self.request_model is not None:
+                request = validate(self.request_model, request)
+        headers = job.meta.get("headers")
+        if isinstance(headers, dict) and isinstance(context, dict):
+            context["headers"] = headers
+            context["query"] = str(job.meta.get("query", ""))
+        return request, context, framer
 
     async def decode(self, job: Job) -> tuple[Any, dict[str, Any], Any] | list[Out]:
         """decode_request for one job: (value, context, framer), or the answer that ends it."""

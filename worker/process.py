@@ -23,6 +23,7 @@ from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
+from zeroserve.worker.api import inherits_default
 from zeroserve.worker.async_loop import AsyncLoop
 from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
@@ -47,6 +48,25 @@ log = logging.getLogger(__name__)
 EXIT_SETUP_FAILED = 78
 EXIT_REFUSED = 77
 EXIT_HUNG = 75
+
+#: The largest request schema a worker announces (READY's metadata is at most 64 KiB).
+MAX_SCHEMA_BYTES = 16 * 1024
+
+
+def request_schema(model: Any) -> dict[str, Any] | None:
+    """The JSON schema of the API's request model, for the frontend's OpenAPI page."""
+    if model is None or not callable(getattr(model, "model_json_schema", None)):
+        return None
+    try:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    except Exception:
+        log.warning("%s has no JSON schema; /openapi.json leaves it out", model.__name__)
+        return None
+    if len(p.pack_meta(schema)) > MAX_SCHEMA_BYTES:
+        log.warning("the schema of %s is too large to announce", model.__name__)
+        return None
+    return schema
+
 
 #: How often the event loop asks the serving loop whether something blocks it.
 BLOCKED_CHECK_S = 0.25
@@ -85,6 +105,10 @@ class WorkerProcess:
         self._drain_acked: asyncio.Event | None = None
         #: Set once no request is held, so that a drain can wait for it.
         self._empty: asyncio.Event | None = None
+        #: What the API's health() said last; heartbeats carry it to the broker.
+        self.healthy = True
+        health = getattr(api, "health", None)
+        self._health = health if callable(health) and not inherits_default(health) else None
         keys = load_keys(config.curve_secret_key, config.broker_public_key)
         self.pipeline = Pipeline(
             api,
@@ -135,6 +159,8 @@ class WorkerProcess:
             "batch_timeout_s": s.batch_timeout_s,
             "stream": s.stream,
             "loop": s.kind,
+            "headers": self.pipeline.wants_headers,
+            "request_schema": request_schema(self.pipeline.request_model),
             "device": self.config.device or "cpu",
             "version": __version__,
             "heartbeat_interval_s": self.config.heartbeat_interval_s,
@@ -158,6 +184,7 @@ class WorkerProcess:
             "busy_s": round(b.busy_s, 3),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "bad_messages": self.link.bad_messages + b.bad_messages,
+            "healthy": self.healthy,
         }
 
     async def _watch(self) -> None:
@@ -168,6 +195,34 @@ class WorkerProcess:
                 log.error("the worker launcher is gone; stopping")
                 self.stop()
             self._check_hung()
+
+    async def _watch_health(self) -> None:
+        """Ask the API's health() once a heartbeat, a sync one in a thread so that it cannot
+        stop the heartbeats; one that raises, says False or outlasts the heartbeat window
+        fails (and is not asked again before it returns)."""
+        assert self._health is not None
+        health = self._health
+        window_s = self.config.heartbeat_interval_s * self.config.heartbeat_liveness
+        pending: asyncio.Future | None = None
+        while True:
+            why = "it returned False"
+            if pending is None or pending.done():
+                pending = asyncio.ensure_future(
+                    health() if inspect.iscoroutinefunction(health) else asyncio.to_thread(health)
+                )
+            try:
+                healthy = bool(await asyncio.wait_for(asyncio.shield(pending), window_s))
+            except asyncio.TimeoutError:
+                healthy, why = False, f"it took over {window_s:g} s"
+            except Exception as exc:
+                healthy, why = False, f"it raised {type(exc).__name__}: {exc}"
+            if healthy != self.healthy:
+                self.healthy = healthy
+                if healthy:
+                    log.info("%s.health() passes again", type(self.api).__name__)
+                else:
+                    log.warning("%s.health() failed (%s)", type(self.api).__name__, why)
+            await asyncio.sleep(self.config.heartbeat_interval_s)
 
     async def _watch_blocked(self) -> None:
         while True:
@@ -233,8 +288,10 @@ class WorkerProcess:
             aloop.add_signal_handler(sig, self.stop)
         self.serving.start()
         self.link.start()
-        self.hooks.fire("on_server_start", litserver=None)
+        self.hooks.fire("on_server_start")
         watchdogs = [aloop.create_task(self._watch()), aloop.create_task(self._watch_blocked())]
+        if self._health is not None:
+            watchdogs.append(aloop.create_task(self._watch_health()))
         log.info(
             "worker %d serving %s (%s) from %s, %s loop, batch %d / %.3f s, %d slots",
             os.getpid(),
@@ -252,7 +309,7 @@ class WorkerProcess:
         for watchdog in watchdogs:
             watchdog.cancel()
         self.serving.stop(p.disconnect({"drain": False}))
-        self.hooks.fire("on_server_end", litserver=None)
+        self.hooks.fire("on_server_end")
         self.link.close()
         return self.exit_code
 

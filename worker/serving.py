@@ -84,6 +84,7 @@ class ServingLoop:
         self.keys = keys
         self.context = context or zmq.Context.instance()
         pipeline.emit = self._send_outs_now
+        self._hooks = pipeline.hooks
         #: Requests held (waiting here or running), by (client, request id).
         self.jobs: dict[tuple[bytes, bytes], Job] = {}
         self.done = 0
@@ -267,6 +268,7 @@ class ServingLoop:
         self.jobs[job.key] = job
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request_id=%s received", meta.get("request_id") or "-")
+        self._hooks.fire("on_request", active_requests=len(self.jobs))
         self._admit(job)
 
     def _count_batch(self, size: int, began: float) -> None:
@@ -311,6 +313,7 @@ class ServingLoop:
     def _ended(self, job: Job) -> None:
         del self.jobs[job.key]
         self.done += 1
+        self._hooks.fire("on_response")
         if not self.jobs and self._empty is not None:
             self._to_loop(self._empty.set)
 

@@ -167,7 +167,7 @@ class LitServer:
             default, advice = RUN_NO_EQUIVALENT[name]
             if value != default:
                 raise ConfigError(f"LitServer.run({name}=...) has no equivalent here: {advice}")
-        given = [GivenAPI(api, self.callbacks, self.loggers) for api in self.apis]
+        given = [GivenAPI(api, self.callbacks, self.loggers, self) for api in self.apis]
         configs = [
             WorkerConfig(
                 broker="",
