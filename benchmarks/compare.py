@@ -47,6 +47,11 @@ from zeroserve.up import OWN_PROCESS_GROUP, free_port
 HERE = Path(__file__).resolve().parent
 
 
+def ratio(value: float, base: dict | None, key: str, fmt: str = "{:.2f}x") -> str:
+    """`value` against `base[key]`, or "-" without a base to compare with."""
+    return fmt.format(value / base[key]) if base and base.get(key) else "-"
+
+
 def wait_ready(url: str, payload: dict, timeout_s: float = 120.0) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -151,8 +156,8 @@ def compare(args: argparse.Namespace) -> None:
         # The ceiling and the bare chain do the trivial API's work.
         kind = name.split(", ")[1] if ", " in name else "trivial"
         lit = results.get(f"litserve, {kind}")
-        vs_lit = f"{r['rps'] / lit['rps']:.2f}x" if lit and lit["rps"] else "-"
-        p99_lit = f"{r['p99_ms'] / lit['p99_ms']:.2f}" if lit and lit["p99_ms"] else "-"
+        vs_lit = ratio(r["rps"], lit, "rps")
+        p99_lit = ratio(r["p99_ms"], lit, "p99_ms", "{:.2f}")
         print(
             f"{name:22} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}"
@@ -248,7 +253,7 @@ def async_io(args: argparse.Namespace) -> None:
     for concurrency, results, _ in rows:
         lit = results.get("litserve")
         for name, r in results.items():
-            vs_lit = f"{r['rps'] / lit['rps']:.2f}x" if lit and lit["rps"] else "-"
+            vs_lit = ratio(r["rps"], lit, "rps")
             print(
                 f"{concurrency:>11} {name:10} {r['rps']:>8.0f} {r['p50_ms']:>8.1f} "
                 f"{r['p99_ms']:>8.1f} {r['rps'] / (concurrency / 0.1):>8.0%} {vs_lit:>12}"
@@ -350,7 +355,7 @@ def continuous(args: argparse.Namespace) -> None:
     )
     lit = results.get("litserve")
     for name, r in results.items():
-        vs_lit = f"{r['streams_per_s'] / lit['streams_per_s']:.2f}x" if lit else "-"
+        vs_lit = ratio(r["streams_per_s"], lit, "streams_per_s")
         print(
             f"{name:10} {r['streams_per_s']:>10.1f} {r['ttft_p50_ms']:>7.1f} ms "
             f"{r['ttft_p99_ms']:>7.1f} ms {r['ttft_max_ms']:>7.0f} ms {r['step_use']:>8.0%} "

@@ -14,6 +14,8 @@ from zeroserve import (
     HTTPException,
     LitAPI,
     LitAPIStatus,
+    OpenAIEmbeddingSpec,
+    OpenAISpec,
     Output,
     Response,
 )
@@ -412,3 +414,32 @@ class HeadersAPI(LitAPI):
 
     def predict(self, x: Any) -> Any:
         return x
+
+
+class SpecChatAPI(LitAPI):
+    """zeroserve's OpenAISpec: decode_request gets the request object, as with LitServe's."""
+
+    spec = OpenAISpec()
+
+    def decode_request(self, request: Any) -> Any:
+        return {"last": request.messages[-1].content, "choice": request.tool_choice}
+
+    def predict(self, x: dict[str, Any]) -> Any:
+        yield f"{x['last']} ({x['choice'] if isinstance(x['choice'], str) else 'named'})"
+
+
+class SpecEmbedAPI(LitAPI):
+    def __init__(self) -> None:
+        super().__init__(spec=OpenAIEmbeddingSpec())
+
+    def predict(self, inputs: Any) -> Any:
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        return [[float(len(t))] for t in texts]
+
+
+class OddSpec:
+    """A spec object of no kind zeroserve serves."""
+
+
+class OddSpecAPI(EchoAPI):
+    spec = OddSpec()

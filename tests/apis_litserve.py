@@ -136,3 +136,42 @@ class LitUpload(ls.LitAPI):
 
     def predict(self, x: Any) -> Any:
         return x
+
+
+class LitOpenAIChat(ls.LitAPI):
+    """Built with LitServe's OpenAISpec: predict gets LitServe's request object."""
+
+    def __init__(self) -> None:
+        super().__init__(spec=ls.OpenAISpec())
+
+    def setup(self, device: str) -> None:
+        pass
+
+    def predict(self, request: Any) -> Any:
+        if request.tools:
+            function = request.tools[0].function.name
+            call = {"name": function, "arguments": '{"city": "Oslo"}'}
+            yield {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"id": "call_1", "type": "function", "function": call}],
+            }
+            return
+        words = request.messages[-1].content.split()
+        yield f"t={request.temperature}"
+        for word in words:
+            yield " " + word
+
+
+class LitOpenAIEmbed(ls.LitAPI):
+    """Built with LitServe's OpenAIEmbeddingSpec: predict gets the input."""
+
+    def __init__(self) -> None:
+        super().__init__(spec=ls.OpenAIEmbeddingSpec())
+
+    def setup(self, device: str) -> None:
+        pass
+
+    def predict(self, inputs: Any) -> Any:
+        texts = inputs if isinstance(inputs, list) else [inputs]
+        return [[float(len(t)), 1.0] for t in texts]

@@ -59,12 +59,18 @@ def test_a_full_batch_is_refilled_as_sequences_finish(cluster: Cluster) -> None:
     assert steps < 40, worker["reported"]["batch_sizes"]
 
 
-def test_a_step_that_raises_ends_the_batch_and_the_loop_goes_on(
-    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    events = tmp_path / "events"
-    monkeypatch.setenv("ZS_TEST_EVENTS", str(events))
+@pytest.fixture
+def events(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """CountingSteps served, writing the sequences it is told to cancel to the file returned."""
+    path = tmp_path / "events"
+    monkeypatch.setenv("ZS_TEST_EVENTS", str(path))
     cluster.up("CountingSteps")
+    return path
+
+
+def test_a_step_that_raises_ends_the_batch_and_the_loop_goes_on(
+    cluster: Cluster, events: Path
+) -> None:
     with cluster.post({"n": 500}, stream=True) as running:
         pieces = running.iter_lines()
         next(pieces)
@@ -80,12 +86,7 @@ def test_a_step_that_raises_ends_the_batch_and_the_loop_goes_on(
         assert [p["i"] for p in lines_of(after)] == [0, 1]
 
 
-def test_a_client_that_leaves_ends_its_sequence(
-    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    events = tmp_path / "events"
-    monkeypatch.setenv("ZS_TEST_EVENTS", str(events))
-    cluster.up("CountingSteps")
+def test_a_client_that_leaves_ends_its_sequence(cluster: Cluster, events: Path) -> None:
     with cluster.post({"n": 100000}, stream=True) as r:
         pieces = r.iter_lines()
         next(pieces)

@@ -25,6 +25,7 @@ from cluster import ROOT, Cluster, api, run_cli, wait_until
         ("StepsWithoutStream", (), "uses ContinuousBatchingLoop, which needs stream=True"),
         ("StepsWithoutCapacity", (), "implements step but not has_capacity"),
         ("LoopWithoutStep", (), "and has_finished(uid, token, max_sequence_length)"),
+        ("OddSpecAPI", (), "was built with OddSpec, which is not served"),
     ],
 )
 def test_a_misconfigured_api_is_refused_at_start(

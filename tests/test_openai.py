@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import openai
 import pytest
@@ -142,3 +143,64 @@ def test_an_async_chat_model_streams_many_at_once(cluster: Cluster) -> None:
     assert texts == [f"reply {i} in five words" for i in range(16)]
     # Five words of 100 ms each: 0.5 s at once, 8 s one after the other.
     assert time.monotonic() - began < 3.0
+
+
+LITSERVE_APIS = Path(__file__).resolve().parent / "apis_litserve.py"
+
+
+def test_litserves_spec_objects_run_with_no_flag(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.worker(f"{LITSERVE_APIS}:LitOpenAIChat")
+    cluster.worker(f"{LITSERVE_APIS}:LitOpenAIEmbed")
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="-", max_retries=0, timeout=30)
+    chat = client.chat.completions.create(
+        model="LitOpenAIChat",
+        messages=[{"role": "user", "content": "two words"}],
+        temperature=0.2,
+    )
+    assert chat.choices[0].message.content == "t=0.2 two words"
+    assert chat.choices[0].finish_reason == "stop"
+    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    called = client.chat.completions.create(
+        model="LitOpenAIChat",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=tools,
+        tool_choice="required",
+    )
+    assert called.choices[0].finish_reason == "tool_calls"
+    assert called.choices[0].message.tool_calls[0].function.name == "weather"
+    streamed = client.chat.completions.create(
+        model="LitOpenAIChat",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=tools,
+        tool_choice={"type": "function", "function": {"name": "weather"}},
+        stream=True,
+    )
+    finishes = [c.choices[0].finish_reason for c in streamed if c.choices]
+    assert finishes[-1] == "tool_calls"
+    vectors = client.embeddings.create(model="LitOpenAIEmbed", input=["abc", "de"])
+    assert [d.embedding for d in vectors.data] == [[3.0, 1.0], [2.0, 1.0]]
+
+
+def test_zeroserves_spec_objects_give_request_objects(cluster: Cluster) -> None:
+    cluster.broker()
+    cluster.worker("SpecChatAPI")
+    cluster.worker("SpecEmbedAPI")
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    client = openai.OpenAI(base_url=cluster.url("/v1"), api_key="-", max_retries=0, timeout=30)
+    chat = client.chat.completions.create(
+        model="SpecChatAPI", messages=[{"role": "user", "content": "hello"}]
+    )
+    assert chat.choices[0].message.content == "hello (auto)"
+    named = client.chat.completions.create(
+        model="SpecChatAPI",
+        messages=[{"role": "user", "content": "hi"}],
+        tool_choice={"type": "function", "function": {"name": "f"}},
+        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    )
+    assert named.choices[0].message.content == "hi (named)"
+    vectors = client.embeddings.create(model="SpecEmbedAPI", input="four")
+    assert vectors.data[0].embedding == [4.0]

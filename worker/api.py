@@ -47,6 +47,34 @@ class Upload:
         return f"Upload({self.filename!r}, {self.content_type!r}, {self.size} bytes)"
 
 
+class OpenAISpec:
+    """``spec=OpenAISpec()``: the class serves OpenAI's chat completions, as with LitServe's
+    OpenAISpec (``decode_request`` receives the whole request object)."""
+
+    api_path = "/v1/chat/completions"
+    stream = True
+
+    def decode_request(self, request: Any, **_: Any) -> Any:
+        return request
+
+    def encode_response(self, output: Any, **_: Any) -> Any:
+        return output
+
+
+class OpenAIEmbeddingSpec:
+    """``spec=OpenAIEmbeddingSpec()``: the class serves OpenAI's embeddings, as with
+    LitServe's (the default ``decode_request`` gives ``predict`` the request's input)."""
+
+    api_path = "/v1/embeddings"
+    stream = False
+
+    def decode_request(self, request: Any, **_: Any) -> Any:
+        return request.input
+
+    def encode_response(self, output: Any, **_: Any) -> Any:
+        return output
+
+
 class LitAPI:
     """Override ``setup`` and ``predict``; the rest have LitServe's defaults.
 
@@ -61,6 +89,8 @@ class LitAPI:
     enable_async: bool = False
     #: ``ContinuousBatchingLoop()`` to batch per step; None for the loop the methods ask for.
     loop: Any = None
+    #: ``OpenAISpec()`` or ``OpenAIEmbeddingSpec()`` to serve OpenAI's endpoints.
+    spec: Any = None
     #: Set by the worker before ``setup``.
     device: str | None = None
 
@@ -73,6 +103,7 @@ class LitAPI:
         *,
         enable_async: bool | None = None,
         loop: Any = None,
+        spec: Any = None,
     ) -> None:
         given = {
             "max_batch_size": max_batch_size,
@@ -81,16 +112,19 @@ class LitAPI:
             "stream": stream,
             "enable_async": enable_async,
             "loop": loop,
+            "spec": spec,
         }
         for name, value in given.items():
             if value is not None:
                 setattr(self, name, value)
+        if spec is not None:
+            self.stream = bool(getattr(spec, "stream", self.stream))
 
     def setup(self, device: str) -> None:
         """Load the model; called once per worker process before it takes work."""
 
     def decode_request(self, request: Any) -> Any:
-        return request
+        return self.spec.decode_request(request) if self.spec is not None else request
 
     def batch(self, inputs: list[Any]) -> Any:
         """Stack inputs when they are arrays or tensors; otherwise keep the list."""
@@ -118,7 +152,7 @@ class LitAPI:
         return list(output)
 
     def encode_response(self, output: Any) -> Any:
-        return output
+        return self.spec.encode_response(output) if self.spec is not None else output
 
     def log(self, key: str, value: Any) -> None:
         """Hand a (key, value) pair to the worker's loggers once the current batch is answered."""

@@ -38,6 +38,12 @@ class ThreadedLoop(ServingLoop):
         super().__init__(*args, **kwargs)
         #: The socket's receive timeout now, in ms: set only when a wait needs another.
         self._sock_timeout_ms = -1
+        #: The jobs of the work that holds the thread now (a batch, a step).
+        self.working: list[Job] = []
+
+    def overdue_s(self, now: float) -> float:
+        working = self.working
+        return max(0.0, now - max(job.deadline for job in working)) if working else 0.0
 
     def _opened(self, sock: zmq.Socket) -> None:
         self._sock_timeout_ms = -1
@@ -65,16 +71,10 @@ class BatchingLoop(ThreadedLoop):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pending: deque[Job] = deque()
-        #: The batch that runs now.
-        self.batch: list[Job] = []
 
     @property
     def queued(self) -> int:
         return len(self.pending)
-
-    def overdue_s(self, now: float) -> float:
-        batch = self.batch
-        return max(0.0, now - max(job.deadline for job in batch)) if batch else 0.0
 
     def _run(self) -> None:
         while not self._stopped:
@@ -115,7 +115,7 @@ class BatchingLoop(ThreadedLoop):
                 batch.append(job)
         if not batch:
             return
-        self.batch = batch
+        self.working = batch
         try:
             finished = self.pipeline.run(batch)
         except BaseException:
@@ -123,5 +123,5 @@ class BatchingLoop(ThreadedLoop):
             finished = [(job, [error_out(500, "internal error in the worker")]) for job in batch]
         for job, outs in finished:
             self._send_outs(job, outs)
-        self.batch = []
+        self.working = []
         self._count_batch(len(batch), now)

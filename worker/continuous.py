@@ -98,17 +98,11 @@ class ContinuousLoop(ThreadedLoop):
         self.sequences: dict[str, _Sequence] = {}
         self._uids = itertools.count(1)
         self._prev: list[Any] | None = None
-        #: The sequences of the step that runs now (for the hang check).
-        self._stepping: list[Job] = []
         self._user_log = LogThrottle(10.0)
 
     @property
     def queued(self) -> int:
         return len(self.waiting)
-
-    def overdue_s(self, now: float) -> float:
-        stepping = self._stepping
-        return max(0.0, now - max(job.deadline for job in stepping)) if stepping else 0.0
 
     def _run(self) -> None:
         while not self._stopped:
@@ -207,7 +201,7 @@ class ContinuousLoop(ThreadedLoop):
             return
         began = time.monotonic()
         size = len(self.sequences)
-        self._stepping = [seq.job for seq in self.sequences.values()]
+        self.working = [seq.job for seq in self.sequences.values()]
         hooks = self.pipeline.hooks
         hooks.fire("on_before_predict")
         try:
@@ -216,13 +210,13 @@ class ContinuousLoop(ThreadedLoop):
                 raise TypeError("step must return a list of Output(uid, output, status)")
             outputs = list(outputs)
         except Exception as exc:
-            self._stepping = []
+            self.working = []
             self._prev = None
             self._fail_all(exc)
             return
         finally:
             hooks.flush_logs()
-        self._stepping = []
+        self.working = []
         hooks.fire("on_after_predict")
         self._count_batch(size, began)
         if not outputs:

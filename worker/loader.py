@@ -16,7 +16,7 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.worker.api import inherits_default, yields
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
-from zeroserve.worker.openai_spec import openai_spec_for
+from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 
 #: Fewest requests one worker process holds by default, by loop kind: a sync API runs one
 #: batch at a time (the next waits in the socket), an async one runs every request it holds
@@ -221,14 +221,9 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
             f"{name}.batch_timeout must be a number of seconds >= 0, not {batch_timeout_s!r}"
         )
     service = config.service or name
-    if config.spec is None and getattr(api, "_spec", None) is not None:
-        raise ConfigError(
-            f"{name} was built with a LitServe spec object, which is not served yet: "
-            "serve it with --spec openai (see the README's OpenAI section)"
-        )
     spec = None
     models: list[str] = []
-    if config.spec == "openai":
+    if config.spec == "openai" or spec_object_of(api) is not None:
         spec = openai_spec_for(api, service, config.route)
         spec.check(api)
         stream = spec.stream

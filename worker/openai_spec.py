@@ -21,7 +21,7 @@ import re
 import secrets
 import struct
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError, HTTPException
@@ -77,14 +77,108 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+class Record:
+    """A JSON object read by attribute, as LitServe's request models are (``request.messages[0]
+    .content``), by key, or whole with ``model_dump()``; absent fields read as their OpenAI
+    default, else None."""
+
+    _defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if name in self._data:
+            return _wrap(self._data[name])
+        return self._defaults.get(name)
+
+    def __getitem__(self, key: str) -> Any:
+        return _wrap(self._data[key])
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return _wrap(self._data[key]) if key in self._data else default
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        return {**self._defaults, **self._data}
+
+    dict = model_dump
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._data!r})"
+
+
+def _wrap(value: Any) -> Any:
+    if isinstance(value, dict):
+        return Record(value)
+    if isinstance(value, list):
+        return [_wrap(v) for v in value]
+    return value
+
+
+class ChatRequest(Record):
+    """A chat completion request, with the fields and defaults of LitServe's
+    ``ChatCompletionRequest``."""
+
+    _defaults: ClassVar[dict[str, Any]] = {
+        "model": "",
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "n": 1,
+        "max_tokens": None,
+        "max_completion_tokens": None,
+        "stop": None,
+        "stream": False,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "user": None,
+        "tools": None,
+        "tool_choice": "auto",
+        "response_format": None,
+        "reasoning_effort": None,
+        "metadata": None,
+    }
+
+
+class EmbeddingRequest(Record):
+    """An embedding request, with the fields and methods of LitServe's ``EmbeddingRequest``."""
+
+    _defaults: ClassVar[dict[str, Any]] = {
+        "dimensions": None,
+        "encoding_format": "float",
+        "user": None,
+    }
+
+    def get_num_items(self) -> int:
+        given = self._data.get("input")
+        if isinstance(given, list):
+            return len(given[0]) if given and isinstance(given[0], list) else len(given)
+        return 1
+
+    def ensure_list(self) -> list[Any]:
+        given = self._data.get("input")
+        return given if isinstance(given, list) else [given]
+
+
 class _OpenAISpec:
-    """What both specs share: the model name they answer for, and one POST route."""
+    """What both specs share: the model name they answer for, and one POST route.
+
+    With `request_objects` (a class built with ``spec=OpenAISpec()``, LitServe's or
+    zeroserve's), ``decode_request`` receives the whole request as LitServe gives it: a
+    ``ChatRequest`` or ``EmbeddingRequest``; without (``--spec openai``), the messages or
+    the input.
+    """
 
     default_route = ""
 
-    def __init__(self, model: str, route: str | None = None) -> None:
+    def __init__(self, model: str, route: str | None = None, request_objects: bool = False):
         self.model = model
         self.route = route or self.default_route
+        self.request_objects = request_objects
 
     def routes(self) -> list[dict[str, Any]]:
         return [{"path": self.route, "methods": ["POST"]}]
@@ -127,7 +221,7 @@ class OpenAIChatSpec(_OpenAISpec):
         prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) for m in messages)
         framer = ChatFramer(str(model), stream, bool(options.get("include_usage")), prompt_tokens)
         context = {k: v for k, v in body.items() if k != "messages"}
-        return messages, context, framer
+        return (ChatRequest(body) if self.request_objects else messages), context, framer
 
 
 class ChatFramer:
@@ -226,8 +320,9 @@ class ChatFramer:
 
     def end(self) -> list[Out]:
         usage = self.usage()
+        finish = "tool_calls" if self.tool_calls else "stop"
         if self.stream:
-            outs = [self._event(self._chunk([{"index": 0, "delta": {}, "finish_reason": "stop"}]))]
+            outs = [self._event(self._chunk([{"index": 0, "delta": {}, "finish_reason": finish}]))]
             if self.include_usage:
                 outs.append(self._event(self._chunk([], usage)))
             outs.append(self._event(b"[DONE]"))
@@ -241,7 +336,7 @@ class ChatFramer:
             "object": "chat.completion",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "choices": [{"index": 0, "message": message, "finish_reason": finish}],
             "usage": usage,
         }
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
@@ -280,7 +375,7 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
         tokens = sum(count_tokens(text) for text in inputs)
         framer = EmbeddingFramer(str(model), len(inputs), encoding, tokens)
         context = {k: v for k, v in body.items() if k != "input"}
-        return given, context, framer
+        return (EmbeddingRequest(body) if self.request_objects else given), context, framer
 
 
 class EmbeddingFramer:
@@ -328,7 +423,35 @@ class EmbeddingFramer:
 
 
 def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
-    """Chat for a generator ``predict``, embeddings otherwise."""
+    """Chat for a generator ``predict``, embeddings otherwise; with a spec object of the API's
+    own (LitServe's or zeroserve's), the one it names, and LitServe's request objects."""
+    given = spec_object_of(api)
+    if given is not None:
+        names = {cls.__name__ for cls in type(given).__mro__}
+        own = getattr(api, "api_path", None)
+        if (
+            not route
+            and isinstance(own, str)
+            and own not in ("/predict", getattr(given, "api_path", ""))
+        ):
+            route = own
+        if "OpenAIEmbeddingSpec" in names:
+            return OpenAIEmbeddingSpec(model, route, request_objects=True)
+        if "OpenAISpec" in names:
+            return OpenAIChatSpec(model, route, request_objects=True)
+        raise ConfigError(
+            f"{type(api).__name__} was built with {type(given).__name__}, which is not served: "
+            "the OpenAI specs are (OpenAISpec, OpenAIEmbeddingSpec)"
+        )
     if yields(api.predict):
         return OpenAIChatSpec(model, route)
     return OpenAIEmbeddingSpec(model, route)
+
+
+def spec_object_of(api: Any) -> Any:
+    """The spec object an API was built with: LitServe keeps it in ``_spec``, zeroserve in
+    ``spec``."""
+    given = vars(api).get("_spec") if hasattr(api, "__dict__") else None
+    if given is None:
+        given = getattr(api, "spec", None)
+    return None if given is None or isinstance(given, str) else given

@@ -9,6 +9,8 @@ from zeroserve.worker.api import (
     DefaultContinuousBatchingLoop,
     LitAPI,
     LitAPIStatus,
+    OpenAIEmbeddingSpec,
+    OpenAISpec,
     Output,
     Response,
 )
@@ -25,6 +27,8 @@ __all__ = [
     "LitAPIStatus",
     "LitServer",
     "Logger",
+    "OpenAIEmbeddingSpec",
+    "OpenAISpec",
     "Output",
     "ProtocolError",
     "Response",

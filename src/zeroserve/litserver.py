@@ -49,8 +49,6 @@ NO_EQUIVALENT = {
                             "Ctrl-C or SIGTERM"),
     "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
                       "Ctrl-C or SIGTERM"),
-    "spec": (None, "LitServe's spec objects are not served yet: serve the class with "
-             "`cluster up --spec openai` (see the README's OpenAI section)"),
     "mcp": (None, "MCP is not served: drop the argument"),
 }  # fmt: skip
 #: Arguments whose LitServe meaning always holds here, so any value is accepted.
@@ -67,7 +65,7 @@ RUN_NO_EQUIVALENT = {
     "pretty_logs": (False, "logs have one plain format: drop pretty_logs"),
 }  # fmt: skip
 #: Settings of an API that LitServe still accepts on the server, applied to every API.
-API_SETTINGS = ("max_batch_size", "batch_timeout", "stream", "api_path", "loop")
+API_SETTINGS = ("max_batch_size", "batch_timeout", "stream", "api_path", "loop", "spec")
 
 
 class LitServer:
