@@ -234,20 +234,26 @@ class Broker:
             if isinstance(announced, (int, float)) and 0 < announced <= 3600:
                 interval = max(interval, float(announced))
         if record is None:
-            meta = meta or {}
-            host, pid = meta.get("host", ""), meta.get("pid", 0)
             record = FrontendRecord(
-                identity=identity,
-                host=host[:255] if isinstance(host, str) else "",
-                pid=pid if isinstance(pid, int) else 0,
-                expires_at=now,
-                last_seen=now,
+                identity=identity, host="", pid=0, expires_at=now, last_seen=now
             )
             self.registry.frontends[identity] = record
-            log.info("frontend joined: %s pid %s", record.host or "?", record.pid)
+            self._name_frontend(record, meta)
+            log.info("frontend joined: %s pid %s", record.host or "?", record.pid or "?")
             self._send_routes(identity)
+        elif not record.pid:
+            # It joined by a request (after a restart of this broker): its heartbeat names it.
+            self._name_frontend(record, meta)
         record.last_seen = now
         record.expires_at = now + self._expiry_s(interval)
+
+    @staticmethod
+    def _name_frontend(record: FrontendRecord, meta: dict[str, Any] | None) -> None:
+        host, pid = (meta or {}).get("host", ""), (meta or {}).get("pid", 0)
+        if isinstance(host, str) and host:
+            record.host = host[:255]
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            record.pid = pid
 
     def _on_request(self, client: bytes, args: list[Any]) -> None:
         rid = p.identity(args[0])

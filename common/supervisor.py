@@ -68,12 +68,17 @@ class Supervisor:
         backoff_max_s: float = 30.0,
         stable_after_s: float = 30.0,
         args_for: Callable[[int], tuple[Any, ...]] | None = None,
+        final_exits: dict[int, str] | None = None,
     ) -> None:
         self.name = name
         self.target = target
         self.args = args
         #: The arguments of copy k, when they differ (each its own device, say).
         self.args_for = args_for
+        #: Exit codes that no restart can mend (with what they mean): they stop every copy,
+        #: and become the supervisor's own exit code.
+        self.final_exits = final_exits or {}
+        self._final_code = 0
         self.stop_timeout_s = stop_timeout_s
         self.backoff_initial_s = backoff_initial_s
         self.backoff_max_s = backoff_max_s
@@ -105,7 +110,7 @@ class Supervisor:
                     self._start(slot)
         log.info("%s: stopping %d process(es)", self.name, len(self.pids()))
         self._stop_all()
-        return 0
+        return self._final_code
 
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.is_alive()]
@@ -124,6 +129,11 @@ class Supervisor:
         process, slot.process = slot.process, None
         code, pid = process.exitcode, process.pid
         process.close()
+        if code in self.final_exits:
+            log.error("%s: process %d %s; stopping", self.name, pid, self.final_exits[code])
+            self._final_code = code
+            self._stop_signal = signal.SIGTERM
+            return
         if now - slot.started_at >= self.stable_after_s:
             slot.failures = 0
         delay = min(self.backoff_initial_s * (2**slot.failures), self.backoff_max_s)

@@ -28,7 +28,7 @@ from tornado.http1connection import HTTP1Connection
 from zeroserve.common import protocol as p
 from zeroserve.common.version import __version__
 from zeroserve.frontend.body_watch import BodyWatch
-from zeroserve.frontend.broker_link import BrokerLink, Message, Route, Waiter
+from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Message, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.metrics import FrontendMetrics
 
@@ -128,9 +128,7 @@ class HealthHandler(JSONErrorMixin):
     def get(self) -> None:
         workers = self.link.ready_workers()
         if not workers:
-            why = (
-                "the broker is not reachable" if not self.link.conn.alive else "no worker is ready"
-            )
+            why = BROKER_UNREACHABLE if not self.link.conn.alive else "no worker is ready"
             self.write_json_error(503, why)
             return
         self.finish({"status": "ok", "workers": workers})
@@ -299,7 +297,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         path = self.request.path
         route = front.link.route(path)
         if route is None:
-            if not front.link.routes:
+            if not front.link.conn.alive:
+                self._write_error(503, BROKER_UNREACHABLE, {"Retry-After": "1"})
+            elif not front.link.routes:
                 self._write_error(503, "no service is registered yet", {"Retry-After": "1"})
             else:
                 self._write_error(404, f"no route for {path}")

@@ -84,7 +84,9 @@ def error_message(status: int, error: str, retry_after_s: float | None = None) -
     return (p.ERROR, p.error_fields(status, error, retry_after_s), b"")
 
 
-UNREACHABLE = error_message(503, "the broker is not reachable", retry_after_s=1.0)
+#: What every endpoint says while the broker cannot be reached.
+BROKER_UNREACHABLE = "the broker is not reachable"
+UNREACHABLE = error_message(503, BROKER_UNREACHABLE, retry_after_s=1.0)
 
 
 class BrokerLink:

@@ -11,6 +11,7 @@ import time
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
+from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import Supervisor
@@ -24,8 +25,19 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
 
 
+def listen(config: FrontendConfig) -> list:
+    """The listening sockets, or a ConfigError that names the address (a port in use, say)."""
+    try:
+        return bind_sockets(config.port, config.host, reuse_port=config.processes > 1)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}"
+        ) from None
+
+
 async def serve(config: FrontendConfig) -> None:
     """Serve HTTP until SIGTERM or SIGINT, then finish what is in flight (briefly) and leave."""
+    sockets = listen(config)
     link = BrokerLink(config)
     link.start()
     router = make_app(link, config)
@@ -38,9 +50,12 @@ async def serve(config: FrontendConfig) -> None:
         decompress_request=False,
     )
     body_watch = asyncio.get_running_loop().create_task(router.front.bodies.run())
-    server.add_sockets(bind_sockets(config.port, config.host, reuse_port=config.processes > 1))
+    server.add_sockets(sockets)
     log.info(
-        "frontend listening on http://%s:%d, broker %s", config.host, config.port, config.broker
+        "frontend listening on http://%s:%d; it serves once the broker at %s answers",
+        config.host,
+        config.port,
+        config.broker,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,6 +84,8 @@ def run_frontend(config: FrontendConfig) -> int:
     if config.processes == 1:
         run_frontend_process(config)
         return 0
+    for sock in listen(config):  # a port in use is one line here, not a restart loop
+        sock.close()
     return Supervisor(
         "frontend",
         run_frontend_process,

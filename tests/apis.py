@@ -99,6 +99,8 @@ class StreamAPI(LitAPI):
             for i in range(int(x.get("n", 3))):
                 if i == 1 and x.get("gate"):
                     _wait_for(x["gate"])
+                if i == x.get("fail_at"):
+                    raise RuntimeError("the model broke mid-stream")
                 yield {"i": i, "pid": os.getpid()}
                 if x.get("sleep"):
                     time.sleep(float(x["sleep"]))  # the model's step time the request asks for

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import pytest
+import socket
 
-from cluster import free_port, run_cli
+import pytest
+import requests
+
+from cluster import Cluster, free_port, run_cli
 
 run = run_cli
 
@@ -51,3 +54,58 @@ def test_status_of_an_unreachable_broker_is_one_line_and_exit_1() -> None:
     assert out.returncode == 1
     assert out.stderr.strip().count("\n") == 0
     assert "no answer from the broker" in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("worker", "--api", "x:y"),
+        ("frontend",),
+        ("status",),
+    ],
+)
+def test_a_broker_address_without_a_scheme_is_one_line(args: tuple[str, ...]) -> None:
+    out = run(*args, "--broker", "127.0.0.1:5556")
+    assert out.returncode == 2
+    assert "is not a ZeroMQ address: write tcp://HOST:PORT" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_bench_counts_answers_completed_in_its_window() -> None:
+    from zeroserve.bench import BenchConfig, BenchResult, _Answer, _Run
+
+    result = BenchResult()
+    window = _Run(BenchConfig("http://127.0.0.1:1/", warmup_s=0, duration_s=10), result)
+    answer = _Answer()
+    answer.status = 200
+    window.record(answer, window.start_at - 5, window.start_at + 1)  # began before, ended in
+    window.record(answer, window.start_at + 1, window.stop_at + 1)  # ended after: not counted
+    assert result.statuses[200] == 1
+
+
+def test_bench_fails_when_nothing_succeeds() -> None:
+    port = free_port()
+    out = run("bench", f"http://127.0.0.1:{port}/predict", "--duration", "0.5", timeout_s=30)
+    assert out.returncode == 1
+    assert "no request to" in out.stderr
+
+
+def test_a_frontend_without_its_broker_says_so_on_every_route(cluster: Cluster) -> None:
+    cluster.frontend_endpoint = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    cluster.frontend()
+    health = requests.get(cluster.url("/health"), timeout=5)
+    served = cluster.post({"input": 1})
+    assert (health.status_code, served.status_code) == (503, 503)
+    assert health.json()["error"] == served.json()["error"] == "the broker is not reachable"
+
+
+@pytest.mark.parametrize("command", ["frontend", "up"])
+def test_a_port_in_use_is_one_line_naming_it(command: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = run(command, "--port", str(port), timeout_s=30)
+    assert out.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
+    assert "Traceback" not in out.stderr

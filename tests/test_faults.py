@@ -103,13 +103,19 @@ def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
             f.result()
     assert {code for _, code, _ in seen} <= {200, 502, 503}
     assert max(took for *_, took in seen) < 5, "a request hung while the broker was gone"
+    # The frontend, back by a request before its heartbeat, is named by that heartbeat.
+    [front] = wait_until(
+        lambda: [f for f in (cluster.status() or {}).get("frontends", []) if f.get("pid")],
+        what="the frontend named in the restarted broker's status",
+    )
+    assert front["host"]
 
 
 def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: Cluster) -> None:
     cluster.broker()
     cluster.worker("BadSetupAPI", 1)
     cluster.frontend()
-    message = "BadSetupAPI.setup failed; this worker process stops"
+    message = "BadSetupAPI.setup failed (RuntimeError: the model file is missing); this worker"
     wait_until(lambda: cluster.logs().count(message) >= 1, what="the first attempt")
     first = time.monotonic()
     wait_until(lambda: cluster.logs().count(message) >= 3, what="a third attempt")
@@ -138,3 +144,12 @@ def test_a_hung_predict_gets_504_and_its_process_recycled(cluster: Cluster) -> N
     assert "recycling this process" in cluster.logs()
     cluster.wait_workers(2)
     assert cluster.post({"value": "after"}).json()["echo"] == "after"
+
+
+def test_a_worker_the_broker_refuses_ends_its_launcher_with_the_reason(cluster: Cluster) -> None:
+    cluster.up("EchoAPI")
+    refused = cluster.worker("LoggingAPI")  # another service on the same route
+    assert refused.wait(30) == 77
+    logs = cluster.logs()
+    assert "the broker refused this worker" in logs and "/predict" in logs
+    assert "was refused by the broker" in logs

@@ -96,3 +96,12 @@ def test_pieces_leave_at_once_on_a_kept_alive_connection(cluster: Cluster, tmp_p
     # Sixteen pieces 2 ms apart: the first is out some 30 ms before the last (held back,
     # it came with the last).
     assert summary["first_chunk_p50_ms"] < summary["p50_ms"] - 15, summary
+
+
+def test_a_predict_that_raises_mid_stream_is_named_in_the_error(cluster: Cluster) -> None:
+    cluster.up("StreamAPI")
+    with cluster.post({"n": 5, "fail_at": 2}, stream=True) as r:
+        pieces = lines_of(r)
+    assert [p.get("i") for p in pieces[:2]] == [0, 1]
+    assert pieces[-1]["status"] == 500
+    assert pieces[-1]["error"].startswith("predict failed: RuntimeError: the model broke")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import signal
@@ -49,6 +50,20 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
         assert socket_dir.stat().st_mode & 0o777 == 0o700
         assert sorted(p.name for p in socket_dir.iterdir()) == ["frontends", "workers"]
         assert f"http://127.0.0.1:{port}" in line
+
+        # Plain `cluster status` finds it.
+        def workers_shown() -> int:
+            status = subprocess.run(
+                [sys.executable, "-m", "zeroserve", "status", "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                env={**os.environ, "TMPDIR": str(tmp_path)},
+                check=False,
+            )
+            return len(json.loads(status.stdout)["workers"]) if status.returncode == 0 else 0
+
+        wait_until(lambda: workers_shown() == 2, what="plain `cluster status` to find it")
         answer = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": 4}, timeout=10)
         assert answer.json() == {"output": 16}
         bad = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": "x"}, timeout=10)
@@ -171,3 +186,12 @@ def test_up_refuses_a_bad_api_in_one_line() -> None:
     assert out.returncode == 2
     assert "no module named 'no_such_module'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_up_whose_setup_fails_stops_at_once_naming_it(tmp_path) -> None:
+    started = time.monotonic()
+    out = run_cli("up", "--api", api("BadSetupAPI"), "--port", str(free_port()), "--workers", "1")
+    assert out.returncode == 1
+    assert time.monotonic() - started < 20
+    assert "BadSetupAPI.setup failed (RuntimeError: the model file is missing)" in out.stderr
+    assert "the API's setup failed" in out.stderr.strip().splitlines()[-1]

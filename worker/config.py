@@ -42,6 +42,8 @@ class WorkerConfig:
     #: How many GPUs, or which (indices); None: every one found.
     devices: int | tuple[int, ...] | None = None
     workers_per_device: int = 1
+    #: Stop the launcher when a process's setup fails, instead of retrying (`cluster up`).
+    exit_on_setup_failure: bool = False
     log_level: str = "INFO"
     #: CurveZMQ: this process's secret key file and the broker's public key file.
     curve_secret_key: str | None = None

@@ -11,7 +11,7 @@ from zeroserve.common.supervisor import Supervisor
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
-from zeroserve.worker.process import run_worker_process
+from zeroserve.worker.process import EXIT_REFUSED, EXIT_SETUP_FAILED, run_worker_process
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         len(devices),
         stop_timeout_s=config.drain_timeout_s + 2.0,
         args_for=lambda k: (process_config(config, devices[k]), given),
+        final_exits=final_exits(config),
     )
     return supervisor.run()
 
@@ -61,3 +62,11 @@ def device_plan(config: WorkerConfig) -> list[str]:
 def process_config(config: WorkerConfig, device: str) -> WorkerConfig:
     """What one worker process runs with: its own device, the plan done."""
     return replace(config, device=device, accelerator=None, devices=None, workers_per_device=1)
+
+
+def final_exits(config: WorkerConfig) -> dict[int, str]:
+    """A refusal by the broker is for good; a failing setup too, when asked (`cluster up`)."""
+    exits = {EXIT_REFUSED: "was refused by the broker (its reason is above)"}
+    if config.exit_on_setup_failure:
+        exits[EXIT_SETUP_FAILED] = "could not set up the API (its error is above)"
+    return exits

@@ -394,7 +394,7 @@ class Pipeline:
                 if all(item.done for item in live):
                     break
         except Exception as exc:
-            failure = self.failure(stage, exc, [item.job for item in live])
+            failure = self.failure(self._stage_of(exc, stage), exc, [item.job for item in live])
             for item in live:
                 if not item.done:
                     item.done = True
@@ -408,6 +408,17 @@ class Pipeline:
             if not item.done:
                 item.done = True
                 self.emit(item.job, item.framer.end())
+
+    def _stage_of(self, exc: BaseException, stage: str) -> str:
+        """predict, when the error rose in its generator while encode_response pulled from it."""
+        predict = getattr(self.api.predict, "__func__", self.api.predict)
+        code = getattr(predict, "__code__", None)
+        tb = exc.__traceback__
+        while tb is not None:
+            if tb.tb_frame.f_code is code:
+                return "predict"
+            tb = tb.tb_next
+        return stage
 
     def _deliver(self, item: _Live, piece: Any) -> None:
         if item.done:

@@ -293,15 +293,16 @@ class WorkerProcess:
         if self._health is not None:
             watchdogs.append(aloop.create_task(self._watch_health()))
         log.info(
-            "worker %d serving %s (%s) from %s, %s loop, batch %d / %.3f s, %d slots",
+            "worker %d set up for %s (%s), %s loop, batch %d / %.3f s, %d slots; it serves "
+            "once the broker at %s answers",
             os.getpid(),
             self.settings.service,
             self.settings.route,
-            self.config.broker,
             self.settings.kind,
             self.settings.max_batch_size,
             self.settings.batch_timeout_s,
             self.settings.capacity,
+            self.config.broker,
         )
         await self._stopping.wait()
         if self.exit_code == 0:
@@ -363,8 +364,13 @@ def run_worker_process(config: WorkerConfig, given: GivenAPI | None = None) -> N
             result = setup(device)
             if inspect.isawaitable(result):
                 asyncio.run(_await(result))
-    except Exception:
-        log.exception("%s.setup failed; this worker process stops", type(api).__name__)
+    except Exception as exc:
+        log.exception(
+            "%s.setup failed (%s: %s); this worker process stops",
+            type(api).__name__,
+            type(exc).__name__,
+            exc,
+        )
         sys.exit(EXIT_SETUP_FAILED)
     hooks.fire("on_after_setup")
     worker = WorkerProcess(config, api, settings, hooks)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import signal
 import sys
 import threading
@@ -37,12 +38,27 @@ def _options(*decorators: Decorator) -> Decorator:
     return apply
 
 
+_ENDPOINT = re.compile(r"^(?:tcp://(?:\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?:\d{1,5}|\*)|ipc://\S+)$")
+
+
+def _endpoint(_ctx: Any, param: Any, value: str | None) -> str | None:
+    """A ZeroMQ address, checked here so that a wrong one is one line, not a traceback."""
+    if value is not None and not _ENDPOINT.match(value):
+        raise click.BadParameter(
+            f"{value!r} is not a ZeroMQ address: write tcp://HOST:PORT (or ipc://PATH)",
+            param=param,
+        )
+    return value
+
+
 def broker_option(default: str | None, side: str) -> Decorator:
     """--broker, required where it has no default."""
     help_text = f"The broker's {side} endpoint, tcp://HOST:PORT."
     if default is None:
-        return click.option("--broker", required=True, help=help_text)
-    return click.option("--broker", default=default, show_default=True, help=help_text)
+        return click.option("--broker", required=True, callback=_endpoint, help=help_text)
+    return click.option(
+        "--broker", default=default, show_default=True, callback=_endpoint, help=help_text
+    )
 
 
 log_level_option = click.option(
@@ -226,10 +242,15 @@ def main() -> None:
     "--frontend-bind",
     default="tcp://*:5555",
     show_default=True,
+    callback=_endpoint,
     help="Where frontends and `cluster status` connect.",
 )
 @click.option(
-    "--backend-bind", default="tcp://*:5556", show_default=True, help="Where workers connect."
+    "--backend-bind",
+    default="tcp://*:5556",
+    show_default=True,
+    callback=_endpoint,
+    help="Where workers connect.",
 )
 @click.option(
     "--max-queue",
@@ -317,6 +338,11 @@ def broker(**options: Any) -> None:
     default=30.0,
     show_default=True,
     help="Seconds a batch may run past all its deadlines before the process is recycled.",
+)
+@click.option(
+    "--exit-on-setup-failure",
+    is_flag=True,
+    help="Stop (exit 78) when a process's setup fails, instead of retrying with back-off.",
 )
 @click.option(
     "--device",
@@ -496,7 +522,13 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
 
 
 @main.command()
-@broker_option("tcp://127.0.0.1:5555", "frontend")
+@click.option(
+    "--broker",
+    default=None,
+    callback=_endpoint,
+    help="The broker's frontend endpoint, tcp://HOST:PORT [default: the newest `cluster up` "
+    "running on this machine, else tcp://127.0.0.1:5555].",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option(
     "--timeout",
@@ -517,11 +549,14 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
 )
 @curve_client_options
 @log_level_option
-def status(broker: str, as_json: bool, timeout_s: float, **options: Any) -> None:
+def status(broker: str | None, as_json: bool, timeout_s: float, **options: Any) -> None:
     """Show the cluster: workers, services, frontends."""
     from zeroserve.common.security import load_keys
     from zeroserve.common.status_client import fetch_status
     from zeroserve.status import format_status, throughput
+    from zeroserve.up import local_cluster
+
+    broker = broker or local_cluster() or "tcp://127.0.0.1:5555"
 
     configure_logging(options["log_level"], "status")
 
@@ -600,7 +635,7 @@ def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any)
     summary = run_bench(config, progress).summary()
     if as_json:
         click.echo(json.dumps(summary))
-        return
+        sys.exit(0 if summary["ok"] else 1)
     click.echo(
         f"{summary['ok']} ok of {summary['requests']} in {summary['seconds']} s: "
         f"{summary['rps']} req/s, p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, "
@@ -612,6 +647,9 @@ def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any)
             f"p99 {summary['first_chunk_p99_ms']} ms"
         )
     click.echo(f"statuses: {summary['statuses']}  errors: {summary['errors'] or 'none'}")
+    if not summary["ok"]:
+        click.echo(f"error: no request to {url} succeeded", err=True)
+        sys.exit(1)
 
 
 @main.command()

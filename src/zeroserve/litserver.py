@@ -248,6 +248,7 @@ class _InProcessUp(Up):
         for named, given in zip(self.workers, self.given, strict=True):
             config = replace(
                 named,
+                exit_on_setup_failure=True,
                 broker=self.backend_endpoint,
                 heartbeat_interval_s=self.config.heartbeat_interval_s,
                 drain_timeout_s=5.0,

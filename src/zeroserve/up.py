@@ -10,6 +10,7 @@ collide and nothing internal is exposed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -23,15 +24,23 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import click
 import zmq
 
+from zeroserve.common.errors import ConfigError
 from zeroserve.common.status_client import fetch_status
 from zeroserve.common.supervisor import PARENT_ENV
 
 log = logging.getLogger(__name__)
+
+#: What a child's exit code says, for the line that ends `cluster up`.
+CHILD_EXITS = {
+    77: ": the broker refused the worker (its reason is above)",
+    78: ": the API's setup failed in its worker process (its error is above)",
+}
 
 #: Everything is stopped within this, killed if need be.
 STOP_TIMEOUT_S = 8.0
@@ -73,6 +82,8 @@ class Up:
         self.config = config
         self.children: list[subprocess.Popen] = []
         self.stop_requested = threading.Event()
+        #: Why it stopped on its own, said last.
+        self.failure = ""
         self._socket_dir = _private_socket_dir()
         if self._socket_dir is not None:
             self.frontend_endpoint = f"ipc://{self._socket_dir}/frontends"
@@ -85,6 +96,7 @@ class Up:
         self.stop_requested.set()
 
     def run(self) -> int:
+        _check_port_free(self.config.host, self.config.port)
         # SIGHUP: the terminal that runs it was closed.
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
@@ -120,6 +132,8 @@ class Up:
             code = self._serve()
         finally:
             self._shutdown()
+        if self.failure:
+            log.error("%s", self.failure)  # the last line: what went wrong
         return code
 
     def _start_launchers(self, common: list[str]) -> list[Any]:
@@ -136,6 +150,7 @@ class Up:
                 api,
                 "--drain-timeout",
                 str(CHILD_DRAIN_TIMEOUT_S),
+                "--exit-on-setup-failure",
                 *common,
                 *c.worker_flags,
             ]
@@ -163,10 +178,10 @@ class Up:
         while not self.stop_requested.is_set():
             for child in self.children:
                 if child.poll() is not None:
-                    log.error(
-                        "`cluster %s` exited with code %s; stopping",
-                        child.args[3] if isinstance(child.args, list) else child.args,
-                        child.returncode,
+                    name = child.args[3] if isinstance(child.args, list) else child.args
+                    self.failure = (
+                        f"`cluster {name}` exited with code {child.returncode}"
+                        f"{CHILD_EXITS.get(child.returncode, '')}; stopped"
                     )
                     return 1
             if not ready:
@@ -175,12 +190,14 @@ class Up:
                     snapshot = fetch_status(self.frontend_endpoint, timeout_s=2.0)
                     routes = ", ".join(f"POST {path}" for path in sorted(_routes(snapshot)))
                     click.echo(
-                        f"zeroserve is serving on {url}  ({routes}); Ctrl-C stops it", err=False
+                        f"zeroserve is serving on {url}  ({routes}); Ctrl-C stops it; "
+                        "`cluster status` shows it",
+                        err=False,
                     )
                 elif time.monotonic() > deadline:
-                    log.error(
-                        "no worker became ready within %.0f s; stopping",
-                        self.config.ready_timeout_s,
+                    self.failure = (
+                        f"no worker became ready within {self.config.ready_timeout_s:.0f} s; "
+                        "stopped"
                     )
                     return 1
             self.stop_requested.wait(0.1)
@@ -206,6 +223,33 @@ class Up:
                 log.warning("pid %d did not stop in time; killing its process group", child.pid)
                 os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
+
+
+def local_cluster() -> str | None:
+    """The frontend endpoint of the newest `cluster up` of this user on this machine: its
+    broker's Unix sockets are in a folder of a known name."""
+    found = []
+    for folder in Path(tempfile.gettempdir()).glob("zeroserve-*"):
+        sock = folder / "frontends"
+        with contextlib.suppress(OSError):
+            if folder.stat().st_uid == os.getuid() and sock.is_socket():
+                found.append((sock.stat().st_mtime, sock))
+    return f"ipc://{max(found)[1]}" if found else None
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port in use is one line before anything starts, naming it."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc}") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
 
 
 def free_port() -> int:
