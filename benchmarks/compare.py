@@ -31,6 +31,8 @@ import importlib.util
 import json
 import os
 import random
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -99,6 +101,59 @@ def bench(url: str, args: argparse.Namespace, concurrency: int | None = None) ->
     return json.loads(out.stdout)
 
 
+#: wrk's request: the same POST as cluster bench's.
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.body = '{"input": 2}'
+wrk.headers["Content-Type"] = "application/json"
+"""
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
+
+
+def wrk(url: str, connections: int, duration_s: float, warmup_s: float = 3.0) -> dict:
+    """wrk, a C client that costs the servers nothing, with one thread: req/s and latency
+    percentiles, after a warm-up run whose figures are dropped."""
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is not installed: apt-get install wrk (see the README)")
+    script = Path(tempfile.mkdtemp()) / "post.lua"
+    script.write_text(WRK_SCRIPT)
+    base = ["wrk", "-t1", f"-c{connections}", "-s", str(script), "--latency", "--timeout", "10s"]
+    subprocess.run([*base, f"-d{warmup_s:g}s", url], capture_output=True, check=True)
+    out = subprocess.run(
+        [*base, f"-d{duration_s:g}s", url], capture_output=True, text=True, check=True
+    ).stdout
+
+    def latency_ms(percent: str) -> float:
+        found = re.search(rf"^\s*{percent}%\s+([\d.]+)(us|ms|s|m)\s*$", out, re.MULTILINE)
+        return float(found.group(1)) * _UNITS_MS[found.group(2)] if found else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    requests_done = int(total.group(1)) if total else 0
+    failed = int(bad.group(1)) if bad else 0
+    ok_share = (requests_done - failed) / requests_done if requests_done else 0.0
+    return {
+        "rps": float(rps.group(1)) * ok_share if rps else 0.0,
+        "p50_ms": latency_ms("50"),
+        "p99_ms": latency_ms("99"),
+        "requests": requests_done,
+        "failed": failed,
+        "client": "wrk",
+    }
+
+
+def measure(url: str, args: argparse.Namespace, concurrency: int | None = None) -> dict:
+    """wrk's figures (the independent client), with cluster bench's req/s beside them when
+    --client is both."""
+    connections = concurrency or args.concurrency
+    if args.client == "bench":
+        return bench(url, args, connections)
+    result = wrk(url, connections, args.duration)
+    if args.client == "both":
+        result["bench_rps"] = bench(url, args, connections)["rps"]
+    return result
+
+
 def zeroserve_up(api: str, port: int | str, workers: int, *extra: str) -> list[str]:
     return [
         sys.executable, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
@@ -111,7 +166,7 @@ def run_once(argv: list[str], args: argparse.Namespace, concurrency: int | None 
     url = f"http://127.0.0.1:{port}/predict"
     argv = [a.replace("{port}", str(port)) for a in argv]
     with server(argv, url):
-        return bench(url, args, concurrency)
+        return measure(url, args, concurrency)
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -143,14 +198,16 @@ def compare(args: argparse.Namespace) -> None:
             )
     results = {name: median_run(rs) for name, rs in runs.items()}
     ceiling = results["tornado handler"]
+    client = "cluster bench" if args.client == "bench" else "wrk -t1"
     print(
-        f"\n{args.concurrency} connections, {args.duration:g} s a run, "
+        f"\n{client}, {args.concurrency} connections, {args.duration:g} s a run, "
         f"{args.rounds} round(s) (median run shown), {os.cpu_count()} CPUs, "
         f"zeroserve with {args.workers} worker process(es)\n"
     )
+    bench_column = f" {'bench req/s':>12}" if args.client == "both" else ""
     print(
         f"{'server':22} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs tornado':>11} "
-        f"{'vs litserve':>12} {'p99 vs litserve':>16}"
+        f"{'vs litserve':>12} {'p99 vs litserve':>16}{bench_column}"
     )
     for name, r in results.items():
         # The ceiling and the bare chain do the trivial API's work.
@@ -158,9 +215,10 @@ def compare(args: argparse.Namespace) -> None:
         lit = results.get(f"litserve, {kind}")
         vs_lit = ratio(r["rps"], lit, "rps")
         p99_lit = ratio(r["p99_ms"], lit, "p99_ms", "{:.2f}")
+        second = f" {r['bench_rps']:>12.0f}" if "bench_rps" in r else ""
         print(
             f"{name:22} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
-            f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}"
+            f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}{second}"
         )
     if args.rounds > 1:
         print("\nEvery round (req/s):")
@@ -369,6 +427,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1, help="zeroserve worker processes")
     parser.add_argument("--client-processes", type=int, default=1)
+    parser.add_argument(
+        "--client",
+        choices=["wrk", "bench", "both"],
+        default="both",
+        help="the load: wrk (its figures fill the tables), cluster bench, or wrk with "
+        "cluster bench's req/s in a column of its own",
+    )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every server this many times, interleaved"
     )
