@@ -141,11 +141,14 @@ class EchoChatAPI(LitAPI):
 
 
 class AsyncChatAPI(LitAPI):
-    """An async generator chat model: each word after awaiting a remote model's 100 ms."""
+    """An async generator chat model: each word after awaiting a remote model."""
+
+    #: What the remote model takes per word (not a wait in a test).
+    word_s = 0.1
 
     async def predict(self, messages: list[dict[str, Any]]) -> Any:
         for n, word in enumerate(messages[-1]["content"].split()):
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(self.word_s)
             yield word if n == 0 else " " + word
 
 
