@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 
 
@@ -15,10 +16,10 @@ class BrokerConfig:
     max_queue: int = 1024
     #: How many workers may try one request before it is answered 502.
     max_attempts: int = 3
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
+    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
+    heartbeat_liveness: int = p.HEARTBEAT_LIVENESS
     #: Budget for a request whose frontend sent none.
-    default_timeout_s: float = 30.0
+    default_timeout_s: float = p.DEFAULT_TIMEOUT_S
     #: What a 503 for a full queue tells the client to wait.
     retry_after_s: float = 1.0
     #: How long a worker may hold a request past its deadline before the slot is taken back.

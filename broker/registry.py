@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zeroserve.broker.queue import ServiceQueue
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
 
 RequestKey = tuple[bytes, bytes]
@@ -128,7 +129,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError("READY needs an integer capacity")
     if not 1 <= capacity <= MAX_CAPACITY:
         raise ProtocolError(f"capacity {capacity} out of range 1..{MAX_CAPACITY}")
-    interval = meta.get("heartbeat_interval_s", 1.0)
+    interval = meta.get("heartbeat_interval_s", p.HEARTBEAT_INTERVAL_S)
     if not isinstance(interval, (int, float)) or not 0 < interval <= 3600:
         raise ProtocolError(f"bad heartbeat interval {interval!r}")
     pid = meta.get("pid", 0)

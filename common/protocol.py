@@ -87,8 +87,11 @@ TO_WORKER: dict[bytes, int] = {HEARTBEAT: 1, REQUEST: 4, CANCEL: 2, DISCONNECT: 
 MAX_META_BYTES = 64 * 1024
 MAX_ID_BYTES = 255
 MAX_ITEMS = 4096
-#: Budget of a request whose sender gave none.
+#: Budget of a request whose sender gave none (and the frontend's default timeout).
 DEFAULT_TIMEOUT_S = 30.0
+#: Heartbeats: every peer's default interval, and how many may be missed before death.
+HEARTBEAT_INTERVAL_S = 1.0
+HEARTBEAT_LIVENESS = 3
 
 EMPTY_META = msgpack.packb({})
 

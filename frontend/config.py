@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 
 
@@ -17,9 +18,9 @@ class FrontendConfig:
     processes: int = 1
     max_body_bytes: int = 10 * 1024 * 1024
     #: Time a request may take end to end before it is answered 504.
-    request_timeout_s: float = 30.0
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
+    request_timeout_s: float = p.DEFAULT_TIMEOUT_S
+    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
+    heartbeat_liveness: int = p.HEARTBEAT_LIVENESS
     #: Idle keep-alive connections and stalled uploads are closed after this.
     idle_timeout_s: float = 60.0
     log_level: str = "INFO"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 
 
@@ -29,8 +30,8 @@ class WorkerConfig:
     loggers: tuple[str, ...] = ()
     #: Requests one process may hold; None means two batches' worth.
     capacity: int | None = None
-    heartbeat_interval_s: float = 1.0
-    heartbeat_liveness: int = 3
+    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
+    heartbeat_liveness: int = p.HEARTBEAT_LIVENESS
     #: How long a stopping process may spend finishing what it holds.
     drain_timeout_s: float = 30.0
     #: A batch still running this long after all its deadlines gets the process recycled.

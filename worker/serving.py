@@ -268,7 +268,8 @@ class ServingLoop:
         self.jobs[job.key] = job
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request_id=%s received", meta.get("request_id") or "-")
-        self._hooks.fire("on_request", active_requests=len(self.jobs))
+        if self._hooks.callbacks:
+            self._hooks.fire("on_request", active_requests=len(self.jobs))
         self._admit(job)
 
     def _count_batch(self, size: int, began: float) -> None:
@@ -313,7 +314,8 @@ class ServingLoop:
     def _ended(self, job: Job) -> None:
         del self.jobs[job.key]
         self.done += 1
-        self._hooks.fire("on_response")
+        if self._hooks.callbacks:
+            self._hooks.fire("on_response")
         if not self.jobs and self._empty is not None:
             self._to_loop(self._empty.set)
 

@@ -6,6 +6,7 @@ spelled and checked the same everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -18,15 +19,24 @@ from typing import Any
 
 import click
 
+from zeroserve.broker.config import BrokerConfig
 from zeroserve.common.errors import ConfigError, ZeroserveError
 from zeroserve.common.logs import LEVELS, configure_logging
+from zeroserve.common.protocol import DEFAULT_TIMEOUT_S, HEARTBEAT_INTERVAL_S, HEARTBEAT_LIVENESS
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.version import __version__
+from zeroserve.frontend.config import FrontendConfig
+from zeroserve.worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
 Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def default_of(config: type, name: str) -> Any:
+    """A flag's default is its config's field: each default is written once."""
+    return {f.name: f.default for f in dataclasses.fields(config)}[name]
 
 
 def _options(*decorators: Decorator) -> Decorator:
@@ -68,22 +78,31 @@ log_level_option = click.option(
     show_default=True,
     help="Log level (logs go to stderr).",
 )
+heartbeat_interval_option = click.option(
+    "--heartbeat-interval",
+    "heartbeat_interval_s",
+    type=click.FloatRange(min=0.01, max=3600),
+    default=HEARTBEAT_INTERVAL_S,
+    show_default=True,
+    help="Seconds between heartbeats.",
+)
 heartbeat_options = _options(
-    click.option(
-        "--heartbeat-interval",
-        "heartbeat_interval_s",
-        type=click.FloatRange(min=0.01, max=3600),
-        default=1.0,
-        show_default=True,
-        help="Seconds between heartbeats.",
-    ),
+    heartbeat_interval_option,
     click.option(
         "--heartbeat-liveness",
         type=click.IntRange(min=1, max=100),
-        default=3,
+        default=HEARTBEAT_LIVENESS,
         show_default=True,
         help="Heartbeats missed before a peer counts as dead.",
     ),
+)
+request_timeout_option = click.option(
+    "--request-timeout",
+    "request_timeout_s",
+    type=click.FloatRange(min=0.001),
+    default=DEFAULT_TIMEOUT_S,
+    show_default=True,
+    help="Seconds before a request is answered 504.",
 )
 #: The serving flags, by parameter name; `cluster up` hands them on to `cluster worker`.
 SERVING_FLAGS = {
@@ -181,7 +200,7 @@ device_options = _options(
     click.option(
         "--workers-per-device",
         type=click.IntRange(min=1, max=1024),
-        default=1,
+        default=default_of(WorkerConfig, "workers_per_device"),
         show_default=True,
         help="Worker processes per device; worker k runs on device k mod n.",
     ),
@@ -255,14 +274,14 @@ def main() -> None:
 @click.option(
     "--max-queue",
     type=click.IntRange(min=1),
-    default=1024,
+    default=default_of(BrokerConfig, "max_queue"),
     show_default=True,
     help="Requests waiting per service before new ones get 503.",
 )
 @click.option(
     "--max-attempts",
     type=click.IntRange(min=1),
-    default=3,
+    default=default_of(BrokerConfig, "max_attempts"),
     show_default=True,
     help="Workers that may try one request before it gets 502.",
 )
@@ -278,7 +297,6 @@ def main() -> None:
 def broker(**options: Any) -> None:
     """Run the broker: routes requests from frontends to workers."""
     from zeroserve.broker.broker import Broker
-    from zeroserve.broker.config import BrokerConfig
 
     configure_logging(options.pop("log_level"), "broker")
     stop_with_parent()
@@ -327,7 +345,7 @@ def broker(**options: Any) -> None:
     "--drain-timeout",
     "drain_timeout_s",
     type=click.FloatRange(min=0),
-    default=30.0,
+    default=default_of(WorkerConfig, "drain_timeout_s"),
     show_default=True,
     help="Seconds a stopping process may spend finishing its work.",
 )
@@ -335,7 +353,7 @@ def broker(**options: Any) -> None:
     "--hang-grace",
     "hang_grace_s",
     type=click.FloatRange(min=0.1),
-    default=30.0,
+    default=default_of(WorkerConfig, "hang_grace_s"),
     show_default=True,
     help="Seconds a batch may run past all its deadlines before the process is recycled.",
 )
@@ -356,7 +374,6 @@ def broker(**options: Any) -> None:
 @log_level_option
 def worker(api: str | None, **options: Any) -> None:
     """Run worker processes on this host for one API."""
-    from zeroserve.worker.config import WorkerConfig
     from zeroserve.worker.launcher import run_launcher
 
     if not api:
@@ -369,11 +386,16 @@ def worker(api: str | None, **options: Any) -> None:
 @main.command()
 @broker_option("tcp://127.0.0.1:5555", "frontend")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", type=click.IntRange(min=0, max=65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(min=0, max=65535),
+    default=default_of(FrontendConfig, "port"),
+    show_default=True,
+)
 @click.option(
     "--processes",
     type=click.IntRange(min=1, max=256),
-    default=1,
+    default=default_of(FrontendConfig, "processes"),
     show_default=True,
     help="HTTP processes sharing the port.",
 )
@@ -381,23 +403,16 @@ def worker(api: str | None, **options: Any) -> None:
     "--max-body",
     "max_body_bytes",
     type=click.IntRange(min=1),
-    default=10 * 1024 * 1024,
+    default=default_of(FrontendConfig, "max_body_bytes"),
     show_default=True,
     help="Largest request body in bytes (413 above).",
 )
-@click.option(
-    "--request-timeout",
-    "request_timeout_s",
-    type=click.FloatRange(min=0.001),
-    default=30.0,
-    show_default=True,
-    help="Seconds before a request is answered 504.",
-)
+@request_timeout_option
 @click.option(
     "--idle-timeout",
     "idle_timeout_s",
     type=click.FloatRange(min=0.1),
-    default=60.0,
+    default=default_of(FrontendConfig, "idle_timeout_s"),
     show_default=True,
     help="Seconds a connection may idle or stall (headers, body) before it is closed.",
 )
@@ -415,7 +430,6 @@ def worker(api: str | None, **options: Any) -> None:
 @log_level_option
 def frontend(model_metadata: str | None, **options: Any) -> None:
     """Run the HTTP frontend."""
-    from zeroserve.frontend.config import FrontendConfig
     from zeroserve.frontend.server import run_frontend
 
     configure_logging(options["log_level"], "frontend")
@@ -447,7 +461,12 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
 @click.option(
     "--host", default="127.0.0.1", show_default=True, help="Address the HTTP frontend listens on."
 )
-@click.option("--port", type=click.IntRange(min=1, max=65535), default=8000, show_default=True)
+@click.option(
+    "--port",
+    type=click.IntRange(min=1, max=65535),
+    default=default_of(FrontendConfig, "port"),
+    show_default=True,
+)
 @click.option(
     "--workers",
     type=click.IntRange(min=1, max=1024),
@@ -456,26 +475,13 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
 )
 @serving_options
 @device_options
-@click.option(
-    "--request-timeout",
-    "request_timeout_s",
-    type=click.FloatRange(min=0.001),
-    default=30.0,
-    show_default=True,
-)
-@click.option(
-    "--heartbeat-interval",
-    "heartbeat_interval_s",
-    type=click.FloatRange(min=0.01, max=3600),
-    default=1.0,
-    show_default=True,
-)
+@request_timeout_option
+@heartbeat_interval_option
 @api_key_option
 @log_level_option
 def up(apis: tuple[str, ...], **options: Any) -> None:
     """Run broker, workers and frontend on this machine (the built-in demo without --api)."""
     from zeroserve.up import Up, UpConfig
-    from zeroserve.worker.config import WorkerConfig
     from zeroserve.worker.loader import DEMO_API, check_apis
 
     configure_logging(options["log_level"], "up")

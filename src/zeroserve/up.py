@@ -30,6 +30,7 @@ from typing import Any
 import click
 import zmq
 
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.status_client import fetch_status
 from zeroserve.common.supervisor import PARENT_ENV
@@ -56,7 +57,7 @@ class UpConfig:
     workers: int | None
     worker_flags: tuple[str, ...] = ()
     frontend_flags: tuple[str, ...] = ()
-    heartbeat_interval_s: float = 1.0
+    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
     log_level: str = "INFO"
     ready_timeout_s: float = 120.0
     api_key: str | None = field(default=None, repr=False)
