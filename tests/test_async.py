@@ -121,7 +121,11 @@ def test_a_coroutine_blocked_past_every_deadline_gets_its_process_recycled(
     cluster.wait_healthy(1)
     before = worker_pids(launcher)
     assert cluster.post({"block": 120}).status_code == 504
-    wait_until(lambda: worker_pids(launcher) - before, what="a fresh process")
+    fresh = wait_until(lambda: worker_pids(launcher) - before, what="a fresh process")
     assert "recycling this process" in cluster.logs()
-    cluster.wait_workers(1)
+    # The broker may list the recycled process a moment longer: wait for the fresh one.
+    wait_until(
+        lambda: any(w["pid"] in fresh for w in cluster.ready_workers()),
+        what="the fresh process to serve",
+    )
     assert cluster.post({"value": "after"}).json()["echo"] == "after"
