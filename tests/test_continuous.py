@@ -38,25 +38,25 @@ def test_a_short_stream_joins_a_long_one_and_finishes_first(cluster: Cluster) ->
 
 def test_a_full_batch_is_refilled_as_sequences_finish(cluster: Cluster) -> None:
     cluster.up("CountingSteps")
-    first, then = [30, 25, 20, 15], [10, 8, 5, 3]
-    opened = []
-    for n in first:  # one after the other, so that the batch starts with the long ones
-        r = cluster.post({"n": n}, stream=True)
-        pieces = r.iter_lines()
-        opened.append((r, [json.loads(next(pieces))], pieces))
-    with ThreadPoolExecutor(len(then)) as pool:
-        late = list(pool.map(lambda n: lines_of(cluster.post({"n": n}, stream=True)), then))
-    early = [head + [json.loads(line) for line in rest if line] for _, head, rest in opened]
-    streams = early + late
-    assert [[p["i"] for p in s] for s in streams] == [list(range(n)) for n in first + then]
-    assert max(p["batch"] for s in streams for p in s) == 4  # has_capacity's bound
+    with cluster.post({"n": 40}, stream=True) as long_stream:
+        pieces = long_stream.iter_lines()
+        head = [json.loads(next(pieces))]
+        # Eleven short ones share the three other places while the long one runs.
+        with ThreadPoolExecutor(11) as pool:
+            shorts = list(
+                pool.map(lambda _: lines_of(cluster.post({"n": 4}, stream=True)), range(11))
+            )
+        long = head + [json.loads(line) for line in pieces if line]
+    assert [p["i"] for p in long] == list(range(40))
+    assert all([p["i"] for p in s] == [0, 1, 2, 3] for s in shorts)
+    assert max(p["batch"] for s in shorts for p in s) == 4  # has_capacity's bound
     [worker] = wait_until(
-        lambda: [w for w in cluster.ready_workers() if w["reported"].get("done") == 8],
-        what="a heartbeat that counts all eight",
+        lambda: [w for w in cluster.ready_workers() if w["reported"].get("done") == 12],
+        what="a heartbeat that counts all twelve",
     )
     steps = sum(worker["reported"]["batch_sizes"].values())
-    # Batch after batch would take 30 + 10 steps; refilled, the longest sets the pace.
-    assert steps < 40, worker["reported"]["batch_sizes"]
+    # Batch after batch would take 40 + 4 + 4 steps; refilled, the long one sets the pace.
+    assert steps < 46, worker["reported"]["batch_sizes"]
 
 
 @pytest.fixture
