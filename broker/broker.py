@@ -571,7 +571,7 @@ class Broker:
                 "pid": w.pid,
                 "service": w.service,
                 "state": w.state,
-                "device": _device_of(w.info),
+                "device": w.device,
                 "capacity": w.capacity,
                 "free": w.credit,
                 "in_flight": len(w.assigned),
@@ -628,9 +628,3 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
 
 def _is_plain(value: Any) -> bool:
     return isinstance(value, (str, int, float, bool)) or value is None
-
-
-def _device_of(info: Any) -> str | None:
-    """The device a worker announced, shown only when it is a short name."""
-    device = info.get("device") if isinstance(info, dict) else None
-    return device if isinstance(device, str) and 0 < len(device) <= 64 else None

@@ -42,6 +42,8 @@ class WorkerRecord:
     control: bytes | None = None
     #: What the API's health() said in the worker's last heartbeat: no new work while False.
     healthy: bool = True
+    #: The device its READY named (``cuda:3``, ``cpu``), or None.
+    device: str | None = None
 
     @property
     def expires_at(self) -> float:
@@ -55,9 +57,7 @@ class WorkerRecord:
     @property
     def credit(self) -> int:
         """Free slots, counted from what this broker sent and saw answered, so it cannot drift."""
-        if self.draining or not self.healthy:
-            return 0
-        return self.capacity - len(self.assigned)
+        return self.capacity - len(self.assigned) if self.serves else 0
 
     @property
     def serves(self) -> bool:
@@ -136,6 +136,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
     host = meta.get("host", "")
     models = meta.get("models") or []
     schema = meta.get("request_schema")
+    device = meta.get("device")
     if (
         not isinstance(models, list)
         or len(models) > 16
@@ -145,9 +146,8 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "models": models,
         "headers": meta.get("headers") is True,
-        "request_schema": schema
-        if isinstance(schema := meta.get("request_schema"), dict)
-        else None,
+        "request_schema": schema if isinstance(schema, dict) else None,
+        "device": device if isinstance(device, str) and 0 < len(device) <= 64 else None,
         "service": service,
         "routes": _routes_from(meta.get("routes")),
         "capacity": capacity,
@@ -212,6 +212,7 @@ class Registry:
             pid=ready["pid"],
             host=ready["host"],
             info=info,
+            device=ready["device"],
             heartbeat_interval_s=ready["heartbeat_interval_s"],
             last_seen=now,
         )

@@ -23,9 +23,6 @@ from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 #: at once, a continuous one keeps sequences waiting to join its batch.
 MIN_CAPACITY = {"batching": 8, "async": 256, "continuous": 64}
 
-#: The loop kinds, each one class in the worker (see worker/process.py).
-LOOP_KINDS = tuple(MIN_CAPACITY)
-
 #: What a step-style API implements, besides step itself.
 STEP_METHODS = ("add_request", "has_capacity", "has_active_requests")
 
@@ -78,6 +75,13 @@ def continuous_loop_of(api: Any) -> Any:
     return loop if "ContinuousBatchingLoop" in names else None
 
 
+def uses_default_steps(api: Any) -> bool:
+    """A continuous API in LitServe's default variant (predict + has_finished), not ``step``."""
+    loop = continuous_loop_of(api)
+    default = "DefaultContinuousBatchingLoop" in {c.__name__ for c in type(loop).__mro__}
+    return default or not _implements(api, "step")
+
+
 def _is_async(func: Any) -> bool:
     return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
 
@@ -88,8 +92,7 @@ def loop_kind(api: Any, name: str, stream: bool) -> str:
     if loop is not None:
         if not stream:
             raise ConfigError(f"{name} uses ContinuousBatchingLoop, which needs stream=True")
-        default = "DefaultContinuousBatchingLoop" in {c.__name__ for c in type(loop).__mro__}
-        if _implements(api, "step") and not default:
+        if not uses_default_steps(api):
             missing = [m for m in STEP_METHODS if not _implements(api, m)]
             if missing:
                 raise ConfigError(
@@ -187,7 +190,7 @@ class ApiSettings:
     batch_timeout_s: float
     stream: bool
     capacity: int
-    #: Which loop serves it: one of LOOP_KINDS.
+    #: Which loop serves it: a key of MIN_CAPACITY (one class each, see worker/process.py).
     kind: str = "batching"
     #: The spec object wrapping the API, or None.
     spec: Any = None

@@ -38,6 +38,7 @@ from zeroserve.worker.loader import (
     load_hooks,
     prepare_api,
     resolve_settings,
+    uses_default_steps,
 )
 from zeroserve.worker.pipeline import Pipeline
 from zeroserve.worker.serving import ServingLoop
@@ -79,9 +80,8 @@ def serving_loop(api: Any, settings: ApiSettings, pipeline: Pipeline, **kwargs: 
         return AsyncLoop(*args, **kwargs)
     if settings.kind == "continuous":
         steps = api
-        loop = continuous_loop_of(api)
-        if not callable(getattr(api, "step", None)) or type(loop).__name__.startswith("Default"):
-            length = getattr(loop, "max_sequence_length", 2048)
+        if uses_default_steps(api):
+            length = getattr(continuous_loop_of(api), "max_sequence_length", 2048)
             steps = DefaultSteps(api, settings.max_batch_size, length)
         return ContinuousLoop(*args, steps=steps, **kwargs)
     return BatchingLoop(*args, **kwargs)
