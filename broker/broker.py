@@ -9,8 +9,6 @@ worker and without ever trusting a peer's frames).
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import logging
 import os
 import secrets
@@ -23,11 +21,10 @@ from typing import Any
 import zmq
 
 from zeroserve.broker.config import BrokerConfig
+from zeroserve.broker.inflight import Inflight, Policy
 from zeroserve.broker.registry import (
     FrontendRecord,
     Registry,
-    RequestKey,
-    ServiceRecord,
     WorkerRecord,
     parse_ready,
 )
@@ -54,11 +51,15 @@ class Broker:
         self.context = context or zmq.Context.instance()
         self.broker_id = secrets.token_hex(4)
         self.registry = Registry(config.max_queue)
-        self.requests: dict[RequestKey, BrokerRequest] = {}
         self.counters: Counter[str] = Counter()
+        policy = Policy(
+            max_attempts=config.max_attempts,
+            default_timeout_s=config.default_timeout_s,
+            retry_after_s=config.retry_after_s,
+            deadline_grace_s=config.deadline_grace_s,
+        )
+        self.inflight = Inflight(self.registry, self, policy, self.counters)
         self.started_at = time.monotonic()
-        self._deadlines: list[tuple[float, int, RequestKey]] = []
-        self._seq = itertools.count()
         self._next_heartbeat = 0.0
         self._routes_dirty = False
         self._bad_logs = {"frontend": LogThrottle(), "worker": LogThrottle()}
@@ -136,7 +137,7 @@ class Broker:
                 handler(sender, frames[1:])
             except VersionMismatch as exc:
                 self._bad_message(side, exc)
-                self._send(sock, [sender, *p.disconnect(p.error_meta(400, str(exc)))])
+                self._send(sock, [sender, *p.refused(400, str(exc))])
             except ProtocolError as exc:
                 self._bad_message(side, exc)
             except Exception:
@@ -153,47 +154,75 @@ class Broker:
         elif command == p.HEARTBEAT:
             self._touch_frontend(client, p.unpack_meta(args[0]))
         elif command == p.CANCEL:
-            self._on_cancel(client, p.identity(args[0]))
+            if self.inflight.cancel((client, p.identity(args[0]))):
+                self.counters["cancelled"] += 1
         elif command == p.STATUS:
-            snapshot = p.pack_meta(self.snapshot())
-            self._send(self.frontend, [client, p.SIGNATURE, p.STATUS, args[0], snapshot])
+            self._send(self.frontend, p.status_reply(client, args[0], self.snapshot()))
         elif command == p.DISCONNECT:
             self._drop_frontend(client)
 
     def _on_worker_message(self, sender: bytes, frames: list[Any]) -> None:
-        """A worker's data socket sends READY, answers and its drain; its control socket
-        sends heartbeats (and a last goodbye) that name the worker."""
+        """A worker's data socket sends READY, answers, DRAIN and its goodbye; its control
+        socket sends heartbeats (and a last goodbye) that name the worker."""
         command, args = p.parse(frames, p.FROM_WORKER)
         if command == p.READY:
             self._on_ready(sender, p.unpack_meta(args[0]))
             return
-        if command in p.ANSWERS:
+        if command in p.ANSWERS or command == p.DRAIN:
             worker = self.registry.workers.get(sender)
             if worker is None:
-                # A late answer of a worker this broker forgot; its heartbeats bring it back.
+                # A late message of a worker this broker forgot; its heartbeats bring it back.
                 self.counters["dropped_answers"] += 1
                 return
             worker.last_seen = time.monotonic()
-            self._on_answer(worker, command, args)
+            if command == p.DRAIN:
+                self._on_drain(worker)
+                return
+            key = (p.identity(args[0]), p.identity(args[1]))
+            if self.inflight.answer(worker, command, key, args[2:]):
+                self.inflight.dispatch(self.registry.services[worker.service])
             return
-        meta = p.unpack_meta(args[0])
-        named = meta.pop("worker", None)
+        if command == p.HEARTBEAT:
+            meta = p.unpack_meta(args[0])
+            named = meta.pop("worker", None)
+        else:
+            meta = dict(p.parse_disconnect(args[0]))
+            named = meta.get("worker")
         identity = named if isinstance(named, bytes) and named else sender
         worker = self.registry.workers.get(identity)
         if worker is None:
             if command == p.HEARTBEAT:
-                self._send(self.backend, [sender, *p.disconnect({"reason": "unknown worker"})])
+                self._send(self.backend, [sender, *p.announce()])
+            return
+        if not self._speaks_for(worker, sender, command):
             return
         worker.last_seen = time.monotonic()
         if command == p.HEARTBEAT:
             worker.reported = meta
             self._set_health(worker, meta.get("healthy", True) is not False)
-            if worker.control != sender:
-                # A new control socket: let it hear from the broker at once.
-                worker.control = sender
-                self._send(self.backend, [sender, *p.heartbeat(self._heartbeat_meta())])
         else:
-            self._on_worker_disconnect(worker, meta)
+            self._remove_worker(worker.identity, "said goodbye")
+
+    def _speaks_for(self, worker: WorkerRecord, sender: bytes, command: bytes) -> bool:
+        """Only a worker's own sockets speak for it: its data socket, and the control socket
+        its first heartbeat came from. Another that names it is refused and counted."""
+        if sender in (worker.identity, worker.control):
+            return True
+        if worker.control is None and command == p.HEARTBEAT:
+            worker.control = sender
+            # Let the new control socket hear from the broker at once.
+            self._send(self.backend, [sender, *p.heartbeat(self._heartbeat_meta())])
+            return True
+        self.counters["impostor_messages"] += 1
+        if self._bad_logs["worker"].ready():
+            log.warning(
+                "refused a %s that names worker %s pid %s from a socket not its own (%d so far)",
+                p.command_name(command),
+                worker.host,
+                worker.pid,
+                self.counters["impostor_messages"],
+            )
+        return False
 
     def _set_health(self, worker: WorkerRecord, healthy: bool) -> None:
         """A worker whose health() fails takes no new work until it passes again."""
@@ -210,7 +239,7 @@ class Broker:
         )
         service = self.registry.services.get(worker.service)
         if healthy and service is not None:
-            self._dispatch(service)
+            self.inflight.dispatch(service)
 
     def _bad_message(self, side: str, exc: Exception) -> None:
         """Count every bad message; log at most one a second per side so a flood cannot."""
@@ -260,65 +289,17 @@ class Broker:
         try:
             meta = p.unpack_meta(args[1])
         except ProtocolError as exc:
-            self._answer_error(client, rid, 400, f"malformed request metadata: {exc}")
+            self.refuse(client, rid, 400, f"malformed request metadata: {exc}")
             raise
-        self.counters["requests"] += 1
-        key = (client, rid)
-        if key in self.requests:
-            raise ProtocolError("request id already in use")
-        name = meta.get("service")
-        service = self.registry.services.get(name) if isinstance(name, str) else None
-        if service is None or not service.has_ready_worker():
-            self.counters["rejected_no_worker"] += 1
-            self._answer_error(client, rid, 503, f"no worker is serving {name!r} right now")
-            return
-        if service.queue.full():
-            self.counters["rejected_queue_full"] += 1
-            self._answer_error(
-                client,
-                rid,
-                503,
-                f"the queue of {name!r} is full ({service.queue.max_size} waiting)",
-                retry_after_s=self.config.retry_after_s,
-            )
-            return
-        deadline = p.deadline_from(meta, self.config.default_timeout_s)
-        request = BrokerRequest(client, rid, service.name, meta, args[2], deadline)
-        self.requests[key] = request
-        heapq.heappush(self._deadlines, (deadline, next(self._seq), key))
-        service.queue.push(key)
-        self._dispatch(service)
-
-    def _on_cancel(self, client: bytes, rid: bytes) -> None:
-        request = self.requests.get((client, rid))
-        if request is None:
-            return
-        self.counters["cancelled"] += 1
-        self._cancel(request)
-
-    def _cancel(self, request: BrokerRequest) -> None:
-        """Nobody waits any more: drop it from the queue, or tell its worker to skip it."""
-        if request.worker is None:
-            service = self.registry.services.get(request.service)
-            if service is not None:
-                service.queue.remove(request.key)
-            del self.requests[request.key]
-        elif not request.cancelled:
-            request.cancelled = True
-            self._send(
-                self.backend,
-                [request.worker, p.SIGNATURE, p.CANCEL, request.frontend, request.rid],
-            )
+        self.inflight.accept(client, rid, meta, args[2], time.monotonic())
 
     def _drop_frontend(self, identity: bytes) -> None:
         record = self.registry.frontends.pop(identity, None)
         if record is None:
             return
-        mine = [r for r in self.requests.values() if r.frontend == identity]
-        for request in mine:
-            self._cancel(request)
+        dropped = self.inflight.drop_frontend(identity)
         log.info(
-            "frontend left: %s pid %s (%d request(s) dropped)", record.host, record.pid, len(mine)
+            "frontend left: %s pid %s (%d request(s) dropped)", record.host, record.pid, dropped
         )
 
     # -- workers ---------------------------------------------------------
@@ -335,7 +316,7 @@ class Broker:
         conflict = self.registry.route_conflict(ready["service"], ready["routes"])
         if conflict:
             log.error("refused worker %s pid %s: %s", ready["host"], ready["pid"], conflict)
-            self._send(self.backend, [identity, *p.disconnect(p.error_meta(409, conflict))])
+            self._send(self.backend, [identity, *p.refused(409, conflict)])
             return
         info = {k: v for k, v in meta.items() if k not in ("routes",) and _is_plain(v)}
         worker = self.registry.add_worker(identity, ready, info, time.monotonic())
@@ -349,37 +330,15 @@ class Broker:
             worker.capacity,
         )
         self._routes_dirty = True
-        self._dispatch(self.registry.services[worker.service])
+        self.inflight.dispatch(self.registry.services[worker.service])
 
-    def _on_worker_disconnect(self, worker: WorkerRecord, meta: dict[str, Any]) -> None:
-        if meta.get("drain") and not worker.draining:
+    def _on_drain(self, worker: WorkerRecord) -> None:
+        if not worker.draining:
             worker.draining = True
             self._routes_dirty = True
             log.info("worker %s pid %s is draining", worker.host, worker.pid)
-            # Everything sent before this acknowledgement is on the wire already.
-            self._send(self.backend, [worker.identity, *p.disconnect({"ack": True})])
-        elif not meta.get("drain"):
-            self._remove_worker(worker.identity, "said goodbye")
-
-    def _on_answer(self, worker: WorkerRecord, command: bytes, args: list[Any]) -> None:
-        key = (p.identity(args[0]), p.identity(args[1]))
-        request = self.requests.get(key)
-        if request is None or request.worker != worker.identity:
-            # A late answer: the request expired, or was given to another worker.
-            self.counters["dropped_answers"] += 1
-            if command in p.TERMINAL and key in worker.assigned:
-                worker.assigned.discard(key)
-            return
-        if command == p.CHUNK:
-            request.started = True
-        if not request.cancelled:
-            self._send(self.frontend, [key[0], p.SIGNATURE, command, key[1], args[2], args[3]])
-        if command in p.TERMINAL:
-            worker.assigned.discard(key)
-            worker.done += 1
-            del self.requests[key]
-            self.counters["answered"] += 1
-            self._dispatch(self.registry.services[worker.service])
+        # Everything sent before this acknowledgement is on the wire already.
+        self._send(self.backend, [worker.identity, *p.drain()])
 
     def _remove_worker(self, identity: bytes, why: str) -> None:
         """Forget a worker; work it held and had not begun to answer goes to the queue's front."""
@@ -387,26 +346,9 @@ class Broker:
         if worker is None:
             return
         self._routes_dirty = True
-        resent = failed = 0
-        service = self.registry.services[worker.service]
-        for key in sorted(worker.assigned, key=lambda k: self.requests[k].deadline, reverse=True):
-            request = self.requests[key]
-            request.worker = None
-            if request.cancelled:
-                del self.requests[key]
-            elif request.started:
-                failed += 1
-                self._fail(request, 502, "the worker serving this stream was lost")
-            elif request.attempt >= self.config.max_attempts:
-                failed += 1
-                self._fail(
-                    request, 502, f"the worker was lost, and {request.attempt} attempt(s) were made"
-                )
-            else:
-                resent += 1
-                service.queue.push_front(key)
-        self.counters["resent"] += resent
-        level = logging.INFO if why == "said goodbye" and not worker.assigned else logging.WARNING
+        held = len(worker.assigned)
+        resent, failed = self.inflight.requeue(worker)
+        level = logging.INFO if why == "said goodbye" and not held else logging.WARNING
         log.log(
             level,
             "worker %s pid %s removed (%s): %d request(s) re-queued, %d failed",
@@ -416,56 +358,44 @@ class Broker:
             resent,
             failed,
         )
-        self._dispatch(service)
+        self.inflight.dispatch(self.registry.services[worker.service])
 
-    def _dispatch(self, service: ServiceRecord) -> None:
-        queue = service.queue
-        while len(queue):
-            worker = self.registry.pick_worker(service)
-            if worker is None:
-                return
-            key = queue.pop()
-            request = self.requests[key]
-            request.attempt += 1
-            request.worker = worker.identity
-            worker.assigned.add(key)
-            meta = dict(request.meta)
-            meta["timeout_ms"] = p.remaining_ms(request.deadline)
-            meta["attempt"] = request.attempt
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug(
-                    "request_id=%s to worker %s pid %s (attempt %d)",
-                    meta.get("request_id") or "-",
-                    worker.host,
-                    worker.pid,
-                    request.attempt,
-                )
-            self._send(
-                self.backend,
-                [
-                    worker.identity,
-                    p.SIGNATURE,
-                    p.REQUEST,
-                    request.frontend,
-                    request.rid,
-                    p.pack_meta(meta),
-                    request.body,
-                ],
+    # -- the wire the request table speaks through -------------------------------------------
+
+    def send_request(self, worker: WorkerRecord, request: BrokerRequest) -> None:
+        meta: p.RequestMeta = dict(request.meta)  # type: ignore[assignment]
+        meta["timeout_ms"] = p.remaining_ms(request.deadline)
+        meta["attempt"] = request.attempt
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request_id=%s to worker %s pid %s (attempt %d)",
+                meta.get("request_id") or "-",
+                worker.host,
+                worker.pid,
+                request.attempt,
             )
+        self._send(
+            self.backend,
+            p.request_to_worker(worker.identity, request.frontend, request.rid, meta, request.body),
+        )
 
-    # -- answers to frontends ----------------------------------------------
+    def send_cancel(self, worker: bytes, request: BrokerRequest) -> None:
+        self._send(self.backend, p.cancel_to_worker(worker, request.frontend, request.rid))
 
-    def _answer_error(
-        self, client: bytes, rid: bytes, status: int, error: str, retry_after_s: float | None = None
+    def forward(self, request: BrokerRequest, command: bytes, meta: Any, body: Any) -> None:
+        self._send(
+            self.frontend, p.answer_to_frontend(request.frontend, command, request.rid, meta, body)
+        )
+
+    def refuse(
+        self,
+        frontend: bytes,
+        rid: bytes,
+        status: int,
+        why: str,
+        retry_after_s: float | None = None,
     ) -> None:
-        meta = p.error_meta(status, error, retry_after_s)
-        self._send(self.frontend, [client, p.SIGNATURE, p.ERROR, rid, meta, b""])
-
-    def _fail(self, request: BrokerRequest, status: int, error: str) -> None:
-        self.requests.pop(request.key, None)
-        self.counters[f"failed_{status}"] += 1
-        if not request.cancelled:
-            self._answer_error(request.frontend, request.rid, status, error)
+        self._send(self.frontend, p.error(frontend, rid, status, why, retry_after_s))
 
     def _send(self, sock: zmq.Socket, frames: list[Any]) -> bool:
         try:
@@ -487,8 +417,7 @@ class Broker:
         }
 
     def _routes_message(self) -> list[Any]:
-        table = {"broker_id": self.broker_id, "services": self.registry.route_table()}
-        return p.message(p.ROUTES, p.pack_meta(table))
+        return p.routes({"broker_id": self.broker_id, "services": self.registry.route_table()})
 
     def _send_routes(self, identity: bytes) -> None:
         self._send(self.frontend, [identity, *self._routes_message()])
@@ -507,7 +436,8 @@ class Broker:
             self._remove_worker(worker.identity, "missed its heartbeats")
         for frontend in self.registry.expired_frontends(now):
             self._drop_frontend(frontend.identity)
-        self._expire_deadlines(now)
+        for service in self.inflight.expire(now):
+            self.inflight.dispatch(service)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.heartbeat_interval_s
             beat = p.heartbeat(self._heartbeat_meta())
@@ -516,44 +446,8 @@ class Broker:
             for identity in list(self.registry.frontends):
                 self._send(self.frontend, [identity, *beat])
 
-    def _expire_deadlines(self, now: float) -> None:
-        heap = self._deadlines
-        while heap and heap[0][0] <= now:
-            deadline, _, key = heapq.heappop(heap)
-            request = self.requests.get(key)
-            if request is None or deadline < request.deadline:
-                continue
-            # The frontend answers its client 504 at this deadline (its own comes first, as the
-            # budget was counted from there); here the work is only dropped.
-            if request.worker is None:
-                self.counters["expired_queued"] += 1
-                service = self.registry.services.get(request.service)
-                if service is not None:
-                    service.queue.remove(key)
-                del self.requests[key]
-            elif not request.expired:
-                # The worker is told to skip it, and has a grace period to give the slot back.
-                request.expired = True
-                self.counters["expired_inflight"] += 1
-                self._cancel(request)
-                request.deadline = deadline + self.config.deadline_grace_s
-                heapq.heappush(heap, (request.deadline, next(self._seq), key))
-            else:
-                # The worker never gave the slot back: take it.
-                worker = self.registry.workers.get(request.worker)
-                if worker is not None:
-                    worker.assigned.discard(key)
-                    log.warning(
-                        "worker %s pid %s held a request %.0f s past its deadline; slot taken back",
-                        worker.host,
-                        worker.pid,
-                        self.config.deadline_grace_s,
-                    )
-                    self._dispatch(self.registry.services[worker.service])
-                del self.requests[key]
-
     def _say_goodbye(self) -> None:
-        goodbye = p.disconnect({"reason": "broker stopping"})
+        goodbye = p.disconnect("broker stopping")
         for worker in list(self.registry.workers.values()):
             self._send(self.backend, [worker.heartbeat_to, *goodbye])
         for identity in list(self.registry.frontends):
@@ -566,7 +460,7 @@ class Broker:
         now = time.monotonic()
         workers = [
             {
-                "id": w.identity.hex(),
+                "id": w.short_id,
                 "host": w.host,
                 "pid": w.pid,
                 "service": w.service,
@@ -610,7 +504,7 @@ class Broker:
                 "uptime_s": round(now - self.started_at, 3),
                 "frontend_endpoint": self.frontend_endpoint,
                 "backend_endpoint": self.backend_endpoint,
-                "requests_held": len(self.requests),
+                "requests_held": len(self.inflight),
             },
             "workers": workers,
             "services": services,

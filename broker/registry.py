@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import time
 from collections.abc import Iterator
@@ -48,6 +49,11 @@ class WorkerRecord:
     @property
     def expires_at(self) -> float:
         return self.last_seen + self.expiry_s
+
+    @property
+    def short_id(self) -> str:
+        """What status shows: a digest, since a worker's identity would let a peer speak for it."""
+        return hashlib.blake2s(self.identity, digest_size=4).hexdigest()
 
     @property
     def heartbeat_to(self) -> bytes:

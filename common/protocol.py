@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import msgpack
 
 from zeroserve.common.errors import ProtocolError, VersionMismatch
 
-SIGNATURE = b"ZS01"
+SIGNATURE = b"ZS02"
 SIGNATURE_PREFIX = b"ZS"
 
 READY = b"\x01"
@@ -31,9 +31,17 @@ CHUNK = b"\x05"
 END = b"\x06"
 ERROR = b"\x07"
 CANCEL = b"\x08"
+#: A goodbye: the sender is leaving (a worker, a frontend, a broker that stops).
 DISCONNECT = b"\x09"
 STATUS = b"\x0a"
 ROUTES = b"\x0b"
+#: Worker -> broker: give me no new work. Broker -> worker: acknowledged; everything sent
+#: before it is on the wire already.
+DRAIN = b"\x0c"
+#: Broker -> peer: you may not join (a route taken, another protocol version); final.
+REFUSED = b"\x0d"
+#: Broker -> worker: this broker does not know you (it restarted): say READY again.
+ANNOUNCE = b"\x0e"
 
 COMMAND_NAMES: dict[bytes, str] = {
     READY: "READY",
@@ -47,6 +55,9 @@ COMMAND_NAMES: dict[bytes, str] = {
     DISCONNECT: "DISCONNECT",
     STATUS: "STATUS",
     ROUTES: "ROUTES",
+    DRAIN: "DRAIN",
+    REFUSED: "REFUSED",
+    ANNOUNCE: "ANNOUNCE",
 }
 
 #: Commands that end a request: each frees the worker slot that carried it.
@@ -55,8 +66,9 @@ TERMINAL = frozenset({REPLY, END, ERROR})
 ANSWERS = frozenset({REPLY, CHUNK, END, ERROR})
 
 # Frames after [signature, command], per direction.
-#: frontend or status client -> broker: HEARTBEAT [meta], REQUEST [rid, meta, body], ...
-FROM_FRONTEND: dict[bytes, int] = {HEARTBEAT: 1, REQUEST: 3, CANCEL: 1, STATUS: 1, DISCONNECT: 0}
+#: frontend or status client -> broker: HEARTBEAT [meta], REQUEST [rid, meta, body],
+#: CANCEL [rid], STATUS [rid], DISCONNECT [meta].
+FROM_FRONTEND: dict[bytes, int] = {HEARTBEAT: 1, REQUEST: 3, CANCEL: 1, STATUS: 1, DISCONNECT: 1}
 #: broker -> frontend: answers are [rid, meta, body]; STATUS is [rid, meta].
 TO_FRONTEND: dict[bytes, int] = {
     HEARTBEAT: 1,
@@ -67,11 +79,13 @@ TO_FRONTEND: dict[bytes, int] = {
     ERROR: 3,
     STATUS: 2,
     DISCONNECT: 1,
+    REFUSED: 1,
 }
 #: worker -> broker: answers are [client, rid, meta, body]. A worker process has two
-#: DEALERs: its data socket (READY, answers, its drain and goodbye; its identity is the
+#: DEALERs: its data socket (READY, answers, DRAIN and its goodbye; its identity is the
 #: worker's) and its control socket, whose HEARTBEAT and DISCONNECT meta name the worker as
-#: ``{"worker": <data socket identity>}``. Broker heartbeats go to the control socket.
+#: ``{"worker": <data socket identity>}``. Broker heartbeats go to the control socket, which
+#: is bound to its worker by its first heartbeat.
 FROM_WORKER: dict[bytes, int] = {
     READY: 1,
     HEARTBEAT: 1,
@@ -79,10 +93,19 @@ FROM_WORKER: dict[bytes, int] = {
     CHUNK: 4,
     END: 4,
     ERROR: 4,
+    DRAIN: 0,
     DISCONNECT: 1,
 }
 #: broker -> worker: REQUEST is [client, rid, meta, body], CANCEL is [client, rid].
-TO_WORKER: dict[bytes, int] = {HEARTBEAT: 1, REQUEST: 4, CANCEL: 2, DISCONNECT: 1}
+TO_WORKER: dict[bytes, int] = {
+    HEARTBEAT: 1,
+    REQUEST: 4,
+    CANCEL: 2,
+    DRAIN: 0,
+    REFUSED: 1,
+    ANNOUNCE: 0,
+    DISCONNECT: 1,
+}
 
 MAX_META_BYTES = 64 * 1024
 MAX_ID_BYTES = 255
@@ -166,29 +189,208 @@ def identity(frame: Any) -> bytes:
     return data
 
 
-def message(command: bytes, *args: Any) -> list[Any]:
-    return [SIGNATURE, command, *args]
+# -- metadata shapes -------------------------------------------------------------------
+# Every key a metadata map may carry, per message. ``total=False``: a peer may leave any out,
+# and every reader checks what it reads.
 
 
-def heartbeat(meta: Mapping[str, Any] | None = None) -> list[Any]:
-    return [SIGNATURE, HEARTBEAT, pack_meta(meta) if meta else EMPTY_META]
+class RequestMeta(TypedDict, total=False):
+    """REQUEST, frontend -> broker -> worker."""
+
+    service: str
+    path: str
+    method: str
+    #: The request's Content-Type.
+    ct: str
+    #: The budget left, in ms (never a wall-clock time).
+    timeout_ms: int
+    request_id: str
+    #: Request headers and query string, only for a service whose API reads them.
+    headers: dict[str, str]
+    query: str
+    #: Set by the broker: 1 on the first worker, more after a worker was lost.
+    attempt: int
 
 
-def disconnect(meta: bytes | Mapping[str, Any]) -> list[Any]:
-    """DISCONNECT and what it means: a drain, its acknowledgement, a goodbye, or a refusal."""
-    return [SIGNATURE, DISCONNECT, meta if isinstance(meta, bytes) else pack_meta(meta)]
+class AnswerMeta(TypedDict, total=False):
+    """REPLY, CHUNK, END and ERROR, worker (or broker) -> frontend. A stream's first message
+    carries status and content type; the pieces after it usually carry nothing."""
+
+    status: int
+    ct: str
+    headers: dict[str, str]
+    #: ERROR: what went wrong, a string or a JSON-able detail.
+    error: Any
+    #: ERROR: seconds the client should wait before it tries again.
+    retry_after: float
 
 
-def error_fields(status: int, error: Any, retry_after_s: float | None = None) -> dict[str, Any]:
+class ReadyMeta(TypedDict, total=False):
+    """READY, worker -> broker: what it serves and how (see ``broker.registry.parse_ready``)."""
+
+    service: str
+    routes: list[dict[str, Any]]
+    capacity: int
+    pid: int
+    host: str
+    device: str
+    version: str
+    heartbeat_interval_s: float
+    loop: str
+    models: list[str]
+    headers: bool
+    request_schema: dict[str, Any] | None
+
+
+class HeartbeatMeta(TypedDict, total=False):
+    """HEARTBEAT, any way. A worker's names its data socket and reports its counters; a
+    frontend's names its host; a broker's names itself."""
+
+    heartbeat_interval_s: float
+    broker_id: str
+    worker: bytes
+    host: str
+    pid: int
+    healthy: bool
+
+
+class DisconnectMeta(TypedDict, total=False):
+    """DISCONNECT: why the sender leaves; a worker's control socket names its worker."""
+
+    reason: str
+    worker: bytes
+
+
+class RoutesMeta(TypedDict, total=False):
+    """ROUTES, broker -> frontend: every service with its routes and live workers."""
+
+    broker_id: str
+    services: dict[str, dict[str, Any]]
+
+
+#: One answer as a frontend's waiter and a worker's framer both hold it: command, its
+#: metadata, and the body.
+Answer = tuple[bytes, AnswerMeta, bytes]
+
+
+def error_fields(status: int, error: Any, retry_after_s: float | None = None) -> AnswerMeta:
     """The metadata of an ERROR: its status, what went wrong, and when to come back."""
-    meta: dict[str, Any] = {"status": status, "error": error}
+    meta: AnswerMeta = {"status": status, "error": error}
     if retry_after_s is not None:
         meta["retry_after"] = retry_after_s
     return meta
 
 
-def error_meta(status: int, error: str, retry_after_s: float | None = None) -> bytes:
-    return pack_meta(error_fields(status, error, retry_after_s))
+def error_answer(status: int, error: Any, retry_after_s: float | None = None) -> Answer:
+    """An ERROR answer, made where the failure was found (worker, broker or frontend)."""
+    return (ERROR, error_fields(status, error, retry_after_s), b"")
+
+
+# -- builders: one per message, each a plain list. What only the broker sends starts with
+# the peer's identity, for its ROUTER; what several send, the broker prefixes itself.
+
+
+def ready(meta: ReadyMeta) -> list[Any]:
+    return [SIGNATURE, READY, pack_meta(meta)]
+
+
+def heartbeat(meta: HeartbeatMeta | Mapping[str, Any] | None = None) -> list[Any]:
+    return [SIGNATURE, HEARTBEAT, pack_meta(meta) if meta else EMPTY_META]
+
+
+def request(rid: bytes, meta: RequestMeta, body: Any) -> list[Any]:
+    """Frontend -> broker."""
+    return [SIGNATURE, REQUEST, rid, pack_meta(meta), body]
+
+
+def request_to_worker(
+    worker: bytes, client: bytes, rid: bytes, meta: RequestMeta, body: Any
+) -> list[Any]:
+    """Broker -> worker: the frontend's request, with the budget left and the attempt."""
+    return [worker, SIGNATURE, REQUEST, client, rid, pack_meta(meta), body]
+
+
+def cancel(rid: bytes) -> list[Any]:
+    """Frontend -> broker: nobody waits for this request any more."""
+    return [SIGNATURE, CANCEL, rid]
+
+
+def cancel_to_worker(worker: bytes, client: bytes, rid: bytes) -> list[Any]:
+    return [worker, SIGNATURE, CANCEL, client, rid]
+
+
+def answer(command: bytes, client: bytes, rid: bytes, meta: AnswerMeta, body: Any) -> list[Any]:
+    """Worker -> broker: one message of an answer."""
+    return [SIGNATURE, command, client, rid, pack_meta(meta) if meta else EMPTY_META, body]
+
+
+def answer_to_frontend(
+    frontend: bytes, command: bytes, rid: bytes, meta_frame: Any, body: Any
+) -> list[Any]:
+    """Broker -> frontend: a worker's answer, its metadata frame passed on as it came."""
+    return [frontend, SIGNATURE, command, rid, meta_frame, body]
+
+
+def error(
+    frontend: bytes, rid: bytes, status: int, why: str, retry_after_s: float | None = None
+) -> list[Any]:
+    """Broker -> frontend: an ERROR made by the broker."""
+    meta = pack_meta(error_fields(status, why, retry_after_s))
+    return [frontend, SIGNATURE, ERROR, rid, meta, b""]
+
+
+def status_request(rid: bytes = b"status") -> list[Any]:
+    return [SIGNATURE, STATUS, rid]
+
+
+def status_reply(client: bytes, rid: bytes, snapshot: Mapping[str, Any]) -> list[Any]:
+    return [client, SIGNATURE, STATUS, rid, pack_meta(snapshot)]
+
+
+def routes(table: RoutesMeta) -> list[Any]:
+    return [SIGNATURE, ROUTES, pack_meta(table)]
+
+
+def drain() -> list[Any]:
+    """A worker asks for no new work; the broker sends the same back as its acknowledgement."""
+    return [SIGNATURE, DRAIN]
+
+
+def refused(status: int, why: str) -> list[Any]:
+    return [SIGNATURE, REFUSED, pack_meta({"status": status, "error": why})]
+
+
+def announce() -> list[Any]:
+    return [SIGNATURE, ANNOUNCE]
+
+
+def disconnect(reason: str = "", worker: bytes | None = None) -> list[Any]:
+    meta: DisconnectMeta = {"reason": reason} if reason else {}
+    if worker is not None:
+        meta["worker"] = worker
+    return [SIGNATURE, DISCONNECT, pack_meta(meta) if meta else EMPTY_META]
+
+
+# -- parsers of what the builders make -------------------------------------------------
+
+
+def parse_refusal(frame: Any) -> tuple[int, str]:
+    """A REFUSED frame's (status, why)."""
+    meta = unpack_meta(frame)
+    status, why = meta.get("status"), meta.get("error")
+    if not isinstance(status, int) or isinstance(status, bool):
+        status = 400
+    return status, str(why) if why is not None else "no reason given"
+
+
+def parse_disconnect(frame: Any) -> DisconnectMeta:
+    """A DISCONNECT frame: a reason (a string, maybe empty) and the worker it names, if any."""
+    meta = unpack_meta(frame)
+    reason, worker = meta.get("reason"), meta.get("worker")
+    parsed: DisconnectMeta = {"reason": reason[:255] if isinstance(reason, str) else ""}
+    if isinstance(worker, bytes) and worker:
+        parsed["worker"] = worker
+    return parsed
 
 
 def remaining_ms(deadline: float, now: float | None = None) -> int:

@@ -26,12 +26,14 @@ def fetch_status(
         keys.apply_client(sock)
     try:
         sock.connect(endpoint)
-        sock.send_multipart([p.SIGNATURE, p.STATUS, b"status"])
+        sock.send_multipart(p.status_request())
         if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
             raise BrokerUnreachable(
                 f"no answer from the broker at {endpoint} within {timeout_s:g} s"
             )
         command, args = p.parse(sock.recv_multipart(), p.TO_FRONTEND)
+        if command == p.REFUSED:
+            raise ProtocolError(f"the broker refused: {p.parse_refusal(args[0])[1]}")
         if command != p.STATUS:
             raise ProtocolError(f"expected STATUS, got {p.command_name(command)}")
         return p.unpack_meta(args[1])

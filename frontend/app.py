@@ -28,7 +28,7 @@ from tornado.http1connection import HTTP1Connection
 from zeroserve.common import protocol as p
 from zeroserve.common.version import __version__
 from zeroserve.frontend.body_watch import BodyWatch
-from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Message, Route, Waiter
+from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.metrics import FrontendMetrics
 
@@ -363,7 +363,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
 
     # -- writing the answer ------------------------------------------------------------
 
-    def _on_first(self, message: Message) -> None:
+    def _on_first(self, message: p.Answer) -> None:
         """The first message of the answer: a whole reply, an error, or a stream's start."""
         if self.closed or self.answered:
             return
@@ -377,7 +377,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             elif (stream := getattr(self.conn, "stream", None)) is not None:
                 stream.close()  # begun: only a cut connection tells the client
 
-    def _begin_answer(self, message: Message) -> None:
+    def _begin_answer(self, message: p.Answer) -> None:
         command, meta, payload = message
         if command == p.ERROR:
             self._write_failure(meta)
@@ -414,7 +414,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             )
             self.streaming = asyncio.ensure_future(self._stream(command, meta, payload))
 
-    async def _stream(self, command: bytes, meta: dict[str, Any], payload: bytes) -> None:
+    async def _stream(self, command: bytes, meta: p.AnswerMeta, payload: bytes) -> None:
         """CHUNK ... END: each piece goes to the client as it comes; the first went with the
         headers."""
         assert self.waiter is not None
@@ -472,7 +472,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
     def _write_error(self, status: int, error: Any, extra: dict[str, str] | None = None) -> None:
         self._write_whole(status, json.dumps(error_body(error)).encode(), extra)
 
-    def _write_failure(self, meta: dict[str, Any]) -> None:
+    def _write_failure(self, meta: p.AnswerMeta) -> None:
         status = meta.get("status")
         if not isinstance(status, int) or not 400 <= status <= 599:
             status = 502
@@ -511,7 +511,7 @@ def http_date() -> str:
     return _date_cache[1]
 
 
-def _stream_error(content_type: str, meta: dict[str, Any]) -> bytes:
+def _stream_error(content_type: str, meta: p.AnswerMeta) -> bytes:
     """An error that ends a stream already begun, in the stream's own format."""
     status, error = meta.get("status", 502), meta.get("error", "error")
     if content_type.startswith("text/event-stream"):

@@ -26,9 +26,6 @@ from zeroserve.frontend.config import FrontendConfig
 
 log = logging.getLogger(__name__)
 
-#: (command, metadata, body) as the broker forwarded it, or as made here.
-Message = tuple[bytes, dict[str, Any], bytes]
-
 
 @dataclass(frozen=True, slots=True)
 class Route:
@@ -49,18 +46,18 @@ class Waiter:
 
     def __init__(self, rid: bytes) -> None:
         self.rid = rid
-        self._messages: deque[Message] = deque()
+        self._messages: deque[p.Answer] = deque()
         self._future: asyncio.Future | None = None
-        self._callback: Callable[[Message], None] | None = None
+        self._callback: Callable[[p.Answer], None] | None = None
 
-    def listen(self, callback: Callable[[Message], None]) -> None:
+    def listen(self, callback: Callable[[p.Answer], None]) -> None:
         """Call `callback` with the next message, once (now, if it has come already)."""
         if self._messages:
             callback(self._messages.popleft())
         else:
             self._callback = callback
 
-    def push(self, message: Message) -> None:
+    def push(self, message: p.Answer) -> None:
         callback = self._callback
         if callback is not None:
             self._callback = None
@@ -73,20 +70,16 @@ class Waiter:
         else:
             self._messages.append(message)
 
-    async def next(self) -> Message:
+    async def next(self) -> p.Answer:
         if self._messages:
             return self._messages.popleft()
         self._future = asyncio.get_running_loop().create_future()
         return await self._future
 
 
-def error_message(status: int, error: str, retry_after_s: float | None = None) -> Message:
-    return (p.ERROR, p.error_fields(status, error, retry_after_s), b"")
-
-
 #: What every endpoint says while the broker cannot be reached.
 BROKER_UNREACHABLE = "the broker is not reachable"
-UNREACHABLE = error_message(503, BROKER_UNREACHABLE, retry_after_s=1.0)
+UNREACHABLE = p.error_answer(503, BROKER_UNREACHABLE, retry_after_s=1.0)
 
 
 class BrokerLink:
@@ -123,7 +116,7 @@ class BrokerLink:
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self.conn.close(p.message(p.DISCONNECT))
+        self.conn.close(p.disconnect("frontend stopping"))
 
     # -- what handlers ask ------------------------------------------------------
 
@@ -141,7 +134,7 @@ class BrokerLink:
         future = asyncio.get_running_loop().create_future()
         self._status_waiters[rid] = future
         try:
-            if not self.conn.send([p.SIGNATURE, p.STATUS, rid]):
+            if not self.conn.send(p.status_request(rid)):
                 return None
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
@@ -167,7 +160,7 @@ class BrokerLink:
         if not self.conn.alive:
             waiter.push(UNREACHABLE)
             return waiter
-        meta = {
+        meta: p.RequestMeta = {
             "service": route.service,
             "path": path,
             "method": method,
@@ -178,7 +171,7 @@ class BrokerLink:
         if headers is not None:
             meta["headers"] = headers
             meta["query"] = query
-        if not self.conn.send([p.SIGNATURE, p.REQUEST, rid, p.pack_meta(meta), body]):
+        if not self.conn.send(p.request(rid, meta, body)):
             waiter.push(UNREACHABLE)
             return waiter
         self.pending[rid] = waiter
@@ -188,13 +181,13 @@ class BrokerLink:
     def cancel(self, waiter: Waiter) -> None:
         """The client left: stop waiting and tell the broker, which drops or cancels the work."""
         if self.pending.pop(waiter.rid, None) is not None:
-            self.conn.send([p.SIGNATURE, p.CANCEL, waiter.rid])
+            self.conn.send(p.cancel(waiter.rid))
 
     # -- events ------------------------------------------------------------------
 
     async def _sweep_deadlines(self) -> None:
         period_s = min(0.05, self.config.request_timeout_s / 10)
-        message = error_message(
+        message = p.error_answer(
             504, f"no answer within the request timeout of {self.config.request_timeout_s:g} s"
         )
         while True:
@@ -204,7 +197,7 @@ class BrokerLink:
             while deadlines and deadlines[0][0] <= now:
                 waiter = self.pending.pop(deadlines.popleft()[1], None)
                 if waiter is not None:
-                    self.conn.send([p.SIGNATURE, p.CANCEL, waiter.rid])
+                    self.conn.send(p.cancel(waiter.rid))
                     waiter.push(message)
 
     def _on_lost(self, why: str) -> None:
@@ -212,7 +205,7 @@ class BrokerLink:
         lost, self.pending = self.pending, {}
         self._deadlines.clear()
         for waiter in lost.values():
-            waiter.push(error_message(502, f"{why}; the request was lost"))
+            waiter.push(p.error_answer(502, f"{why}; the request was lost"))
         if lost:
             log.warning("%s: answered %d waiting request(s) with 502", why, len(lost))
 
@@ -242,10 +235,10 @@ class BrokerLink:
             future = self._status_waiters.get(args[0])
             if future is not None and not future.done():
                 future.set_result(p.unpack_meta(args[1]))
+        elif command == p.REFUSED:
+            log.error("the broker refused this frontend: %s", p.parse_refusal(args[0])[1])
         elif command == p.DISCONNECT:
-            meta = p.unpack_meta(args[0])
-            if "error" in meta:
-                log.error("the broker refused this frontend: %s", meta["error"])
+            log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
 
     def _set_routes(self, table: dict[str, Any]) -> None:
         services = table.get("services")

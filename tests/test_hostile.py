@@ -113,10 +113,10 @@ def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
     cluster.up("EchoAPI")
     front = _dealer(cluster.frontend_endpoint)
     try:
-        front.send_multipart([b"ZS02", p.HEARTBEAT, b""])
+        front.send_multipart([b"ZS01", p.HEARTBEAT, b""])
         assert front.poll(5000)
         command, args = p.parse(front.recv_multipart(), p.TO_FRONTEND)
-        assert command == p.DISCONNECT and "version" in p.unpack_meta(args[0])["error"]
+        assert command == p.REFUSED and "version" in p.parse_refusal(args[0])[1]
         front.send_multipart([p.SIGNATURE, p.REQUEST, b"rid-1", b"x" * (p.MAX_META_BYTES + 1), b""])
         while True:  # the first answer may be the route table
             assert front.poll(5000)
@@ -130,11 +130,11 @@ def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
     try:
         # A reply for a request nobody sent, from a worker nobody knows: dropped and counted;
         # that worker's heartbeat is told to announce itself.
-        back.send_multipart(p.message(p.REPLY, b"client", b"rid", p.EMPTY_META, b"{}"))
+        back.send_multipart(p.answer(p.REPLY, b"client", b"rid", {}, b"{}"))
         back.send_multipart(p.heartbeat({"worker": b"nobody"}))
         assert back.poll(5000)
-        command, args = p.parse(back.recv_multipart(), p.TO_WORKER)
-        assert command == p.DISCONNECT and p.unpack_meta(args[0])["reason"] == "unknown worker"
+        command, _ = p.parse(back.recv_multipart(), p.TO_WORKER)
+        assert command == p.ANNOUNCE
     finally:
         back.close()
     counters = (cluster.status() or {})["counters"]
@@ -225,13 +225,14 @@ def test_a_worker_survives_garbage_from_its_broker(cluster: Cluster) -> None:
 
 def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> None:
     """READY and answers on the data socket; heartbeats on the control socket name the worker,
-    and the broker's heartbeats go there."""
+    and the broker's heartbeats go there. Only those two sockets speak for the worker."""
     cluster.broker()
     data = zmq.Context.instance().socket(zmq.DEALER)
     data.setsockopt(zmq.LINGER, 0)
     data.setsockopt(zmq.ROUTING_ID, b"Wtest-data")
     data.connect(cluster.backend_endpoint)
     control = _dealer(cluster.backend_endpoint)
+    impostor = _dealer(cluster.backend_endpoint)
     try:
         ready = {
             "service": "Fake",
@@ -242,7 +243,7 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
             "version": "0",
             "heartbeat_interval_s": 1.0,
         }
-        data.send_multipart(p.message(p.READY, p.pack_meta(ready)))
+        data.send_multipart(p.ready(ready))
         wait_until(lambda: len((cluster.status() or {}).get("workers", [])) == 1)
         control.send_multipart(p.heartbeat({"worker": b"Wtest-data", "done": 7}))
         assert control.poll(5000), "the broker did not greet a new control socket"
@@ -250,16 +251,33 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
         assert command == p.HEARTBEAT
         (worker,) = (cluster.status() or {})["workers"]
         assert worker["reported"] == {"done": 7}
+        assert b"Wtest-data".hex() not in str(worker), "status must not reveal identities"
         control.send_multipart(p.heartbeat({"worker": b"Wsomeone-else"}))
         assert control.poll(5000)
-        command, args = p.parse(control.recv_multipart(), p.TO_WORKER)
-        assert command == p.DISCONNECT and p.unpack_meta(args[0])["reason"] == "unknown worker"
+        command, _ = p.parse(control.recv_multipart(), p.TO_WORKER)
+        assert command == p.ANNOUNCE
         assert not data.poll(100), "nothing for the data socket"
-        control.send_multipart(p.disconnect({"drain": False, "worker": b"Wtest-data"}))
+        # Another socket that names the worker can neither redirect nor remove it.
+        impostor.send_multipart(p.heartbeat({"worker": b"Wtest-data", "done": 99}))
+        impostor.send_multipart(p.disconnect("bye", worker=b"Wtest-data"))
+        wait_until(
+            lambda: (cluster.status() or {}).get("counters", {}).get("impostor_messages") == 2,
+            what="the broker to refuse and count both",
+        )
+        (worker,) = (cluster.status() or {})["workers"]
+        assert worker["reported"] == {"done": 7}
+        assert not impostor.poll(100), "no heartbeat goes to the impostor"
+        # The drain is asked and acknowledged on the data socket.
+        data.send_multipart(p.drain())
+        assert data.poll(5000)
+        assert p.parse(data.recv_multipart(), p.TO_WORKER)[0] == p.DRAIN
+        assert (cluster.status() or {})["workers"][0]["state"] == "draining"
+        control.send_multipart(p.disconnect("bye", worker=b"Wtest-data"))
         wait_until(lambda: (cluster.status() or {}).get("workers") == [])
     finally:
         data.close()
         control.close()
+        impostor.close()
 
 
 def test_a_worker_answer_that_is_not_valid_http_is_a_502(cluster: Cluster) -> None:

@@ -25,7 +25,7 @@ def test_every_table_names_known_commands() -> None:
 
 def test_request_round_trip() -> None:
     meta = {"service": "s", "timeout_ms": 1500}
-    frames = p.message(p.REQUEST, b"rid1", p.pack_meta(meta), b"\x00body")
+    frames = p.request(b"rid1", meta, b"\x00body")
     command, args = p.parse(frames, p.FROM_FRONTEND)
     assert command == p.REQUEST
     assert p.identity(args[0]) == b"rid1"
@@ -59,8 +59,8 @@ def test_bad_messages_are_refused(frames: list[bytes]) -> None:
 
 
 def test_another_version_is_named() -> None:
-    with pytest.raises(VersionMismatch, match="ZS02"):
-        p.parse([b"ZS02", p.HEARTBEAT, b""], p.FROM_WORKER)
+    with pytest.raises(VersionMismatch, match="ZS01"):
+        p.parse([b"ZS01", p.HEARTBEAT, b""], p.FROM_WORKER)
 
 
 @pytest.mark.parametrize(
@@ -97,12 +97,62 @@ def test_deadline_travels_as_a_budget() -> None:
     assert p.deadline_from({"timeout_ms": True}, 5.0, now=0.0) == pytest.approx(5.0)
 
 
-def test_error_meta_carries_retry_after() -> None:
-    assert p.unpack_meta(p.error_meta(503, "full", 1.0)) == {
-        "status": 503,
-        "error": "full",
-        "retry_after": 1.0,
+def test_an_error_carries_retry_after() -> None:
+    frames = p.error(b"frontend", b"rid", 503, "full", 1.0)
+    command, args = p.parse(frames[1:], p.TO_FRONTEND)
+    assert (command, args[0], args[2]) == (p.ERROR, b"rid", b"")
+    assert p.unpack_meta(args[1]) == {"status": 503, "error": "full", "retry_after": 1.0}
+    assert p.error_answer(404, "no") == (p.ERROR, {"status": 404, "error": "no"}, b"")
+
+
+# Every builder, the table its receiver parses it with, and whether a ROUTER peer leads it.
+BUILT = [
+    (p.ready({"service": "s"}), p.FROM_WORKER, False),
+    (p.heartbeat({"worker": b"w"}), p.FROM_WORKER, False),
+    (p.heartbeat(), p.TO_FRONTEND, False),
+    (p.request(b"rid", {"service": "s", "ct": "application/json"}, b"{}"), p.FROM_FRONTEND, False),
+    (p.request_to_worker(b"w", b"c", b"rid", {"attempt": 1}, b"{}"), p.TO_WORKER, True),
+    (p.cancel(b"rid"), p.FROM_FRONTEND, False),
+    (p.cancel_to_worker(b"w", b"c", b"rid"), p.TO_WORKER, True),
+    (p.answer(p.REPLY, b"c", b"rid", {"status": 200}, b"ok"), p.FROM_WORKER, False),
+    (p.answer(p.CHUNK, b"c", b"rid", {}, b"piece"), p.FROM_WORKER, False),
+    (p.answer_to_frontend(b"f", p.END, b"rid", p.EMPTY_META, b""), p.TO_FRONTEND, True),
+    (p.error(b"f", b"rid", 503, "busy"), p.TO_FRONTEND, True),
+    (p.status_request(), p.FROM_FRONTEND, False),
+    (p.status_reply(b"f", b"rid", {"workers": []}), p.TO_FRONTEND, True),
+    (p.routes({"broker_id": "b", "services": {}}), p.TO_FRONTEND, False),
+    (p.drain(), p.FROM_WORKER, False),
+    (p.drain(), p.TO_WORKER, False),
+    (p.refused(409, "taken"), p.TO_WORKER, False),
+    (p.refused(400, "version"), p.TO_FRONTEND, False),
+    (p.announce(), p.TO_WORKER, False),
+    (p.disconnect("stopping"), p.FROM_FRONTEND, False),
+    (p.disconnect("hung", worker=b"w"), p.FROM_WORKER, False),
+    (p.disconnect(), p.TO_WORKER, False),
+]
+
+
+@pytest.mark.parametrize(("frames", "table", "routed"), BUILT)
+def test_every_builder_makes_what_its_receiver_parses(
+    frames: list, table: dict[bytes, int], routed: bool
+) -> None:
+    command, args = p.parse(frames[1:] if routed else frames, table)
+    assert len(args) == table[command]
+
+
+def test_every_command_has_a_builder() -> None:
+    built = {(frames[2] if routed else frames[1]) for frames, _, routed in BUILT}
+    assert built == set(p.COMMAND_NAMES)
+
+
+def test_refusals_and_goodbyes_are_parsed_in_one_place() -> None:
+    assert p.parse_refusal(p.refused(409, "route taken")[2]) == (409, "route taken")
+    assert p.parse_refusal(p.pack_meta({"status": True})) == (400, "no reason given")
+    assert p.parse_disconnect(p.disconnect("bye", worker=b"w")[2]) == {
+        "reason": "bye",
+        "worker": b"w",
     }
+    assert p.parse_disconnect(p.pack_meta({"reason": 5, "worker": ""})) == {"reason": ""}
 
 
 @pytest.fixture

@@ -24,13 +24,13 @@ import logging
 import os
 import sys
 import time
-from collections import deque
 from typing import Any
 
 import zmq
 
+from zeroserve.common import protocol as p
 from zeroserve.common.logs import LogThrottle
-from zeroserve.worker.framing import error_out
+from zeroserve.worker.batcher import Batcher
 from zeroserve.worker.pipeline import Job, Pipeline
 from zeroserve.worker.serving import ServingLoop, cancelled_out
 
@@ -49,7 +49,7 @@ class AsyncLoop(ServingLoop):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         #: Batched APIs only: requests whose batch has not closed yet.
-        self.pending: deque[Job] = deque()
+        self.batcher = Batcher(self.max_batch_size, self.batch_timeout_s)
         self.pulse_at = time.monotonic()
         self._aloop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
@@ -64,7 +64,7 @@ class AsyncLoop(ServingLoop):
 
     @property
     def queued(self) -> int:
-        return len(self.pending)
+        return len(self.batcher)
 
     # -- the thread and its event loop -------------------------------------------------------
 
@@ -138,29 +138,34 @@ class AsyncLoop(ServingLoop):
         if self.max_batch_size == 1:
             self._start([job])
             return
-        self.pending.append(job)
-        if len(self.pending) >= self.max_batch_size:
+        self.batcher.add(job)
+        if self.batcher.full():
             self._close_batches()
         elif self._batch_timer is None:
             self._batch_timer = aloop.call_at(job.arrived + self.batch_timeout_s, self._close_due)
 
     def _close_due(self) -> None:
         self._batch_timer = None
-        count = min(len(self.pending), self.max_batch_size)
-        if count:
-            self._start([self.pending.popleft() for _ in range(count)])
+        self._start_batch(due_only=False)
         self._close_batches()
 
     def _close_batches(self) -> None:
         """Start every full batch; time the one still filling from its first request."""
-        while len(self.pending) >= self.max_batch_size:
-            self._start([self.pending.popleft() for _ in range(self.max_batch_size)])
+        while self.batcher.full():
+            self._start_batch()
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None
-        if self.pending and self._aloop is not None:
-            due = self.pending[0].arrived + self.batch_timeout_s
+        due = self.batcher.due_at()
+        if due is not None and self._aloop is not None:
             self._batch_timer = self._aloop.call_at(due, self._close_due)
+
+    def _start_batch(self, *, due_only: bool = True) -> None:
+        batch, ended = self.batcher.take(time.monotonic(), due_only=due_only)
+        for job in ended:
+            self._send_outs(job, [cancelled_out(job)])
+        if batch:
+            self._start(batch)
 
     def _start(self, jobs: list[Job]) -> None:
         assert self._aloop is not None
@@ -178,7 +183,9 @@ class AsyncLoop(ServingLoop):
             finished = [(job, [cancelled_out(job)]) for job in jobs]
         except Exception:
             log.exception("a batch failed outside user code")
-            finished = [(job, [error_out(500, "internal error in the worker")]) for job in jobs]
+            finished = [
+                (job, [p.error_answer(500, "internal error in the worker")]) for job in jobs
+            ]
         finally:
             self._tasks.pop(jobs[0].task, None)  # every job of a batch has its one task
         for job, outs in finished:
@@ -199,8 +206,7 @@ class AsyncLoop(ServingLoop):
     def _end_early(self, job: Job) -> None:
         """Answer a job whose client left or whose time ran out, and stop the work it needed."""
         if job.task is None:
-            with contextlib.suppress(ValueError):
-                self.pending.remove(job)
+            self.batcher.remove(job)
         self._send_outs(job, [cancelled_out(job)])
         task = job.task
         if task is not None and not any(
@@ -220,7 +226,7 @@ class AsyncLoop(ServingLoop):
         for job in self.jobs.values():
             if job.timer is not None:
                 job.timer.cancel()
-        self.pending.clear()
+        self.batcher.clear()
         if self._batch_timer is not None:
             self._batch_timer.cancel()
             self._batch_timer = None

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import queue
 import time
-from collections import deque
 from typing import Any
 
 import zmq
 
+from zeroserve.common import protocol as p
 from zeroserve.common.frames import recv_frames
-from zeroserve.worker.framing import error_out
+from zeroserve.worker.batcher import Batcher
 from zeroserve.worker.pipeline import Job
 from zeroserve.worker.serving import MAILBOX_WAKE_MS, ServingLoop, cancelled_out
 
@@ -70,15 +69,15 @@ class BatchingLoop(ThreadedLoop):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.pending: deque[Job] = deque()
+        self.batcher = Batcher(self.max_batch_size, self.batch_timeout_s)
 
     @property
     def queued(self) -> int:
-        return len(self.pending)
+        return len(self.batcher)
 
     def _run(self) -> None:
         while not self._stopped:
-            wait_ms = self._wait_ms()
+            wait_ms = self.batcher.wait_ms(time.monotonic())
             if wait_ms != 0:
                 self._wait(wait_ms)
             if not self._mailbox.empty():
@@ -87,32 +86,17 @@ class BatchingLoop(ThreadedLoop):
             self._run_batch()
 
     def _admit(self, job: Job) -> None:
-        self.pending.append(job)
+        self.batcher.add(job)
 
     def _forget(self) -> None:
         super()._forget()
-        self.pending.clear()
-
-    def _wait_ms(self) -> int | None:
-        """How long to wait for more: until the first pending request's batch is due."""
-        if not self.pending:
-            return None
-        if len(self.pending) >= self.max_batch_size:
-            return 0
-        due_s = self.pending[0].arrived + self.batch_timeout_s - time.monotonic()
-        return 0 if due_s <= 0 else max(1, math.ceil(due_s * 1000))
+        self.batcher.clear()
 
     def _run_batch(self) -> None:
-        if self._wait_ms() != 0:
-            return
-        batch: list[Job] = []
         now = time.monotonic()
-        while self.pending and len(batch) < self.max_batch_size:
-            job = self.pending.popleft()
-            if job.cancelled or job.deadline <= now:
-                self._send_outs(job, [cancelled_out(job)])
-            else:
-                batch.append(job)
+        batch, ended = self.batcher.take(now)
+        for job in ended:
+            self._send_outs(job, [cancelled_out(job)])
         if not batch:
             return
         self.working = batch
@@ -120,7 +104,9 @@ class BatchingLoop(ThreadedLoop):
             finished = self.pipeline.run(batch)
         except BaseException:
             log.exception("a batch failed outside user code")
-            finished = [(job, [error_out(500, "internal error in the worker")]) for job in batch]
+            finished = [
+                (job, [p.error_answer(500, "internal error in the worker")]) for job in batch
+            ]
         for job, outs in finished:
             self._send_outs(job, outs)
         self.working = []

@@ -23,10 +23,10 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from zeroserve.common import protocol as p
 from zeroserve.common.logs import LogThrottle
 from zeroserve.worker.api import LitAPIStatus, Output
 from zeroserve.worker.batching import ThreadedLoop
-from zeroserve.worker.framing import Out
 from zeroserve.worker.pipeline import Job, drive
 from zeroserve.worker.serving import cancelled_out
 
@@ -260,7 +260,7 @@ class ContinuousLoop(ThreadedLoop):
             if self._send_outs(seq.job, outs):
                 self._leave(uid)
 
-    def _finish(self, uid: str, outs: list[Out]) -> None:
+    def _finish(self, uid: str, outs: list[p.Answer]) -> None:
         seq = self.sequences.pop(uid)
         self._send_outs(seq.job, outs)
 

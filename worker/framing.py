@@ -17,14 +17,6 @@ from zeroserve.worker.api import Response
 
 log = logging.getLogger(__name__)
 
-#: (command, metadata, body): one message for the frontend.
-Out = tuple[bytes, dict[str, Any], bytes]
-
-
-def error_out(status: int, error: Any) -> Out:
-    return (p.ERROR, p.error_fields(status, error), b"")
-
-
 #: One encoder for every answer: ``json.dumps`` with options builds a new one per call.
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
 
@@ -47,7 +39,7 @@ class Framer:
     def __init__(self) -> None:
         self.started = False
 
-    def whole(self, encoded: Any) -> list[Out]:
+    def whole(self, encoded: Any) -> list[p.Answer]:
         if isinstance(encoded, Response):
             body = encoded.body.encode() if isinstance(encoded.body, str) else encoded.body
             meta = {"status": encoded.status, "ct": encoded.content_type}
@@ -58,7 +50,7 @@ class Framer:
             return [(p.REPLY, {"status": 200, "ct": "application/octet-stream"}, bytes(encoded))]
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, to_json(encoded))]
 
-    def piece(self, encoded: Any) -> list[Out]:
+    def piece(self, encoded: Any) -> list[p.Answer]:
         """One streamed piece, written like LitServe does: dicts as JSON lines, text as it is."""
         if isinstance(encoded, (bytes, bytearray, memoryview)):
             data, content_type = bytes(encoded), "application/octet-stream"
@@ -72,9 +64,9 @@ class Framer:
             meta = {"status": 200, "ct": content_type}
         return [(p.CHUNK, meta, data)]
 
-    def end(self) -> list[Out]:
+    def end(self) -> list[p.Answer]:
         meta = {} if self.started else {"status": 200, "ct": "text/plain; charset=utf-8"}
         return [(p.END, meta, b"")]
 
-    def error(self, status: int, error: Any) -> list[Out]:
-        return [error_out(status, error)]
+    def error(self, status: int, error: Any) -> list[p.Answer]:
+        return [p.error_answer(status, error)]

@@ -26,7 +26,6 @@ from typing import Any, ClassVar
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError, HTTPException
 from zeroserve.worker.api import inherits_default, yields
-from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, RequestError
 
 CHAT_ROUTE = "/v1/chat/completions"
@@ -49,7 +48,7 @@ def openai_error(status: int, message: str, kind: str | None = None) -> bytes:
     ).encode()
 
 
-def openai_error_out(status: int, error: Any) -> Out:
+def openai_error_out(status: int, error: Any) -> p.Answer:
     """A whole answer with that status and OpenAI's error shape."""
     message = error if isinstance(error, str) else json.dumps(error)
     return (p.REPLY, {"status": status, "ct": "application/json"}, openai_error(status, message))
@@ -274,7 +273,7 @@ class ChatFramer:
             "total_tokens": self.prompt_tokens + completion,
         }
 
-    def _event(self, payload: Any) -> Out:
+    def _event(self, payload: Any) -> p.Answer:
         data = b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
         meta: dict[str, Any] = {}
         if not self.started:
@@ -298,7 +297,7 @@ class ChatFramer:
             chunk["usage"] = usage
         return chunk
 
-    def piece(self, piece: Any) -> list[Out]:
+    def piece(self, piece: Any) -> list[p.Answer]:
         message = self._message(piece)
         content = message.get("content")
         if isinstance(content, str):
@@ -318,7 +317,7 @@ class ChatFramer:
             ]
         return [self._event(self._chunk([{"index": 0, "delta": delta, "finish_reason": None}]))]
 
-    def end(self) -> list[Out]:
+    def end(self) -> list[p.Answer]:
         usage = self.usage()
         finish = "tool_calls" if self.tool_calls else "stop"
         if self.stream:
@@ -341,9 +340,9 @@ class ChatFramer:
         }
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
 
-    def error(self, status: int, error: Any) -> list[Out]:
+    def error(self, status: int, error: Any) -> list[p.Answer]:
         if self.started:
-            return [error_out(status, error)]  # the frontend writes it as an SSE error event
+            return [p.error_answer(status, error)]  # the frontend writes it as an SSE error event
         return [openai_error_out(status, error)]
 
 
@@ -385,7 +384,7 @@ class EmbeddingFramer:
         self.encoding = encoding
         self.prompt_tokens = prompt_tokens
 
-    def whole(self, encoded: Any) -> list[Out]:
+    def whole(self, encoded: Any) -> list[p.Answer]:
         tokens = self.prompt_tokens
         if isinstance(encoded, dict):
             reported = encoded.get("prompt_tokens")
@@ -418,7 +417,7 @@ class EmbeddingFramer:
         }
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
 
-    def error(self, status: int, error: Any) -> list[Out]:
+    def error(self, status: int, error: Any) -> list[p.Answer]:
         return [openai_error_out(status, error)]
 
 

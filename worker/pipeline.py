@@ -29,9 +29,10 @@ from typing import Any
 
 from tornado.httputil import parse_body_arguments
 
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import http_status_of
 from zeroserve.worker.api import STREAM_END, Upload
-from zeroserve.worker.framing import Framer, Out, error_out
+from zeroserve.worker.framing import Framer
 from zeroserve.worker.hooks import Hooks
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,9 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ERROR_CHARS = 300
 
 #: Sends messages for a job at once (a streamed piece), from the batching thread.
-Emit = Callable[["Job", list[Out]], None]
+Emit = Callable[["Job", list[p.Answer]], None]
+#: Each job of a batch with the answers it ended with.
+Finished = list[tuple["Job", list[p.Answer]]]
 
 
 @dataclass(slots=True)
@@ -50,7 +53,7 @@ class Job:
 
     client: bytes
     rid: bytes
-    meta: dict[str, Any]
+    meta: p.RequestMeta
     body: bytes
     deadline: float
     arrived: float
@@ -68,7 +71,7 @@ class Job:
 class RequestError(Exception):
     """The request itself is unusable: the client's fault. ``outs`` may say how to answer."""
 
-    def __init__(self, status: int, message: str, outs: list[Out] | None = None) -> None:
+    def __init__(self, status: int, message: str, outs: list[p.Answer] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.outs = outs
@@ -162,7 +165,7 @@ def validate(model: Any, request: Any) -> Any:
             raise RequestError(422, f"the body does not fit {model.__name__}: {exc}") from None
         errors = json.loads(to_json(include_url=False))
         raise RequestError(
-            422, "invalid body", [error_out(422, errors[:MAX_VALIDATION_ERRORS])]
+            422, "invalid body", [p.error_answer(422, errors[:MAX_VALIDATION_ERRORS])]
         ) from None
 
 
@@ -268,13 +271,13 @@ class Pipeline:
 
     # -- a batch ----------------------------------------------------------------------------
 
-    def run(self, jobs: list[Job]) -> list[tuple[Job, list[Out]]]:
+    def run(self, jobs: list[Job]) -> Finished:
         """Answer every job at once, in the calling thread (a sync API's loops)."""
         return drive(self.serve(jobs))
 
-    async def serve(self, jobs: list[Job]) -> list[tuple[Job, list[Out]]]:
+    async def serve(self, jobs: list[Job]) -> Finished:
         """Answer every job; whole answers are returned, stream messages emitted as they come."""
-        finished: list[tuple[Job, list[Out]]] = []
+        finished: Finished = []
         try:
             live = await self._decode(jobs, finished)
             if live:
@@ -301,18 +304,18 @@ class Pipeline:
             context["query"] = str(job.meta.get("query", ""))
         return request, context, framer
 
-    async def decode(self, job: Job) -> tuple[Any, dict[str, Any], Any] | list[Out]:
+    async def decode(self, job: Job) -> tuple[Any, dict[str, Any], Any] | list[p.Answer]:
         """decode_request for one job: (value, context, framer), or the answer that ends it."""
         try:
             request, context, framer = self.open(job)
         except RequestError as exc:
-            return exc.outs or [error_out(exc.status, str(exc))]
+            return exc.outs or [p.error_answer(exc.status, str(exc))]
         try:
             return await self.call("decode_request", request, context), context, framer
         except Exception as exc:
             return framer.error(*self.failure("decode_request", exc, [job]))
 
-    async def _decode(self, jobs: list[Job], finished: list[tuple[Job, list[Out]]]) -> list[_Live]:
+    async def _decode(self, jobs: list[Job], finished: Finished) -> list[_Live]:
         live = []
         self.hooks.fire("on_before_decode_request")
         for job in jobs:
@@ -332,7 +335,7 @@ class Pipeline:
         batched = await self.call("batch", [item.value for item in live], contexts)
         return await self.call("predict", batched, contexts)
 
-    async def _run_whole(self, live: list[_Live], finished: list[tuple[Job, list[Out]]]) -> None:
+    async def _run_whole(self, live: list[_Live], finished: Finished) -> None:
         self.hooks.fire("on_before_predict")
         try:
             output = await self._predict(live)
@@ -425,7 +428,7 @@ class Pipeline:
             return
         if item.job.cancelled:
             item.done = True
-            self.emit(item.job, [error_out(499, "cancelled")])
+            self.emit(item.job, [p.error_answer(499, "cancelled")])
         elif piece is STREAM_END:
             item.done = True
             self.emit(item.job, item.framer.end())

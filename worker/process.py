@@ -124,7 +124,7 @@ class WorkerProcess:
             self.pipeline,
             endpoint=config.broker,
             identity=self.identity,
-            on_control=self._on_disconnect,
+            on_control=self._on_message,
             on_failed=self._on_batching_failed,
             keys=keys,
         )
@@ -143,7 +143,7 @@ class WorkerProcess:
 
     # -- talking to the broker ---------------------------------------------------
 
-    def _ready_meta(self) -> dict[str, Any]:
+    def _ready_meta(self) -> p.ReadyMeta:
         s = self.settings
         return {
             "service": s.service,
@@ -169,7 +169,7 @@ class WorkerProcess:
     def _announce(self) -> None:
         """Say READY on a fresh data socket, forgetting work of an earlier broker session
         (that broker re-sent it)."""
-        self.serving.announce(p.message(p.READY, p.pack_meta(self._ready_meta())))
+        self.serving.announce(p.ready(self._ready_meta()))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
         b = self.serving
@@ -241,7 +241,7 @@ class WorkerProcess:
                 overdue_s,
             )
             # The data socket belongs to the hung thread: the goodbye goes on the control socket.
-            self.link.close(p.disconnect({"drain": False, "worker": self.identity}))
+            self.link.close(p.disconnect("hung", worker=self.identity))
             logging.shutdown()
             os._exit(EXIT_HUNG)
 
@@ -249,21 +249,20 @@ class WorkerProcess:
         log.warning("lost the broker (%s)", why)
 
     def _on_message(self, command: bytes, args: list[Any]) -> None:
-        """The control socket: heartbeats (handled by the link) and DISCONNECT."""
-        if command == p.DISCONNECT:
-            self._on_disconnect(p.unpack_meta(args[0]))
-
-    def _on_disconnect(self, meta: dict[str, Any]) -> None:
-        if meta.get("ack"):
+        """What the broker says on either socket, beyond heartbeats (the link handles those)
+        and work (the serving loop's)."""
+        if command == p.DRAIN:
             if self._drain_acked is not None:
                 self._drain_acked.set()
-        elif "error" in meta:
-            log.error("the broker refused this worker: %s", meta.get("error"))
+        elif command == p.REFUSED:
+            log.error("the broker refused this worker: %s", p.parse_refusal(args[0])[1])
             self.exit_code = EXIT_REFUSED
             self.stop()
-        elif meta.get("reason") == "unknown worker" and not self.is_stopping:
+        elif command == p.ANNOUNCE and not self.is_stopping:
             log.info("the broker does not know this worker (it restarted?); announcing again")
             self._announce()
+        elif command == p.DISCONNECT:
+            log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
 
     def _on_batching_failed(self) -> None:
         self.exit_code = 1
@@ -309,7 +308,7 @@ class WorkerProcess:
             await self._drain()
         for watchdog in watchdogs:
             watchdog.cancel()
-        self.serving.stop(p.disconnect({"drain": False}))
+        self.serving.stop(p.disconnect("stopping"))
         self.hooks.fire("on_server_end")
         self.link.close()
         return self.exit_code
@@ -321,7 +320,7 @@ class WorkerProcess:
         log.info("draining: %d request(s) held", len(held))
         deadline = time.monotonic() + self.config.drain_timeout_s
         if self.link.alive:
-            self.serving.send(p.disconnect({"drain": True}))
+            self.serving.send(p.drain())
             try:
                 await asyncio.wait_for(
                     self._drain_acked.wait(),

@@ -34,7 +34,6 @@ from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
-from zeroserve.worker.framing import Out, error_out
 from zeroserve.worker.pipeline import Job, Pipeline
 
 log = logging.getLogger(__name__)
@@ -43,15 +42,16 @@ log = logging.getLogger(__name__)
 MAILBOX_WAKE_S = 0.05
 MAILBOX_WAKE_MS = round(MAILBOX_WAKE_S * 1000)
 
-#: Messages the thread hands to the event loop: DISCONNECT metadata from the broker.
-ControlSink = Callable[[dict[str, Any]], None]
+#: What the thread hands to the event loop: the broker's DRAIN, REFUSED, ANNOUNCE and
+#: DISCONNECT, as (command, frames).
+ControlSink = Callable[[bytes, list[Any]], None]
 
 
-def cancelled_out(job: Job) -> Out:
+def cancelled_out(job: Job) -> p.Answer:
     """The answer of a job that ends before its work does: its client left, or its time ran out."""
     if job.cancelled:
-        return error_out(499, "cancelled")
-    return error_out(504, "the request's deadline passed before it was answered")
+        return p.error_answer(499, "cancelled")
+    return p.error_answer(504, "the request's deadline passed before it was answered")
 
 
 class ServingLoop:
@@ -250,8 +250,8 @@ class ServingLoop:
                 if job is not None and not job.cancelled:
                     job.cancelled = True
                     self._cancelled(job)
-            elif command == p.DISCONNECT:
-                self._to_loop(self.on_control, p.unpack_meta(args[0]))
+            elif command != p.HEARTBEAT:
+                self._to_loop(self.on_control, command, args)
         except ProtocolError as exc:
             self.bad_messages += 1
             if self._bad_log.ready():
@@ -279,27 +279,18 @@ class ServingLoop:
 
     # -- answers ---------------------------------------------------------------------------
 
-    def _send_outs_now(self, job: Job, outs: list[Out]) -> None:
+    def _send_outs_now(self, job: Job, outs: list[p.Answer]) -> None:
         """Send at once (a streamed piece, say), then take in what came meanwhile, cancels too."""
         self._send_outs(job, outs)
         self._read_socket()
 
-    def _send_outs(self, job: Job, outs: list[Out]) -> bool:
+    def _send_outs(self, job: Job, outs: list[p.Answer]) -> bool:
         """Send a job's messages; the first terminal one ends it, and anything after is dropped.
         True when the job has ended."""
         if job.generation != self.generation or self.jobs.get(job.key) is not job:
             return True
         for command, meta, body in outs:
-            self._send(
-                [
-                    p.SIGNATURE,
-                    command,
-                    job.client,
-                    job.rid,
-                    p.pack_meta(meta) if meta else p.EMPTY_META,
-                    body,
-                ]
-            )
+            self._send(p.answer(command, job.client, job.rid, meta, body))
             if command in p.TERMINAL:
                 self._ended(job)
                 if log.isEnabledFor(logging.DEBUG):

@@ -1,0 +1,244 @@
+"""Every request the broker holds, from acceptance to its end, and the only ways it moves.
+
+A request is *queued* (in its service's FIFO) or *assigned* (a worker holds it, and once a
+piece of its stream went out it has *started*); it ends when it is answered, cancelled,
+expired or failed. Invariant 1 (exactly one terminal answer per request) is kept here: a
+request leaves the table at the moment its one terminal answer is decided, and anything said
+about it afterwards is dropped. Credit is kept here too: a worker's ``assigned`` set holds
+exactly the requests of this table it was given.
+
+There is no socket here. What has to be said goes to a ``Wire`` (the broker's sockets, or a
+recording stand-in in tests), so every transition can be tested on its own.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from zeroserve.broker.registry import Registry, RequestKey, ServiceRecord, WorkerRecord
+from zeroserve.broker.requests import BrokerRequest
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ProtocolError
+
+log = logging.getLogger(__name__)
+
+
+class Wire(Protocol):
+    """What the table needs said, and to whom."""
+
+    def send_request(self, worker: WorkerRecord, request: BrokerRequest) -> None:
+        """Give `request` to `worker` (its attempt and remaining budget are set)."""
+
+    def send_cancel(self, worker: bytes, request: BrokerRequest) -> None:
+        """Tell the worker that holds `request` to skip it."""
+
+    def forward(self, request: BrokerRequest, command: bytes, meta: Any, body: Any) -> None:
+        """Pass a worker's answer on to the request's frontend."""
+
+    def refuse(
+        self,
+        frontend: bytes,
+        rid: bytes,
+        status: int,
+        why: str,
+        retry_after_s: float | None = None,
+    ) -> None:
+        """Answer a request with an ERROR made here."""
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The settings the life cycle follows (from the broker's config)."""
+
+    max_attempts: int = 3
+    default_timeout_s: float = p.DEFAULT_TIMEOUT_S
+    retry_after_s: float = 1.0
+    deadline_grace_s: float = 10.0
+
+
+class Inflight:
+    """The table of requests held, with named transitions."""
+
+    def __init__(
+        self, registry: Registry, wire: Wire, policy: Policy, counters: Counter[str]
+    ) -> None:
+        self.registry = registry
+        self.wire = wire
+        self.policy = policy
+        self.counters = counters
+        self.requests: dict[RequestKey, BrokerRequest] = {}
+        self._deadlines: list[tuple[float, int, RequestKey]] = []
+        self._seq = itertools.count()
+
+    def __len__(self) -> int:
+        return len(self.requests)
+
+    # -- transitions -------------------------------------------------------------------
+
+    def accept(
+        self, frontend: bytes, rid: bytes, meta: dict[str, Any], body: Any, now: float
+    ) -> None:
+        """A frontend's request: queued and dispatched, or answered 503 at once."""
+        key = (frontend, rid)
+        if key in self.requests:
+            raise ProtocolError("request id already in use")
+        self.counters["requests"] += 1
+        name = meta.get("service")
+        service = self.registry.services.get(name) if isinstance(name, str) else None
+        if service is None or not service.has_ready_worker():
+            self.counters["rejected_no_worker"] += 1
+            self.wire.refuse(frontend, rid, 503, f"no worker is serving {name!r} right now")
+            return
+        if service.queue.full():
+            self.counters["rejected_queue_full"] += 1
+            self.wire.refuse(
+                frontend,
+                rid,
+                503,
+                f"the queue of {name!r} is full ({service.queue.max_size} waiting)",
+                self.policy.retry_after_s,
+            )
+            return
+        deadline = p.deadline_from(meta, self.policy.default_timeout_s, now=now)
+        request = BrokerRequest(frontend, rid, service.name, meta, body, deadline)
+        self.requests[key] = request
+        heapq.heappush(self._deadlines, (deadline, next(self._seq), key))
+        service.queue.push(key)
+        self.dispatch(service)
+
+    def dispatch(self, service: ServiceRecord) -> None:
+        """Assign queued requests, oldest first, while a worker of the service has credit."""
+        queue = service.queue
+        while len(queue):
+            worker = self.registry.pick_worker(service)
+            if worker is None:
+                return
+            request = self.requests[queue.pop()]
+            request.attempt += 1
+            request.worker = worker.identity
+            worker.assigned.add(request.key)
+            self.wire.send_request(worker, request)
+
+    def answer(
+        self, worker: WorkerRecord, command: bytes, key: RequestKey, args: list[Any]
+    ) -> bool:
+        """A worker's REPLY, CHUNK, END or ERROR for `key` (``args``: its meta and body frames).
+        True when it freed one of the worker's slots."""
+        request = self.requests.get(key)
+        if request is None or request.worker != worker.identity:
+            # A late answer: the request expired, was cancelled, or went to another worker.
+            self.counters["dropped_answers"] += 1
+            if command in p.TERMINAL and key in worker.assigned:
+                worker.assigned.discard(key)
+                return True
+            return False
+        if command == p.CHUNK:
+            request.started = True
+        if not request.cancelled:
+            self.wire.forward(request, command, args[0], args[1])
+        if command not in p.TERMINAL:
+            return False
+        worker.assigned.discard(key)
+        worker.done += 1
+        del self.requests[key]
+        self.counters["answered"] += 1
+        return True
+
+    def cancel(self, key: RequestKey) -> bool:
+        """Nobody waits any more: a queued request is dropped; an assigned one is skipped by
+        its worker, whose answer (due in any case, to free the slot) is then dropped."""
+        request = self.requests.get(key)
+        if request is None:
+            return False
+        if request.worker is None:
+            service = self.registry.services.get(request.service)
+            if service is not None:
+                service.queue.remove(key)
+            del self.requests[key]
+        elif not request.cancelled:
+            request.cancelled = True
+            self.wire.send_cancel(request.worker, request)
+        return True
+
+    def drop_frontend(self, frontend: bytes) -> int:
+        """A frontend left: every request of its own is cancelled."""
+        mine = [key for key in self.requests if key[0] == frontend]
+        for key in mine:
+            self.cancel(key)
+        return len(mine)
+
+    def requeue(self, worker: WorkerRecord) -> tuple[int, int]:
+        """A worker is gone (already out of the registry): what it held and had not begun to
+        answer goes back to the front of its queue, in deadline order, while attempts remain;
+        the rest is answered 502. Returns (requeued, failed)."""
+        service = self.registry.services[worker.service]
+        resent = failed = 0
+        held = sorted(worker.assigned, key=lambda k: self.requests[k].deadline, reverse=True)
+        worker.assigned.clear()
+        for key in held:
+            request = self.requests[key]
+            request.worker = None
+            if request.cancelled:
+                del self.requests[key]
+            elif request.started:
+                failed += 1
+                self._fail(request, 502, "the worker serving this stream was lost")
+            elif request.attempt >= self.policy.max_attempts:
+                failed += 1
+                self._fail(
+                    request, 502, f"the worker was lost, and {request.attempt} attempt(s) were made"
+                )
+            else:
+                resent += 1
+                service.queue.push_front(key)
+        self.counters["resent"] += resent
+        return resent, failed
+
+    def expire(self, now: float) -> list[ServiceRecord]:
+        """Deadlines that passed. The frontend answers its client 504 at the deadline (its own
+        comes first, as the budget was counted from there), so here work is only dropped: a
+        queued request at once; an assigned one is cancelled, and if its worker still holds it
+        a grace period later, the slot is taken back. Returns the services that got a slot
+        back (for the caller to dispatch)."""
+        freed: list[ServiceRecord] = []
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, key = heapq.heappop(heap)
+            request = self.requests.get(key)
+            if request is None or deadline < request.deadline:
+                continue
+            if request.worker is None:
+                self.counters["expired_queued"] += 1
+                self.cancel(key)
+            elif not request.expired:
+                request.expired = True
+                self.counters["expired_inflight"] += 1
+                self.cancel(key)
+                request.deadline = deadline + self.policy.deadline_grace_s
+                heapq.heappush(heap, (request.deadline, next(self._seq), key))
+            else:
+                del self.requests[key]
+                worker = self.registry.workers.get(request.worker)
+                if worker is not None and key in worker.assigned:
+                    worker.assigned.discard(key)
+                    log.warning(
+                        "worker %s pid %s held a request %.0f s past its deadline; slot taken back",
+                        worker.host,
+                        worker.pid,
+                        self.policy.deadline_grace_s,
+                    )
+                    freed.append(self.registry.services[worker.service])
+        return freed
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _fail(self, request: BrokerRequest, status: int, why: str) -> None:
+        self.requests.pop(request.key, None)
+        self.counters[f"failed_{status}"] += 1
+        if not request.cancelled:
+            self.wire.refuse(request.frontend, request.rid, status, why)

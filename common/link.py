@@ -1,0 +1,49 @@
+"""How a process links to its peers: heartbeats, CurveZMQ and logging, one config for every
+process (broker, frontend, worker, status client), checked the same way everywhere."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import ConfigError
+from zeroserve.common.logs import LEVELS
+from zeroserve.common.security import CurveKeys, load_keys
+
+
+@dataclass(frozen=True)
+class LinkConfig:
+    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
+    #: Heartbeats a peer may miss before it counts as dead.
+    heartbeat_liveness: int = p.HEARTBEAT_LIVENESS
+    log_level: str = "INFO"
+    #: CurveZMQ: this process's secret key file (``NAME.key_secret``).
+    curve_secret_key: str | None = None
+    #: A peer's: the broker's public key file. The broker's: the folder of keys it admits.
+    broker_public_key: str | None = None
+    authorized_keys: str | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.heartbeat_interval_s <= 3600:
+            raise ConfigError("the heartbeat interval must be above 0 and at most 3600 s")
+        if self.heartbeat_liveness < 1:
+            raise ConfigError("heartbeat liveness must be at least 1")
+        if self.log_level.upper() not in LEVELS:
+            raise ConfigError(f"unknown log level {self.log_level!r}; one of {', '.join(LEVELS)}")
+        if self.broker_public_key is not None and self.authorized_keys is not None:
+            raise ConfigError("a broker admits --authorized-keys; a peer names --broker-public-key")
+
+    @property
+    def expiry_s(self) -> float:
+        """Silence longer than this is death."""
+        return self.heartbeat_interval_s * self.heartbeat_liveness
+
+    def client_keys(self) -> CurveKeys | None:
+        """A peer's CurveZMQ keys toward the broker, or None when it links in the clear."""
+        return load_keys(self.curve_secret_key, self.broker_public_key)
+
+    def server_keys(self) -> CurveKeys | None:
+        """The broker's CurveZMQ keys, or None when it is open."""
+        if (self.curve_secret_key is None) != (self.authorized_keys is None):
+            raise ConfigError("--curve-secret-key and --authorized-keys go together")
+        return load_keys(self.curve_secret_key)
