@@ -33,7 +33,7 @@ from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, VersionMismatch
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.logs import LogThrottle
-from zeroserve.common.security import KeyDirectoryAuthenticator, load_keys
+from zeroserve.common.security import KeyDirectoryAuthenticator
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -63,10 +63,12 @@ class Broker:
         self._next_heartbeat = 0.0
         self._routes_dirty = False
         self._bad_logs = {"frontend": LogThrottle(), "worker": LogThrottle()}
-        self.keys = load_keys(config.curve_secret_key)
+        self.keys = config.link.server_keys()
         self.authenticator: KeyDirectoryAuthenticator | None = None
-        if self.keys is not None and config.authorized_keys is not None:
-            self.authenticator = KeyDirectoryAuthenticator(self.context, config.authorized_keys)
+        if self.keys is not None and config.link.authorized_keys is not None:
+            self.authenticator = KeyDirectoryAuthenticator(
+                self.context, config.link.authorized_keys
+            )
             self.authenticator.start()
         self.frontend: zmq.Socket = self._router()
         self.backend: zmq.Socket = self._router()
@@ -257,7 +259,7 @@ class Broker:
     def _touch_frontend(self, identity: bytes, meta: dict[str, Any] | None) -> None:
         now = time.monotonic()
         record = self.registry.frontends.get(identity)
-        interval = self.config.heartbeat_interval_s
+        interval = self.config.link.heartbeat_interval_s
         if meta is not None:
             announced = meta.get("heartbeat_interval_s")
             if isinstance(announced, (int, float)) and 0 < announced <= 3600:
@@ -306,7 +308,8 @@ class Broker:
 
     def _expiry_s(self, peer_interval_s: float) -> float:
         return (
-            max(peer_interval_s, self.config.heartbeat_interval_s) * self.config.heartbeat_liveness
+            max(peer_interval_s, self.config.link.heartbeat_interval_s)
+            * self.config.link.heartbeat_liveness
         )
 
     def _on_ready(self, identity: bytes, meta: dict[str, Any]) -> None:
@@ -413,7 +416,7 @@ class Broker:
     def _heartbeat_meta(self) -> dict[str, Any]:
         return {
             "broker_id": self.broker_id,
-            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
         }
 
     def _routes_message(self) -> list[Any]:
@@ -439,7 +442,7 @@ class Broker:
         for service in self.inflight.expire(now):
             self.inflight.dispatch(service)
         if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.config.heartbeat_interval_s
+            self._next_heartbeat = now + self.config.link.heartbeat_interval_s
             beat = p.heartbeat(self._heartbeat_meta())
             for worker in list(self.registry.workers.values()):
                 self._send(self.backend, [worker.heartbeat_to, *beat])

@@ -23,6 +23,7 @@ import zmq
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
+from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
 
@@ -76,11 +77,10 @@ class BrokerConnection:
         on_connect: Callable[[], None],
         on_lost: Callable[[str], None],
         heartbeat_meta: Callable[[], dict[str, Any]],
-        heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S,
-        heartbeat_liveness: int = p.HEARTBEAT_LIVENESS,
+        link: LinkConfig,
+        keys: CurveKeys | None = None,
         reconnect_max_s: float = 8.0,
         immediate: bool = False,
-        keys: CurveKeys | None = None,
         context: zmq.Context | None = None,
         name: str = "peer",
     ) -> None:
@@ -90,15 +90,15 @@ class BrokerConnection:
         self.on_connect = on_connect
         self.on_lost = on_lost
         self.heartbeat_meta = heartbeat_meta
-        self.heartbeat_interval_s = heartbeat_interval_s
-        self.heartbeat_liveness = heartbeat_liveness
+        self.heartbeat_interval_s = link.heartbeat_interval_s
+        self.heartbeat_liveness = link.heartbeat_liveness
         self.reconnect_max_s = reconnect_max_s
         self.immediate = immediate
         self.keys = keys
         self.context = context or zmq.Context.instance()
         self.name = name
         self.broker_id: str | None = None
-        self.broker_interval_s = heartbeat_interval_s
+        self.broker_interval_s = link.heartbeat_interval_s
         #: True from the first message of a broker until it is declared lost.
         self.alive = False
         self.bad_messages = 0

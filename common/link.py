@@ -44,6 +44,12 @@ class LinkConfig:
 
     def server_keys(self) -> CurveKeys | None:
         """The broker's CurveZMQ keys, or None when it is open."""
+        return load_keys(self.curve_secret_key)
+
+    def check_broker(self) -> None:
         if (self.curve_secret_key is None) != (self.authorized_keys is None):
             raise ConfigError("--curve-secret-key and --authorized-keys go together")
-        return load_keys(self.curve_secret_key)
+
+    def check_peer(self) -> None:
+        if self.authorized_keys is not None:
+            raise ConfigError("--authorized-keys is the broker's; a peer names --broker-public-key")

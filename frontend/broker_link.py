@@ -21,7 +21,6 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import BrokerConnection
-from zeroserve.common.security import load_keys
 from zeroserve.frontend.config import FrontendConfig
 
 log = logging.getLogger(__name__)
@@ -102,10 +101,9 @@ class BrokerLink:
             on_connect=self._hello,
             on_lost=self._on_lost,
             heartbeat_meta=self._heartbeat_meta,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-            heartbeat_liveness=config.heartbeat_liveness,
+            link=config.link,
+            keys=config.link.client_keys(),
             immediate=True,
-            keys=load_keys(config.curve_secret_key, config.broker_public_key),
             name=f"frontend {os.getpid()}",
         )
 
@@ -216,7 +214,7 @@ class BrokerLink:
         return {
             "host": self._host,
             "pid": os.getpid(),
-            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
             "pending": len(self.pending),
         }
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.link import LinkConfig
 
 
 @dataclass(frozen=True)
@@ -19,14 +20,10 @@ class FrontendConfig:
     max_body_bytes: int = 10 * 1024 * 1024
     #: Time a request may take end to end before it is answered 504.
     request_timeout_s: float = p.DEFAULT_TIMEOUT_S
-    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
-    heartbeat_liveness: int = p.HEARTBEAT_LIVENESS
     #: Idle keep-alive connections and stalled uploads are closed after this.
     idle_timeout_s: float = 60.0
-    log_level: str = "INFO"
-    #: CurveZMQ: this process's secret key file and the broker's public key file.
-    curve_secret_key: str | None = None
-    broker_public_key: str | None = None
+    #: Heartbeats, logging, and CurveZMQ (its secret key and the broker's public key).
+    link: LinkConfig = field(default_factory=LinkConfig)
     #: When set, every route but health needs ``Authorization: Bearer <api_key>`` (or
     #: ``X-API-Key: <api_key>``, as LitServe asks for it).
     api_key: str | None = field(default=None, repr=False)
@@ -37,6 +34,7 @@ class FrontendConfig:
     model_metadata: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
+        self.link.check_peer()
         if self.processes < 1:
             raise ConfigError("processes must be at least 1")
         if self.max_body_bytes < 1:

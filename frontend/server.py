@@ -74,7 +74,7 @@ async def serve(config: FrontendConfig) -> None:
 
 
 def run_frontend_process(config: FrontendConfig) -> None:
-    configure_logging(config.log_level, "frontend")
+    configure_logging(config.link.log_level, "frontend")
     batch_io_threads()
     tune_gc()
     asyncio.run(serve(config))

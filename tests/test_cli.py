@@ -109,3 +109,34 @@ def test_a_port_in_use_is_one_line_naming_it(command: str) -> None:
     assert out.returncode == 2
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_every_process_takes_one_link_config_checked_the_same_way() -> None:
+    """Heartbeats, logging and CurveZMQ are one LinkConfig inside each process's config, and
+    each flag's default is that config's field."""
+    import dataclasses
+
+    from zeroserve.broker.config import BrokerConfig
+    from zeroserve.cli import default_of, take_link
+    from zeroserve.common.errors import ConfigError
+    from zeroserve.common.link import LinkConfig
+    from zeroserve.frontend.config import FrontendConfig
+    from zeroserve.up import UpConfig
+    from zeroserve.worker.config import WorkerConfig
+
+    for config in (BrokerConfig, FrontendConfig, WorkerConfig, UpConfig):
+        names = {f.name for f in dataclasses.fields(config)}
+        assert "link" in names and not names & {"heartbeat_interval_s", "log_level"}, config
+    for bad in ({"heartbeat_interval_s": 0}, {"heartbeat_liveness": 0}, {"log_level": "LOUD"}):
+        with pytest.raises(ConfigError):
+            LinkConfig(**bad)
+    with pytest.raises(ConfigError, match="go together"):
+        BrokerConfig(link=LinkConfig(curve_secret_key="k"))
+    with pytest.raises(ConfigError, match="broker's"):
+        WorkerConfig(broker="x", api="x", link=LinkConfig(authorized_keys="d"))
+    options = {"heartbeat_interval_s": 0.5, "log_level": "DEBUG", "port": 1}
+    assert take_link(options) == LinkConfig(heartbeat_interval_s=0.5, log_level="DEBUG")
+    assert options == {"port": 1}
+    assert default_of(LinkConfig, "heartbeat_interval_s") == 1.0
+    for command in ("broker", "worker", "frontend", "up"):
+        assert "--heartbeat-liveness" in run(command, "--help").stdout, command

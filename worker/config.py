@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.link import LinkConfig
 
 
 @dataclass(frozen=True)
@@ -30,8 +30,6 @@ class WorkerConfig:
     loggers: tuple[str, ...] = ()
     #: Requests one process may hold; None means two batches' worth.
     capacity: int | None = None
-    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
-    heartbeat_liveness: int = p.HEARTBEAT_LIVENESS
     #: How long a stopping process may spend finishing what it holds.
     drain_timeout_s: float = 30.0
     #: A batch still running this long after all its deadlines gets the process recycled.
@@ -45,10 +43,8 @@ class WorkerConfig:
     workers_per_device: int = 1
     #: Stop the launcher when a process's setup fails, instead of retrying (`cluster up`).
     exit_on_setup_failure: bool = False
-    log_level: str = "INFO"
-    #: CurveZMQ: this process's secret key file and the broker's public key file.
-    curve_secret_key: str | None = None
-    broker_public_key: str | None = None
+    #: Heartbeats, logging, and CurveZMQ (its secret key and the broker's public key).
+    link: LinkConfig = field(default_factory=LinkConfig)
 
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
@@ -59,8 +55,7 @@ class WorkerConfig:
             raise ConfigError("batch_timeout must not be negative")
         if self.capacity is not None and self.capacity < 1:
             raise ConfigError("capacity must be at least 1")
-        if self.heartbeat_interval_s <= 0:
-            raise ConfigError("heartbeat_interval_s must be positive")
+        self.link.check_peer()
         if self.workers_per_device < 1:
             raise ConfigError("workers_per_device must be at least 1")
         if self.device is not None and (

@@ -21,7 +21,6 @@ from zeroserve.common.connection import BrokerConnection
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
-from zeroserve.common.security import load_keys
 from zeroserve.common.version import __version__
 from zeroserve.worker.api import inherits_default
 from zeroserve.worker.async_loop import AsyncLoop
@@ -109,7 +108,7 @@ class WorkerProcess:
         self.healthy = True
         health = getattr(api, "health", None)
         self._health = health if callable(health) and not inherits_default(health) else None
-        keys = load_keys(config.curve_secret_key, config.broker_public_key)
+        keys = config.link.client_keys()
         self.pipeline = Pipeline(
             api,
             max_batch_size=settings.max_batch_size,
@@ -135,8 +134,7 @@ class WorkerProcess:
             on_connect=self._announce,
             on_lost=self._on_lost,
             heartbeat_meta=self._heartbeat_meta,
-            heartbeat_interval_s=config.heartbeat_interval_s,
-            heartbeat_liveness=config.heartbeat_liveness,
+            link=config.link,
             keys=keys,
             name=f"worker {os.getpid()}",
         )
@@ -163,7 +161,7 @@ class WorkerProcess:
             "request_schema": request_schema(self.pipeline.request_model),
             "device": self.config.device or "cpu",
             "version": __version__,
-            "heartbeat_interval_s": self.config.heartbeat_interval_s,
+            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
         }
 
     def _announce(self) -> None:
@@ -190,7 +188,7 @@ class WorkerProcess:
     async def _watch(self) -> None:
         """Once a heartbeat: stop when the launcher is gone, recycle when predict hangs."""
         while True:
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            await asyncio.sleep(self.config.link.heartbeat_interval_s)
             if os.getppid() != self._parent_pid:
                 log.error("the worker launcher is gone; stopping")
                 self.stop()
@@ -202,7 +200,7 @@ class WorkerProcess:
         fails (and is not asked again before it returns)."""
         assert self._health is not None
         health = self._health
-        window_s = self.config.heartbeat_interval_s * self.config.heartbeat_liveness
+        window_s = self.config.link.heartbeat_interval_s * self.config.link.heartbeat_liveness
         pending: asyncio.Future | None = None
         while True:
             why = "it returned False"
@@ -222,7 +220,7 @@ class WorkerProcess:
                     log.info("%s.health() passes again", type(self.api).__name__)
                 else:
                     log.warning("%s.health() failed (%s)", type(self.api).__name__, why)
-            await asyncio.sleep(self.config.heartbeat_interval_s)
+            await asyncio.sleep(self.config.link.heartbeat_interval_s)
 
     async def _watch_blocked(self) -> None:
         while True:
@@ -324,7 +322,7 @@ class WorkerProcess:
             try:
                 await asyncio.wait_for(
                     self._drain_acked.wait(),
-                    self.link.broker_interval_s * self.config.heartbeat_liveness,
+                    self.link.broker_interval_s * self.config.link.heartbeat_liveness,
                 )
             except asyncio.TimeoutError:
                 log.warning("the broker did not acknowledge the drain; finishing what is held")
@@ -343,7 +341,7 @@ async def _await(awaitable: Any) -> Any:
 
 def run_worker_process(config: WorkerConfig, given: GivenAPI | None = None) -> None:
     """Entry point of a spawned worker process."""
-    configure_logging(config.log_level, "worker")
+    configure_logging(config.link.log_level, "worker")
     batch_io_threads()
     device = isolate(config.device or "cpu")
     try:

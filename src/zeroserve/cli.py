@@ -21,8 +21,9 @@ import click
 
 from zeroserve.broker.config import BrokerConfig
 from zeroserve.common.errors import ConfigError, ZeroserveError
+from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
-from zeroserve.common.protocol import DEFAULT_TIMEOUT_S, HEARTBEAT_INTERVAL_S, HEARTBEAT_LIVENESS
+from zeroserve.common.protocol import DEFAULT_TIMEOUT_S
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.version import __version__
@@ -37,6 +38,15 @@ Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
 def default_of(config: type, name: str) -> Any:
     """A flag's default is its config's field: each default is written once."""
     return {f.name: f.default for f in dataclasses.fields(config)}[name]
+
+
+LINK_FIELDS = tuple(f.name for f in dataclasses.fields(LinkConfig))
+
+
+def take_link(options: dict[str, Any]) -> LinkConfig:
+    """The link settings among a command's options, taken out of them: heartbeats, logging
+    and CurveZMQ, the same for every process."""
+    return LinkConfig(**{name: options.pop(name) for name in LINK_FIELDS if name in options})
 
 
 def _options(*decorators: Decorator) -> Decorator:
@@ -74,24 +84,23 @@ def broker_option(default: str | None, side: str) -> Decorator:
 log_level_option = click.option(
     "--log-level",
     type=click.Choice(LEVELS, case_sensitive=False),
-    default="INFO",
+    default=default_of(LinkConfig, "log_level"),
     show_default=True,
     help="Log level (logs go to stderr).",
 )
-heartbeat_interval_option = click.option(
-    "--heartbeat-interval",
-    "heartbeat_interval_s",
-    type=click.FloatRange(min=0.01, max=3600),
-    default=HEARTBEAT_INTERVAL_S,
-    show_default=True,
-    help="Seconds between heartbeats.",
-)
 heartbeat_options = _options(
-    heartbeat_interval_option,
+    click.option(
+        "--heartbeat-interval",
+        "heartbeat_interval_s",
+        type=click.FloatRange(min=0.01, max=3600),
+        default=default_of(LinkConfig, "heartbeat_interval_s"),
+        show_default=True,
+        help="Seconds between heartbeats.",
+    ),
     click.option(
         "--heartbeat-liveness",
         type=click.IntRange(min=1, max=100),
-        default=HEARTBEAT_LIVENESS,
+        default=default_of(LinkConfig, "heartbeat_liveness"),
         show_default=True,
         help="Heartbeats missed before a peer counts as dead.",
     ),
@@ -298,12 +307,12 @@ def broker(**options: Any) -> None:
     """Run the broker: routes requests from frontends to workers."""
     from zeroserve.broker.broker import Broker
 
-    configure_logging(options.pop("log_level"), "broker")
+    configure_logging(options["log_level"], "broker")
     stop_with_parent()
     batch_io_threads()
 
     def run() -> int:
-        config = BrokerConfig(**options)
+        config = BrokerConfig(link=take_link(options), **options)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -380,7 +389,7 @@ def worker(api: str | None, **options: Any) -> None:
         raise click.UsageError("Missing option '--api'.")
     configure_logging(options["log_level"], "worker")
     stop_with_parent()
-    _run_guarded(lambda: run_launcher(WorkerConfig(api=api, **options)))
+    _run_guarded(lambda: run_launcher(WorkerConfig(api=api, link=take_link(options), **options)))
 
 
 @main.command()
@@ -444,7 +453,8 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
                 raise ConfigError(f"--model-metadata is not JSON: {exc}") from None
             if not isinstance(metadata, dict):
                 raise ConfigError("--model-metadata must be a JSON object")
-        return run_frontend(FrontendConfig(model_metadata=metadata, **options))
+        config = FrontendConfig(model_metadata=metadata, link=take_link(options), **options)
+        return run_frontend(config)
 
     _run_guarded(run)
 
@@ -476,7 +486,7 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
 @serving_options
 @device_options
 @request_timeout_option
-@heartbeat_interval_option
+@heartbeat_options
 @api_key_option
 @log_level_option
 def up(apis: tuple[str, ...], **options: Any) -> None:
@@ -518,8 +528,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
             workers=options["workers"],
             worker_flags=tuple(worker_flags),
             frontend_flags=("--request-timeout", str(options["request_timeout_s"])),
-            heartbeat_interval_s=options["heartbeat_interval_s"],
-            log_level=options["log_level"],
+            link=take_link(options),
             api_key=options["api_key"],
         )
         return Up(config).run()
@@ -557,7 +566,6 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
 @log_level_option
 def status(broker: str | None, as_json: bool, timeout_s: float, **options: Any) -> None:
     """Show the cluster: workers, services, frontends."""
-    from zeroserve.common.security import load_keys
     from zeroserve.common.status_client import fetch_status
     from zeroserve.status import format_status, throughput
     from zeroserve.up import local_cluster
@@ -566,14 +574,16 @@ def status(broker: str | None, as_json: bool, timeout_s: float, **options: Any) 
 
     configure_logging(options["log_level"], "status")
 
+    link = take_link(options)
+
     def run() -> int:
-        keys = load_keys(options["curve_secret_key"], options["broker_public_key"])
+        keys = link.client_keys()
         snapshot = fetch_status(broker, timeout_s, keys)
         click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
         return 0
 
     def watch() -> int:
-        keys = load_keys(options["curve_secret_key"], options["broker_public_key"])
+        keys = link.client_keys()
         previous = None
         clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
         try:

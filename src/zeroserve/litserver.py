@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.up import Up, UpConfig
@@ -174,7 +175,7 @@ class LitServer:
                 processes=len(plan),
                 accelerator=self.accelerator,
                 devices=self.devices,
-                log_level=level,
+                link=LinkConfig(log_level=level),
             )
             for api, service, plan in zip(
                 self.apis, _service_names(self.apis), self.plans, strict=True
@@ -200,7 +201,7 @@ class LitServer:
                 port=int(port),
                 workers=None,
                 frontend_flags=tuple(frontend_flags),
-                log_level=level,
+                link=LinkConfig(log_level=level),
                 health_path=self.healthcheck_path,
             ),
             configs,
@@ -250,7 +251,7 @@ class _InProcessUp(Up):
                 named,
                 exit_on_setup_failure=True,
                 broker=self.backend_endpoint,
-                heartbeat_interval_s=self.config.heartbeat_interval_s,
+                link=self.config.link,
                 drain_timeout_s=5.0,
             )
             process = context.Process(
@@ -276,7 +277,7 @@ def _launcher_main(config: WorkerConfig, given: GivenAPI, parent_pid: int) -> No
     from zeroserve.worker.launcher import run_launcher
 
     os.setpgid(0, 0)
-    configure_logging(config.log_level, "worker")
+    configure_logging(config.link.log_level, "worker")
     stop_with_parent(parent_pid)
     try:
         code = run_launcher(config, given)

@@ -30,8 +30,8 @@ from typing import Any
 import click
 import zmq
 
-from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.link import LinkConfig
 from zeroserve.common.status_client import fetch_status
 from zeroserve.common.supervisor import PARENT_ENV
 
@@ -57,8 +57,8 @@ class UpConfig:
     workers: int | None
     worker_flags: tuple[str, ...] = ()
     frontend_flags: tuple[str, ...] = ()
-    heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
-    log_level: str = "INFO"
+    #: Heartbeats and logging, handed on to every child.
+    link: LinkConfig = field(default_factory=LinkConfig)
     ready_timeout_s: float = 120.0
     api_key: str | None = field(default=None, repr=False)
     #: The frontend's health check, which tells when the cluster serves.
@@ -102,7 +102,11 @@ class Up:
         for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         c = self.config
-        common = ["--log-level", c.log_level, "--heartbeat-interval", str(c.heartbeat_interval_s)]
+        common = [
+            "--log-level", c.link.log_level,
+            "--heartbeat-interval", str(c.link.heartbeat_interval_s),
+            "--heartbeat-liveness", str(c.link.heartbeat_liveness),
+        ]  # fmt: skip
         broker = [
             *cluster_command(),
             "broker",
