@@ -186,10 +186,15 @@ class Broker:
             return
         if command == p.HEARTBEAT:
             meta = p.unpack_meta(args[0])
+            if meta.get("launcher") is True:
+                self._touch_launcher(sender, meta)
+                return
             named = meta.pop("worker", None)
         else:
             meta = dict(p.parse_disconnect(args[0]))
             named = meta.get("worker")
+            if self.registry.launchers.pop(sender, None) is not None:
+                return
         identity = named if isinstance(named, bytes) and named else sender
         worker = self.registry.workers.get(identity)
         if worker is None:
@@ -204,6 +209,31 @@ class Broker:
             self._set_health(worker, meta.get("healthy", True) is not False)
         else:
             self._remove_worker(worker.identity, "said goodbye")
+
+    def _touch_launcher(self, sender: bytes, meta: dict[str, Any]) -> None:
+        interval = meta.get("heartbeat_interval_s")
+        interval = float(interval) if isinstance(interval, (int, float)) and interval > 0 else 0.0
+        before = self.registry.launchers.get(sender)
+        had_problem = before is not None and bool(before.problem)
+        record, new = self.registry.touch_launcher(
+            sender, meta, time.monotonic(), self._expiry_s(min(interval, 3600.0))
+        )
+        if new:
+            log.info(
+                "worker launcher joined: %s pid %s runs %d process(es) of %s",
+                record.host,
+                record.pid,
+                record.processes,
+                record.api,
+            )
+        if bool(record.problem) != had_problem:
+            log.log(
+                logging.WARNING if record.problem else logging.INFO,
+                "worker launcher %s pid %s: %s",
+                record.host,
+                record.pid,
+                record.problem or "its processes run again",
+            )
 
     def _speaks_for(self, worker: WorkerRecord, sender: bytes, command: bytes) -> bool:
         """Only a worker's own sockets speak for it: its data socket, and the control socket
@@ -439,6 +469,7 @@ class Broker:
             self._remove_worker(worker.identity, "missed its heartbeats")
         for frontend in self.registry.expired_frontends(now):
             self._drop_frontend(frontend.identity)
+        self.registry.expire_launchers(now)
         for service in self.inflight.expire(now):
             self.inflight.dispatch(service)
         if now >= self._next_heartbeat:
@@ -498,6 +529,19 @@ class Broker:
             }
             for f in self.registry.frontends.values()
         ]
+        launchers = [
+            {
+                "host": r.host,
+                "pid": r.pid,
+                "api": r.api,
+                "service": r.service,
+                "processes": r.processes,
+                "running": r.running,
+                "problem": r.problem,
+                "last_heartbeat_s": round(now - r.last_seen, 3),
+            }
+            for r in self.registry.launchers.values()
+        ]
         return {
             "broker": {
                 "id": self.broker_id,
@@ -512,6 +556,7 @@ class Broker:
             "workers": workers,
             "services": services,
             "frontends": frontends,
+            "launchers": launchers,
             "counters": dict(self.counters),
         }
 

@@ -89,6 +89,47 @@ class FrontendRecord:
 
 
 @dataclass(eq=False)
+class LauncherRecord:
+    """A worker launcher as its heartbeats describe it (it serves nothing itself)."""
+
+    identity: bytes
+    host: str
+    pid: int
+    api: str
+    service: str
+    processes: int
+    running: int
+    #: Why its processes keep failing, in its own words ("" while none does).
+    problem: str
+    last_seen: float
+    expires_at: float
+
+
+def _text(meta: dict[str, Any], key: str, limit: int) -> str:
+    value = meta.get(key)
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _count(meta: dict[str, Any], key: str, maximum: int = MAX_CAPACITY) -> int:
+    value = meta.get(key)
+    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
+    return value if ok else 0
+
+
+def parse_launcher(meta: dict[str, Any]) -> dict[str, Any]:
+    """What a launcher's heartbeat says, each field checked (a peer's frames are not trusted)."""
+    return {
+        "host": _text(meta, "host", 255),
+        "pid": _count(meta, "pid", 2**31),
+        "api": _text(meta, "api", 256),
+        "service": _text(meta, "service", 128),
+        "processes": _count(meta, "processes"),
+        "running": _count(meta, "running"),
+        "problem": _text(meta, "problem", 1000),
+    }
+
+
+@dataclass(eq=False)
 class ServiceRecord:
     name: str
     routes: list[dict[str, Any]]
@@ -170,6 +211,7 @@ class Registry:
         self.max_queue = max_queue
         self.workers: dict[bytes, WorkerRecord] = {}
         self.frontends: dict[bytes, FrontendRecord] = {}
+        self.launchers: dict[bytes, LauncherRecord] = {}
         self.services: dict[str, ServiceRecord] = {}
 
     def route_conflict(self, service: str, routes: list[dict[str, Any]]) -> str | None:
@@ -251,6 +293,29 @@ class Registry:
 
     def expired_frontends(self, now: float) -> list[FrontendRecord]:
         return [f for f in self.frontends.values() if f.expires_at < now]
+
+    def touch_launcher(
+        self, identity: bytes, meta: dict[str, Any], now: float, expiry_s: float
+    ) -> tuple[LauncherRecord, bool]:
+        """Record a launcher's heartbeat; returns the record and whether it is new."""
+        fields = parse_launcher(meta)
+        record = self.launchers.get(identity)
+        new = record is None
+        if record is None:
+            record = self.launchers[identity] = LauncherRecord(
+                identity=identity, last_seen=now, expires_at=now, **fields
+            )
+        else:
+            for name, value in fields.items():
+                setattr(record, name, value)
+        record.last_seen, record.expires_at = now, now + expiry_s
+        return record, new
+
+    def expire_launchers(self, now: float) -> list[LauncherRecord]:
+        gone = [r for r in self.launchers.values() if r.expires_at < now]
+        for record in gone:
+            del self.launchers[record.identity]
+        return gone
 
     def iter_services(self) -> Iterator[ServiceRecord]:
         return iter(self.services.values())

@@ -244,7 +244,8 @@ class ReadyMeta(TypedDict, total=False):
 
 class HeartbeatMeta(TypedDict, total=False):
     """HEARTBEAT, any way. A worker's names its data socket and reports its counters; a
-    frontend's names its host; a broker's names itself."""
+    frontend's names its host; a broker's names itself; a worker launcher's (on a socket of
+    its own to the worker side) says what it runs and, when its processes keep failing, why."""
 
     heartbeat_interval_s: float
     broker_id: str
@@ -252,6 +253,12 @@ class HeartbeatMeta(TypedDict, total=False):
     host: str
     pid: int
     healthy: bool
+    launcher: bool
+    api: str
+    service: str
+    processes: int
+    running: int
+    problem: str
 
 
 class DisconnectMeta(TypedDict, total=False):

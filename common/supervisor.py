@@ -6,6 +6,7 @@ ZeroMQ context, a thread or an event loop from the parent.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -53,6 +54,10 @@ class _Slot:
     started_at: float = 0.0
     failures: int = 0
     next_start: float = 0.0
+    #: How its last run ended, and what the process said of it (see ``report``).
+    last_exit: str = ""
+    #: The read end of the pipe the running process may say why it stops on.
+    said: Any = None
 
 
 class Supervisor:
@@ -69,6 +74,8 @@ class Supervisor:
         stable_after_s: float = 30.0,
         args_for: Callable[[int], tuple[Any, ...]] | None = None,
         final_exits: dict[int, str] | None = None,
+        on_tick: Callable[[], None] | None = None,
+        reports: bool = False,
     ) -> None:
         self.name = name
         self.target = target
@@ -78,6 +85,10 @@ class Supervisor:
         #: Exit codes that no restart can mend (with what they mean): they stop every copy,
         #: and become the supervisor's own exit code.
         self.final_exits = final_exits or {}
+        #: Called a few times a second from the supervising loop.
+        self.on_tick = on_tick
+        #: Each process gets, as its last argument, a pipe end to say why it stops (``report``).
+        self.reports = reports
         self._final_code = 0
         self.stop_timeout_s = stop_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -108,6 +119,8 @@ class Supervisor:
                     self._on_exit(slot, now)
                 if slot.process is None and now >= slot.next_start and self._stop_signal is None:
                     self._start(slot)
+            if self.on_tick is not None:
+                self.on_tick()
         log.info("%s: stopping %d process(es)", self.name, len(self.pids()))
         self._stop_all()
         return self._final_code
@@ -115,12 +128,36 @@ class Supervisor:
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.is_alive()]
 
+    def problem(self) -> str:
+        """Why copies keep failing, in one line ("" while none does)."""
+        now = time.monotonic()
+        failing = [
+            s
+            for s in self.slots
+            if s.failures and (s.process is None or now - s.started_at < self.stable_after_s)
+        ]
+        if not failing:
+            return ""
+        slot = max(failing, key=lambda s: s.failures)
+        waiting = [s.next_start for s in failing if s.process is None]
+        when = f"; next try in {max(0.0, min(waiting) - now):.0f} s" if waiting else ""
+        return (
+            f"{len(failing)} of {len(self.slots)} process(es) failing; the last "
+            f"{slot.last_exit} ({slot.failures} time(s) in a row){when}"
+        )
+
     def _start(self, slot: _Slot) -> None:
         args = self.args_for(slot.index) if self.args_for is not None else self.args
+        writer = None
+        if self.reports:
+            slot.said, writer = self._context.Pipe(duplex=False)
+            args = (*args, writer)
         process = self._context.Process(
             target=self.target, args=args, name=f"{self.name}-{slot.index}"
         )
         process.start()
+        if writer is not None:
+            writer.close()
         slot.process = process
         slot.started_at = time.monotonic()
         log.debug("%s: started process %d", self.name, process.pid)
@@ -129,6 +166,8 @@ class Supervisor:
         process, slot.process = slot.process, None
         code, pid = process.exitcode, process.pid
         process.close()
+        said = _read_report(slot.said)
+        slot.said = None
         if code in self.final_exits:
             log.error("%s: process %d %s; stopping", self.name, pid, self.final_exits[code])
             self._final_code = code
@@ -144,6 +183,7 @@ class Supervisor:
             if code is not None and code < 0
             else f"exited with code {code}"
         )
+        slot.last_exit = f"{how}: {said}" if said else how
         log.warning("%s: process %d %s; restarting in %.1f s", self.name, pid, how, delay)
 
     def _stop_all(self) -> None:
@@ -161,3 +201,28 @@ class Supervisor:
                 )
                 process.kill()
                 process.join(5)
+
+
+#: The longest report a process may leave.
+MAX_REPORT_BYTES = 1000
+
+
+def report(said: Any, text: str) -> None:
+    """From a supervised process: say in one line why it stops (its supervisor shows it).
+    Plain bytes, never a pickle."""
+    if said is not None:
+        with contextlib.suppress(OSError, ValueError):
+            said.send_bytes(text.encode()[:MAX_REPORT_BYTES])
+
+
+def _read_report(said: Any) -> str:
+    if said is None:
+        return ""
+    try:
+        if said.poll():
+            return said.recv_bytes(MAX_REPORT_BYTES).decode(errors="replace")
+    except (OSError, EOFError, ValueError):
+        pass
+    finally:
+        said.close()
+    return ""

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import requests
 
-from cluster import Cluster, wait_until, worker_pids
+from cluster import Cluster, run_cli, wait_until, worker_pids
 
 
 def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
@@ -113,7 +113,7 @@ def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
 
 def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: Cluster) -> None:
     cluster.broker()
-    cluster.worker("BadSetupAPI", 1)
+    launcher_process = cluster.worker("BadSetupAPI", 1)
     cluster.frontend()
     message = "BadSetupAPI.setup failed (RuntimeError: the model file is missing); this worker"
     wait_until(lambda: cluster.logs().count(message) >= 1, what="the first attempt")
@@ -124,6 +124,24 @@ def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: C
     assert "the model file is missing" in cluster.logs()
     assert "restarting in 1.0 s" in cluster.logs()
     assert cluster.health() == 503
+    # `cluster status` says why the service has no worker: the launcher tells the broker.
+    [launcher] = wait_until(
+        lambda: [
+            r
+            for r in (cluster.status() or {}).get("launchers", [])
+            if "the model file is missing" in r.get("problem", "")
+        ],
+        what="the launcher's problem in the broker's status",
+    )
+    assert launcher["service"] == "BadSetupAPI" and launcher["processes"] == 1
+    assert "BadSetupAPI.setup failed: RuntimeError" in launcher["problem"]
+    table = run_cli("status", "--broker", cluster.frontend_endpoint).stdout
+    assert "worker launchers (1)" in table and "the model file is missing" in table
+    # A launcher that stops says goodbye, and the broker forgets it at once.
+    launcher_process.terminate()
+    stopped = time.monotonic()
+    wait_until(lambda: (cluster.status() or {}).get("launchers") == [], what="the goodbye")
+    assert time.monotonic() - stopped < 2.5, "forgotten by its silence (3 s), not its goodbye"
 
 
 def test_a_hung_predict_gets_504_and_its_process_recycled(cluster: Cluster) -> None:

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import socket
+import time
 from dataclasses import replace
 
 import psutil
+import zmq
 
+from zeroserve.common import protocol as p
+from zeroserve.common.connection import open_dealer
+from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.supervisor import Supervisor
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
@@ -42,8 +50,54 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         stop_timeout_s=config.drain_timeout_s + 2.0,
         args_for=lambda k: (process_config(config, devices[k]), given),
         final_exits=final_exits(config),
+        reports=True,
     )
-    return supervisor.run()
+    link = LauncherLink(config, settings.service, supervisor)
+    supervisor.on_tick = link.tick
+    try:
+        return supervisor.run()
+    finally:
+        link.close()
+
+
+class LauncherLink:
+    """The launcher's word to the broker, once a heartbeat: what it runs and, while its
+    processes keep failing (a setup that raises, a refusal), why, so that ``cluster status``
+    can say why a service has no worker. It expects no answer."""
+
+    def __init__(self, config: WorkerConfig, service: str, supervisor: Supervisor) -> None:
+        self.config = config
+        self.service = service
+        self.supervisor = supervisor
+        self._sock = open_dealer(zmq.Context.instance(), config.broker, config.link.client_keys())
+        self._next_at = 0.0
+
+    def tick(self) -> None:
+        now = time.monotonic()
+        if now < self._next_at:
+            return
+        self._next_at = now + self.config.link.heartbeat_interval_s
+        while has_input(self._sock):  # the broker's goodbye, say: nothing to act on
+            recv_frames(self._sock)
+        meta: p.HeartbeatMeta = {
+            "launcher": True,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "api": self.config.api[-256:],
+            "service": self.service,
+            "processes": len(self.supervisor.slots),
+            "running": len(self.supervisor.pids()),
+            "problem": self.supervisor.problem()[:1000],
+            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
+        }
+        with contextlib.suppress(zmq.Again):
+            send_frames(self._sock, p.heartbeat(meta))
+
+    def close(self) -> None:
+        with contextlib.suppress(zmq.Again):
+            send_frames(self._sock, p.disconnect("launcher stopping"))
+            self._sock.setsockopt(zmq.LINGER, 200)
+        self._sock.close()
 
 
 def device_plan(config: WorkerConfig) -> list[str]:

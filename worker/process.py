@@ -21,6 +21,7 @@ from zeroserve.common.connection import BrokerConnection
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
+from zeroserve.common.supervisor import report
 from zeroserve.common.version import __version__
 from zeroserve.worker.api import inherits_default
 from zeroserve.worker.async_loop import AsyncLoop
@@ -96,6 +97,8 @@ class WorkerProcess:
         self.settings = settings
         self.hooks = hooks
         self.exit_code = 0
+        #: Why the broker refused this worker, if it did.
+        self.refusal = ""
         #: Names this process to the broker on both of its sockets.
         self.identity = b"W" + secrets.token_bytes(15)
         self._parent_pid = os.getppid()
@@ -253,7 +256,9 @@ class WorkerProcess:
             if self._drain_acked is not None:
                 self._drain_acked.set()
         elif command == p.REFUSED:
-            log.error("the broker refused this worker: %s", p.parse_refusal(args[0])[1])
+            why = p.parse_refusal(args[0])[1]
+            log.error("the broker refused this worker: %s", why)
+            self.refusal = f"the broker refused it: {why}"
             self.exit_code = EXIT_REFUSED
             self.stop()
         elif command == p.ANNOUNCE and not self.is_stopping:
@@ -339,8 +344,10 @@ async def _await(awaitable: Any) -> Any:
     return await awaitable
 
 
-def run_worker_process(config: WorkerConfig, given: GivenAPI | None = None) -> None:
-    """Entry point of a spawned worker process."""
+def run_worker_process(
+    config: WorkerConfig, given: GivenAPI | None = None, said: Any = None
+) -> None:
+    """Entry point of a spawned worker process; `said` takes a last word for the launcher."""
     configure_logging(config.link.log_level, "worker")
     batch_io_threads()
     device = isolate(config.device or "cpu")
@@ -350,6 +357,7 @@ def run_worker_process(config: WorkerConfig, given: GivenAPI | None = None) -> N
         hooks = load_hooks(api, config, given)
     except ConfigError as exc:
         log.error("%s", exc)
+        report(said, str(exc))
         sys.exit(EXIT_SETUP_FAILED)
     try:
         prepare_api(api, settings)
@@ -368,8 +376,12 @@ def run_worker_process(config: WorkerConfig, given: GivenAPI | None = None) -> N
             type(exc).__name__,
             exc,
         )
+        report(said, f"{type(api).__name__}.setup failed: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_SETUP_FAILED)
     hooks.fire("on_after_setup")
     worker = WorkerProcess(config, api, settings, hooks)
     tune_gc()
-    sys.exit(asyncio.run(worker.serve()))
+    code = asyncio.run(worker.serve())
+    if worker.refusal:
+        report(said, worker.refusal)
+    sys.exit(code)

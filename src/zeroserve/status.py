@@ -90,4 +90,20 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
                 for f in frontends
             ],
         )
+    launchers = snapshot.get("launchers", [])
+    lines += ["", f"worker launchers ({len(launchers)})"]
+    if launchers:
+        lines += _table(
+            ["HOST", "PID", "SERVICE", "RUNNING", "PROBLEM"],
+            [
+                [
+                    r.get("host"),
+                    r.get("pid"),
+                    r.get("service"),
+                    f"{r.get('running')}/{r.get('processes')}",
+                    r.get("problem") or "-",
+                ]
+                for r in sorted(launchers, key=lambda r: (r.get("host", ""), r.get("pid", 0)))
+            ],
+        )
     return "\n".join(lines)
