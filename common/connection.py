@@ -5,6 +5,13 @@ declares the broker lost when it has been silent for interval x liveness
 (the broker says its own interval in its heartbeats), then closes the socket
 and opens a new one with back-off (the zguide's Paranoid Pirate).
 
+A dropped connection (the broker killed, its port closed) is seen at once,
+through ZeroMQ's socket monitor: the broker counts as lost that moment,
+ZeroMQ reconnects on its own, and the owner greets the broker again when the
+handshake succeeds. The heartbeat window stays for a broker that goes silent
+with its connection up (stopped, or its host's link down). A handshake the
+broker refuses (a wrong or missing token or key) is logged.
+
 The socket is a plain pyzmq socket read through ``loop.add_reader`` on its
 edge-triggered FD: the reader drains until EAGAIN, and every send schedules
 one more drain, because a send can swallow the FD's edge.
@@ -19,6 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
@@ -34,6 +42,14 @@ DRAIN_BATCH = 512
 
 #: Messages a DEALER to the broker may queue either way before sends are refused.
 DEALER_HWM = 100_000
+
+_HANDSHAKE_FAILED = (
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
+#: What the link's monitor reports: a connection ready, one dropped, one refused.
+MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
 
 
 def open_dealer(
@@ -104,6 +120,10 @@ class BrokerConnection:
         self.bad_messages = 0
         self._expires_at = 0.0
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        #: The connection dropped and ZeroMQ is making it again.
+        self.dropped = False
+        self._refused_log = LogThrottle(30.0)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_scheduled = False
         self._task: asyncio.Task | None = None
@@ -136,14 +156,26 @@ class BrokerConnection:
             reconnect_max_s=self.reconnect_max_s,
         )
         self._sock = sock
+        self.dropped = False
         self._expires_at = time.monotonic() + self._expiry_s()
         assert self._loop is not None
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._monitor = sock.get_monitor_socket(MONITORED)
+        self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._read_monitor)
+        # Events that came before the reader was in place raise no edge: look once.
+        self._loop.call_soon(self._read_monitor)
         self.on_connect()
         self._kick()
 
     def _shut(self) -> None:
         sock, self._sock = self._sock, None
+        monitor, self._monitor = self._monitor, None
+        if monitor is not None:
+            if self._loop is not None:
+                self._loop.remove_reader(monitor.getsockopt(zmq.FD))
+            if sock is not None:
+                sock.disable_monitor()
+            monitor.close(0)
         if sock is not None:
             if self._loop is not None:
                 self._loop.remove_reader(sock.getsockopt(zmq.FD))
@@ -211,6 +243,41 @@ class BrokerConnection:
                 log.warning("%s: broker restarted (%s -> %s)", self.name, previous, broker_id)
                 self.on_lost("the broker restarted")
 
+    # -- the connection itself ---------------------------------------------------
+
+    def _read_monitor(self) -> None:
+        monitor = self._monitor
+        while monitor is not None and monitor is self._monitor and has_input(monitor):
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)["event"]
+            except (zmq.ZMQError, ValueError, KeyError):
+                return
+            self._on_event(event)
+
+    def _on_event(self, event: int) -> None:
+        if event == zmq.EVENT_DISCONNECTED:
+            if self.dropped:
+                return
+            self.dropped = True
+            was_alive, self.alive = self.alive, False
+            log.warning("%s: the connection to the broker at %s dropped", self.name, self.endpoint)
+            if was_alive:
+                self.on_lost("the connection to the broker dropped")
+        elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            if self.dropped:
+                self.dropped = False
+                self._expires_at = time.monotonic() + self._expiry_s()
+                log.info("%s: connected to the broker at %s again", self.name, self.endpoint)
+                self.on_connect()
+                self._kick()
+        elif event & _HANDSHAKE_FAILED and self._refused_log.ready():
+            log.error(
+                "%s: the broker at %s refused the handshake: the join token (--token) or "
+                "CurveZMQ keys are missing or wrong",
+                self.name,
+                self.endpoint,
+            )
+
     # -- the clock -------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -218,7 +285,8 @@ class BrokerConnection:
         while not self._closed:
             await asyncio.sleep(self.heartbeat_interval_s)
             self.send(p.heartbeat(self.heartbeat_meta()))
-            if time.monotonic() <= self._expires_at:
+            if time.monotonic() <= self._expires_at or self.dropped:
+                # A dropped connection is ZeroMQ's to make again; the monitor says when.
                 backoff_s = self.heartbeat_interval_s
                 continue
             was_alive, self.alive = self.alive, False

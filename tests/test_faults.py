@@ -111,6 +111,39 @@ def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
     assert front["host"]
 
 
+def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
+    cluster: Cluster,
+) -> None:
+    """With heartbeats 6 s apart in all, a killed broker is still seen at once: the socket
+    monitor reports the dropped connection. What it held is answered 502 at once, what comes
+    after 503 at once, and when it is back everyone rejoins without a manual step."""
+    slow = ("--heartbeat-interval", "2")
+    broker = cluster.broker(*slow)
+    cluster.worker("EchoAPI", 1, *slow)
+    cluster.frontend(*slow)
+    cluster.wait_healthy(1)
+    ports = tuple(
+        int(e.rsplit(":", 1)[1]) for e in (cluster.frontend_endpoint, cluster.backend_endpoint)
+    )
+    with ThreadPoolExecutor(1) as pool:
+        # (A sync worker rejoins once the batch that holds it ends: keep it short.)
+        held = pool.submit(cluster.post, {"op": "sleep", "seconds": 3}, timeout=20)
+        wait_until(
+            lambda: any(w["in_flight"] for w in cluster.ready_workers()), what="the held request"
+        )
+        cluster.stop(broker, signal.SIGKILL)
+        killed_at = time.monotonic()
+        assert held.result().status_code == 502
+        assert time.monotonic() - killed_at < 1.0, "the held request waited for the heartbeats"
+    began = time.monotonic()
+    assert cluster.post({"value": 1}, timeout=5).status_code == 503
+    assert time.monotonic() - began < 1.0
+    assert "the connection to the broker at" in cluster.logs()
+    cluster.broker(*slow, ports=ports)  # type: ignore[arg-type]
+    cluster.wait_healthy(1)
+    assert cluster.post({"value": 2}).json()["echo"] == 2
+
+
 def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: Cluster) -> None:
     cluster.broker()
     launcher_process = cluster.worker("BadSetupAPI", 1)

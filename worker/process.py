@@ -248,13 +248,18 @@ class WorkerProcess:
 
     def _on_lost(self, why: str) -> None:
         log.warning("lost the broker (%s)", why)
+        self._no_ack_coming()
+
+    def _no_ack_coming(self) -> None:
+        """A drain waiting for the broker's acknowledgement stops waiting: it will not come."""
+        if self._drain_acked is not None:
+            self._drain_acked.set()
 
     def _on_message(self, command: bytes, args: list[Any]) -> None:
         """What the broker says on either socket, beyond heartbeats (the link handles those)
         and work (the serving loop's)."""
         if command == p.DRAIN:
-            if self._drain_acked is not None:
-                self._drain_acked.set()
+            self._no_ack_coming()
         elif command == p.REFUSED:
             why = p.parse_refusal(args[0])[1]
             log.error("the broker refused this worker: %s", why)
@@ -266,6 +271,7 @@ class WorkerProcess:
             self._announce()
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
+            self._no_ack_coming()
 
     def _on_batching_failed(self) -> None:
         self.exit_code = 1
@@ -323,6 +329,7 @@ class WorkerProcess:
         log.info("draining: %d request(s) held", len(held))
         deadline = time.monotonic() + self.config.drain_timeout_s
         if self.link.alive:
+            self._drain_acked.clear()
             self.serving.send(p.drain())
             try:
                 await asyncio.wait_for(
