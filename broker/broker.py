@@ -19,6 +19,7 @@ from collections import Counter
 from typing import Any
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from zeroserve.broker.config import BrokerConfig
 from zeroserve.broker.inflight import Inflight, Policy
@@ -30,10 +31,15 @@ from zeroserve.broker.registry import (
 )
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
+from zeroserve.common.connection import HANDSHAKE_FAILED
 from zeroserve.common.errors import ProtocolError, VersionMismatch
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.logs import LogThrottle
-from zeroserve.common.security import KeyDirectoryAuthenticator
+from zeroserve.common.security import (
+    Authenticator,
+    KeyDirectoryAuthenticator,
+    TokenAuthenticator,
+)
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -64,14 +70,23 @@ class Broker:
         self._routes_dirty = False
         self._bad_logs = {"frontend": LogThrottle(), "worker": LogThrottle()}
         self.keys = config.link.server_keys()
-        self.authenticator: KeyDirectoryAuthenticator | None = None
-        if self.keys is not None and config.link.authorized_keys is not None:
+        self.authenticator: Authenticator | None = None
+        if config.link.token is not None:
+            self.authenticator = TokenAuthenticator(self.context, config.link.token)
+        elif self.keys is not None and config.link.authorized_keys is not None:
             self.authenticator = KeyDirectoryAuthenticator(
                 self.context, config.link.authorized_keys
             )
+        if self.authenticator is not None:
             self.authenticator.start()
         self.frontend: zmq.Socket = self._router()
         self.backend: zmq.Socket = self._router()
+        #: Where refused handshakes are seen (a peer without the token or an admitted key).
+        self.monitors: dict[zmq.Socket, str] = {}
+        if self.keys is not None:
+            for sock, side in ((self.frontend, "frontend"), (self.backend, "worker")):
+                self.monitors[sock.get_monitor_socket(HANDSHAKE_FAILED)] = side
+        self._refused_log = LogThrottle()
         self.frontend_endpoint = ""
         self.backend_endpoint = ""
 
@@ -96,10 +111,12 @@ class Broker:
             self.broker_id,
             self.frontend_endpoint,
             self.backend_endpoint,
-            ", CurveZMQ on" if self.keys is not None else "",
+            _security(self.config),
         )
 
     def close(self) -> None:
+        for monitor in self.monitors:
+            monitor.close(0)
         self.frontend.close(0)
         self.backend.close(0)
         if self.authenticator is not None:
@@ -110,6 +127,8 @@ class Broker:
         poller = zmq.Poller()
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
+        for monitor in self.monitors:
+            poller.register(monitor, zmq.POLLIN)
         next_tick = time.monotonic()
         while not stop.is_set():
             timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000)
@@ -118,6 +137,9 @@ class Broker:
                 self._drain(self.frontend, self._on_frontend_message, "frontend")
             if self.backend in events:
                 self._drain(self.backend, self._on_worker_message, "worker")
+            for monitor, side in self.monitors.items():
+                if monitor in events:
+                    self._refused_handshakes(monitor, side)
             now = time.monotonic()
             if now >= next_tick:
                 self._tick(now)
@@ -272,6 +294,18 @@ class Broker:
         service = self.registry.services.get(worker.service)
         if healthy and service is not None:
             self.inflight.dispatch(service)
+
+    def _refused_handshakes(self, monitor: zmq.Socket, side: str) -> None:
+        while has_input(monitor):
+            recv_monitor_message(monitor, zmq.NOBLOCK)
+            self.counters["refused_handshakes"] += 1
+            if self._refused_log.ready():
+                log.warning(
+                    "refused a %s connection: its handshake failed, so it has no join token, "
+                    "a wrong one, or no admitted key (%d refused so far)",
+                    side,
+                    self.counters["refused_handshakes"],
+                )
 
     def _bad_message(self, side: str, exc: Exception) -> None:
         """Count every bad message; log at most one a second per side so a flood cannot."""
@@ -559,6 +593,14 @@ class Broker:
             "launchers": launchers,
             "counters": dict(self.counters),
         }
+
+
+def _security(config: BrokerConfig) -> str:
+    if config.link.token is not None:
+        return "; peers join with its token (CurveZMQ)"
+    if config.link.curve_secret_key is not None:
+        return "; peers join with an authorized key (CurveZMQ)"
+    return "; open to any peer that reaches it (--insecure)" if config.insecure else ""
 
 
 def _bind(sock: zmq.Socket, endpoint: str) -> str:

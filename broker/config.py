@@ -23,8 +23,10 @@ class BrokerConfig:
     retry_after_s: float = 1.0
     #: How long a worker may hold a request past its deadline before the slot is taken back.
     deadline_grace_s: float = 10.0
-    #: Heartbeats, logging, and CurveZMQ (its secret key and the folder of keys it admits).
+    #: Heartbeats, logging, and who may join (a token, or a secret key and the keys it admits).
     link: LinkConfig = field(default_factory=LinkConfig)
+    #: Listen beyond loopback with neither a token nor keys: anyone who reaches it may join.
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if self.max_queue < 1:
@@ -32,3 +34,23 @@ class BrokerConfig:
         if self.max_attempts < 1:
             raise ConfigError("max_attempts must be at least 1")
         self.link.check_broker()
+        open_to = [e for e in (self.frontend_bind, self.backend_bind) if beyond_loopback(e)]
+        if open_to and not self.link.secured and not self.insecure:
+            raise ConfigError(
+                f"refusing to listen on {' and '.join(open_to)} with no authentication: anyone "
+                "who reaches it could join as a worker and read every request. Give "
+                "--token-file FILE (peers then join with --token, or ZEROSERVE_TOKEN), or "
+                "--curve-secret-key with --authorized-keys; bind to 127.0.0.1; or pass "
+                "--insecure to accept that"
+            )
+
+
+_LOOPBACK_HOSTS = {"localhost", "::1", "[::1]"}
+
+
+def beyond_loopback(endpoint: str) -> bool:
+    """Whether a bind endpoint may be reached from another host (ipc:// may not)."""
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0]
+    return not (host in _LOOPBACK_HOSTS or host.startswith("127."))

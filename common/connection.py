@@ -43,13 +43,13 @@ DRAIN_BATCH = 512
 #: Messages a DEALER to the broker may queue either way before sends are refused.
 DEALER_HWM = 100_000
 
-_HANDSHAKE_FAILED = (
+HANDSHAKE_FAILED = (
     zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 )
 #: What the link's monitor reports: a connection ready, one dropped, one refused.
-MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | _HANDSHAKE_FAILED
+MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED
 
 
 def open_dealer(
@@ -270,7 +270,7 @@ class BrokerConnection:
                 log.info("%s: connected to the broker at %s again", self.name, self.endpoint)
                 self.on_connect()
                 self._kick()
-        elif event & _HANDSHAKE_FAILED and self._refused_log.ready():
+        elif event & HANDSHAKE_FAILED and self._refused_log.ready():
             log.error(
                 "%s: the broker at %s refused the handshake: the join token (--token) or "
                 "CurveZMQ keys are missing or wrong",

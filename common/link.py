@@ -3,12 +3,18 @@ process (broker, frontend, worker, status client), checked the same way everywhe
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import LEVELS
-from zeroserve.common.security import CurveKeys, load_keys
+from zeroserve.common.security import (
+    CurveKeys,
+    broker_token_keys,
+    check_token,
+    load_keys,
+    peer_token_keys,
+)
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,8 @@ class LinkConfig:
     #: A peer's: the broker's public key file. The broker's: the folder of keys it admits.
     broker_public_key: str | None = None
     authorized_keys: str | None = None
+    #: The join token: CurveZMQ keys derived from it (the broker's comes from its token file).
+    token: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not 0 < self.heartbeat_interval_s <= 3600:
@@ -32,6 +40,15 @@ class LinkConfig:
             raise ConfigError(f"unknown log level {self.log_level!r}; one of {', '.join(LEVELS)}")
         if self.broker_public_key is not None and self.authorized_keys is not None:
             raise ConfigError("a broker admits --authorized-keys; a peer names --broker-public-key")
+        if self.token is not None:
+            object.__setattr__(self, "token", check_token(self.token))
+            if self.curve_secret_key or self.broker_public_key or self.authorized_keys:
+                raise ConfigError("give a join token or CurveZMQ key files, not both")
+
+    @property
+    def secured(self) -> bool:
+        """Peers join with a token or listed keys."""
+        return self.token is not None or self.curve_secret_key is not None
 
     @property
     def expiry_s(self) -> float:
@@ -40,10 +57,14 @@ class LinkConfig:
 
     def client_keys(self) -> CurveKeys | None:
         """A peer's CurveZMQ keys toward the broker, or None when it links in the clear."""
+        if self.token is not None:
+            return peer_token_keys(self.token)
         return load_keys(self.curve_secret_key, self.broker_public_key)
 
     def server_keys(self) -> CurveKeys | None:
         """The broker's CurveZMQ keys, or None when it is open."""
+        if self.token is not None:
+            return broker_token_keys(self.token)
         return load_keys(self.curve_secret_key)
 
     def check_broker(self) -> None:

@@ -28,8 +28,13 @@ def fetch_status(
         sock.connect(endpoint)
         sock.send_multipart(p.status_request())
         if not sock.poll(int(timeout_s * 1000), zmq.POLLIN):
+            hint = (
+                " (or it refused this token or key)"
+                if keys is not None
+                else " (a broker with a join token answers only peers that give it: --token)"
+            )
             raise BrokerUnreachable(
-                f"no answer from the broker at {endpoint} within {timeout_s:g} s"
+                f"no answer from the broker at {endpoint} within {timeout_s:g} s{hint}"
             )
         command, args = p.parse(sock.recv_multipart(), p.TO_FRONTEND)
         if command == p.REFUSED:

@@ -20,7 +20,7 @@ from typing import Any
 import psutil
 import requests
 
-from zeroserve.common.security import CurveKeys
+from zeroserve.common.security import CurveKeys, peer_token_keys
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
 from zeroserve.up import free_port
 
@@ -83,7 +83,13 @@ class Cluster:
         self.procs.append((name, proc, log_path))
         return proc
 
-    def broker(self, *extra: str, ports: tuple[int, int] | None = None) -> subprocess.Popen:
+    def broker(
+        self, *extra: str, ports: tuple[int, int] | None = None, token_file: Path | None = None
+    ) -> subprocess.Popen:
+        """A broker on loopback; with `token_file`, secured by the token it makes or reads
+        there, which this harness's own status requests then give."""
+        if token_file is not None:
+            extra = ("--token-file", str(token_file), *extra)
         front, back = ports or (free_port(), free_port())
         self.frontend_endpoint = f"tcp://127.0.0.1:{front}"
         self.backend_endpoint = f"tcp://127.0.0.1:{back}"
@@ -97,6 +103,9 @@ class Cluster:
             *HEARTBEAT,
             *extra,
         )
+        if token_file is not None:
+            wait_until(token_file.exists, what="the token file")
+            self.keys = peer_token_keys(token_file.read_text().strip())
         wait_until(self.status, what="the broker to answer STATUS")
         return proc
 

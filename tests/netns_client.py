@@ -1,6 +1,6 @@
 """Run inside a test host's network namespace: ask the broker for its status, or send load.
 
-    python netns_client.py status tcp://HOST:PORT
+    python netns_client.py status tcp://HOST:PORT [TOKEN_FILE]
     python netns_client.py load URL COUNT CONCURRENCY [SECONDS_EACH]
 
 Prints one JSON document on stdout.
@@ -12,9 +12,11 @@ import json
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
+from zeroserve.common.security import peer_token_keys
 from zeroserve.common.status_client import fetch_status
 
 
@@ -46,7 +48,9 @@ def load(url: str, count: int, concurrency: int, seconds: float) -> list[dict]:
 
 def main() -> None:
     if sys.argv[1] == "status":
-        print(json.dumps(fetch_status(sys.argv[2], timeout_s=1.0)))
+        token = Path(sys.argv[3]).read_text().strip() if len(sys.argv) > 3 else None
+        keys = peer_token_keys(token) if token else None
+        print(json.dumps(fetch_status(sys.argv[2], timeout_s=1.0, keys=keys)))
     else:
         url, count, concurrency = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         seconds = float(sys.argv[5]) if len(sys.argv) > 5 else 0.02

@@ -176,3 +176,13 @@ def test_systemd_units_verify(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+DEPLOYED = systemd_command_lines() + compose_command_lines() + kubernetes_command_lines()
+
+
+@pytest.mark.parametrize(("where", "args"), DEPLOYED, ids=[w for w, _ in DEPLOYED])
+def test_every_deployed_process_joins_with_the_token(where: str, args: list[str]) -> None:
+    """Secure by default: the broker keeps a token file; every peer joins with that token."""
+    if args[0] in ("broker", "worker", "frontend"):
+        assert "--token-file" in args, f"{where} runs without the join token"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import secrets
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,11 @@ HEARTBEAT = ("--heartbeat-interval", "0.2", "--heartbeat-liveness", "3")
 @pytest.fixture
 def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
     topology = Topology(tmp_path)
+    # The brokers listen beyond loopback (inside the namespaces): peers join with a token.
+    token = tmp_path / "token"
+    token.write_text(secrets.token_urlsafe(32))
+    token.chmod(0o600)
+    joined = ("--token-file", str(token))
     try:
         for name in ("broker", "host-b", "host-c", "frontend", "client"):
             topology.add_host(name)
@@ -33,6 +39,7 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
             f"tcp://{broker}:5555",
             "--backend-bind",
             f"tcp://{broker}:5556",
+            *joined,
             *HEARTBEAT,
         )
         for worker_host in ("host-b", "host-c"):
@@ -46,6 +53,7 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
                 api("EchoAPI"),
                 "--processes",
                 "2",
+                *joined,
                 *HEARTBEAT,
             )
         topology.cluster(
@@ -58,6 +66,7 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
             topology.address("frontend"),
             "--port",
             "8000",
+            *joined,
             *HEARTBEAT,
         )
         yield topology
@@ -69,7 +78,8 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
 
 
 def status(hosts: Topology) -> dict:
-    return hosts.client("client", "status", f"tcp://{hosts.address('broker')}:5555") or {}
+    endpoint = f"tcp://{hosts.address('broker')}:5555"
+    return hosts.client("client", "status", endpoint, str(hosts.logs / "token")) or {}
 
 
 def workers_by_host(hosts: Topology) -> dict[str, set[int]]:
@@ -107,7 +117,13 @@ def test_requests_are_served_by_workers_of_both_hosts(hosts: Topology) -> None:
     assert set(served) == {"host-b", "host-c"}, served
     # What an operator types, from a host of its own.
     printed = hosts.run_cli(
-        "client", "status", "--broker", f"tcp://{hosts.address('broker')}:5555", "--json"
+        "client",
+        "status",
+        "--broker",
+        f"tcp://{hosts.address('broker')}:5555",
+        "--json",
+        "--token-file",
+        str(hosts.logs / "token"),
     )
     snapshot = json.loads(printed)
     by_host: dict[str, set[int]] = {}

@@ -25,6 +25,7 @@ from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.protocol import DEFAULT_TIMEOUT_S
 from zeroserve.common.runtime import batch_io_threads, tune_gc
+from zeroserve.common.security import TOKEN_ENV, token_from_file
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.version import __version__
 from zeroserve.frontend.config import FrontendConfig
@@ -43,10 +44,17 @@ def default_of(config: type, name: str) -> Any:
 LINK_FIELDS = tuple(f.name for f in dataclasses.fields(LinkConfig))
 
 
-def take_link(options: dict[str, Any]) -> LinkConfig:
-    """The link settings among a command's options, taken out of them: heartbeats, logging
-    and CurveZMQ, the same for every process."""
-    return LinkConfig(**{name: options.pop(name) for name in LINK_FIELDS if name in options})
+def take_link(options: dict[str, Any], *, create_token: bool = False) -> LinkConfig:
+    """The link settings among a command's options, taken out of them (heartbeats, logging,
+    the join token, CurveZMQ: the same for every process). A --token-file is read here; the
+    broker's is made when it does not exist (`create_token`)."""
+    taken = {name: options.pop(name) for name in LINK_FIELDS if name in options}
+    token_file = options.pop("token_file", None)
+    if token_file is not None:
+        if taken.get("token") is not None:
+            raise ConfigError("give --token or --token-file, not both")
+        taken["token"] = token_from_file(token_file, create=create_token)
+    return LinkConfig(**taken)
 
 
 def _options(*decorators: Decorator) -> Decorator:
@@ -228,7 +236,24 @@ curve_secret_option = click.option(
     default=None,
     help="CurveZMQ: this process's secret key file (NAME.key_secret from `cluster keygen`).",
 )
+token_options = _options(
+    click.option(
+        "--token",
+        envvar=TOKEN_ENV,
+        default=None,
+        show_envvar=True,
+        help="Join with this token, the one in the broker's --token-file (CurveZMQ, derived "
+        "from it). Prefer the environment variable: `ps` shows arguments.",
+    ),
+    click.option(
+        "--token-file",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Join with the token in FILE, a copy of the broker's (mode 0600).",
+    ),
+)
 curve_client_options = _options(
+    token_options,
     curve_secret_option,
     click.option(
         "--broker-public-key",
@@ -294,6 +319,19 @@ def main() -> None:
     show_default=True,
     help="Workers that may try one request before it gets 502.",
 )
+@click.option(
+    "--token-file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Peers join with the token in FILE (made, mode 0600, when FILE does not exist; a new "
+    "file rotates it); give it to them as --token or ZEROSERVE_TOKEN.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Listen beyond loopback with neither a token nor keys: anyone who reaches the ports "
+    "may join as a worker.",
+)
 @curve_secret_option
 @click.option(
     "--authorized-keys",
@@ -312,7 +350,7 @@ def broker(**options: Any) -> None:
     batch_io_threads()
 
     def run() -> int:
-        config = BrokerConfig(link=take_link(options), **options)
+        config = BrokerConfig(link=take_link(options, create_token=True), **options)
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -574,16 +612,14 @@ def status(broker: str | None, as_json: bool, timeout_s: float, **options: Any) 
 
     configure_logging(options["log_level"], "status")
 
-    link = take_link(options)
-
     def run() -> int:
-        keys = link.client_keys()
+        keys = take_link(options).client_keys()
         snapshot = fetch_status(broker, timeout_s, keys)
         click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
         return 0
 
     def watch() -> int:
-        keys = link.client_keys()
+        keys = take_link(options).client_keys()
         previous = None
         clear = "\x1b[H\x1b[2J" if sys.stdout.isatty() else ""
         try:

@@ -32,6 +32,7 @@ import zmq
 
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.link import LinkConfig
+from zeroserve.common.security import TOKEN_ENV
 from zeroserve.common.status_client import fetch_status
 from zeroserve.common.supervisor import PARENT_ENV
 
@@ -166,8 +167,12 @@ class Up:
 
     @staticmethod
     def _child_env() -> dict[str, str]:
-        """Each child ends itself should this process end without stopping it (kill -9)."""
-        return {**os.environ, PARENT_ENV: str(os.getpid())}
+        """Each child ends itself should this process end without stopping it (kill -9). A join
+        token of another cluster in the environment is not theirs: this one's sockets are
+        private."""
+        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        env.pop(TOKEN_ENV, None)
+        return env
 
     def _frontend_env(self) -> dict[str, str]:
         """The API key travels in the environment, where `ps` does not show it."""
