@@ -32,6 +32,9 @@ class FrontendConfig:
     info_path: str = "/info"
     #: A JSON object shown under "model" in the info endpoint (LitServe's model_metadata).
     model_metadata: dict[str, Any] | None = None
+    #: HTTPS: the certificate chain (PEM), and its private key when not in the same file.
+    certfile: str | None = None
+    keyfile: str | None = None
 
     def __post_init__(self) -> None:
         self.link.check_peer()
@@ -48,6 +51,12 @@ class FrontendConfig:
                 raise ConfigError(f"{name} must start with '/', not {path!r}")
         if self.health_path == self.info_path:
             raise ConfigError("health_path and info_path must differ")
+        if self.keyfile is not None and self.certfile is None:
+            raise ConfigError("--keyfile goes with --certfile")
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.certfile is not None else "http"
 
     @property
     def own_paths(self) -> frozenset[str]:

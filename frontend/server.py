@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import time
 
 from tornado.httpserver import HTTPServer
@@ -35,8 +36,24 @@ def listen(config: FrontendConfig) -> list:
         ) from None
 
 
+def tls_context(config: FrontendConfig) -> ssl.SSLContext | None:
+    """Tornado's ssl_options for HTTPS, or None for plain HTTP; a bad file is one line."""
+    if config.certfile is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(config.certfile, config.keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(
+            f"cannot load the certificate {config.certfile}"
+            f"{f' with the key {config.keyfile}' if config.keyfile else ''}: {exc}"
+        ) from None
+    return context
+
+
 async def serve(config: FrontendConfig) -> None:
     """Serve HTTP until SIGTERM or SIGINT, then finish what is in flight (briefly) and leave."""
+    tls = tls_context(config)
     sockets = listen(config)
     link = BrokerLink(config)
     link.start()
@@ -48,11 +65,13 @@ async def serve(config: FrontendConfig) -> None:
         # Bodies are watched by router.front.bodies: Tornado's limit costs a task per request.
         body_timeout=None,
         decompress_request=False,
+        ssl_options=tls,
     )
     body_watch = asyncio.get_running_loop().create_task(router.front.bodies.run())
     server.add_sockets(sockets)
     log.info(
-        "frontend listening on http://%s:%d; it serves once the broker at %s answers",
+        "frontend listening on %s://%s:%d; it serves once the broker at %s answers",
+        config.scheme,
         config.host,
         config.port,
         config.broker,
@@ -84,7 +103,8 @@ def run_frontend(config: FrontendConfig) -> int:
     if config.processes == 1:
         run_frontend_process(config)
         return 0
-    for sock in listen(config):  # a port in use is one line here, not a restart loop
+    tls_context(config)  # a bad certificate, or a port in use, is one line here, not a restart loop
+    for sock in listen(config):
         sock.close()
     return Supervisor(
         "frontend",

@@ -137,7 +137,11 @@ class Cluster:
             *HEARTBEAT,
             *extra,
         )
-        wait_until(self._http_up, what="the frontend to listen")
+        if "--certfile" in extra:  # HTTPS: its log line tells, as a plain request cannot
+            listening = f"frontend listening on https://127.0.0.1:{self.http_port}"
+            wait_until(lambda: listening in self.logs(), what="the frontend to listen")
+        else:
+            wait_until(self._http_up, what="the frontend to listen")
         return proc
 
     def up(

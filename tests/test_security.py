@@ -9,6 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import requests
+
 from zeroserve.common.security import load_keys
 
 from cluster import Cluster, run_cli, wait_until, worker_pids
@@ -131,3 +134,39 @@ def test_a_broker_open_beyond_loopback_needs_a_token_keys_or_insecure(tmp_path: 
     assert out.returncode == 2 and f"chmod 600 {token_file}" in out.stderr
     out = run_cli("status", "--token", "short", "--timeout", "0.1")
     assert out.returncode == 2 and "at least 16 characters" in out.stderr
+
+
+def test_the_frontend_serves_https_with_a_certificate(cluster: Cluster, tmp_path: Path) -> None:
+    trustme = pytest.importorskip("trustme")
+    authority = trustme.CA()
+    certificate = authority.issue_cert("127.0.0.1", "localhost")
+    cert_file, key_file, ca_file = (tmp_path / n for n in ("cert.pem", "key.pem", "ca.pem"))
+    certificate.cert_chain_pems[0].write_to_path(str(cert_file))
+    for pem in certificate.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_file), append=True)
+    certificate.private_key_pem.write_to_path(str(key_file))
+    authority.cert_pem.write_to_path(str(ca_file))
+    cluster.broker()
+    cluster.worker("EchoAPI", 1)
+    cluster.frontend("--certfile", str(cert_file), "--keyfile", str(key_file))
+    cluster.wait_workers(1)
+    url = f"https://127.0.0.1:{cluster.http_port}"
+
+    def healthy() -> bool:
+        try:
+            return requests.get(f"{url}/health", verify=str(ca_file), timeout=2).ok
+        except requests.ConnectionError:
+            return False
+
+    wait_until(healthy, what="/health over HTTPS")
+    answer = requests.post(f"{url}/predict", json={"value": 7}, verify=str(ca_file), timeout=10)
+    assert answer.json()["echo"] == 7
+    with pytest.raises(requests.exceptions.SSLError):  # a certificate nobody vouches for
+        requests.get(f"{url}/health", timeout=2)
+    with pytest.raises(requests.ConnectionError):  # plain HTTP on the HTTPS port
+        requests.get(f"http://127.0.0.1:{cluster.http_port}/health", timeout=2)
+    assert f"frontend listening on https://127.0.0.1:{cluster.http_port}" in cluster.logs()
+    # A certificate file that is not one is one line, before anything listens.
+    out = run_cli("frontend", "--port", "0", "--certfile", str(ca_file), "--keyfile", str(ca_file))
+    assert out.returncode == 2 and "cannot load the certificate" in out.stderr
+    assert "Traceback" not in out.stderr

@@ -471,6 +471,18 @@ def worker(api: str | None, **options: Any) -> None:
     metavar="JSON",
     help="A JSON object shown under 'model' in the info endpoint.",
 )
+@click.option(
+    "--certfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="Serve HTTPS with this certificate chain (PEM).",
+)
+@click.option(
+    "--keyfile",
+    type=click.Path(exists=True, dir_okay=False),
+    default=None,
+    help="The certificate's private key (PEM), when --certfile does not hold it.",
+)
 @curve_client_options
 @heartbeat_options
 @api_key_option
