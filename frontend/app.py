@@ -128,7 +128,7 @@ class HealthHandler(JSONErrorMixin):
     def get(self) -> None:
         workers = self.link.ready_workers()
         if not workers:
-            why = BROKER_UNREACHABLE if not self.link.conn.alive else "no worker is ready"
+            why = BROKER_UNREACHABLE if not self.link.alive else "no worker is ready"
             self.write_json_error(503, why)
             return
         self.finish({"status": "ok", "workers": workers})
@@ -149,11 +149,10 @@ class InfoHandler(GuardedHandler):
         self.finish(
             {
                 "model": self.link.config.model_metadata,
-                "broker": {
-                    "endpoint": self.link.config.broker,
-                    "connected": self.link.conn.alive,
-                    "id": self.link.conn.broker_id,
-                },
+                "brokers": [
+                    {"endpoint": conn.endpoint, "connected": conn.alive, "id": conn.broker_id}
+                    for conn in self.link.conns
+                ],
                 "services": self.link.services,
                 "routes": {path: r.service for path, r in self.link.routes.items()},
                 "workers": self.link.ready_workers(),
@@ -297,7 +296,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         path = self.request.path
         route = front.link.route(path)
         if route is None:
-            if not front.link.conn.alive:
+            if not front.link.alive:
                 self._write_error(503, BROKER_UNREACHABLE, {"Retry-After": "1"})
             elif not front.link.routes:
                 self._write_error(503, "no service is registered yet", {"Retry-After": "1"})

@@ -9,6 +9,7 @@ too slow. Answers that come after that are dropped.
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -38,16 +39,35 @@ class Waiter:
     """The messages of one request, in order, for the handler that awaits them.
 
     The first message can go to a plain callback instead (``listen``): most
-    answers are one message, and a callback costs less than a coroutine.
+    answers are one message, and a callback costs less than a coroutine. While
+    no message has come, the request may be sent again through another broker:
+    the waiter keeps what that takes.
     """
 
-    __slots__ = ("_callback", "_future", "_messages", "rid")
+    __slots__ = (
+        "_callback",
+        "_future",
+        "_messages",
+        "body",
+        "broker",
+        "deadline",
+        "meta",
+        "rid",
+        "started",
+    )
 
     def __init__(self, rid: bytes) -> None:
         self.rid = rid
         self._messages: deque[p.Answer] = deque()
         self._future: asyncio.Future | None = None
         self._callback: Callable[[p.Answer], None] | None = None
+        #: The broker link that holds the request now, and what was sent through it.
+        self.broker = 0
+        self.meta: p.RequestMeta | None = None
+        self.body: Any = b""
+        self.deadline = 0.0
+        #: A message of its answer has come: it can no longer go to another broker.
+        self.started = False
 
     def listen(self, callback: Callable[[p.Answer], None]) -> None:
         """Call `callback` with the next message, once (now, if it has come already)."""
@@ -57,6 +77,7 @@ class Waiter:
             self._callback = callback
 
     def push(self, message: p.Answer) -> None:
+        self.started = True
         callback = self._callback
         if callback is not None:
             self._callback = None
@@ -82,6 +103,9 @@ UNREACHABLE = p.error_answer(503, BROKER_UNREACHABLE, retry_after_s=1.0)
 
 
 class BrokerLink:
+    """Links to every broker; requests go to the live ones in turn, and what a lost broker
+    held and had not begun to answer goes to another within its deadline."""
+
     def __init__(self, config: FrontendConfig) -> None:
         self.config = config
         self.pending: dict[bytes, Waiter] = {}
@@ -94,45 +118,64 @@ class BrokerLink:
         self._status_waiters: dict[bytes, asyncio.Future] = {}
         self._host = socket.gethostname()
         self._sweeper: asyncio.Task | None = None
-        self.conn = BrokerConnection(
-            config.broker,
-            table=p.TO_FRONTEND,
-            on_message=self._on_message,
-            on_connect=self._hello,
-            on_lost=self._on_lost,
-            heartbeat_meta=self._heartbeat_meta,
-            link=config.link,
-            keys=config.link.client_keys(),
-            immediate=True,
-            name=f"frontend {os.getpid()}",
-        )
+        #: Each broker's own route table (its "services"), merged into ``services``.
+        self._tables: list[dict[str, Any]] = [{} for _ in config.brokers]
+        self._turn = 0
+        self.resent = 0
+        keys = config.link.client_keys()
+        self.conns = [
+            BrokerConnection(
+                endpoint,
+                table=p.TO_FRONTEND,
+                on_message=functools.partial(self._on_message, index),
+                on_connect=functools.partial(self._hello, index),
+                on_lost=functools.partial(self._on_lost, index),
+                heartbeat_meta=self._heartbeat_meta,
+                link=config.link,
+                keys=keys,
+                immediate=True,
+                name=f"frontend {os.getpid()}",
+            )
+            for index, endpoint in enumerate(config.brokers)
+        ]
 
     def start(self) -> None:
-        self.conn.start()
+        for conn in self.conns:
+            conn.start()
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_deadlines())
 
     def close(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        self.conn.close(p.disconnect("frontend stopping"))
+        for conn in self.conns:
+            conn.close(p.disconnect("frontend stopping"))
 
     # -- what handlers ask ------------------------------------------------------
+
+    @property
+    def alive(self) -> bool:
+        """Some broker can be reached."""
+        return any(conn.alive for conn in self.conns)
 
     def route(self, path: str) -> Route | None:
         return self.routes.get(path)
 
     def ready_workers(self) -> int:
-        if not self.conn.alive:
-            return 0
-        return sum(s.get("workers", 0) for s in self.services.values())
+        return sum(
+            s.get("workers", 0)
+            for conn, table in zip(self.conns, self._tables, strict=True)
+            if conn.alive
+            for s in table.values()
+            if isinstance(s, dict)
+        )
 
     async def fetch_status(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
-        """The broker's snapshot of the cluster, or None when it does not answer in time."""
+        """A live broker's snapshot of the cluster, or None when none answers in time."""
         rid = b"status-" + next(self._ids).to_bytes(8, "big")
         future = asyncio.get_running_loop().create_future()
         self._status_waiters[rid] = future
         try:
-            if not self.conn.send(p.status_request(rid)):
+            if not any(c.alive and c.send(p.status_request(rid)) for c in self.conns):
                 return None
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
@@ -152,12 +195,9 @@ class BrokerLink:
         headers: dict[str, str] | None = None,
         query: str = "",
     ) -> Waiter:
-        """Send a request to the broker; the returned waiter yields its answer."""
+        """Send a request to a broker; the returned waiter yields its answer."""
         rid = next(self._ids).to_bytes(8, "big")
         waiter = Waiter(rid)
-        if not self.conn.alive:
-            waiter.push(UNREACHABLE)
-            return waiter
         meta: p.RequestMeta = {
             "service": route.service,
             "path": path,
@@ -169,17 +209,45 @@ class BrokerLink:
         if headers is not None:
             meta["headers"] = headers
             meta["query"] = query
-        if not self.conn.send(p.request(rid, meta, body)):
+        if not self._send_request(waiter, meta, body):
             waiter.push(UNREACHABLE)
             return waiter
         self.pending[rid] = waiter
-        self._deadlines.append((time.monotonic() + self.config.request_timeout_s, rid))
+        waiter.deadline = time.monotonic() + self.config.request_timeout_s
+        self._deadlines.append((waiter.deadline, rid))
         return waiter
 
     def cancel(self, waiter: Waiter) -> None:
         """The client left: stop waiting and tell the broker, which drops or cancels the work."""
         if self.pending.pop(waiter.rid, None) is not None:
-            self.conn.send(p.cancel(waiter.rid))
+            self.conns[waiter.broker].send(p.cancel(waiter.rid))
+
+    # -- choosing a broker -----------------------------------------------------------
+
+    def _send_request(
+        self, waiter: Waiter, meta: p.RequestMeta, body: Any, avoid: int = -1
+    ) -> bool:
+        """Send through a live broker that has workers for the service, in turn (any live one
+        when none has); False when no broker took it."""
+        conns = self.conns
+        if len(conns) == 1:
+            chosen = [0] if conns[0].alive else []
+        else:
+            count = len(conns)
+            start, self._turn = self._turn, (self._turn + 1) % count
+            order = [(start + k) % count for k in range(count)]
+            live = [i for i in order if conns[i].alive and i != avoid]
+            serving = [i for i in live if self._serves(i, meta.get("service"))]
+            chosen = serving + [i for i in live if i not in serving]
+        for index in chosen:
+            if conns[index].send(p.request(waiter.rid, meta, body)):
+                waiter.broker, waiter.meta, waiter.body = index, meta, body
+                return True
+        return False
+
+    def _serves(self, index: int, service: Any) -> bool:
+        entry = self._tables[index].get(service) if isinstance(service, str) else None
+        return isinstance(entry, dict) and bool(entry.get("workers"))
 
     # -- events ------------------------------------------------------------------
 
@@ -195,20 +263,43 @@ class BrokerLink:
             while deadlines and deadlines[0][0] <= now:
                 waiter = self.pending.pop(deadlines.popleft()[1], None)
                 if waiter is not None:
-                    self.conn.send(p.cancel(waiter.rid))
+                    self.conns[waiter.broker].send(p.cancel(waiter.rid))
                     waiter.push(message)
 
-    def _on_lost(self, why: str) -> None:
-        """Requests the lost broker held will never be answered: answer them now."""
-        lost, self.pending = self.pending, {}
-        self._deadlines.clear()
-        for waiter in lost.values():
+    def _on_lost(self, index: int, why: str) -> None:
+        """Requests the lost broker held will never be answered through it: those that had no
+        answer yet go to another live broker, the rest are answered 502 now."""
+        self._tables[index] = {}
+        self._merge_routes()
+        held = [w for w in self.pending.values() if w.broker == index]
+        resent = failed = 0
+        for waiter in held:
+            if not waiter.started and waiter.meta is not None and self._resend(waiter, index):
+                resent += 1
+                continue
+            del self.pending[waiter.rid]
             waiter.push(p.error_answer(502, f"{why}; the request was lost"))
-        if lost:
-            log.warning("%s: answered %d waiting request(s) with 502", why, len(lost))
+            failed += 1
+        self.resent += resent
+        if held:
+            log.warning(
+                "%s (%s): %d request(s) it held sent to another broker, %d answered 502",
+                why,
+                self.config.brokers[index],
+                resent,
+                failed,
+            )
 
-    def _hello(self) -> None:
-        self.conn.send(p.heartbeat(self._heartbeat_meta()))
+    def _resend(self, waiter: Waiter, lost: int) -> bool:
+        assert waiter.meta is not None
+        left_s = waiter.deadline - time.monotonic()
+        if left_s <= 0:
+            return False
+        meta: p.RequestMeta = {**waiter.meta, "timeout_ms": int(left_s * 1000)}
+        return self._send_request(waiter, meta, waiter.body, avoid=lost)
+
+    def _hello(self, index: int) -> None:
+        self.conns[index].send(p.heartbeat(self._heartbeat_meta()))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
         return {
@@ -218,17 +309,17 @@ class BrokerLink:
             "pending": len(self.pending),
         }
 
-    def _on_message(self, command: bytes, args: list[Any]) -> None:
+    def _on_message(self, index: int, command: bytes, args: list[Any]) -> None:
         if command in p.ANSWERS:
             rid = args[0]
             waiter = self.pending.get(rid)
-            if waiter is None:
-                return
+            if waiter is None or waiter.broker != index:
+                return  # a late answer, or one of a broker the request has left
             waiter.push((command, p.unpack_meta(args[1]), args[2]))
             if command in p.TERMINAL:
                 del self.pending[rid]
         elif command == p.ROUTES:
-            self._set_routes(p.unpack_meta(args[0]))
+            self._set_routes(index, p.unpack_meta(args[0]))
         elif command == p.STATUS:
             future = self._status_waiters.get(args[0])
             if future is not None and not future.done():
@@ -238,21 +329,34 @@ class BrokerLink:
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
 
-    def _set_routes(self, table: dict[str, Any]) -> None:
+    def _set_routes(self, index: int, table: dict[str, Any]) -> None:
         services = table.get("services")
         if not isinstance(services, dict):
             return
+        self._tables[index] = services
+        self._merge_routes()
+
+    def _merge_routes(self) -> None:
+        """One route table from every live broker's: a service's workers are summed."""
+        services: dict[str, dict[str, Any]] = {}
+        for table in self._tables:  # a lost broker's is empty
+            for name, service in table.items():
+                if not isinstance(service, dict):
+                    continue
+                merged = services.setdefault(name, {**service, "workers": 0})
+                merged["workers"] += service.get("workers", 0) or 0
         routes: dict[str, Route] = {}
         for name, service in services.items():
-            for route in service.get("routes", []) if isinstance(service, dict) else []:
+            for route in service.get("routes", []):
                 path = route.get("path") if isinstance(route, dict) else None
                 methods = route.get("methods") if isinstance(route, dict) else None
                 if isinstance(path, str) and isinstance(methods, list):
-                    wants = isinstance(service, dict) and service.get("headers") is True
+                    wants = service.get("headers") is True
                     routes[path] = Route(name, frozenset(str(m) for m in methods), wants)
+        if routes.keys() != self.routes.keys():
+            log.info(
+                "routes: %s",
+                ", ".join(f"{path} -> {r.service}" for path, r in sorted(routes.items())) or "none",
+            )
         self.routes = routes
         self.services = services
-        log.info(
-            "routes: %s",
-            ", ".join(f"{path} -> {r.service}" for path, r in sorted(routes.items())) or "none",
-        )

@@ -12,7 +12,8 @@ from zeroserve.common.link import LinkConfig
 
 @dataclass(frozen=True)
 class FrontendConfig:
-    broker: str = "tcp://127.0.0.1:5555"
+    #: Every broker's frontend endpoint; requests are spread over the live ones.
+    brokers: tuple[str, ...] = ("tcp://127.0.0.1:5555",)
     host: str = "127.0.0.1"
     port: int = 8000
     #: HTTP server processes sharing the port (SO_REUSEPORT).
@@ -38,6 +39,8 @@ class FrontendConfig:
 
     def __post_init__(self) -> None:
         self.link.check_peer()
+        if not self.brokers or len(set(self.brokers)) != len(self.brokers):
+            raise ConfigError("give each broker once, and at least one")
         if self.processes < 1:
             raise ConfigError("processes must be at least 1")
         if self.max_body_bytes < 1:

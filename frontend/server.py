@@ -70,11 +70,11 @@ async def serve(config: FrontendConfig) -> None:
     body_watch = asyncio.get_running_loop().create_task(router.front.bodies.run())
     server.add_sockets(sockets)
     log.info(
-        "frontend listening on %s://%s:%d; it serves once the broker at %s answers",
+        "frontend listening on %s://%s:%d; it serves once a broker answers (%s)",
         config.scheme,
         config.host,
         config.port,
-        config.broker,
+        ", ".join(config.brokers),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -69,13 +69,15 @@ def _options(*decorators: Decorator) -> Decorator:
 _ENDPOINT = re.compile(r"^(?:tcp://(?:\[[0-9A-Fa-f:.]+\]|[^:/\s]+):(?:\d{1,5}|\*)|ipc://\S+)$")
 
 
-def _endpoint(_ctx: Any, param: Any, value: str | None) -> str | None:
-    """A ZeroMQ address, checked here so that a wrong one is one line, not a traceback."""
-    if value is not None and not _ENDPOINT.match(value):
-        raise click.BadParameter(
-            f"{value!r} is not a ZeroMQ address: write tcp://HOST:PORT (or ipc://PATH)",
-            param=param,
-        )
+def _endpoint(_ctx: Any, param: Any, value: Any) -> Any:
+    """A ZeroMQ address (or several), checked here so that a wrong one is one line, not a
+    traceback."""
+    for one in value if isinstance(value, tuple) else (value,):
+        if one is not None and not _ENDPOINT.match(one):
+            raise click.BadParameter(
+                f"{one!r} is not a ZeroMQ address: write tcp://HOST:PORT (or ipc://PATH)",
+                param=param,
+            )
     return value
 
 
@@ -86,6 +88,19 @@ def broker_option(default: str | None, side: str) -> Decorator:
         return click.option("--broker", required=True, callback=_endpoint, help=help_text)
     return click.option(
         "--broker", default=default, show_default=True, callback=_endpoint, help=help_text
+    )
+
+
+def brokers_option(default: str, side: str) -> Decorator:
+    """--broker, repeatable: a link to each broker."""
+    return click.option(
+        "--broker",
+        "brokers",
+        multiple=True,
+        default=(default,),
+        show_default=True,
+        callback=_endpoint,
+        help=f"A broker's {side} endpoint, tcp://HOST:PORT; repeat it for each broker.",
     )
 
 
@@ -431,7 +446,7 @@ def worker(api: str | None, **options: Any) -> None:
 
 
 @main.command()
-@broker_option("tcp://127.0.0.1:5555", "frontend")
+@brokers_option("tcp://127.0.0.1:5555", "frontend")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option(
     "--port",
@@ -589,9 +604,11 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
 @main.command()
 @click.option(
     "--broker",
-    default=None,
+    "brokers",
+    multiple=True,
     callback=_endpoint,
-    help="The broker's frontend endpoint, tcp://HOST:PORT [default: the newest `cluster up` "
+    help="A broker's frontend endpoint, tcp://HOST:PORT, repeated for each broker [default: "
+    "the newest `cluster up` "
     "running on this machine, else tcp://127.0.0.1:5555].",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
@@ -614,21 +631,42 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
 )
 @curve_client_options
 @log_level_option
-def status(broker: str | None, as_json: bool, timeout_s: float, **options: Any) -> None:
-    """Show the cluster: workers, services, frontends."""
-    from zeroserve.common.status_client import fetch_status
+def status(brokers: tuple[str, ...], as_json: bool, timeout_s: float, **options: Any) -> None:
+    """Show the cluster: workers, services, frontends, as each broker sees them."""
+    from zeroserve.common.status_client import BrokerUnreachable, fetch_status
     from zeroserve.status import format_status, throughput
     from zeroserve.up import local_cluster
 
-    broker = broker or local_cluster() or "tcp://127.0.0.1:5555"
-
     configure_logging(options["log_level"], "status")
+    if len(brokers) > 1 and options["watch"]:
+        raise click.UsageError("--watch follows one broker; give one --broker")
+    broker = brokers[0] if brokers else local_cluster() or "tcp://127.0.0.1:5555"
 
     def run() -> int:
         keys = take_link(options).client_keys()
-        snapshot = fetch_status(broker, timeout_s, keys)
-        click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
-        return 0
+        if len(brokers) <= 1:
+            snapshot = fetch_status(broker, timeout_s, keys)
+            click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
+            return 0
+        # Several brokers: each as it sees the cluster (JSON: one entry per broker).
+        entries: list[dict[str, Any]] = []
+        for endpoint in brokers:
+            try:
+                entries.append({"endpoint": endpoint, **fetch_status(endpoint, timeout_s, keys)})
+            except BrokerUnreachable as exc:
+                entries.append({"endpoint": endpoint, "error": str(exc)})
+        if as_json:
+            click.echo(json.dumps(entries, indent=2))
+        else:
+            click.echo(
+                "\n\n".join(
+                    f"== {e['endpoint']}: {e['error']}"
+                    if "error" in e
+                    else f"== {e['endpoint']}\n{format_status(e)}"
+                    for e in entries
+                )
+            )
+        return 1 if any("error" in e for e in entries) else 0
 
     def watch() -> int:
         keys = take_link(options).client_keys()
