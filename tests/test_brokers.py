@@ -93,3 +93,34 @@ def test_a_stopped_broker_under_load_loses_no_request(cluster: Cluster) -> None:
         lambda: served_by(cluster, 8) & worker_pids(made["b_workers"]),
         what="broker B to take traffic again",
     )
+
+
+def test_workers_register_with_every_broker_and_lose_nothing_when_one_dies(
+    cluster: Cluster,
+) -> None:
+    """One launcher given both brokers: each process registers with each, its capacity split;
+    with one broker killed under load, the same processes serve everything through the
+    other, and rejoin the restarted one."""
+    broker_a = cluster.broker()
+    a_endpoints = (cluster.frontend_endpoint, cluster.backend_endpoint)
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 2, "--broker", a_endpoints[1], "--capacity", "8")
+    cluster.frontend("--broker", a_endpoints[0])
+    pids = worker_pids(launcher)
+    both = ("--broker", a_endpoints[0], "--broker", cluster.frontend_endpoint)
+
+    def seen_by_each() -> list[dict[int, int]]:
+        out = run_cli("status", *both, "--json", "--timeout", "1")
+        entries = json.loads(out.stdout) if out.stdout else []
+        return [{w["pid"]: w["capacity"] for w in e.get("workers", [])} for e in entries]
+
+    wait_until(lambda: seen_by_each() == [dict.fromkeys(pids, 4)] * 2, what="both registrations")
+    wait_until(lambda: workers_seen(cluster) == 4, what="four registrations in the routes")
+    ports = tuple(int(e.rsplit(":", 1)[1]) for e in a_endpoints)
+    results = cluster.load(240, 60, lambda: cluster.stop(broker_a, signal.SIGKILL))
+    assert [(i, status, echo) for i, status, echo, _ in results] == [
+        (i, 200, i) for i in range(240)
+    ]
+    assert worker_pids(launcher) == pids, "the workers lived on"
+    cluster.broker(ports=ports)  # type: ignore[arg-type]
+    wait_until(lambda: workers_seen(cluster) == 4, what="the workers back with broker A")

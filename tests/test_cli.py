@@ -133,7 +133,7 @@ def test_every_process_takes_one_link_config_checked_the_same_way() -> None:
     with pytest.raises(ConfigError, match="go together"):
         BrokerConfig(link=LinkConfig(curve_secret_key="k"))
     with pytest.raises(ConfigError, match="broker's"):
-        WorkerConfig(broker="x", api="x", link=LinkConfig(authorized_keys="d"))
+        WorkerConfig(brokers=("x",), api="x", link=LinkConfig(authorized_keys="d"))
     options = {"heartbeat_interval_s": 0.5, "log_level": "DEBUG", "port": 1}
     assert take_link(options) == LinkConfig(heartbeat_interval_s=0.5, log_level="DEBUG")
     assert options == {"port": 1}

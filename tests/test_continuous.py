@@ -137,7 +137,7 @@ sys.modules["litserve"] = None
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.loader import load_api, resolve_settings
 api = load_api({str(ROOT / "tests" / "apis.py:CountingSteps")!r})
-print(resolve_settings(api, WorkerConfig(broker="x", api="x")).kind)
+print(resolve_settings(api, WorkerConfig(brokers=("x",), api="x")).kind)
 """
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT

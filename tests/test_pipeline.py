@@ -187,9 +187,9 @@ def test_loader_takes_files_modules_classes_and_instances(tmp_path: Any) -> None
     assert type(made).__name__ == "A"
     assert load_api(f"{source}:instance").api_path == "/other"
     assert type(load_api("zeroserve.worker.demo:SquareAPI")).__name__ == "SquareAPI"
-    settings = resolve_settings(made, WorkerConfig(broker="x", api="x"))
+    settings = resolve_settings(made, WorkerConfig(brokers=("x",), api="x"))
     assert (settings.max_batch_size, settings.capacity, settings.service) == (4, 8, "A")
-    flags = WorkerConfig(broker="x", api="x", max_batch_size=2, route="/r", service="s")
+    flags = WorkerConfig(brokers=("x",), api="x", max_batch_size=2, route="/r", service="s")
     overridden = resolve_settings(made, flags)
     assert (overridden.max_batch_size, overridden.route, overridden.service) == (2, "/r", "s")
 
@@ -215,11 +215,11 @@ def test_settings_are_checked() -> None:
             yield x
 
     with pytest.raises(ConfigError, match="generator"):
-        resolve_settings(Gen(), WorkerConfig(broker="x", api="x"))
+        resolve_settings(Gen(), WorkerConfig(brokers=("x",), api="x"))
     with pytest.raises(ConfigError, match="max_batch_size"):
-        resolve_settings(Doubler(max_batch_size=0), WorkerConfig(broker="x", api="x"))
+        resolve_settings(Doubler(max_batch_size=0), WorkerConfig(brokers=("x",), api="x"))
     with pytest.raises(ConfigError, match="api_path"):
-        resolve_settings(Doubler(api_path="predict"), WorkerConfig(broker="x", api="x"))
+        resolve_settings(Doubler(api_path="predict"), WorkerConfig(brokers=("x",), api="x"))
 
 
 def run_stream(api: Any, jobs: list[Job], max_batch_size: int = 1) -> dict[int, list]:

@@ -86,7 +86,7 @@ class AsyncLoop(ServingLoop):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=1.0)
-        self._close_socket()
+        self._close_sockets()
 
     def _wake(self) -> None:
         aloop = self._aloop
@@ -125,8 +125,8 @@ class AsyncLoop(ServingLoop):
             self._read_due = True
             self._aloop.call_soon(self._read_now)
 
-    def _send(self, message: list[Any]) -> None:
-        super()._send(message)
+    def _send(self, link: int, message: list[Any]) -> None:
+        super()._send(link, message)
         self._read_soon()
 
     # -- requests ----------------------------------------------------------------------------------
@@ -220,17 +220,20 @@ class AsyncLoop(ServingLoop):
             job.timer = None
         super()._ended(job)
 
-    def _forget(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        for job in self.jobs.values():
-            if job.timer is not None:
+    def _forget(self, link: int) -> None:
+        held = self.jobs
+        for task, jobs in list(self._tasks.items()):
+            if not any(held.get(job.key) is job for job in jobs):
+                task.cancel()
+            for job in jobs:
+                if job.link == link and job.timer is not None:
+                    job.timer.cancel()
+                    job.timer = None
+        for job in list(self.batcher):
+            if job.link == link and job.timer is not None:
                 job.timer.cancel()
-        self.batcher.clear()
-        if self._batch_timer is not None:
-            self._batch_timer.cancel()
-            self._batch_timer = None
-        super()._forget()
+                job.timer = None
+        self.batcher.keep(held)
 
     # -- what the process's event loop asks ------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterator
 
 from zeroserve.worker.pipeline import Job
 
@@ -24,6 +25,9 @@ class Batcher:
     def __len__(self) -> int:
         return len(self._waiting)
 
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._waiting)
+
     def add(self, job: Job) -> None:
         self._waiting.append(job)
 
@@ -36,6 +40,10 @@ class Batcher:
 
     def clear(self) -> None:
         self._waiting.clear()
+
+    def keep(self, held: dict) -> None:
+        """Drop what waits here but is no longer held (its broker's session ended)."""
+        self._waiting = deque(job for job in self._waiting if held.get(job.key) is job)
 
     def full(self) -> bool:
         return len(self._waiting) >= self.max_batch_size

@@ -37,6 +37,9 @@ class ThreadedLoop(ServingLoop):
         super().__init__(*args, **kwargs)
         #: The socket's receive timeout now, in ms: set only when a wait needs another.
         self._sock_timeout_ms = -1
+        #: The data sockets in place, by link; with several, a poller waits on them all.
+        self._live: list[tuple[int, zmq.Socket]] = []
+        self._poller: zmq.Poller | None = None
         #: The jobs of the work that holds the thread now (a batch, a step).
         self.working: list[Job] = []
 
@@ -45,21 +48,37 @@ class ThreadedLoop(ServingLoop):
         return max(0.0, now - max(job.deadline for job in working)) if working else 0.0
 
     def _opened(self, sock: zmq.Socket) -> None:
+        self._sockets_changed()
+
+    def _closing(self, sock: zmq.Socket) -> None:
+        self._sockets_changed()
+
+    def _sockets_changed(self) -> None:
         self._sock_timeout_ms = -1
+        self._live = [(link, s) for link, s in enumerate(self._socks) if s is not None]
+        self._poller = None
+        if len(self._live) > 1:
+            self._poller = zmq.Poller()
+            for _, sock in self._live:
+                self._poller.register(sock, zmq.POLLIN)
 
     def _wait(self, wait_ms: int | None) -> None:
         """Block until a message comes, `wait_ms` pass, or it is time to read the mailbox."""
         timeout_ms = MAILBOX_WAKE_MS if wait_ms is None else min(wait_ms, MAILBOX_WAKE_MS)
-        sock = self._sock
-        if sock is None:
+        live = self._live
+        if not live:
             with contextlib.suppress(queue.Empty):
                 self._obey(*self._mailbox.get(timeout=timeout_ms / 1000))
             return
+        if self._poller is not None:  # several brokers: what came is read by the loop
+            self._poller.poll(timeout_ms)
+            return
+        link, sock = live[0]
         if timeout_ms != self._sock_timeout_ms:
             sock.setsockopt(zmq.RCVTIMEO, timeout_ms)
             self._sock_timeout_ms = timeout_ms
         with contextlib.suppress(zmq.Again):
-            self._receive(recv_frames(sock, block=True))
+            self._receive(link, recv_frames(sock, block=True))
 
 
 class BatchingLoop(ThreadedLoop):
@@ -88,9 +107,8 @@ class BatchingLoop(ThreadedLoop):
     def _admit(self, job: Job) -> None:
         self.batcher.add(job)
 
-    def _forget(self) -> None:
-        super()._forget()
-        self.batcher.clear()
+    def _forget(self, link: int) -> None:
+        self.batcher.keep(self.jobs)
 
     def _run_batch(self) -> None:
         now = time.monotonic()

@@ -10,7 +10,8 @@ from zeroserve.common.link import LinkConfig
 
 @dataclass(frozen=True)
 class WorkerConfig:
-    broker: str
+    #: Every broker's worker-side endpoint; each process registers with each.
+    brokers: tuple[str, ...]
     #: ``module:attr`` or ``path/to/file.py:attr``; attr is a class or an instance.
     api: str
     #: Service name; defaults to the API class's name.

@@ -119,11 +119,12 @@ class ContinuousLoop(ThreadedLoop):
     def _admit(self, job: Job) -> None:
         self.waiting.append(job)
 
-    def _forget(self) -> None:
-        for uid in list(self.sequences):
-            self._leave(uid)
-        self.waiting.clear()
-        super()._forget()
+    def _forget(self, link: int) -> None:
+        held = self.jobs
+        for uid, seq in list(self.sequences.items()):
+            if held.get(seq.job.key) is not seq.job:
+                self._leave(uid)
+        self.waiting = deque(job for job in self.waiting if held.get(job.key) is job)
 
     def _cancelled(self, job: Job) -> None:
         """Its answer goes at once; the API hears of it before the next step."""

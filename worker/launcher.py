@@ -40,7 +40,7 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         settings.service,
         settings.route,
         ", ".join(sorted(set(devices))),
-        config.broker,
+        ", ".join(config.brokers),
     )
     supervisor = Supervisor(
         "worker",
@@ -61,7 +61,7 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
 
 
 class LauncherLink:
-    """The launcher's word to the broker, once a heartbeat: what it runs and, while its
+    """The launcher's word to each broker, once a heartbeat: what it runs and, while its
     processes keep failing (a setup that raises, a refusal), why, so that ``cluster status``
     can say why a service has no worker. It expects no answer."""
 
@@ -69,7 +69,9 @@ class LauncherLink:
         self.config = config
         self.service = service
         self.supervisor = supervisor
-        self._sock = open_dealer(zmq.Context.instance(), config.broker, config.link.client_keys())
+        keys = config.link.client_keys()
+        context = zmq.Context.instance()
+        self._socks = [open_dealer(context, endpoint, keys) for endpoint in config.brokers]
         self._next_at = 0.0
 
     def tick(self) -> None:
@@ -77,8 +79,9 @@ class LauncherLink:
         if now < self._next_at:
             return
         self._next_at = now + self.config.link.heartbeat_interval_s
-        while has_input(self._sock):  # the broker's goodbye, say: nothing to act on
-            recv_frames(self._sock)
+        for sock in self._socks:
+            while has_input(sock):  # a broker's goodbye, say: nothing to act on
+                recv_frames(sock)
         meta: p.HeartbeatMeta = {
             "launcher": True,
             "host": socket.gethostname(),
@@ -90,14 +93,17 @@ class LauncherLink:
             "problem": self.supervisor.problem()[:1000],
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
         }
-        with contextlib.suppress(zmq.Again):
-            send_frames(self._sock, p.heartbeat(meta))
+        beat = p.heartbeat(meta)
+        for sock in self._socks:
+            with contextlib.suppress(zmq.Again):
+                send_frames(sock, beat)
 
     def close(self) -> None:
-        with contextlib.suppress(zmq.Again):
-            send_frames(self._sock, p.disconnect("launcher stopping"))
-            self._sock.setsockopt(zmq.LINGER, 200)
-        self._sock.close()
+        for sock in self._socks:
+            with contextlib.suppress(zmq.Again):
+                send_frames(sock, p.disconnect("launcher stopping"))
+                sock.setsockopt(zmq.LINGER, 200)
+            sock.close()
 
 
 def device_plan(config: WorkerConfig) -> list[str]:

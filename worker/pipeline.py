@@ -57,15 +57,16 @@ class Job:
     body: bytes
     deadline: float
     arrived: float
-    generation: int
+    #: Which broker sent it (the index of its link): the answer goes back there.
+    link: int
     cancelled: bool = False
     #: The async loop's: the task serving this job, and the timer of its deadline.
     task: Any = None
     timer: Any = None
 
     @property
-    def key(self) -> tuple[bytes, bytes]:
-        return (self.client, self.rid)
+    def key(self) -> tuple[int, bytes, bytes]:
+        return (self.link, self.client, self.rid)
 
 
 class RequestError(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import inspect
 import logging
 import os
@@ -104,7 +105,8 @@ class WorkerProcess:
         self._parent_pid = os.getppid()
         self._started_at = time.monotonic()
         self._stopping: asyncio.Event | None = None
-        self._drain_acked: asyncio.Event | None = None
+        #: Per broker: set once it acknowledged the drain (or can no longer).
+        self._drain_acked: list[asyncio.Event] = []
         #: Set once no request is held, so that a drain can wait for it.
         self._empty: asyncio.Event | None = None
         #: What the API's health() said last; heartbeats carry it to the broker.
@@ -124,23 +126,27 @@ class WorkerProcess:
             api,
             settings,
             self.pipeline,
-            endpoint=config.broker,
+            endpoints=config.brokers,
             identity=self.identity,
             on_control=self._on_message,
             on_failed=self._on_batching_failed,
             keys=keys,
         )
-        self.link = BrokerConnection(
-            config.broker,
-            table=p.TO_WORKER,
-            on_message=self._on_message,
-            on_connect=self._announce,
-            on_lost=self._on_lost,
-            heartbeat_meta=self._heartbeat_meta,
-            link=config.link,
-            keys=keys,
-            name=f"worker {os.getpid()}",
-        )
+        #: A control link to each broker; the serving loop has a data socket to each.
+        self.links = [
+            BrokerConnection(
+                endpoint,
+                table=p.TO_WORKER,
+                on_message=functools.partial(self._on_message, index),
+                on_connect=functools.partial(self._announce, index),
+                on_lost=functools.partial(self._on_lost, index),
+                heartbeat_meta=self._heartbeat_meta,
+                link=config.link,
+                keys=keys,
+                name=f"worker {os.getpid()}",
+            )
+            for index, endpoint in enumerate(config.brokers)
+        ]
 
     # -- talking to the broker ---------------------------------------------------
 
@@ -151,7 +157,8 @@ class WorkerProcess:
             "routes": s.routes,
             "spec": type(s.spec).__name__ if s.spec is not None else None,
             "models": s.models,
-            "capacity": s.capacity,
+            # Split between the brokers, so that all they may give at once stays bounded.
+            "capacity": max(1, -(-s.capacity // len(self.links))),
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "cores": psutil.cpu_count(logical=False) or os.cpu_count() or 1,
@@ -167,10 +174,10 @@ class WorkerProcess:
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
         }
 
-    def _announce(self) -> None:
-        """Say READY on a fresh data socket, forgetting work of an earlier broker session
-        (that broker re-sent it)."""
-        self.serving.announce(p.ready(self._ready_meta()))
+    def _announce(self, link: int) -> None:
+        """Say READY to broker `link` on a fresh data socket, forgetting work of its earlier
+        session (that broker re-sent it)."""
+        self.serving.announce(link, p.ready(self._ready_meta()))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
         b = self.serving
@@ -184,7 +191,7 @@ class WorkerProcess:
             "batch_sizes": {str(k): v for k, v in dict(b.batch_sizes).items()},
             "busy_s": round(b.busy_s, 3),
             "uptime_s": round(time.monotonic() - self._started_at, 3),
-            "bad_messages": self.link.bad_messages + b.bad_messages,
+            "bad_messages": sum(link.bad_messages for link in self.links) + b.bad_messages,
             "healthy": self.healthy,
         }
 
@@ -241,25 +248,27 @@ class WorkerProcess:
                 type(self.api).__name__,
                 overdue_s,
             )
-            # The data socket belongs to the hung thread: the goodbye goes on the control socket.
-            self.link.close(p.disconnect("hung", worker=self.identity))
+            # The data sockets belong to the hung thread: goodbyes go on the control sockets.
+            for link in self.links:
+                link.close(p.disconnect("hung", worker=self.identity))
             logging.shutdown()
             os._exit(EXIT_HUNG)
 
-    def _on_lost(self, why: str) -> None:
-        log.warning("lost the broker (%s)", why)
-        self._no_ack_coming()
+    def _on_lost(self, link: int, why: str) -> None:
+        log.warning("lost the broker at %s (%s)", self.config.brokers[link], why)
+        self._no_ack_coming(link)
 
-    def _no_ack_coming(self) -> None:
-        """A drain waiting for the broker's acknowledgement stops waiting: it will not come."""
-        if self._drain_acked is not None:
-            self._drain_acked.set()
+    def _no_ack_coming(self, link: int) -> None:
+        """A drain waiting for this broker's acknowledgement stops waiting: it has it, or it
+        will not come."""
+        if self._drain_acked:
+            self._drain_acked[link].set()
 
-    def _on_message(self, command: bytes, args: list[Any]) -> None:
-        """What the broker says on either socket, beyond heartbeats (the link handles those)
+    def _on_message(self, link: int, command: bytes, args: list[Any]) -> None:
+        """What a broker says on either socket, beyond heartbeats (the link handles those)
         and work (the serving loop's)."""
         if command == p.DRAIN:
-            self._no_ack_coming()
+            self._no_ack_coming(link)
         elif command == p.REFUSED:
             why = p.parse_refusal(args[0])[1]
             log.error("the broker refused this worker: %s", why)
@@ -268,10 +277,10 @@ class WorkerProcess:
             self.stop()
         elif command == p.ANNOUNCE and not self.is_stopping:
             log.info("the broker does not know this worker (it restarted?); announcing again")
-            self._announce()
+            self._announce(link)
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
-            self._no_ack_coming()
+            self._no_ack_coming(link)
 
     def _on_batching_failed(self) -> None:
         self.exit_code = 1
@@ -289,20 +298,21 @@ class WorkerProcess:
 
     async def serve(self) -> int:
         self._stopping = asyncio.Event()
-        self._drain_acked = asyncio.Event()
+        self._drain_acked = [asyncio.Event() for _ in self.links]
         self._empty = asyncio.Event()
         aloop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             aloop.add_signal_handler(sig, self.stop)
         self.serving.start()
-        self.link.start()
+        for link in self.links:
+            link.start()
         self.hooks.fire("on_server_start")
         watchdogs = [aloop.create_task(self._watch()), aloop.create_task(self._watch_blocked())]
         if self._health is not None:
             watchdogs.append(aloop.create_task(self._watch_health()))
         log.info(
             "worker %d set up for %s (%s), %s loop, batch %d / %.3f s, %d slots; it serves "
-            "once the broker at %s answers",
+            "once a broker answers (%s)",
             os.getpid(),
             self.settings.service,
             self.settings.route,
@@ -310,7 +320,7 @@ class WorkerProcess:
             self.settings.max_batch_size,
             self.settings.batch_timeout_s,
             self.settings.capacity,
-            self.config.broker,
+            ", ".join(self.config.brokers),
         )
         await self._stopping.wait()
         if self.exit_code == 0:
@@ -319,25 +329,29 @@ class WorkerProcess:
             watchdog.cancel()
         self.serving.stop(p.disconnect("stopping"))
         self.hooks.fire("on_server_end")
-        self.link.close()
+        for link in self.links:
+            link.close()
         return self.exit_code
 
     async def _drain(self) -> None:
         """Stop taking work, finish what is held, then say goodbye."""
-        assert self._drain_acked is not None and self._empty is not None
+        assert self._empty is not None
         held = self.serving.jobs
         log.info("draining: %d request(s) held", len(held))
         deadline = time.monotonic() + self.config.drain_timeout_s
-        if self.link.alive:
-            self._drain_acked.clear()
-            self.serving.send(p.drain())
+        asked = [i for i, link in enumerate(self.links) if link.alive]
+        for index in asked:
+            self._drain_acked[index].clear()
+            self.serving.send(index, p.drain())
+        if asked:
+            window_s = max(self.links[i].broker_interval_s for i in asked)
             try:
                 await asyncio.wait_for(
-                    self._drain_acked.wait(),
-                    self.link.broker_interval_s * self.config.link.heartbeat_liveness,
+                    asyncio.gather(*(self._drain_acked[i].wait() for i in asked)),
+                    window_s * self.config.link.heartbeat_liveness,
                 )
             except asyncio.TimeoutError:
-                log.warning("the broker did not acknowledge the drain; finishing what is held")
+                log.warning("a broker did not acknowledge the drain; finishing what is held")
         self.serving.watch_empty(self._empty)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._empty.wait(), max(0.0, deadline - time.monotonic()))

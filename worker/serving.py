@@ -1,12 +1,12 @@
-"""What every worker loop shares: the data socket, the mailbox, the jobs held, sending answers.
+"""What every worker loop shares: the data sockets, the mailbox, the jobs held, the answers.
 
 A worker process serves from one thread of its own (the serving thread),
-which owns the process's data socket: READY, requests and cancels, the
-answers, and the drain's request, acknowledgement and goodbye all go over
-it, in order. The process's event loop keeps the control socket
-(heartbeats both ways), so a long ``predict`` never silences the worker;
-it steers the serving thread through a mailbox only and never touches the
-data socket.
+which owns the process's data sockets, one per broker: READY, requests and
+cancels, the answers, and the drain's request, acknowledgement and goodbye
+all go over them, each answer on the socket its request came from. The
+process's event loop keeps the control sockets (heartbeats both ways), so a
+long ``predict`` never silences the worker; it steers the serving thread
+through a mailbox only and never touches a data socket.
 
 Each loop kind (``BatchingLoop``, ``AsyncLoop``, ``ContinuousLoop``) is a
 subclass that says how requests become work: ``_run`` is the thread's
@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 MAILBOX_WAKE_S = 0.05
 MAILBOX_WAKE_MS = round(MAILBOX_WAKE_S * 1000)
 
-#: What the thread hands to the event loop: the broker's DRAIN, REFUSED, ANNOUNCE and
-#: DISCONNECT, as (command, frames).
-ControlSink = Callable[[bytes, list[Any]], None]
+#: What the thread hands to the event loop: a broker's DRAIN, REFUSED, ANNOUNCE and
+#: DISCONNECT, as (broker link, command, frames).
+ControlSink = Callable[[int, bytes, list[Any]], None]
 
 
 def cancelled_out(job: Job) -> p.Answer:
@@ -67,7 +67,7 @@ class ServingLoop:
         max_batch_size: int,
         batch_timeout_s: float,
         *,
-        endpoint: str,
+        endpoints: tuple[str, ...],
         identity: bytes,
         on_control: ControlSink,
         on_failed: Callable[[], None],
@@ -77,7 +77,7 @@ class ServingLoop:
         self.pipeline = pipeline
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
-        self.endpoint = endpoint
+        self.endpoints = endpoints
         self.identity = identity
         self.on_control = on_control
         self.on_failed = on_failed
@@ -85,16 +85,16 @@ class ServingLoop:
         self.context = context or zmq.Context.instance()
         pipeline.emit = self._send_outs_now
         self._hooks = pipeline.hooks
-        #: Requests held (waiting here or running), by (client, request id).
-        self.jobs: dict[tuple[bytes, bytes], Job] = {}
+        #: Requests held (waiting here or running), by (broker link, client, request id).
+        self.jobs: dict[tuple[int, bytes, bytes], Job] = {}
         self.done = 0
         #: Batches run (for the continuous loop: steps), their sizes, and the time they took.
         self.batches = 0
         self.batch_sizes: Counter[int] = Counter()
         self.busy_s = 0.0
         self.bad_messages = 0
-        self.generation = 0
-        self._sock: zmq.Socket | None = None
+        #: The data socket of each broker link (None until its first READY).
+        self._socks: list[zmq.Socket | None] = [None] * len(endpoints)
         self._mailbox: queue.SimpleQueue = queue.SimpleQueue()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._empty: asyncio.Event | None = None
@@ -142,20 +142,22 @@ class ServingLoop:
         self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def announce(self, ready: list[Any]) -> None:
-        """A fresh data socket, then READY: work of an earlier broker session is forgotten."""
-        self._post("announce", ready)
+    def announce(self, link: int, ready: list[Any]) -> None:
+        """A fresh data socket to broker `link`, then READY: work of that broker's earlier
+        session is forgotten."""
+        self._post("announce", (link, ready))
 
-    def send(self, message: list[Any]) -> None:
-        """Send a message on the data socket, after every answer sent before it."""
-        self._post("send", message)
+    def send(self, link: int, message: list[Any]) -> None:
+        """Send a message on a broker's data socket, after every answer sent before it."""
+        self._post("send", (link, message))
 
     def watch_empty(self, event: asyncio.Event) -> None:
         """Set `event` (on the event loop) once no request is held."""
         self._post("watch_empty", event)
 
     def stop(self, goodbye: list[Any] | None = None, timeout_s: float = 5.0) -> None:
-        """Say `goodbye` after the last answer, close the socket and end the thread."""
+        """Say `goodbye` to every broker after the last answer, close the sockets and end the
+        thread."""
         self._post("stop", goodbye)
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -178,7 +180,7 @@ class ServingLoop:
             log.exception("the serving loop failed; this worker process stops")
             self._to_loop(self.on_failed)
         finally:
-            self._close_socket()
+            self._close_sockets()
 
     def _read_mailbox(self) -> None:
         while not self._stopped:
@@ -190,68 +192,79 @@ class ServingLoop:
 
     def _obey(self, what: str, arg: Any) -> None:
         if what == "announce":
-            self._announce(arg)
+            self._announce(*arg)
         elif what == "send":
-            self._send(arg)
+            self._send(*arg)
         elif what == "watch_empty":
             self._empty = arg
             if not self.jobs:
                 self._to_loop(arg.set)
         elif what == "stop":
-            if arg is not None:
-                self._send(arg)
-            if self._sock is not None:
-                self._sock.setsockopt(zmq.LINGER, 500)
+            for link, sock in enumerate(self._socks):
+                if sock is not None:
+                    if arg is not None:
+                        self._send(link, arg)
+                    sock.setsockopt(zmq.LINGER, 500)
             self._stopped = True
 
-    def _announce(self, ready: list[Any]) -> None:
-        self.generation += 1
-        dropped = len(self.jobs)
-        self._forget()
+    def _announce(self, link: int, ready: list[Any]) -> None:
+        dropped = [job for job in self.jobs.values() if job.link == link]
+        for job in dropped:
+            del self.jobs[job.key]
+        self._forget(link)
         if dropped:
-            log.warning("dropped %d request(s) of a previous broker session", dropped)
-        self._close_socket()
+            log.warning("dropped %d request(s) of a previous broker session", len(dropped))
+        self._close_socket(link)
         # No back-off of its own: when the broker is lost, the control link re-announces,
         # which opens a fresh data socket.
-        self._sock = open_dealer(
-            self.context, self.endpoint, self.keys, routing_id=self.identity, reconnect_max_s=0.0
+        sock = open_dealer(
+            self.context,
+            self.endpoints[link],
+            self.keys,
+            routing_id=self.identity,
+            reconnect_max_s=0.0,
         )
-        self._opened(self._sock)
-        self._send(ready)
+        self._socks[link] = sock
+        self._opened(sock)
+        self._send(link, ready)
 
-    def _forget(self) -> None:
-        """Drop every job of the broker session that ended (that broker re-sends them)."""
-        self.jobs.clear()
+    def _forget(self, link: int) -> None:
+        """Jobs of broker `link`'s session that ended are gone from ``jobs`` (that broker
+        re-sends them): drop them from the kind's own structures too."""
 
     def _opened(self, sock: zmq.Socket) -> None:
         """A fresh data socket is in place."""
 
-    def _close_socket(self) -> None:
-        sock, self._sock = self._sock, None
+    def _close_socket(self, link: int) -> None:
+        sock, self._socks[link] = self._socks[link], None
         if sock is not None:
             self._closing(sock)
             sock.close()
 
+    def _close_sockets(self) -> None:
+        for link in range(len(self._socks)):
+            self._close_socket(link)
+
     def _closing(self, sock: zmq.Socket) -> None:
-        """The data socket is about to close."""
+        """A data socket is about to close."""
 
     def _read_socket(self) -> None:
-        sock = self._sock
-        while sock is not None and has_input(sock):
-            self._receive(recv_frames(sock))
+        for link, sock in enumerate(self._socks):
+            while sock is not None and has_input(sock):
+                self._receive(link, recv_frames(sock))
 
-    def _receive(self, frames: list[bytes]) -> None:
+    def _receive(self, link: int, frames: list[bytes]) -> None:
         try:
             command, args = p.parse(frames, p.TO_WORKER)
             if command == p.REQUEST:
-                self._on_request(args)
+                self._on_request(link, args)
             elif command == p.CANCEL:
-                job = self.jobs.get((p.identity(args[0]), p.identity(args[1])))
+                job = self.jobs.get((link, p.identity(args[0]), p.identity(args[1])))
                 if job is not None and not job.cancelled:
                     job.cancelled = True
                     self._cancelled(job)
             elif command != p.HEARTBEAT:
-                self._to_loop(self.on_control, command, args)
+                self._to_loop(self.on_control, link, command, args)
         except ProtocolError as exc:
             self.bad_messages += 1
             if self._bad_log.ready():
@@ -260,11 +273,11 @@ class ServingLoop:
             # A bug of ours must cost one message, never the process.
             log.exception("internal error while handling a message; it was dropped")
 
-    def _on_request(self, args: list[Any]) -> None:
+    def _on_request(self, link: int, args: list[Any]) -> None:
         client, rid = p.identity(args[0]), p.identity(args[1])
         meta = p.unpack_meta(args[2])
         now = time.monotonic()
-        job = Job(client, rid, meta, args[3], p.deadline_from(meta, now=now), now, self.generation)
+        job = Job(client, rid, meta, args[3], p.deadline_from(meta, now=now), now, link)
         self.jobs[job.key] = job
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request_id=%s received", meta.get("request_id") or "-")
@@ -287,10 +300,10 @@ class ServingLoop:
     def _send_outs(self, job: Job, outs: list[p.Answer]) -> bool:
         """Send a job's messages; the first terminal one ends it, and anything after is dropped.
         True when the job has ended."""
-        if job.generation != self.generation or self.jobs.get(job.key) is not job:
+        if self.jobs.get(job.key) is not job:
             return True
         for command, meta, body in outs:
-            self._send(p.answer(command, job.client, job.rid, meta, body))
+            self._send(job.link, p.answer(command, job.client, job.rid, meta, body))
             if command in p.TERMINAL:
                 self._ended(job)
                 if log.isEnabledFor(logging.DEBUG):
@@ -310,10 +323,11 @@ class ServingLoop:
         if not self.jobs and self._empty is not None:
             self._to_loop(self._empty.set)
 
-    def _send(self, message: list[Any]) -> None:
-        if self._sock is None:
+    def _send(self, link: int, message: list[Any]) -> None:
+        sock = self._socks[link]
+        if sock is None:
             return
         try:
-            send_frames(self._sock, message)
+            send_frames(sock, message)
         except zmq.Again:
             log.warning("the data socket is full; a message to the broker was dropped")

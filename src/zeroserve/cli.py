@@ -81,26 +81,17 @@ def _endpoint(_ctx: Any, param: Any, value: Any) -> Any:
     return value
 
 
-def broker_option(default: str | None, side: str) -> Decorator:
-    """--broker, required where it has no default."""
-    help_text = f"The broker's {side} endpoint, tcp://HOST:PORT."
-    if default is None:
-        return click.option("--broker", required=True, callback=_endpoint, help=help_text)
-    return click.option(
-        "--broker", default=default, show_default=True, callback=_endpoint, help=help_text
-    )
-
-
-def brokers_option(default: str, side: str) -> Decorator:
-    """--broker, repeatable: a link to each broker."""
+def brokers_option(default: str | None, side: str, more: str = "") -> Decorator:
+    """--broker, repeatable (a link to each broker); required where it has no default."""
     return click.option(
         "--broker",
         "brokers",
         multiple=True,
-        default=(default,),
-        show_default=True,
+        required=default is None,
+        default=(default,) if default is not None else (),
+        show_default=default is not None,
         callback=_endpoint,
-        help=f"A broker's {side} endpoint, tcp://HOST:PORT; repeat it for each broker.",
+        help=f"A broker's {side} endpoint, tcp://HOST:PORT; repeat it for each broker{more}.",
     )
 
 
@@ -386,7 +377,9 @@ def broker(**options: Any) -> None:
 
 
 @main.command()
-@broker_option(None, "backend (worker side)")
+@brokers_option(
+    None, "worker-side", " (every process registers with each, its capacity split between them)"
+)
 @api_option
 @click.option(
     "--processes",
@@ -584,7 +577,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
         # Check the APIs here, so that a mistake is one clear line before anything starts.
         devices_given = {key: options[key] for key in DEVICE_FLAGS}
         check_apis(
-            [WorkerConfig(broker="", api=spec, **serving, **devices_given) for spec in specs]
+            [WorkerConfig(brokers=(), api=spec, **serving, **devices_given) for spec in specs]
         )
         config = UpConfig(
             apis=specs,

@@ -169,7 +169,7 @@ class LitServer:
         given = [GivenAPI(api, self.callbacks, self.loggers, self) for api in self.apis]
         configs = [
             WorkerConfig(
-                broker="",
+                brokers=(),
                 api=f"{type(api).__module__}:{type(api).__qualname__}",
                 service=service,
                 processes=len(plan),
@@ -250,7 +250,7 @@ class _InProcessUp(Up):
             config = replace(
                 named,
                 exit_on_setup_failure=True,
-                broker=self.backend_endpoint,
+                brokers=(self.backend_endpoint,),
                 link=self.config.link,
                 drain_timeout_s=5.0,
             )
