@@ -119,6 +119,8 @@ def token_from_file(path: str, *, create: bool = False) -> str:
         file.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another broker sharing the file made it meanwhile
+            return token_from_file(path)
         except OSError as exc:
             raise ConfigError(f"cannot create the token file {path}: {exc.strerror}") from None
         with os.fdopen(fd, "w") as out:

@@ -182,7 +182,22 @@ DEPLOYED = systemd_command_lines() + compose_command_lines() + kubernetes_comman
 
 
 @pytest.mark.parametrize(("where", "args"), DEPLOYED, ids=[w for w, _ in DEPLOYED])
-def test_every_deployed_process_joins_with_the_token(where: str, args: list[str]) -> None:
-    """Secure by default: the broker keeps a token file; every peer joins with that token."""
+def test_every_deployed_process_joins_with_the_token_and_both_brokers(
+    where: str, args: list[str]
+) -> None:
+    """Secure by default: the broker keeps a token file; every peer joins with that token,
+    and links to both brokers, so that either may die."""
     if args[0] in ("broker", "worker", "frontend"):
         assert "--token-file" in args, f"{where} runs without the join token"
+    if args[0] in ("worker", "frontend"):
+        assert args.count("--broker") == 2, f"{where} does not link to both brokers"
+
+
+def test_kubernetes_runs_two_brokers_with_stable_names() -> None:
+    documents = yaml_documents(DEPLOY / "kubernetes" / "broker.yaml")
+    names = sorted(d["metadata"]["name"] for d in documents if d["kind"] == "Service")
+    assert names == ["zeroserve-broker-a", "zeroserve-broker-b"]
+    for doc in documents:
+        selector = doc["spec"]["selector"]
+        labels = selector.get("matchLabels", selector)
+        assert labels["app.kubernetes.io/instance"] == doc["metadata"]["name"].split("-", 1)[1]
