@@ -169,3 +169,59 @@ def test_a_slow_link_gets_less_work(hosts: Topology) -> None:
     served = Counter(r["host"] for r in results)
     print(f"with host-c shaped by {shaping}: requests per host {dict(served)}")
     assert served["host-c"] < served["host-b"], served
+
+
+@pytest.fixture
+def two_brokers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """Brokers on two hosts, a worker host and a frontend given both, and a client."""
+    topology = Topology(tmp_path)
+    token = tmp_path / "token"
+    token.write_text(secrets.token_urlsafe(32))
+    token.chmod(0o600)
+    joined = ("--token-file", str(token), *HEARTBEAT)
+    try:
+        for name in ("broker", "broker-2", "host-b", "frontend", "client"):
+            topology.add_host(name)
+        brokers = [topology.address(name) for name in ("broker", "broker-2")]
+        for name, address in zip(("broker", "broker-2"), brokers, strict=True):
+            binds = ("--frontend-bind", f"tcp://{address}:5555", "--backend-bind")
+            topology.cluster(name, name, "broker", *binds, f"tcp://{address}:5556", *joined)
+        each = [flag for address in brokers for flag in ("--broker", f"tcp://{address}:5556")]
+        topology.cluster(
+            "host-b", "worker", "worker", *each, "--api", api("EchoAPI"), "--processes", "2",
+            *joined,
+        )  # fmt: skip
+        each = [flag for address in brokers for flag in ("--broker", f"tcp://{address}:5555")]
+        frontend = ("--host", topology.address("frontend"), "--port", "8000")
+        topology.cluster("frontend", "frontend", "frontend", *each, *frontend, *joined)
+        yield topology
+    finally:
+        report = getattr(request.node, "rep_call", None)
+        if report is not None and report.failed:
+            print(topology.logs_text())
+        topology.close()
+
+
+def test_a_broker_host_whose_link_goes_down_loses_no_request(two_brokers: Topology) -> None:
+    hosts = two_brokers
+
+    def workers_of(broker: str) -> list[dict]:
+        endpoint = f"tcp://{hosts.address(broker)}:5555"
+        snapshot = hosts.client("client", "status", endpoint, str(hosts.logs / "token")) or {}
+        return snapshot.get("workers", [])
+
+    wait_until(
+        lambda: len(workers_of("broker")) == len(workers_of("broker-2")) == 2,
+        timeout_s=60,
+        what="both worker processes registered with both brokers",
+    )
+    background = hosts.client_background("client", "load", url(hosts), "400", "8", "0.02")
+    wait_until(
+        lambda: any(w["in_flight"] for w in workers_of("broker")), what="the broker to hold work"
+    )
+    hosts.set_link("broker", up=False)
+    out, err = background.communicate(timeout=120)
+    results = json.loads(out)
+    assert [(r["status"], r["echo"]) for r in results] == [(200, i) for i in range(400)], err
+    slowest = max(r["seconds"] for r in results)
+    print(f"broker host's link down: 400/400 answered through the other, slowest {slowest:.2f} s")
