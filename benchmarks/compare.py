@@ -7,6 +7,7 @@
     /tmp/bench/bin/python benchmarks/compare.py --scaling      # processes and batch sizes
     /tmp/bench/bin/python benchmarks/compare.py --async-io     # an async API awaiting 100 ms
     /tmp/bench/bin/python benchmarks/compare.py --continuous   # continuous batching of streams
+    /tmp/bench/bin/python benchmarks/compare.py --brokers      # one broker or two; a broker kill
 
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
@@ -127,6 +128,8 @@ def wrk(url: str, connections: int, duration_s: float, warmup_s: float = 3.0) ->
         return float(found.group(1)) * _UNITS_MS[found.group(2)] if found else float("nan")
 
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    # "Latency   avg   stdev   max   +/- stdev": the slowest answer of the run.
+    slowest = re.search(r"Latency\s+\S+\s+\S+\s+([\d.]+)(us|ms|s|m)", out)
     total = re.search(r"(\d+) requests in", out)
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     requests_done = int(total.group(1)) if total else 0
@@ -136,6 +139,9 @@ def wrk(url: str, connections: int, duration_s: float, warmup_s: float = 3.0) ->
         "rps": float(rps.group(1)) * ok_share if rps else 0.0,
         "p50_ms": latency_ms("50"),
         "p99_ms": latency_ms("99"),
+        "max_ms": float(slowest.group(1)) * _UNITS_MS[slowest.group(2)]
+        if slowest
+        else float("nan"),
         "requests": requests_done,
         "failed": failed,
         "client": "wrk",
@@ -421,6 +427,90 @@ def continuous(args: argparse.Namespace) -> None:
         )
 
 
+@contextlib.contextmanager
+def brokers_cluster(count: int, port: int, workers: int) -> Iterator[list[subprocess.Popen]]:
+    """`count` brokers, one worker launcher and one frontend given all of them, each process
+    in a group of its own (the brokers first in the list)."""
+    zs = [sys.executable, "-m", "zeroserve"]
+    quiet = ("--log-level", "WARNING")
+    fronts, backs = [], []
+    procs: list[subprocess.Popen] = []
+
+    def start(*argv: str) -> None:
+        procs.append(
+            subprocess.Popen(
+                [*zs, *argv, *quiet],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=HERE,
+                **OWN_PROCESS_GROUP,
+            )
+        )
+
+    for _ in range(count):
+        fronts.append(f"tcp://127.0.0.1:{free_port()}")
+        backs.append(f"tcp://127.0.0.1:{free_port()}")
+        start("broker", "--frontend-bind", fronts[-1], "--backend-bind", backs[-1])
+    each = [flag for b in backs for flag in ("--broker", b)]
+    start("worker", *each, "--api", "apis.py:DoubleAPI", "--processes", str(workers))
+    each = [flag for f in fronts for flag in ("--broker", f)]
+    start("frontend", *each, "--port", str(port))
+    try:
+        wait_ready(f"http://127.0.0.1:{port}/predict", {"input": 1})
+        yield procs
+    finally:
+        for proc in reversed(procs):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGINT)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def brokers(args: argparse.Namespace) -> None:
+    """What a second broker costs, and what a broker's kill -9 does to latency."""
+    runs: dict[str, list[dict]] = {"one broker": [], "two brokers": []}
+    for round_no in range(1, args.rounds + 1):
+        for count, name in ((1, "one broker"), (2, "two brokers")):
+            port = free_port()
+            with brokers_cluster(count, port, args.workers):
+                r = measure(f"http://127.0.0.1:{port}/predict", args)
+            runs[name].append(r)
+            print(f"  round {round_no}, {name}: {r['rps']:.0f} req/s, p99 {r['p99_ms']:.2f} ms")
+    results = {name: median_run(rs) for name, rs in runs.items()}
+    base = results["one broker"]
+    print(
+        f"\nwrk -t1, {args.concurrency} connections, {args.duration:g} s a run, "
+        f"{args.rounds} round(s), {os.cpu_count()} CPUs, {args.workers} worker process(es)\n"
+    )
+    print(f"{'cluster':14} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs one broker':>14}")
+    for name, r in results.items():
+        print(
+            f"{name:14} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{ratio(r['rps'], base, 'rps'):>14}"
+        )
+    # The spike: the same wrk run on two brokers, once quiet and once with one broker killed
+    # a third of the way in; every answer should still be a 200.
+    print(f"\nbroker kill -9 under load (two brokers, wrk {args.duration:g} s):")
+    for kill in (False, True):
+        port = free_port()
+        with brokers_cluster(2, port, args.workers) as procs:
+            if kill:
+                killer = threading.Timer(
+                    3.0 + args.duration / 3, os.killpg, (procs[0].pid, signal.SIGKILL)
+                )
+                killer.start()
+            r = wrk(f"http://127.0.0.1:{port}/predict", args.concurrency, args.duration)
+        print(
+            f"  {'one broker killed' if kill else 'quiet':18} {r['rps']:>8.0f} req/s, "
+            f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms, max {r['max_ms']:.0f} ms, "
+            f"non-2xx {r['failed']} of {r['requests']}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -445,8 +535,11 @@ def main() -> None:
     parser.add_argument("--async-concurrency", type=int, nargs="+", default=[64, 256])
     parser.add_argument("--continuous", action="store_true", help="continuous batching")
     parser.add_argument("--clients", type=int, default=8, help="stream clients (--continuous)")
+    parser.add_argument("--brokers", action="store_true", help="one broker or two; a broker kill")
     args = parser.parse_args()
-    if args.async_io:
+    if args.brokers:
+        brokers(args)
+    elif args.async_io:
         async_io(args)
     elif args.continuous:
         continuous(args)
