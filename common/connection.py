@@ -20,6 +20,7 @@ one more drain, because a send can swallow the FD's edge.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -304,3 +305,24 @@ class BrokerConnection:
             backoff_s = min(backoff_s * 2, self.reconnect_max_s)
             if not self._closed:
                 self._open()
+
+
+def broker_links(
+    endpoints: tuple[str, ...],
+    *,
+    on_message: Callable[[int, bytes, list[Any]], None],
+    on_connect: Callable[[int], None],
+    on_lost: Callable[[int, str], None],
+    **settings: Any,
+) -> list[BrokerConnection]:
+    """A link to each broker; each callback is told the link's index first."""
+    return [
+        BrokerConnection(
+            endpoint,
+            on_message=functools.partial(on_message, index),
+            on_connect=functools.partial(on_connect, index),
+            on_lost=functools.partial(on_lost, index),
+            **settings,
+        )
+        for index, endpoint in enumerate(endpoints)
+    ]

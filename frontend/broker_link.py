@@ -9,7 +9,6 @@ too slow. Answers that come after that are dropped.
 from __future__ import annotations
 
 import asyncio
-import functools
 import itertools
 import logging
 import os
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from zeroserve.common import protocol as p
-from zeroserve.common.connection import BrokerConnection
+from zeroserve.common.connection import broker_links
 from zeroserve.frontend.config import FrontendConfig
 
 log = logging.getLogger(__name__)
@@ -123,21 +122,18 @@ class BrokerLink:
         self._turn = 0
         self.resent = 0
         keys = config.link.client_keys()
-        self.conns = [
-            BrokerConnection(
-                endpoint,
-                table=p.TO_FRONTEND,
-                on_message=functools.partial(self._on_message, index),
-                on_connect=functools.partial(self._hello, index),
-                on_lost=functools.partial(self._on_lost, index),
-                heartbeat_meta=self._heartbeat_meta,
-                link=config.link,
-                keys=keys,
-                immediate=True,
-                name=f"frontend {os.getpid()}",
-            )
-            for index, endpoint in enumerate(config.brokers)
-        ]
+        self.conns = broker_links(
+            config.brokers,
+            on_message=self._on_message,
+            on_connect=self._hello,
+            on_lost=self._on_lost,
+            table=p.TO_FRONTEND,
+            heartbeat_meta=self._heartbeat_meta,
+            link=config.link,
+            keys=keys,
+            immediate=True,
+            name=f"frontend {os.getpid()}",
+        )
 
     def start(self) -> None:
         for conn in self.conns:

@@ -71,10 +71,15 @@ def hosts(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topology]:
         )
         yield topology
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(topology.logs_text())
-        topology.close()
+        close(topology, request)
+
+
+def close(topology: Topology, request: pytest.FixtureRequest) -> None:
+    """Tear the hosts down; the logs of every process are printed when the test failed."""
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(topology.logs_text())
+    topology.close()
 
 
 def status(hosts: Topology) -> dict:
@@ -196,10 +201,7 @@ def two_brokers(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Topo
         topology.cluster("frontend", "frontend", "frontend", *each, *frontend, *joined)
         yield topology
     finally:
-        report = getattr(request.node, "rep_call", None)
-        if report is not None and report.failed:
-            print(topology.logs_text())
-        topology.close()
+        close(topology, request)
 
 
 def test_a_broker_host_whose_link_goes_down_loses_no_request(two_brokers: Topology) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import inspect
 import logging
 import os
@@ -18,7 +17,7 @@ from typing import Any
 import psutil
 
 from zeroserve.common import protocol as p
-from zeroserve.common.connection import BrokerConnection
+from zeroserve.common.connection import broker_links
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
@@ -133,20 +132,17 @@ class WorkerProcess:
             keys=keys,
         )
         #: A control link to each broker; the serving loop has a data socket to each.
-        self.links = [
-            BrokerConnection(
-                endpoint,
-                table=p.TO_WORKER,
-                on_message=functools.partial(self._on_message, index),
-                on_connect=functools.partial(self._announce, index),
-                on_lost=functools.partial(self._on_lost, index),
-                heartbeat_meta=self._heartbeat_meta,
-                link=config.link,
-                keys=keys,
-                name=f"worker {os.getpid()}",
-            )
-            for index, endpoint in enumerate(config.brokers)
-        ]
+        self.links = broker_links(
+            config.brokers,
+            on_message=self._on_message,
+            on_connect=self._announce,
+            on_lost=self._on_lost,
+            table=p.TO_WORKER,
+            heartbeat_meta=self._heartbeat_meta,
+            link=config.link,
+            keys=keys,
+            name=f"worker {os.getpid()}",
+        )
 
     # -- talking to the broker ---------------------------------------------------
 
