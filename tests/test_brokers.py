@@ -106,7 +106,7 @@ def test_workers_register_with_every_broker_and_lose_nothing_when_one_dies(
     cluster.broker()
     launcher = cluster.worker("EchoAPI", 2, "--broker", a_endpoints[1], "--capacity", "8")
     cluster.frontend("--broker", a_endpoints[0])
-    pids = worker_pids(launcher)
+    pids = wait_until(lambda: worker_pids(launcher) if len(worker_pids(launcher)) == 2 else None)
     both = ("--broker", a_endpoints[0], "--broker", cluster.frontend_endpoint)
 
     def seen_by_each() -> list[dict[int, int]]:
