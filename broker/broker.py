@@ -248,6 +248,14 @@ class Broker:
                 record.processes,
                 record.api,
             )
+        service = self.registry.services.get(record.service)
+        load: p.HeartbeatMeta = {
+            "broker_id": self.broker_id,
+            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
+            "queued": len(service.queue) if service is not None else 0,
+            "in_flight": sum(len(w.assigned) for w in service.workers.values()) if service else 0,
+        }
+        self._send(self.backend, [sender, *p.heartbeat(load)])  # for its autoscaling
         if bool(record.problem) != had_problem:
             log.log(
                 logging.WARNING if record.problem else logging.INFO,
@@ -572,6 +580,8 @@ class Broker:
                 "processes": r.processes,
                 "running": r.running,
                 "problem": r.problem,
+                "min_processes": r.min_processes,
+                "max_processes": r.max_processes,
                 "last_heartbeat_s": round(now - r.last_seen, 3),
             }
             for r in self.registry.launchers.values()

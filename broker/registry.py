@@ -101,6 +101,9 @@ class LauncherRecord:
     running: int
     #: Why its processes keep failing, in its own words ("" while none does).
     problem: str
+    #: Its autoscaling range (0 and 0: a fixed count).
+    min_processes: int
+    max_processes: int
     last_seen: float
     expires_at: float
 
@@ -126,6 +129,8 @@ def parse_launcher(meta: dict[str, Any]) -> dict[str, Any]:
         "processes": _count(meta, "processes"),
         "running": _count(meta, "running"),
         "problem": _text(meta, "problem", 1000),
+        "min_processes": _count(meta, "min_processes"),
+        "max_processes": _count(meta, "max_processes"),
     }
 
 

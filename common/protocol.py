@@ -259,6 +259,11 @@ class HeartbeatMeta(TypedDict, total=False):
     processes: int
     running: int
     problem: str
+    min_processes: int
+    max_processes: int
+    #: A broker's answer to a launcher: its service's requests waiting, and in flight.
+    queued: int
+    in_flight: int
 
 
 class DisconnectMeta(TypedDict, total=False):

@@ -58,6 +58,8 @@ class _Slot:
     last_exit: str = ""
     #: The read end of the pipe the running process may say why it stops on.
     said: Any = None
+    #: Asked to stop for good (the launcher shrinks): not restarted when it ends.
+    retiring: bool = False
 
 
 class Supervisor:
@@ -114,10 +116,15 @@ class Supervisor:
             else:
                 time.sleep(0.2)
             now = time.monotonic()
-            for slot in self.slots:
+            for slot in list(self.slots):
                 if slot.process is not None and not slot.process.is_alive():
                     self._on_exit(slot, now)
-                if slot.process is None and now >= slot.next_start and self._stop_signal is None:
+                if (
+                    slot.process is None
+                    and not slot.retiring
+                    and now >= slot.next_start
+                    and self._stop_signal is None
+                ):
                     self._start(slot)
             if self.on_tick is not None:
                 self.on_tick()
@@ -127,6 +134,29 @@ class Supervisor:
 
     def pids(self) -> list[int]:
         return [s.process.pid for s in self.slots if s.process is not None and s.process.is_alive()]
+
+    @property
+    def wanted(self) -> int:
+        """Copies kept running (those asked to stop for good not counted)."""
+        return sum(1 for s in self.slots if not s.retiring)
+
+    def grow(self) -> None:
+        """One more copy."""
+        slot = _Slot(max((s.index for s in self.slots), default=-1) + 1)
+        self.slots.append(slot)
+        self._start(slot)
+        log.info("%s: added process %d (%d now)", self.name, slot.process.pid, self.wanted)
+
+    def shrink(self) -> None:
+        """One copy fewer: the newest stops the usual way (a worker drains first) and is not
+        restarted."""
+        running = [s for s in self.slots if not s.retiring and s.process is not None]
+        if not running:
+            return
+        slot = running[-1]
+        slot.retiring = True
+        slot.process.terminate()
+        log.info("%s: removing process %d (%d left)", self.name, slot.process.pid, self.wanted)
 
     def problem(self) -> str:
         """Why copies keep failing, in one line ("" while none does)."""
@@ -168,6 +198,10 @@ class Supervisor:
         process.close()
         said = _read_report(slot.said)
         slot.said = None
+        if slot.retiring:
+            self.slots.remove(slot)
+            log.info("%s: process %d removed (exit code %s)", self.name, pid, code)
+            return
         if code in self.final_exits:
             log.error("%s: process %d %s; stopping", self.name, pid, self.final_exits[code])
             self._final_code = code

@@ -110,8 +110,10 @@ class Cluster:
         return proc
 
     def worker(
-        self, api_name: str = "EchoAPI", processes: int = 1, *extra: str
+        self, api_name: str = "EchoAPI", processes: int | None = 1, *extra: str
     ) -> subprocess.Popen:
+        """A worker launcher; `processes` None leaves the count to `extra` (autoscaling)."""
+        count = ("--processes", str(processes)) if processes is not None else ()
         return self.start(
             "worker",
             "worker",
@@ -119,8 +121,7 @@ class Cluster:
             self.backend_endpoint,
             "--api",
             api(api_name),
-            "--processes",
-            str(processes),
+            *count,
             *HEARTBEAT,
             *extra,
         )

@@ -18,6 +18,12 @@ class WorkerConfig:
     service: str | None = None
     #: Worker processes on this host; None means one per physical core.
     processes: int | None = None
+    #: Autoscaling: between these many processes, by the work waiting at the brokers; an idle
+    #: service sheds one after ``scale_down_after_s`` (None: SCALE_DOWN_AFTER_S). None: a
+    #: fixed count.
+    min_processes: int | None = None
+    max_processes: int | None = None
+    scale_down_after_s: float | None = None
     #: These override the API class's own attributes when set.
     max_batch_size: int | None = None
     batch_timeout_s: float | None = None
@@ -50,6 +56,18 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
             raise ConfigError("processes must be at least 1")
+        if self.min_processes is not None or self.max_processes is not None:
+            if self.max_processes is None:
+                raise ConfigError("--min-processes goes with --max-processes")
+            if self.processes is not None:
+                raise ConfigError("give --processes, or --min-processes and --max-processes")
+            if not 1 <= (self.min_processes or 1) <= self.max_processes:
+                raise ConfigError("it takes 1 <= --min-processes <= --max-processes")
+        if self.scale_down_after_s is not None:
+            if self.max_processes is None:
+                raise ConfigError("--scale-down-after is for autoscaling: give --max-processes")
+            if self.scale_down_after_s <= 0:
+                raise ConfigError("--scale-down-after must be positive")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ConfigError("max_batch_size must be at least 1")
         if self.batch_timeout_s is not None and self.batch_timeout_s < 0:

@@ -14,12 +14,14 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import open_dealer
+from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.supervisor import Supervisor
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
 from zeroserve.worker.process import EXIT_REFUSED, EXIT_SETUP_FAILED, run_worker_process
+from zeroserve.worker.scaling import SCALE_DOWN_AFTER_S, Load, Scaler
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +34,13 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
     """Run until SIGTERM/SIGINT; an unusable API raises ConfigError before anything starts."""
     api = given.api if given is not None else load_api(config.api)
     settings = resolve_settings(api, config)
+    scaling = config.max_processes is not None
     devices = device_plan(config)
+    count = (config.min_processes or 1) if scaling else len(devices)
     log.info(
-        "starting %d worker process(es) for %s (service %s, route %s, on %s) against %s",
-        len(devices),
+        "starting %d worker process(es)%s for %s (service %s, route %s, on %s) against %s",
+        count,
+        f" (autoscaling up to {config.max_processes})" if scaling else "",
         config.api,
         settings.service,
         settings.route,
@@ -46,9 +51,9 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         "worker",
         run_worker_process,
         (config, given),
-        len(devices),
+        count,
         stop_timeout_s=config.drain_timeout_s + 2.0,
-        args_for=lambda k: (process_config(config, devices[k]), given),
+        args_for=lambda k: (process_config(config, devices[k % len(devices)]), given),
         final_exits=final_exits(config),
         reports=True,
     )
@@ -63,7 +68,8 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
 class LauncherLink:
     """The launcher's word to each broker, once a heartbeat: what it runs and, while its
     processes keep failing (a setup that raises, a refusal), why, so that ``cluster status``
-    can say why a service has no worker. It expects no answer."""
+    can say why a service has no worker. Each broker answers with its service's load, by
+    which an autoscaling launcher adds and removes processes."""
 
     def __init__(self, config: WorkerConfig, service: str, supervisor: Supervisor) -> None:
         self.config = config
@@ -73,26 +79,49 @@ class LauncherLink:
         context = zmq.Context.instance()
         self._socks = [open_dealer(context, endpoint, keys) for endpoint in config.brokers]
         self._next_at = 0.0
+        #: What each broker said last of the service's load.
+        self._loads = [Load() for _ in self._socks]
+        self.scaler: Scaler | None = None
+        if config.max_processes is not None:
+            self.scaler = Scaler(
+                config.min_processes or 1,
+                config.max_processes,
+                config.scale_down_after_s or SCALE_DOWN_AFTER_S,
+                grow_grace_s=config.link.heartbeat_interval_s * config.link.heartbeat_liveness,
+            )
 
     def tick(self) -> None:
         now = time.monotonic()
         if now < self._next_at:
             return
         self._next_at = now + self.config.link.heartbeat_interval_s
-        for sock in self._socks:
-            while has_input(sock):  # a broker's goodbye, say: nothing to act on
-                recv_frames(sock)
+        for index, sock in enumerate(self._socks):
+            while has_input(sock):
+                self._loads[index] = _load_of(recv_frames(sock), self._loads[index])
+        if self.scaler is not None:
+            load = Load(
+                queued=sum(load.queued for load in self._loads),
+                in_flight=sum(load.in_flight for load in self._loads),
+            )
+            step = self.scaler.decide(now, self.supervisor.wanted, load)
+            if step > 0:
+                self.supervisor.grow()
+            elif step < 0:
+                self.supervisor.shrink()
         meta: p.HeartbeatMeta = {
             "launcher": True,
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "api": self.config.api[-256:],
             "service": self.service,
-            "processes": len(self.supervisor.slots),
+            "processes": self.supervisor.wanted,
             "running": len(self.supervisor.pids()),
             "problem": self.supervisor.problem()[:1000],
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
         }
+        if self.scaler is not None:
+            meta["min_processes"] = self.scaler.minimum
+            meta["max_processes"] = self.scaler.maximum
         beat = p.heartbeat(meta)
         for sock in self._socks:
             with contextlib.suppress(zmq.Again):
@@ -106,15 +135,33 @@ class LauncherLink:
             sock.close()
 
 
+def _load_of(frames: list[bytes], last: Load) -> Load:
+    """A broker's answer to the launcher's heartbeat: its service's load (anything else, a
+    goodbye say, leaves the last word as it was)."""
+    try:
+        command, args = p.parse(frames, p.TO_WORKER)
+        if command != p.HEARTBEAT:
+            return last
+        meta = p.unpack_meta(args[0])
+    except ProtocolError:
+        return last
+    queued, in_flight = meta.get("queued", 0), meta.get("in_flight", 0)
+    if isinstance(queued, int) and isinstance(in_flight, int):
+        return Load(queued=max(0, queued), in_flight=max(0, in_flight))
+    return last
+
+
 def device_plan(config: WorkerConfig) -> list[str]:
-    """The device of each worker process: --device for all, or from the accelerator."""
+    """The device of each worker process (as many as there may be): --device for all, or from
+    the accelerator."""
+    processes = config.max_processes or config.processes
     if config.device is not None:
-        return [config.device] * (config.processes or default_process_count())
+        return [config.device] * (processes or default_process_count())
     return plan_devices(
         config.accelerator or "auto",
         config.devices,
         config.workers_per_device,
-        config.processes,
+        processes,
         default_process_count(),
     )
 

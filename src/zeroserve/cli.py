@@ -387,6 +387,26 @@ def broker(**options: Any) -> None:
     default=None,
     help="Worker processes [default: one per physical core].",
 )
+@click.option(
+    "--min-processes",
+    type=click.IntRange(min=1, max=1024),
+    default=None,
+    help="Autoscaling: the fewest worker processes [default: 1 with --max-processes].",
+)
+@click.option(
+    "--max-processes",
+    type=click.IntRange(min=1, max=1024),
+    default=None,
+    help="Autoscaling: add a process while the service's work waits at the brokers, up to this.",
+)
+@click.option(
+    "--scale-down-after",
+    "scale_down_after_s",
+    type=click.FloatRange(min=0.1),
+    default=None,
+    help="Autoscaling: seconds a service must be idle before a process is drained and removed "
+    "[default: 60].",
+)
 @click.option("--service", default=None, help="Service name [default: the API class's name].")
 @serving_options
 @click.option(

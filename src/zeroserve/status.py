@@ -100,7 +100,12 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
                     r.get("host"),
                     r.get("pid"),
                     r.get("service"),
-                    f"{r.get('running')}/{r.get('processes')}",
+                    f"{r.get('running')}/{r.get('processes')}"
+                    + (
+                        f" ({r.get('min_processes')}-{r.get('max_processes')})"
+                        if r.get("max_processes")
+                        else ""
+                    ),
                     r.get("problem") or "-",
                 ]
                 for r in sorted(launchers, key=lambda r: (r.get("host", ""), r.get("pid", 0)))
