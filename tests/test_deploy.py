@@ -13,11 +13,12 @@ from pathlib import Path
 
 import click
 import pytest
+import requests
 import yaml
 
 from zeroserve.cli import main as cli
 
-from cluster import ROOT
+from cluster import ROOT, Cluster
 
 DEPLOY = ROOT / "deploy"
 
@@ -201,3 +202,51 @@ def test_kubernetes_runs_two_brokers_with_stable_names() -> None:
         selector = doc["spec"]["selector"]
         labels = selector.get("matchLabels", selector)
         assert labels["app.kubernetes.io/instance"] == doc["metadata"]["name"].split("-", 1)[1]
+
+
+def scraped(cluster: Cluster) -> dict[str, set[str]]:
+    """What a live frontend's /metrics exports: each series name with its label names."""
+    text = requests.get(cluster.url("/metrics"), timeout=10).text
+    series: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        found = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s", line)
+        if found and not line.startswith("#"):
+            labels = {pair.split("=", 1)[0] for pair in (found.group(2) or "").split(",") if pair}
+            series.setdefault(found.group(1), set()).update(labels)
+    return series
+
+
+def check_query(query: str, series: dict[str, set[str]]) -> None:
+    """Every zeroserve metric a PromQL query names is exported, with the labels it groups by."""
+    names = re.findall(r"\bzeroserve_\w+", query)
+    assert names, query
+    for name in names:
+        assert name in series, f"{query}: {name} is not exported"
+    for grouped in re.findall(r"by \(([^)]*)\)", query):
+        for label in (g.strip() for g in grouped.split(",")):
+            if label != "le":
+                assert any(label in series[n] for n in names), f"{query}: no label {label!r}"
+
+
+def test_autoscaling_and_the_dashboard_read_metrics_that_exist(cluster: Cluster) -> None:
+    """The KEDA ScaledObject scales the worker Deployment on a query, and the Grafana
+    dashboard's panels show queries, of metrics a running frontend exports."""
+    cluster.up("EchoAPI")
+    assert cluster.post({"value": 1}).status_code == 200
+    series = scraped(cluster)
+    [scaled] = yaml_documents(DEPLOY / "kubernetes" / "keda" / "worker-scaledobject.yaml")
+    assert scaled["kind"] == "ScaledObject" and scaled["apiVersion"] == "keda.sh/v1alpha1"
+    workers = [d for d in yaml_documents(DEPLOY / "kubernetes" / "worker.yaml")]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == workers[0]["metadata"]["name"]
+    for trigger in scaled["spec"]["triggers"]:
+        assert trigger["type"] == "prometheus" and float(trigger["metadata"]["threshold"]) > 0
+        check_query(trigger["metadata"]["query"], series)
+    dashboard = json.loads((DEPLOY / "grafana" / "zeroserve.json").read_text())
+    queries = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert len(queries) >= 8
+    for query in queries:
+        check_query(query, series)
+    with pytest.raises(AssertionError):
+        check_query("sum(zeroserve_no_such_metric)", series)
+    with pytest.raises(AssertionError):
+        check_query("sum by (colour) (zeroserve_queue_depth)", series)
