@@ -238,9 +238,9 @@ class MetricsHandler(GuardedHandler):
     async def get(self) -> None:
         if not self.check_api_key():
             return
-        snapshot = await self.link.fetch_status()
+        snapshots = await self.link.fetch_statuses()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.finish(self.metrics.render(snapshot))
+        self.finish(self.metrics.render(snapshots))
 
 
 _ID_PREFIX = secrets.token_hex(8)

@@ -165,13 +165,18 @@ class BrokerLink:
             if isinstance(s, dict)
         )
 
-    async def fetch_status(self, timeout_s: float = 1.0) -> dict[str, Any] | None:
-        """A live broker's snapshot of the cluster, or None when none answers in time."""
+    async def fetch_statuses(self, timeout_s: float = 1.0) -> list[dict[str, Any]]:
+        """Each live broker's snapshot of the cluster (those that answer in time)."""
+        asked = [conn for conn in self.conns if conn.alive]
+        answers = await asyncio.gather(*(self._fetch_status(c, timeout_s) for c in asked))
+        return [answer for answer in answers if answer is not None]
+
+    async def _fetch_status(self, conn: Any, timeout_s: float) -> dict[str, Any] | None:
         rid = b"status-" + next(self._ids).to_bytes(8, "big")
         future = asyncio.get_running_loop().create_future()
         self._status_waiters[rid] = future
         try:
-            if not any(c.alive and c.send(p.status_request(rid)) for c in self.conns):
+            if not conn.send(p.status_request(rid)):
                 return None
             return await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:

@@ -37,17 +37,44 @@ BROKER_COUNTERS = (
 )
 
 
+def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The cluster as every broker sees it, in one: counters and queues summed over brokers;
+    a worker registered with several counted once, its answers summed."""
+    if not snapshots:
+        return None
+    counters: dict[str, int] = {}
+    services: dict[str, dict[str, Any]] = {}
+    workers: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    for snapshot in snapshots:
+        for key, value in snapshot.get("counters", {}).items():
+            if isinstance(value, int):
+                counters[key] = counters.get(key, 0) + value
+        for name, service in snapshot.get("services", {}).items():
+            merged = services.setdefault(name, {"queued": 0, "in_flight": 0})
+            merged["queued"] += service.get("queued", 0)
+            merged["in_flight"] += service.get("in_flight", 0)
+        for w in snapshot.get("workers", []):
+            key = (w.get("host"), w.get("pid"), w.get("service"))
+            if key in workers:
+                workers[key]["done"] = workers[key].get("done", 0) + w.get("done", 0)
+            else:
+                workers[key] = dict(w)
+    return {"counters": counters, "services": services, "workers": list(workers.values())}
+
+
 class BrokerCollector:
-    """Turns the last broker snapshot into metric families."""
+    """Turns the brokers' last snapshots into metric families."""
 
     def __init__(self) -> None:
-        self.snapshot: dict[str, Any] | None = None
+        self.snapshots: list[dict[str, Any]] = []
 
     def collect(self) -> Iterator[Metric]:
-        snapshot = self.snapshot
-        up = GaugeMetricFamily("zeroserve_broker_up", "1 when the broker answered this scrape.")
-        up.add_metric([], 0 if snapshot is None else 1)
+        up = GaugeMetricFamily(
+            "zeroserve_broker_up", "How many brokers answered this scrape (1 for one)."
+        )
+        up.add_metric([], len(self.snapshots))
         yield up
+        snapshot = merge_snapshots(self.snapshots)
         if snapshot is None:
             return
         counters = snapshot.get("counters", {})
@@ -162,6 +189,6 @@ class FrontendMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def render(self, snapshot: dict[str, Any] | None) -> bytes:
-        self.broker.snapshot = snapshot
+    def render(self, snapshots: list[dict[str, Any]]) -> bytes:
+        self.broker.snapshots = snapshots
         return generate_latest(self.registry)

@@ -4,6 +4,7 @@ what a lost broker held and had not begun to answer through another. No request 
 from __future__ import annotations
 
 import json
+import re
 import signal
 from typing import Any
 
@@ -116,6 +117,14 @@ def test_workers_register_with_every_broker_and_lose_nothing_when_one_dies(
 
     wait_until(lambda: seen_by_each() == [dict.fromkeys(pids, 4)] * 2, what="both registrations")
     wait_until(lambda: workers_seen(cluster) == 4, what="four registrations in the routes")
+    # /metrics sums what every broker sees, and counts each worker process once.
+    for i in range(10):
+        assert cluster.post({"value": i}).status_code == 200
+    metrics = requests.get(cluster.url("/metrics"), timeout=10).text
+    assert "zeroserve_broker_up 2.0" in metrics
+    assert re.search(r'^zeroserve_workers\{host="[^"]+",service="EchoAPI"\} 2\.0$', metrics, re.M)
+    answered = re.findall(r"^zeroserve_worker_requests_total\{[^}]*\} ([\d.]+)$", metrics, re.M)
+    assert sum(float(n) for n in answered) == 10
     ports = tuple(int(e.rsplit(":", 1)[1]) for e in a_endpoints)
     results = cluster.load(240, 60, lambda: cluster.stop(broker_a, signal.SIGKILL))
     assert [(i, status, echo) for i, status, echo, _ in results] == [
