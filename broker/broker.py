@@ -233,12 +233,10 @@ class Broker:
             self._remove_worker(worker.identity, "said goodbye")
 
     def _touch_launcher(self, sender: bytes, meta: dict[str, Any]) -> None:
-        interval = meta.get("heartbeat_interval_s")
-        interval = float(interval) if isinstance(interval, (int, float)) and interval > 0 else 0.0
         before = self.registry.launchers.get(sender)
         had_problem = before is not None and bool(before.problem)
         record, new = self.registry.touch_launcher(
-            sender, meta, time.monotonic(), self._expiry_s(min(interval, 3600.0))
+            sender, meta, time.monotonic(), self._expiry_of(meta)
         )
         if new:
             log.info(
@@ -250,10 +248,9 @@ class Broker:
             )
         service = self.registry.services.get(record.service)
         load: p.HeartbeatMeta = {
-            "broker_id": self.broker_id,
-            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
+            **self._heartbeat_meta(),  # type: ignore[typeddict-item]
             "queued": len(service.queue) if service is not None else 0,
-            "in_flight": sum(len(w.assigned) for w in service.workers.values()) if service else 0,
+            "in_flight": service.in_flight() if service is not None else 0,
         }
         self._send(self.backend, [sender, *p.heartbeat(load)])  # for its autoscaling
         if bool(record.problem) != had_problem:
@@ -331,11 +328,6 @@ class Broker:
     def _touch_frontend(self, identity: bytes, meta: dict[str, Any] | None) -> None:
         now = time.monotonic()
         record = self.registry.frontends.get(identity)
-        interval = self.config.link.heartbeat_interval_s
-        if meta is not None:
-            announced = meta.get("heartbeat_interval_s")
-            if isinstance(announced, (int, float)) and 0 < announced <= 3600:
-                interval = max(interval, float(announced))
         if record is None:
             record = FrontendRecord(
                 identity=identity, host="", pid=0, expires_at=now, last_seen=now
@@ -348,7 +340,7 @@ class Broker:
             # It joined by a request (after a restart of this broker): its heartbeat names it.
             self._name_frontend(record, meta)
         record.last_seen = now
-        record.expires_at = now + self._expiry_s(interval)
+        record.expires_at = now + self._expiry_of(meta)
 
     @staticmethod
     def _name_frontend(record: FrontendRecord, meta: dict[str, Any] | None) -> None:
@@ -377,6 +369,13 @@ class Broker:
         )
 
     # -- workers ---------------------------------------------------------
+
+    def _expiry_of(self, meta: dict[str, Any] | None) -> float:
+        """How long a peer may be silent, from the heartbeat interval it announced (when sane)
+        and ours."""
+        announced = (meta or {}).get("heartbeat_interval_s")
+        sane = isinstance(announced, (int, float)) and 0 < announced <= 3600
+        return self._expiry_s(float(announced) if sane else 0.0)  # type: ignore[arg-type]
 
     def _expiry_s(self, peer_interval_s: float) -> float:
         return (
@@ -559,7 +558,7 @@ class Broker:
                 "workers": len(s.workers),
                 "ready": s.ready_workers(),
                 "queued": len(s.queue),
-                "in_flight": sum(len(w.assigned) for w in s.workers.values()),
+                "in_flight": s.in_flight(),
             }
             for s in self.registry.iter_services()
         }

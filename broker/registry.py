@@ -150,6 +150,10 @@ class ServiceRecord:
     def ready_workers(self) -> int:
         return sum(1 for w in self.workers.values() if w.serves)
 
+    def in_flight(self) -> int:
+        """Requests its workers hold."""
+        return sum(len(w.assigned) for w in self.workers.values())
+
     def has_ready_worker(self) -> bool:
         """Asked for every request: stops at the first worker that may take work."""
         return any(worker.serves for worker in self.workers.values())

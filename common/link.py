@@ -50,11 +50,6 @@ class LinkConfig:
         """Peers join with a token or listed keys."""
         return self.token is not None or self.curve_secret_key is not None
 
-    @property
-    def expiry_s(self) -> float:
-        """Silence longer than this is death."""
-        return self.heartbeat_interval_s * self.heartbeat_liveness
-
     def client_keys(self) -> CurveKeys | None:
         """A peer's CurveZMQ keys toward the broker, or None when it links in the clear."""
         if self.token is not None:

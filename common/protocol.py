@@ -369,7 +369,7 @@ def drain() -> list[Any]:
 
 
 def refused(status: int, why: str) -> list[Any]:
-    return [SIGNATURE, REFUSED, pack_meta({"status": status, "error": why})]
+    return [SIGNATURE, REFUSED, pack_meta(error_fields(status, why))]
 
 
 def announce() -> list[Any]:

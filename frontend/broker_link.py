@@ -120,7 +120,6 @@ class BrokerLink:
         #: Each broker's own route table (its "services"), merged into ``services``.
         self._tables: list[dict[str, Any]] = [{} for _ in config.brokers]
         self._turn = 0
-        self.resent = 0
         keys = config.link.client_keys()
         self.conns = broker_links(
             config.brokers,
@@ -281,7 +280,6 @@ class BrokerLink:
             del self.pending[waiter.rid]
             waiter.push(p.error_answer(502, f"{why}; the request was lost"))
             failed += 1
-        self.resent += resent
         if held:
             log.warning(
                 "%s (%s): %d request(s) it held sent to another broker, %d answered 502",

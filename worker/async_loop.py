@@ -220,19 +220,15 @@ class AsyncLoop(ServingLoop):
             job.timer = None
         super()._ended(job)
 
-    def _forget(self, link: int) -> None:
+    def _forget(self, dropped: list[Job]) -> None:
         held = self.jobs
+        for job in dropped:
+            if job.timer is not None:
+                job.timer.cancel()
+                job.timer = None
         for task, jobs in list(self._tasks.items()):
             if not any(held.get(job.key) is job for job in jobs):
                 task.cancel()
-            for job in jobs:
-                if job.link == link and job.timer is not None:
-                    job.timer.cancel()
-                    job.timer = None
-        for job in list(self.batcher):
-            if job.link == link and job.timer is not None:
-                job.timer.cancel()
-                job.timer = None
         self.batcher.keep(held)
 
     # -- what the process's event loop asks ------------------------------------------------------

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterator
 
 from zeroserve.worker.pipeline import Job
 
@@ -24,9 +23,6 @@ class Batcher:
 
     def __len__(self) -> int:
         return len(self._waiting)
-
-    def __iter__(self) -> Iterator[Job]:
-        return iter(self._waiting)
 
     def add(self, job: Job) -> None:
         self._waiting.append(job)

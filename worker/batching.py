@@ -107,7 +107,7 @@ class BatchingLoop(ThreadedLoop):
     def _admit(self, job: Job) -> None:
         self.batcher.add(job)
 
-    def _forget(self, link: int) -> None:
+    def _forget(self, dropped: list[Job]) -> None:
         self.batcher.keep(self.jobs)
 
     def _run_batch(self) -> None:

@@ -119,7 +119,7 @@ class ContinuousLoop(ThreadedLoop):
     def _admit(self, job: Job) -> None:
         self.waiting.append(job)
 
-    def _forget(self, link: int) -> None:
+    def _forget(self, dropped: list[Job]) -> None:
         held = self.jobs
         for uid, seq in list(self.sequences.items()):
             if held.get(seq.job.key) is not seq.job:

@@ -211,7 +211,7 @@ class ServingLoop:
         dropped = [job for job in self.jobs.values() if job.link == link]
         for job in dropped:
             del self.jobs[job.key]
-        self._forget(link)
+        self._forget(dropped)
         if dropped:
             log.warning("dropped %d request(s) of a previous broker session", len(dropped))
         self._close_socket(link)
@@ -228,9 +228,9 @@ class ServingLoop:
         self._opened(sock)
         self._send(link, ready)
 
-    def _forget(self, link: int) -> None:
-        """Jobs of broker `link`'s session that ended are gone from ``jobs`` (that broker
-        re-sends them): drop them from the kind's own structures too."""
+    def _forget(self, dropped: list[Job]) -> None:
+        """The jobs of a broker session that ended are gone from ``jobs`` (that broker re-sends
+        them): the kind drops them from its own structures too."""
 
     def _opened(self, sock: zmq.Socket) -> None:
         """A fresh data socket is in place."""

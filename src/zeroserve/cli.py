@@ -81,13 +81,16 @@ def _endpoint(_ctx: Any, param: Any, value: Any) -> Any:
     return value
 
 
-def brokers_option(default: str | None, side: str, more: str = "") -> Decorator:
-    """--broker, repeatable (a link to each broker); required where it has no default."""
+def brokers_option(
+    default: str | None, side: str, more: str = "", *, required: bool = True
+) -> Decorator:
+    """--broker, repeatable (a link to each broker); required where it has no default, unless
+    the command finds one itself."""
     return click.option(
         "--broker",
         "brokers",
         multiple=True,
-        required=default is None,
+        required=default is None and required,
         default=(default,) if default is not None else (),
         show_default=default is not None,
         callback=_endpoint,
@@ -615,14 +618,11 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
 
 
 @main.command()
-@click.option(
-    "--broker",
-    "brokers",
-    multiple=True,
-    callback=_endpoint,
-    help="A broker's frontend endpoint, tcp://HOST:PORT, repeated for each broker [default: "
-    "the newest `cluster up` "
-    "running on this machine, else tcp://127.0.0.1:5555].",
+@brokers_option(
+    None,
+    "frontend",
+    " [default: the newest `cluster up` running on this machine, else tcp://127.0.0.1:5555]",
+    required=False,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 @click.option(
