@@ -8,6 +8,7 @@
     /tmp/bench/bin/python benchmarks/compare.py --async-io     # an async API awaiting 100 ms
     /tmp/bench/bin/python benchmarks/compare.py --continuous   # continuous batching of streams
     /tmp/bench/bin/python benchmarks/compare.py --brokers      # one broker or two; a broker kill
+    /tmp/bench/bin/python benchmarks/compare.py --tracing      # OpenTelemetry off and on
 
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
@@ -167,11 +168,16 @@ def zeroserve_up(api: str, port: int | str, workers: int, *extra: str) -> list[s
     ]  # fmt: skip
 
 
-def run_once(argv: list[str], args: argparse.Namespace, concurrency: int | None = None) -> dict:
+def run_once(
+    argv: list[str],
+    args: argparse.Namespace,
+    concurrency: int | None = None,
+    env: dict | None = None,
+) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
     argv = [a.replace("{port}", str(port)) for a in argv]
-    with server(argv, url):
+    with server(argv, url, env=env):
         return measure(url, args, concurrency)
 
 
@@ -511,6 +517,75 @@ def brokers(args: argparse.Namespace) -> None:
         )
 
 
+@contextlib.contextmanager
+def span_sink() -> Iterator[str]:
+    """An OTLP/HTTP endpoint that takes every export and keeps nothing: the cost measured is
+    the servers' (it shares the machine, as a collector on the same host would)."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Sink(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    sink = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=sink.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{sink.server_address[1]}"
+    finally:
+        sink.shutdown()
+        sink.server_close()
+
+
+def tracing(args: argparse.Namespace) -> None:
+    """The trivial API with tracing off (no OTEL_* set), on for 1% of requests, and on for
+    every one, in interleaved rounds."""
+    if importlib.util.find_spec("opentelemetry.sdk") is None:
+        raise SystemExit(
+            "OpenTelemetry is not installed: pip install -r benchmarks/requirements.txt"
+        )
+    argv = zeroserve_up("DoubleAPI", "{port}", args.workers)
+    with span_sink() as endpoint:
+        on = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoint}
+        modes = {
+            "off": {},
+            "on, 1% sampled": {
+                **on,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.01",
+            },
+            "on, every request": on,
+        }
+        runs: dict[str, list[dict]] = {name: [] for name in modes}
+        for round_no in range(1, args.rounds + 1):
+            for name, env in modes.items():
+                r = run_once(argv, args, env=env)
+                runs[name].append(r)
+                print(f"  round {round_no}, tracing {name}: {r['rps']:.0f} req/s", flush=True)
+    results = {name: median_run(rs) for name, rs in runs.items()}
+    base = results["off"]
+    client = "cluster bench" if args.client == "bench" else "wrk -t1"
+    print(
+        f"\n{client}, {args.concurrency} connections, {args.duration:g} s a run, "
+        f"{args.rounds} round(s) (median run shown), {os.cpu_count()} CPUs\n"
+    )
+    print(f"{'tracing':20} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs off':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:20} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
+            f"{ratio(r['rps'], base, 'rps'):>8}"
+        )
+    if args.rounds > 1:
+        print("\nEvery round (req/s):")
+        for name, rs in runs.items():
+            print(f"  {name:20} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -536,9 +611,12 @@ def main() -> None:
     parser.add_argument("--continuous", action="store_true", help="continuous batching")
     parser.add_argument("--clients", type=int, default=8, help="stream clients (--continuous)")
     parser.add_argument("--brokers", action="store_true", help="one broker or two; a broker kill")
+    parser.add_argument("--tracing", action="store_true", help="OpenTelemetry off and on")
     args = parser.parse_args()
     if args.brokers:
         brokers(args)
+    elif args.tracing:
+        tracing(args)
     elif args.async_io:
         async_io(args)
     elif args.continuous:

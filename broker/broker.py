@@ -40,6 +40,7 @@ from zeroserve.common.security import (
     KeyDirectoryAuthenticator,
     TokenAuthenticator,
 )
+from zeroserve.common.tracing import Tracing
 from zeroserve.common.version import __version__
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,14 @@ SOCKET_HWM = 100_000
 class Broker:
     """Owns the broker's sockets and state; call ``bind`` then ``run``."""
 
-    def __init__(self, config: BrokerConfig, context: zmq.Context | None = None) -> None:
+    def __init__(
+        self,
+        config: BrokerConfig,
+        context: zmq.Context | None = None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.config = config
+        self.tracing = tracing
         self.context = context or zmq.Context.instance()
         self.broker_id = secrets.token_hex(4)
         self.registry = Registry(config.max_queue)
@@ -452,6 +459,30 @@ class Broker:
             self.backend,
             p.request_to_worker(worker.identity, request.frontend, request.rid, meta, request.body),
         )
+        if self.tracing is not None and "trace" in meta:
+            self._trace_dispatch(worker, request, meta)
+
+    def _trace_dispatch(
+        self, worker: WorkerRecord, request: BrokerRequest, meta: p.RequestMeta
+    ) -> None:
+        """A span of the request's time here, from its acceptance to this worker."""
+        assert self.tracing is not None
+        waited_ns = int((time.monotonic() - request.accepted) * 1e9)
+        now_ns = time.time_ns()
+        span = self.tracing.remote_span(
+            meta["trace"],
+            "broker.dispatch",
+            start_ns=now_ns - waited_ns,
+            attributes={
+                "zeroserve.service": request.service,
+                "zeroserve.request_id": str(meta.get("request_id", "")),
+                "zeroserve.attempt": request.attempt,
+                "zeroserve.worker.host": worker.host,
+                "zeroserve.worker.pid": worker.pid,
+            },
+        )
+        if span is not None:
+            span.end(end_time=now_ns)
 
     def send_cancel(self, worker: bytes, request: BrokerRequest) -> None:
         self._send(self.backend, p.cancel_to_worker(worker, request.frontend, request.rid))

@@ -105,7 +105,7 @@ class Inflight:
             )
             return
         deadline = p.deadline_from(meta, self.policy.default_timeout_s, now=now)
-        request = BrokerRequest(frontend, rid, service.name, meta, body, deadline)
+        request = BrokerRequest(frontend, rid, service.name, meta, body, deadline, now)
         self.requests[key] = request
         heapq.heappush(self._deadlines, (deadline, next(self._seq), key))
         service.queue.push(key)

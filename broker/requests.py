@@ -15,6 +15,8 @@ class BrokerRequest:
     #: The body frame as it arrived; forwarded without a copy, again on a re-send.
     body: Any
     deadline: float
+    #: When it was accepted (monotonic).
+    accepted: float = 0.0
     attempt: int = 0
     #: Identity of the worker that holds it, or None while it waits in the queue.
     worker: bytes | None = None

@@ -210,6 +210,8 @@ class RequestMeta(TypedDict, total=False):
     query: str
     #: Set by the broker: 1 on the first worker, more after a worker was lost.
     attempt: int
+    #: The trace context (W3C ``traceparent``, ``tracestate``) when tracing is on.
+    trace: dict[str, str]
 
 
 class AnswerMeta(TypedDict, total=False):

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tornado.http1connection import HTTP1Connection
 
 from zeroserve.common import protocol as p
+from zeroserve.common.tracing import Tracing
 from zeroserve.common.version import __version__
 from zeroserve.frontend.body_watch import BodyWatch
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
@@ -279,6 +280,8 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self.status = 0
         self.content_type = ""
         self.streaming: asyncio.Future | None = None
+        #: Its span, when tracing is on.
+        self.span: Any = None
         # Tornado tells a delegate of a lost client only while it reads the request.
         self.conn.set_close_callback(self.on_connection_close)
 
@@ -340,6 +343,10 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             if headers is None:
                 self._write_error(431, "the request's headers are too large to forward")
                 return
+        trace = None
+        if self.front.tracing is not None:
+            self.span = self._open_span()
+            trace = self.front.tracing.carrier(self.span)
         self.waiter = self.front.link.submit(
             self.route,
             request.path,
@@ -349,8 +356,28 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             request_id=self.request_id,
             headers=headers,
             query=request.query,
+            trace=trace,
         )
         self.waiter.listen(self._on_first)
+
+    def _open_span(self) -> Any:
+        """The request's span, from when its headers came, under the client's trace if any."""
+        request, route = self.request, self.route
+        assert self.front.tracing is not None and route is not None
+        began_ns = time.time_ns() - int(request.request_time() * 1e9)
+        return self.front.tracing.server_span(
+            f"{request.method} {request.path}",
+            request.headers,
+            began_ns,
+            {
+                "http.request.method": request.method or "",
+                "http.route": request.path,
+                "url.path": request.path,
+                "client.address": request.remote_ip or "",
+                "zeroserve.service": route.service,
+                "zeroserve.request_id": self.request_id,
+            },
+        )
 
     def on_connection_close(self) -> None:
         self.closed = True
@@ -487,6 +514,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
 
     def _done(self, status: int) -> None:
         request = self.request
+        if self.span is not None and self.front.tracing is not None:
+            self.front.tracing.end(self.span, status)
+            self.span = None
         seconds = request.request_time()
         self.front.metrics.observe(
             request.path if self.route is not None else "unmatched", status, seconds
@@ -527,6 +557,7 @@ class Frontend:
     config: FrontendConfig
     metrics: FrontendMetrics
     bodies: BodyWatch
+    tracing: Tracing | None = None
 
 
 class FrontendRouter(tornado.routing.Router):
@@ -548,7 +579,9 @@ class FrontendRouter(tornado.routing.Router):
         return ServeDelegate(self.front, request)
 
 
-def make_app(link: BrokerLink, config: FrontendConfig) -> FrontendRouter:
+def make_app(
+    link: BrokerLink, config: FrontendConfig, tracing: Tracing | None = None
+) -> FrontendRouter:
     guarded = {"link": link, "api_key": config.api_key}
     metrics = FrontendMetrics(lambda: len(link.pending))
     app = tornado.web.Application(
@@ -562,7 +595,7 @@ def make_app(link: BrokerLink, config: FrontendConfig) -> FrontendRouter:
         compress_response=False,
         log_function=_log_request,
     )
-    front = Frontend(link, config, metrics, BodyWatch(config.idle_timeout_s))
+    front = Frontend(link, config, metrics, BodyWatch(config.idle_timeout_s), tracing)
     return FrontendRouter(front, app)
 
 

@@ -194,6 +194,7 @@ class BrokerLink:
         request_id: str = "",
         headers: dict[str, str] | None = None,
         query: str = "",
+        trace: dict[str, str] | None = None,
     ) -> Waiter:
         """Send a request to a broker; the returned waiter yields its answer."""
         rid = next(self._ids).to_bytes(8, "big")
@@ -209,6 +210,8 @@ class BrokerLink:
         if headers is not None:
             meta["headers"] = headers
             meta["query"] = query
+        if trace is not None:
+            meta["trace"] = trace
         if not self._send_request(waiter, meta, body):
             waiter.push(UNREACHABLE)
             return waiter

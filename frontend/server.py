@@ -16,6 +16,8 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import Supervisor
+from zeroserve.common.tracing import Tracing
+from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.frontend.app import make_app
 from zeroserve.frontend.broker_link import BrokerLink
 from zeroserve.frontend.config import FrontendConfig
@@ -51,13 +53,13 @@ def tls_context(config: FrontendConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(config: FrontendConfig) -> None:
+async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
     """Serve HTTP until SIGTERM or SIGINT, then finish what is in flight (briefly) and leave."""
     tls = tls_context(config)
     sockets = listen(config)
     link = BrokerLink(config)
     link.start()
-    router = make_app(link, config)
+    router = make_app(link, config, tracing)
     server = HTTPServer(
         router,
         max_body_size=config.max_body_bytes + 1024 * 1024,
@@ -96,7 +98,10 @@ def run_frontend_process(config: FrontendConfig) -> None:
     configure_logging(config.link.log_level, "frontend")
     batch_io_threads()
     tune_gc()
-    asyncio.run(serve(config))
+    tracing = setup_tracing("frontend")
+    asyncio.run(serve(config, tracing))
+    if tracing is not None:
+        tracing.shutdown()
 
 
 def run_frontend(config: FrontendConfig) -> int:

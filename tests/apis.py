@@ -448,3 +448,16 @@ class OddSpec:
 
 class OddSpecAPI(EchoAPI):
     spec = OddSpec()
+
+
+class TracedBatchAPI(BatchAPI):
+    """Opens a span of its own inside predict, as a model author would."""
+
+    batch_timeout = 0.3
+
+    def predict(self, xs: list[Any]) -> list[dict[str, Any]]:
+        from opentelemetry import trace
+
+        with trace.get_tracer("tests.apis").start_as_current_span("model.forward") as span:
+            span.set_attribute("model.inputs", len(xs))
+            return super().predict(xs)

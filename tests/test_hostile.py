@@ -253,6 +253,9 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
         assert control.poll(5000), "the broker did not greet a new control socket"
         command, _ = p.parse(control.recv_multipart(), p.TO_WORKER)
         assert command == p.HEARTBEAT
+        # Until a control socket spoke, the broker's heartbeats went to the data socket.
+        while data.poll(0):
+            assert p.parse(data.recv_multipart(), p.TO_WORKER)[0] == p.HEARTBEAT
         (worker,) = (cluster.status() or {})["workers"]
         assert worker["reported"] == {"done": 7}
         assert b"Wtest-data".hex() not in str(worker), "status must not reveal identities"

@@ -178,8 +178,10 @@ class ContinuousLoop(ThreadedLoop):
             if not room:
                 return
             self.waiting.popleft()
+            self.pipeline.waited(job)
             hooks.fire("on_before_decode_request")
-            decoded = drive(self.pipeline.decode(job))
+            with self.pipeline.stage(job, "decode_request"):
+                decoded = drive(self.pipeline.decode(job))
             hooks.fire("on_after_decode_request")
             if isinstance(decoded, list):
                 self._send_outs(job, decoded)

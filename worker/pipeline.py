@@ -31,6 +31,7 @@ from tornado.httputil import parse_body_arguments
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import http_status_of
+from zeroserve.common.tracing import NO_SPAN, Tracing
 from zeroserve.worker.api import STREAM_END, Upload
 from zeroserve.worker.framing import Framer
 from zeroserve.worker.hooks import Hooks
@@ -63,6 +64,8 @@ class Job:
     #: The async loop's: the task serving this job, and the timer of its deadline.
     task: Any = None
     timer: Any = None
+    #: Its span, when tracing is on and the request came with a trace context.
+    span: Any = None
 
     @property
     def key(self) -> tuple[int, bytes, bytes]:
@@ -183,8 +186,10 @@ class Pipeline:
         spec: Any = None,
         emit: Emit | None = None,
         concurrent: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.api = api
+        self.tracing = tracing
         #: True under the async loop: awaitables are awaited there instead of run to their end.
         self.concurrent = concurrent
         self.batched = max_batch_size > 1
@@ -206,6 +211,29 @@ class Pipeline:
     def wants_headers(self) -> bool:
         """Some stage takes ``context``: the frontend then forwards headers and query."""
         return any(self._context_aware.values())
+
+    # -- spans ------------------------------------------------------------------------
+
+    def waited(self, job: Job) -> None:
+        """The job's wait for its turn ends now (a span from its arrival, when traced)."""
+        if job.span is not None and self.tracing is not None:
+            self.tracing.record(job.span, "worker.queue", job.span.start_time)
+
+    def stage(self, job: Job, name: str) -> Any:
+        """A span around one job's stage of user code, when the job is traced."""
+        if job.span is None or self.tracing is None:
+            return NO_SPAN
+        return self.tracing.stage(job.span, name)
+
+    def _batch_stage(self, live: list[_Live]) -> Any:
+        """One predict span for the batch, under its first traced request, linked to the others,
+        with the batch size."""
+        spans = [item.job.span for item in live if item.job.span is not None]
+        if not spans or self.tracing is None:
+            return NO_SPAN
+        return self.tracing.stage(
+            spans[0], "predict", links=spans[1:], attributes={"zeroserve.batch_size": len(live)}
+        )
 
     # -- calling user code -----------------------------------------------------------
 
@@ -279,11 +307,15 @@ class Pipeline:
     async def serve(self, jobs: list[Job]) -> Finished:
         """Answer every job; whole answers are returned, stream messages emitted as they come."""
         finished: Finished = []
+        if self.tracing is not None:
+            for job in jobs:
+                self.waited(job)
         try:
             live = await self._decode(jobs, finished)
             if live:
                 if self.stream:
-                    await self._run_stream(live)
+                    with self._batch_stage(live):
+                        await self._run_stream(live)
                 else:
                     await self._run_whole(live, finished)
         finally:
@@ -320,7 +352,8 @@ class Pipeline:
         live = []
         self.hooks.fire("on_before_decode_request")
         for job in jobs:
-            decoded = await self.decode(job)
+            with self.stage(job, "decode_request"):
+                decoded = await self.decode(job)
             if isinstance(decoded, list):
                 finished.append((job, decoded))
                 continue
@@ -339,12 +372,13 @@ class Pipeline:
     async def _run_whole(self, live: list[_Live], finished: Finished) -> None:
         self.hooks.fire("on_before_predict")
         try:
-            output = await self._predict(live)
-            if self.batched:
-                outputs = list(await self.call("unbatch", output, [i.context for i in live]))
-                self._check_count(len(outputs), len(live))
-            else:
-                outputs = [output]
+            with self._batch_stage(live):
+                output = await self._predict(live)
+                if self.batched:
+                    outputs = list(await self.call("unbatch", output, [i.context for i in live]))
+                    self._check_count(len(outputs), len(live))
+                else:
+                    outputs = [output]
         except Exception as exc:
             failure = self.failure("predict", exc, [item.job for item in live])
             finished.extend((item.job, item.framer.error(*failure)) for item in live)
@@ -353,7 +387,8 @@ class Pipeline:
         self.hooks.fire("on_before_encode_response")
         for item, output in zip(live, outputs, strict=True):
             try:
-                encoded = await self.call("encode_response", output, item.context)
+                with self.stage(item.job, "encode_response"):
+                    encoded = await self.call("encode_response", output, item.context)
                 finished.append((item.job, item.framer.whole(encoded)))
             except Exception as exc:
                 finished.append(

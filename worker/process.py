@@ -22,6 +22,8 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import report
+from zeroserve.common.tracing import Tracing
+from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.common.version import __version__
 from zeroserve.worker.api import inherits_default
 from zeroserve.worker.async_loop import AsyncLoop
@@ -91,7 +93,14 @@ class WorkerProcess:
     """The event-loop side of a worker: heartbeats, drain and watchdog; the serving loop's
     thread does the serving."""
 
-    def __init__(self, config: WorkerConfig, api: Any, settings: ApiSettings, hooks: Hooks) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        api: Any,
+        settings: ApiSettings,
+        hooks: Hooks,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.config = config
         self.api = api
         self.settings = settings
@@ -120,6 +129,7 @@ class WorkerProcess:
             hooks=hooks,
             spec=settings.spec,
             concurrent=settings.kind == "async",
+            tracing=tracing,
         )
         self.serving = serving_loop(
             api,
@@ -369,6 +379,7 @@ def run_worker_process(
     batch_io_threads()
     device = isolate(config.device or "cpu")
     try:
+        tracing = setup_tracing("worker")
         api = given.api if given is not None else load_api(config.api)
         settings = resolve_settings(api, config)
         hooks = load_hooks(api, config, given)
@@ -396,9 +407,11 @@ def run_worker_process(
         report(said, f"{type(api).__name__}.setup failed: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_SETUP_FAILED)
     hooks.fire("on_after_setup")
-    worker = WorkerProcess(config, api, settings, hooks)
+    worker = WorkerProcess(config, api, settings, hooks, tracing)
     tune_gc()
     code = asyncio.run(worker.serve())
+    if tracing is not None:
+        tracing.shutdown()
     if worker.refusal:
         report(said, worker.refusal)
     sys.exit(code)

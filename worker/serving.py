@@ -84,6 +84,7 @@ class ServingLoop:
         self.keys = keys
         self.context = context or zmq.Context.instance()
         pipeline.emit = self._send_outs_now
+        self.tracing = pipeline.tracing
         self._hooks = pipeline.hooks
         #: Requests held (waiting here or running), by (broker link, client, request id).
         self.jobs: dict[tuple[int, bytes, bytes], Job] = {}
@@ -211,6 +212,9 @@ class ServingLoop:
         dropped = [job for job in self.jobs.values() if job.link == link]
         for job in dropped:
             del self.jobs[job.key]
+            if job.span is not None:
+                job.span.set_attribute("zeroserve.dropped", "the broker's session ended")
+                self._end_span(job, None)
         self._forget(dropped)
         if dropped:
             log.warning("dropped %d request(s) of a previous broker session", len(dropped))
@@ -278,12 +282,26 @@ class ServingLoop:
         meta = p.unpack_meta(args[2])
         now = time.monotonic()
         job = Job(client, rid, meta, args[3], p.deadline_from(meta, now=now), now, link)
+        if self.tracing is not None and "trace" in meta:
+            job.span = self.tracing.remote_span(
+                meta["trace"],
+                "worker.request",
+                attributes=self._span_attributes(meta),
+            )
         self.jobs[job.key] = job
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request_id=%s received", meta.get("request_id") or "-")
         if self._hooks.callbacks:
             self._hooks.fire("on_request", active_requests=len(self.jobs))
         self._admit(job)
+
+    def _span_attributes(self, meta: p.RequestMeta) -> dict[str, Any]:
+        return {
+            "zeroserve.service": str(meta.get("service", "")),
+            "zeroserve.request_id": str(meta.get("request_id", "")),
+            "zeroserve.attempt": int(meta.get("attempt", 1) or 1),
+            "zeroserve.api": self.pipeline.name,
+        }
 
     def _count_batch(self, size: int, began: float) -> None:
         self.batches += 1
@@ -305,6 +323,8 @@ class ServingLoop:
         for command, meta, body in outs:
             self._send(job.link, p.answer(command, job.client, job.rid, meta, body))
             if command in p.TERMINAL:
+                if job.span is not None:
+                    self._end_span(job, meta.get("status", 200) if meta else 200)
                 self._ended(job)
                 if log.isEnabledFor(logging.DEBUG):
                     log.debug(
@@ -314,6 +334,11 @@ class ServingLoop:
                     )
                 return True
         return False
+
+    def _end_span(self, job: Job, status: Any) -> None:
+        if self.tracing is not None:
+            self.tracing.end(job.span, status if isinstance(status, int) else None)
+        job.span = None
 
     def _ended(self, job: Job) -> None:
         del self.jobs[job.key]

@@ -27,6 +27,8 @@ from zeroserve.common.protocol import DEFAULT_TIMEOUT_S
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.security import TOKEN_ENV, token_from_file
 from zeroserve.common.supervisor import stop_with_parent
+from zeroserve.common.tracing import check as check_tracing
+from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.common.version import __version__
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.worker.config import WorkerConfig
@@ -278,9 +280,12 @@ api_option = click.option(
 )
 
 
-def _run_guarded(func: Callable[[], int]) -> None:
-    """Turn our own errors into one line on stderr and a non-zero exit, never a traceback."""
+def _run_guarded(func: Callable[[], int], *, serves: bool = False) -> None:
+    """Turn our own errors into one line on stderr and a non-zero exit, never a traceback;
+    a command that `serves` first checks that the traces the environment asks for can go."""
     try:
+        if serves:
+            check_tracing()
         code = func()
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from None
@@ -363,7 +368,8 @@ def broker(**options: Any) -> None:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
-        instance = Broker(config)
+        tracing = setup_tracing("broker")
+        instance = Broker(config, tracing=tracing)
         try:
             instance.bind()
         except Exception as exc:
@@ -373,10 +379,12 @@ def broker(**options: Any) -> None:
             instance.run(stop)
         finally:
             instance.close()
+            if tracing is not None:
+                tracing.shutdown()
         log.info("broker stopped")
         return 0
 
-    _run_guarded(run)
+    _run_guarded(run, serves=True)
 
 
 @main.command()
@@ -458,7 +466,10 @@ def worker(api: str | None, **options: Any) -> None:
         raise click.UsageError("Missing option '--api'.")
     configure_logging(options["log_level"], "worker")
     stop_with_parent()
-    _run_guarded(lambda: run_launcher(WorkerConfig(api=api, link=take_link(options), **options)))
+    _run_guarded(
+        lambda: run_launcher(WorkerConfig(api=api, link=take_link(options), **options)),
+        serves=True,
+    )
 
 
 @main.command()
@@ -537,7 +548,7 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
         config = FrontendConfig(model_metadata=metadata, link=take_link(options), **options)
         return run_frontend(config)
 
-    _run_guarded(run)
+    _run_guarded(run, serves=True)
 
 
 @main.command()
@@ -614,7 +625,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
         )
         return Up(config).run()
 
-    _run_guarded(run)
+    _run_guarded(run, serves=True)
 
 
 @main.command()

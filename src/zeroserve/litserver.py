@@ -31,6 +31,7 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.supervisor import stop_with_parent
+from zeroserve.common.tracing import check as check_tracing
 from zeroserve.up import Up, UpConfig
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
@@ -166,6 +167,7 @@ class LitServer:
             default, advice = RUN_NO_EQUIVALENT[name]
             if value != default:
                 raise ConfigError(f"LitServer.run({name}=...) has no equivalent here: {advice}")
+        check_tracing()
         given = [GivenAPI(api, self.callbacks, self.loggers, self) for api in self.apis]
         configs = [
             WorkerConfig(
