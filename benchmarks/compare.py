@@ -613,6 +613,8 @@ def main() -> None:
     parser.add_argument("--brokers", action="store_true", help="one broker or two; a broker kill")
     parser.add_argument("--tracing", action="store_true", help="OpenTelemetry off and on")
     args = parser.parse_args()
+    # A SIGTERM unwinds like Ctrl-C, so that the servers started so far are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.brokers:
         brokers(args)
     elif args.tracing:

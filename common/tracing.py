@@ -141,15 +141,18 @@ class Tracing:
     def server_span(
         self, name: str, headers: Mapping[str, str], start_ns: int, attributes: dict[str, Any]
     ) -> Any:
-        """The frontend's span of an HTTP request, continuing the client's trace if it sent one."""
+        """The frontend's span of an HTTP request, continuing the client's trace if it sent one;
+        None when the sampler leaves the request out (the frontend decides for every process:
+        a request that carries no context gets no span elsewhere)."""
         context = self._propagate.extract(headers)
-        return self.tracer.start_span(
+        span = self.tracer.start_span(
             name,
             context=context,
             kind=self._trace.SpanKind.SERVER,
             start_time=start_ns,
             attributes=attributes,
         )
+        return span if span.is_recording() else None
 
     def carrier(self, span: Any) -> dict[str, str]:
         """The context a request's metadata carries to the other processes."""
@@ -173,13 +176,14 @@ class Tracing:
         context = self._propagate.extract(carrier)
         if not self._trace.get_current_span(context).get_span_context().is_valid:
             return None
-        return self.tracer.start_span(
+        span = self.tracer.start_span(
             name,
             context=context,
             kind=self._trace.SpanKind.CONSUMER,
             start_time=start_ns,
             attributes=attributes,
         )
+        return span if span.is_recording() else None
 
     def record(
         self,

@@ -8,6 +8,7 @@ error it makes itself is JSON ``{"error": "..."}``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import itertools
 import json
@@ -31,7 +32,9 @@ from zeroserve.common.version import __version__
 from zeroserve.frontend.body_watch import BodyWatch
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
-from zeroserve.frontend.metrics import FrontendMetrics
+from zeroserve.frontend.dashboard import CONTENT_SECURITY_POLICY, Recent, dashboard_data
+from zeroserve.frontend.dashboard import page as dashboard_page
+from zeroserve.frontend.metrics import FrontendMetrics, merge_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,8 @@ API_KEY_ERROR = {
     "code": "invalid_api_key",
 }
 UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
+#: A browser asks for the key (as a password) when it meets this.
+BROWSER_UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm="zeroserve", charset="UTF-8"'}
 
 
 #: Most header bytes forwarded to a worker (a request's metadata may not exceed 64 KiB).
@@ -82,14 +87,22 @@ def error_body(error: Any) -> dict[str, Any]:
 
 
 def api_key_ok(headers: tornado.httputil.HTTPHeaders, api_key: str) -> bool:
-    """OpenAI's way (a Bearer token) or LitServe's (``X-API-Key``); compared as bytes, so
-    that a non-ASCII header is a mismatch rather than an error."""
+    """OpenAI's way (a Bearer token), LitServe's (``X-API-Key``), or a browser's (HTTP Basic,
+    the key as the password, any user name); compared as bytes, so that a non-ASCII header is
+    a mismatch rather than an error."""
     given = headers.get("X-API-Key")
     if given is None:
         scheme, _, token = headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer":
+        scheme = scheme.lower()
+        if scheme == "basic":
+            try:
+                given = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme == "bearer":
+            given = token
+        else:
             return False
-        given = token
     return hmac.compare_digest(given.strip().encode(), api_key.encode())
 
 
@@ -109,11 +122,11 @@ class JSONErrorMixin(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(error_body(error)))
 
-    def check_api_key(self) -> bool:
+    def check_api_key(self, challenge: dict[str, str] = UNAUTHORIZED) -> bool:
         """With an API key set, refuse (401, in OpenAI's error shape) a request without it."""
         if not self.api_key or api_key_ok(self.request.headers, self.api_key):
             return True
-        self.write_json_error(401, API_KEY_ERROR, UNAUTHORIZED)
+        self.write_json_error(401, API_KEY_ERROR, challenge)
         return False
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -150,10 +163,7 @@ class InfoHandler(GuardedHandler):
         self.finish(
             {
                 "model": self.link.config.model_metadata,
-                "brokers": [
-                    {"endpoint": conn.endpoint, "connected": conn.alive, "id": conn.broker_id}
-                    for conn in self.link.conns
-                ],
+                "brokers": self.link.describe_brokers(),
                 "services": self.link.services,
                 "routes": {path: r.service for path, r in self.link.routes.items()},
                 "workers": self.link.ready_workers(),
@@ -242,6 +252,38 @@ class MetricsHandler(GuardedHandler):
         snapshots = await self.link.fetch_statuses()
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(self.metrics.render(snapshots))
+
+
+class DashboardHandler(GuardedHandler):
+    """``GET /dashboard``: the page; a browser asks for the API key when one is set."""
+
+    def get(self) -> None:
+        if not self.check_api_key(BROWSER_UNAUTHORIZED):
+            return
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        self.set_header("Cache-Control", "no-store")
+        self.finish(dashboard_page())
+
+
+class DashboardDataHandler(GuardedHandler):
+    """``GET /dashboard/data``: what the page draws, fetched from every live broker."""
+
+    def initialize(  # type: ignore[override]
+        self, link: BrokerLink, api_key: str | None, recent: Recent
+    ) -> None:
+        super().initialize(link, api_key)
+        self.recent = recent
+
+    async def get(self) -> None:
+        if not self.check_api_key(BROWSER_UNAUTHORIZED):
+            return
+        merged = merge_snapshots(await self.link.fetch_statuses())
+        if merged is not None:
+            queued = sum(s.get("queued", 0) for s in merged["services"].values())
+            self.recent.saw_queue(queued, time.time())
+        self.set_header("Cache-Control", "no-store")
+        self.finish(dashboard_data(merged, self.link.describe_brokers(), self.recent))
 
 
 _ID_PREFIX = secrets.token_hex(8)
@@ -346,7 +388,8 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         trace = None
         if self.front.tracing is not None:
             self.span = self._open_span()
-            trace = self.front.tracing.carrier(self.span)
+            if self.span is not None:
+                trace = self.front.tracing.carrier(self.span)
         self.waiter = self.front.link.submit(
             self.route,
             request.path,
@@ -521,6 +564,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self.front.metrics.observe(
             request.path if self.route is not None else "unmatched", status, seconds
         )
+        self.front.recent.observe(seconds)
         log_access(status, request, seconds, self.request_id)
 
 
@@ -557,6 +601,7 @@ class Frontend:
     config: FrontendConfig
     metrics: FrontendMetrics
     bodies: BodyWatch
+    recent: Recent
     tracing: Tracing | None = None
 
 
@@ -584,6 +629,7 @@ def make_app(
 ) -> FrontendRouter:
     guarded = {"link": link, "api_key": config.api_key}
     metrics = FrontendMetrics(lambda: len(link.pending))
+    recent = Recent()
     app = tornado.web.Application(
         [
             (re.escape(config.health_path), HealthHandler, {"link": link}),
@@ -591,11 +637,13 @@ def make_app(
             (r"/v1/models", ModelsHandler, guarded),
             (r"/openapi\.json", OpenAPIHandler, guarded),
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
+            (r"/dashboard", DashboardHandler, guarded),
+            (r"/dashboard/data", DashboardDataHandler, {**guarded, "recent": recent}),
         ],
         compress_response=False,
         log_function=_log_request,
     )
-    front = Frontend(link, config, metrics, BodyWatch(config.idle_timeout_s), tracing)
+    front = Frontend(link, config, metrics, BodyWatch(config.idle_timeout_s), recent, tracing)
     return FrontendRouter(front, app)
 
 

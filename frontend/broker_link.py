@@ -164,6 +164,13 @@ class BrokerLink:
             if isinstance(s, dict)
         )
 
+    def describe_brokers(self) -> list[dict[str, Any]]:
+        """Each broker this frontend links to: where, whether the link is up, and its id."""
+        return [
+            {"endpoint": conn.endpoint, "connected": conn.alive, "id": conn.broker_id}
+            for conn in self.conns
+        ]
+
     async def fetch_statuses(self, timeout_s: float = 1.0) -> list[dict[str, Any]]:
         """Each live broker's snapshot of the cluster (those that answer in time)."""
         asked = [conn for conn in self.conns if conn.alive]

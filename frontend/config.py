@@ -65,5 +65,13 @@ class FrontendConfig:
     def own_paths(self) -> frozenset[str]:
         """The frontend's own endpoints; every other path belongs to the services."""
         return frozenset(
-            {self.health_path, self.info_path, "/v1/models", "/metrics", "/openapi.json"}
+            {
+                self.health_path,
+                self.info_path,
+                "/v1/models",
+                "/metrics",
+                "/openapi.json",
+                "/dashboard",
+                "/dashboard/data",
+            }
         )

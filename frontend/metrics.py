@@ -39,27 +39,53 @@ BROKER_COUNTERS = (
 
 def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The cluster as every broker sees it, in one: counters and queues summed over brokers;
-    a worker registered with several counted once, its answers summed."""
+    a worker registered with several counted once, its answers summed; each frontend and
+    launcher once; every broker's own record."""
     if not snapshots:
         return None
     counters: dict[str, int] = {}
     services: dict[str, dict[str, Any]] = {}
     workers: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
+    peers: dict[str, dict[tuple[Any, Any], dict[str, Any]]] = {"frontends": {}, "launchers": {}}
     for snapshot in snapshots:
         for key, value in snapshot.get("counters", {}).items():
             if isinstance(value, int):
                 counters[key] = counters.get(key, 0) + value
         for name, service in snapshot.get("services", {}).items():
-            merged = services.setdefault(name, {"queued": 0, "in_flight": 0})
+            merged = services.setdefault(
+                name, {"routes": [], "workers": 0, "ready": 0, "queued": 0, "in_flight": 0}
+            )
+            merged["routes"] = sorted({*merged["routes"], *service.get("routes", [])})
+            # Each worker registers with every broker: the most any broker knows.
+            merged["workers"] = max(merged["workers"], service.get("workers", 0))
+            merged["ready"] = max(merged["ready"], service.get("ready", 0))
             merged["queued"] += service.get("queued", 0)
             merged["in_flight"] += service.get("in_flight", 0)
         for w in snapshot.get("workers", []):
             key = (w.get("host"), w.get("pid"), w.get("service"))
             if key in workers:
                 workers[key]["done"] = workers[key].get("done", 0) + w.get("done", 0)
+                workers[key]["in_flight"] = workers[key].get("in_flight", 0) + w.get("in_flight", 0)
+                workers[key]["free"] = workers[key].get("free", 0) + w.get("free", 0)
+                workers[key]["capacity"] = workers[key].get("capacity", 0) + w.get("capacity", 0)
             else:
                 workers[key] = dict(w)
-    return {"counters": counters, "services": services, "workers": list(workers.values())}
+        for kind, seen in peers.items():
+            for record in snapshot.get(kind, []):
+                key = (record.get("host"), record.get("pid"))
+                last = seen.get(key)
+                if last is None or record.get("last_heartbeat_s", 0) < last.get(
+                    "last_heartbeat_s", 0
+                ):
+                    seen[key] = record
+    return {
+        "counters": counters,
+        "services": services,
+        "workers": list(workers.values()),
+        "frontends": list(peers["frontends"].values()),
+        "launchers": list(peers["launchers"].values()),
+        "brokers": [snapshot["broker"] for snapshot in snapshots if "broker" in snapshot],
+    }
 
 
 class BrokerCollector:

@@ -70,6 +70,7 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
         ssl_options=tls,
     )
     body_watch = asyncio.get_running_loop().create_task(router.front.bodies.run())
+    recent = asyncio.get_running_loop().create_task(router.front.recent.run())
     server.add_sockets(sockets)
     log.info(
         "frontend listening on %s://%s:%d; it serves once a broker answers (%s)",
@@ -89,6 +90,7 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
         await asyncio.sleep(0.02)
     link.close()
     body_watch.cancel()
+    recent.cancel()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), 1.0)
     log.info("frontend stopped")
