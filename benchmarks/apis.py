@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from typing import Any
 
@@ -20,6 +21,19 @@ class DoubleAPI(LitAPI):
 
     def encode_response(self, output: Any) -> Any:
         return {"output": output}
+
+
+class ImageSizeAPI(LitAPI):
+    """{"image": base64} -> {"bytes": n}: a large body decoded, as an image model's would be."""
+
+    def decode_request(self, request: Any) -> Any:
+        return base64.b64decode(request["image"])
+
+    def predict(self, image: bytes) -> Any:
+        return len(image)
+
+    def encode_response(self, output: Any) -> Any:
+        return {"bytes": output}
 
 
 class BatchedDoubleAPI(DoubleAPI):

@@ -9,6 +9,7 @@
     /tmp/bench/bin/python benchmarks/compare.py --continuous   # continuous batching of streams
     /tmp/bench/bin/python benchmarks/compare.py --brokers      # one broker or two; a broker kill
     /tmp/bench/bin/python benchmarks/compare.py --tracing      # OpenTelemetry off and on
+    /tmp/bench/bin/python benchmarks/compare.py --large        # 1 MB bodies, MB/s
 
 Every server does the same work (x*2 on a JSON number) and is driven, one
 after the other, by the same client (`cluster bench`) with the same
@@ -28,6 +29,7 @@ and server has.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import importlib.util
 import json
@@ -111,13 +113,23 @@ wrk.headers["Content-Type"] = "application/json"
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60_000.0}
 
 
-def wrk(url: str, connections: int, duration_s: float, warmup_s: float = 3.0) -> dict:
+def wrk(
+    url: str,
+    connections: int,
+    duration_s: float,
+    warmup_s: float = 3.0,
+    body: Path | None = None,
+) -> dict:
     """wrk, a C client that costs the servers nothing, with one thread: req/s and latency
-    percentiles, after a warm-up run whose figures are dropped."""
+    percentiles, after a warm-up run whose figures are dropped; `body` is a file whose
+    content each request posts instead of the small default."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (see the README)")
     script = Path(tempfile.mkdtemp()) / "post.lua"
-    script.write_text(WRK_SCRIPT)
+    lua = WRK_SCRIPT
+    if body is not None:
+        lua += f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
+    script.write_text(lua)
     base = ["wrk", "-t1", f"-c{connections}", "-s", str(script), "--latency", "--timeout", "10s"]
     subprocess.run([*base, f"-d{warmup_s:g}s", url], capture_output=True, check=True)
     out = subprocess.run(
@@ -586,6 +598,46 @@ def tracing(args: argparse.Namespace) -> None:
             print(f"  {name:20} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
 
 
+def large(args: argparse.Namespace) -> None:
+    """A 1 MB image, base64 in JSON, decoded by the API: zeroserve against LitServe, 8
+    connections, req/s and the MB/s of request bodies that makes."""
+    raw = random.Random(7).randbytes(args.body_kb * 1024)
+    body = Path(tempfile.mkdtemp()) / "image.json"
+    body.write_text(json.dumps({"image": base64.b64encode(raw).decode()}))
+    megabytes = body.stat().st_size / 1e6
+    here = sys.executable
+    servers = {"zeroserve": zeroserve_up("ImageSizeAPI", "{port}", args.workers)}
+    if importlib.util.find_spec("litserve") is not None:
+        servers["litserve"] = [here, str(HERE / "litserve_server.py"), "{port}", "image"]
+    runs: dict[str, list[dict]] = {name: [] for name in servers}
+    probe = {"image": base64.b64encode(b"probe").decode()}
+    for round_no in range(1, args.rounds + 1):
+        for name, argv in servers.items():
+            port = free_port()
+            url = f"http://127.0.0.1:{port}/predict"
+            with server([a.replace("{port}", str(port)) for a in argv], url, probe):
+                r = wrk(url, args.large_connections, args.duration, body=body)
+            runs[name].append(r)
+            print(f"  round {round_no}, {name}: {r['rps']:.1f} req/s", flush=True)
+    results = {name: median_run(rs) for name, rs in runs.items()}
+    base = results.get("litserve")
+    print(
+        f"\nwrk -t1, {args.large_connections} connections, a {megabytes:.2f} MB JSON body "
+        f"({args.body_kb} KiB image, base64), {args.duration:g} s a run, {args.rounds} round(s), "
+        f"{os.cpu_count()} CPUs\n"
+    )
+    print(f"{'server':12} {'req/s':>8} {'MB/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'vs litserve':>12}")
+    for name, r in results.items():
+        print(
+            f"{name:12} {r['rps']:>8.1f} {r['rps'] * megabytes:>8.1f} {r['p50_ms']:>8.1f} "
+            f"{r['p99_ms']:>8.1f} {ratio(r['rps'], base, 'rps'):>12}"
+        )
+    if args.rounds > 1:
+        print("\nEvery round (req/s):")
+        for name, rs in runs.items():
+            print(f"  {name:12} " + "  ".join(f"{r['rps']:.1f}" for r in rs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--duration", type=float, default=10.0)
@@ -612,6 +664,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=8, help="stream clients (--continuous)")
     parser.add_argument("--brokers", action="store_true", help="one broker or two; a broker kill")
     parser.add_argument("--tracing", action="store_true", help="OpenTelemetry off and on")
+    parser.add_argument("--large", action="store_true", help="1 MB request bodies, MB/s")
+    parser.add_argument("--body-kb", type=int, default=768, help="image size (--large)")
+    parser.add_argument("--large-connections", type=int, default=8)
     args = parser.parse_args()
     # A SIGTERM unwinds like Ctrl-C, so that the servers started so far are stopped.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
@@ -619,6 +674,8 @@ def main() -> None:
         brokers(args)
     elif args.tracing:
         tracing(args)
+    elif args.large:
+        large(args)
     elif args.async_io:
         async_io(args)
     elif args.continuous:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import sys
 from typing import Any
 
@@ -32,6 +33,20 @@ class BatchedDoubleAPI(DoubleAPI):
         return [x * 2 for x in xs]
 
 
+class ImageSizeAPI(ls.LitAPI):
+    def setup(self, device: str) -> None:
+        pass
+
+    def decode_request(self, request):  # no annotation: LitServe reads it as the body type
+        return base64.b64decode(request["image"])
+
+    def predict(self, image: bytes) -> Any:
+        return len(image)
+
+    def encode_response(self, output: Any) -> Any:
+        return {"bytes": output}
+
+
 class AsyncIOAPI(ls.LitAPI):
     """predict awaits 100 ms, like a call to another service (LitServe's async loop)."""
 
@@ -57,6 +72,7 @@ MODES = {
     "batched": BatchedDoubleAPI,
     "async": AsyncIOAPI,
     "steps": MixedSteps,
+    "image": ImageSizeAPI,
 }
 
 if __name__ == "__main__":
