@@ -43,7 +43,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import requests
@@ -118,11 +118,14 @@ def wrk(
     connections: int,
     duration_s: float,
     warmup_s: float = 3.0,
+    *,
     body: Path | None = None,
+    measuring: Callable[[], None] | None = None,
 ) -> dict:
     """wrk, a C client that costs the servers nothing, with one thread: req/s and latency
     percentiles, after a warm-up run whose figures are dropped; `body` is a file whose
-    content each request posts instead of the small default."""
+    content each request posts instead of the small default; `measuring` is called as the
+    measured run begins."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk (see the README)")
     script = Path(tempfile.mkdtemp()) / "post.lua"
@@ -132,6 +135,8 @@ def wrk(
     script.write_text(lua)
     base = ["wrk", "-t1", f"-c{connections}", "-s", str(script), "--latency", "--timeout", "10s"]
     subprocess.run([*base, f"-d{warmup_s:g}s", url], capture_output=True, check=True)
+    if measuring is not None:
+        measuring()
     out = subprocess.run(
         [*base, f"-d{duration_s:g}s", url], capture_output=True, text=True, check=True
     ).stdout

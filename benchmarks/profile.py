@@ -92,15 +92,19 @@ def measure(name: str, argv: list[str], args: argparse.Namespace) -> None:
     argv = [a.replace("{port}", str(port)) for a in argv]
     with server(argv, url):
         procs = processes()
-        wrk(url, args.concurrency, 2.0, warmup_s=1.0)
+        roles = {proc.pid: role(proc) for proc in procs}
         spies: dict[int, tuple[subprocess.Popen, Path]] = {}
-        if args.py_spy:
-            folder = Path(tempfile.mkdtemp())
-            for proc in procs:
-                out = folder / f"{proc.pid}.txt"
-                spies[proc.pid] = (py_spy(proc.pid, args.duration, out), out)
-        before = cpu_seconds(procs)
-        result = wrk(url, args.concurrency, args.duration, warmup_s=0.1)
+        before: dict[int, float] = {}
+
+        def measuring() -> None:
+            if args.py_spy:
+                folder = Path(tempfile.mkdtemp())
+                for proc in procs:
+                    out = folder / f"{proc.pid}.txt"
+                    spies[proc.pid] = (py_spy(proc.pid, args.duration, out), out)
+            before.update(cpu_seconds(procs))
+
+        result = wrk(url, args.concurrency, args.duration, warmup_s=2.0, measuring=measuring)
         after = cpu_seconds(procs)
         for spy, _ in spies.values():
             spy.wait()
@@ -112,7 +116,7 @@ def measure(name: str, argv: list[str], args: argparse.Namespace) -> None:
         used = after[proc.pid] - before[proc.pid]
         total += used
         print(
-            f"  {role(proc):18} {proc.pid:>7} {used:>7.2f} {used / done * 1e6:>11.1f} "
+            f"  {roles[proc.pid]:18} {proc.pid:>7} {used:>7.2f} {used / done * 1e6:>11.1f} "
             f"{used / args.duration:>10.2f}"
         )
     print(f"  {'all':18} {'':>7} {total:>7.2f} {total / done * 1e6:>11.1f}")
@@ -120,7 +124,7 @@ def measure(name: str, argv: list[str], args: argparse.Namespace) -> None:
         if proc.pid in spies and spies[proc.pid][1].exists():
             top = hottest(spies[proc.pid][1], args.top)
             if top:
-                print(f"  hottest in {role(proc)} {proc.pid} (share of its samples):")
+                print(f"  hottest in {roles[proc.pid]} {proc.pid} (share of its samples):")
                 for frame, share in top:
                     print(f"    {share:6.1%}  {frame}")
 

@@ -24,12 +24,10 @@ import tornado.iostream
 import tornado.routing
 import tornado.web
 from prometheus_client import CONTENT_TYPE_LATEST
-from tornado.http1connection import HTTP1Connection
 
 from zeroserve.common import protocol as p
 from zeroserve.common.tracing import Tracing
 from zeroserve.common.version import __version__
-from zeroserve.frontend.body_watch import BodyWatch
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.dashboard import CONTENT_SECURITY_POLICY, Recent, dashboard_data
@@ -301,7 +299,7 @@ def request_id_of(request: tornado.httputil.HTTPServerRequest) -> str:
 class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
     """Any path a service announced: forward the request, write back the worker's answer.
 
-    It sits on Tornado's HTTP connection directly, below ``RequestHandler``:
+    It sits on the HTTP connection (``http1.Connection``) directly, below ``RequestHandler``:
     the frontend only moves bytes, and a handler's per-request machinery
     (default headers, coroutine, write buffer) cost more than the move.
     """
@@ -324,7 +322,8 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self.streaming: asyncio.Future | None = None
         #: Its span, when tracing is on.
         self.span: Any = None
-        # Tornado tells a delegate of a lost client only while it reads the request.
+        # A client that leaves before its answer is told here (the delegate only hears of it
+        # while the request is read).
         self.conn.set_close_callback(self.on_connection_close)
 
     # -- reading the request (Tornado calls these) -----------------------------------
@@ -357,7 +356,6 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             self._reject_too_large()
             return
         self.route = route
-        front.bodies.body_started(self.conn)
 
     def data_received(self, chunk: bytes) -> None:
         if self.answered:
@@ -370,7 +368,6 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             self.chunks.append(chunk)
 
     def finish(self) -> None:
-        self.front.bodies.body_read(self.conn)
         if self.answered or self.route is None:
             return
         if self.too_large:
@@ -600,7 +597,6 @@ class Frontend:
     link: BrokerLink
     config: FrontendConfig
     metrics: FrontendMetrics
-    bodies: BodyWatch
     recent: Recent
     tracing: Tracing | None = None
 
@@ -617,9 +613,6 @@ class FrontendRouter(tornado.routing.Router):
         self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
     ) -> tornado.httputil.HTTPMessageDelegate | None:
         if request.path in self.own_paths:
-            # Rarely asked, so Tornado's own (costlier) body time limit will do.
-            if isinstance(request.connection, HTTP1Connection):
-                request.connection.set_body_timeout(self.front.config.idle_timeout_s)
             return self.app.find_handler(request)
         return ServeDelegate(self.front, request)
 
@@ -643,7 +636,7 @@ def make_app(
         compress_response=False,
         log_function=_log_request,
     )
-    front = Frontend(link, config, metrics, BodyWatch(config.idle_timeout_s), recent, tracing)
+    front = Frontend(link, config, metrics, recent, tracing)
     return FrontendRouter(front, app)
 
 

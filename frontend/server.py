@@ -9,7 +9,6 @@ import signal
 import ssl
 import time
 
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from zeroserve.common.errors import ConfigError
@@ -21,6 +20,7 @@ from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.frontend.app import make_app
 from zeroserve.frontend.broker_link import BrokerLink
 from zeroserve.frontend.config import FrontendConfig
+from zeroserve.frontend.http1 import Server
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +60,14 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
     link = BrokerLink(config)
     link.start()
     router = make_app(link, config, tracing)
-    server = HTTPServer(
+    server = Server(
         router,
         max_body_size=config.max_body_bytes + 1024 * 1024,
+        # Waiting on a client (between requests, for headers, for a body) is limited by this.
         idle_connection_timeout=config.idle_timeout_s,
-        # Bodies are watched by router.front.bodies: Tornado's limit costs a task per request.
-        body_timeout=None,
         decompress_request=False,
         ssl_options=tls,
     )
-    body_watch = asyncio.get_running_loop().create_task(router.front.bodies.run())
     recent = asyncio.get_running_loop().create_task(router.front.recent.run())
     server.add_sockets(sockets)
     log.info(
@@ -89,7 +87,6 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
     while link.pending and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     link.close()
-    body_watch.cancel()
     recent.cancel()
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), 1.0)
