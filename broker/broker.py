@@ -162,7 +162,7 @@ class Broker:
         for _ in range(DRAIN_BATCH):
             if not has_input(sock):
                 return
-            frames = recv_frames(sock)
+            frames = recv_frames(sock, keep_large=True)
             sender = frames[0]
             try:
                 handler(sender, frames[1:])

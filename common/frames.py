@@ -8,7 +8,7 @@ an Enum. Here the compiled methods are called directly with plain int
 flags, and a received part says itself whether more follow. Small parts
 are copied (cheaper than tracking them); parts of ``ZERO_COPY_BYTES`` or
 more, and zmq.Frame parts, go without a copy, so a large body is never
-copied on its way out.
+copied on its way out; the broker receives them without a copy too.
 """
 
 from __future__ import annotations
@@ -49,9 +49,11 @@ def has_input(sock: zmq.Socket) -> bool:
     return bool(_get(sock, _EVENTS) & _POLLIN)
 
 
-def recv_frames(sock: zmq.Socket, *, block: bool = False) -> list[bytes]:
+def recv_frames(sock: zmq.Socket, *, block: bool = False, keep_large: bool = False) -> list[Any]:
     """Receive one whole message as bytes; raises zmq.Again when none is waiting (`block`:
-    none came within the socket's receive timeout).
+    none came within the socket's receive timeout). With `keep_large`, parts of
+    ``ZERO_COPY_BYTES`` or more stay zmq.Frame objects, never copied (what only forwards
+    them: the broker).
 
     The parts of a message arrive together, so none after the first can block.
     """
@@ -59,5 +61,5 @@ def recv_frames(sock: zmq.Socket, *, block: bool = False) -> list[bytes]:
     parts = [part.bytes]
     while part.more:
         part = _recv(sock, _NOBLOCK, False)
-        parts.append(part.bytes)
+        parts.append(part if keep_large and len(part) >= ZERO_COPY_BYTES else part.bytes)
     return parts

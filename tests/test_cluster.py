@@ -164,6 +164,28 @@ def test_kill_9_of_a_worker_under_load_loses_no_request(cluster: Cluster) -> Non
     assert snapshot["counters"].get("resent", 0) >= 1
 
 
+def test_large_bodies_both_ways_survive_a_worker_kill(cluster: Cluster) -> None:
+    """Bodies the broker holds as frames (uncopied) are forwarded, and re-sent, whole."""
+    cluster.broker()
+    launcher = cluster.worker("EchoAPI", 2)
+    cluster.frontend()
+    cluster.wait_healthy(2)
+    victim = min(worker_pids(launcher))
+
+    def one(i: int) -> tuple[int, bool]:
+        big = f"{i:06d}" * 50_000  # 300 KB each way
+        answer = cluster.post({"value": big, "op": "sleep", "seconds": 0.05}, timeout=30)
+        return answer.status_code, answer.ok and answer.json()["echo"] == big
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(one, i) for i in range(40)]
+        wait_until(lambda: sum(f.done() for f in futures) >= 8, what="the first answers")
+        os.kill(victim, signal.SIGKILL)
+        results = [f.result() for f in futures]
+    assert results == [(200, True)] * 40
+    assert (cluster.status() or {})["counters"].get("resent", 0) >= 1
+
+
 @pytest.mark.parametrize("capacity", ["1", "4"], ids=["queued-in-broker", "queued-in-worker"])
 def test_client_disconnect_cancels_work_not_started(
     cluster: Cluster, tmp_path, capacity: str

@@ -183,6 +183,23 @@ def test_frames_round_trip_small_copied_and_large_zero_copy(
         recv_frames(b)
 
 
+def test_large_parts_can_be_kept_as_frames_and_forwarded_as_they_came(
+    pair: tuple[zmq.Socket, zmq.Socket],
+) -> None:
+    a, b = pair
+    large = b"x" * ZERO_COPY_BYTES
+    send_frames(a, [p.SIGNATURE, p.REPLY, b"rid", p.pack_meta({}), large])
+    assert b.poll(1000)
+    parts = recv_frames(b, keep_large=True)
+    assert parts[:4] == [p.SIGNATURE, p.REPLY, b"rid", p.pack_meta({})]  # small: bytes
+    assert isinstance(parts[4], zmq.Frame) and parts[4].bytes == large
+    command, args = p.parse(parts, {p.REPLY: 3})
+    assert (command, p.identity(args[0]), p.unpack_meta(args[1])) == (p.REPLY, b"rid", {})
+    send_frames(b, parts)  # the frame goes back out as it came
+    assert a.poll(1000)
+    assert recv_frames(a)[4] == large
+
+
 def test_a_blocking_receive_waits_for_a_message_or_the_receive_timeout(
     pair: tuple[zmq.Socket, zmq.Socket],
 ) -> None:
