@@ -603,12 +603,18 @@ def tracing(args: argparse.Namespace) -> None:
             print(f"  {name:20} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
 
 
+def image_body(kib: int) -> Path:
+    """A file holding the JSON body of a `kib` KiB random image, base64."""
+    raw = random.Random(7).randbytes(kib * 1024)
+    body = Path(tempfile.mkdtemp()) / "image.json"
+    body.write_text(json.dumps({"image": base64.b64encode(raw).decode()}))
+    return body
+
+
 def large(args: argparse.Namespace) -> None:
     """A 1 MB image, base64 in JSON, decoded by the API: zeroserve against LitServe, 8
     connections, req/s and the MB/s of request bodies that makes."""
-    raw = random.Random(7).randbytes(args.body_kb * 1024)
-    body = Path(tempfile.mkdtemp()) / "image.json"
-    body.write_text(json.dumps({"image": base64.b64encode(raw).decode()}))
+    body = image_body(args.body_kb)
     megabytes = body.stat().st_size / 1e6
     here = sys.executable
     servers = {"zeroserve": zeroserve_up("ImageSizeAPI", "{port}", args.workers)}

@@ -3,6 +3,7 @@
     /tmp/bench/bin/python benchmarks/profile.py                    # CPU per request per process
     /tmp/bench/bin/python benchmarks/profile.py --py-spy           # and each process's hottest code
     /tmp/bench/bin/python benchmarks/profile.py --api BatchedDoubleAPI   # the batched API
+    /tmp/bench/bin/python benchmarks/profile.py --api ImageSizeAPI --body-kb 768 --concurrency 8
 
 `cluster up` serves the trivial API (x*2), wrk loads it after a warm-up, and the
 CPU time each process used over the measured run (user + system, from psutil),
@@ -15,6 +16,7 @@ and the functions it spent most of its own time in are listed.
 from __future__ import annotations
 
 import argparse
+import base64
 import collections
 import shutil
 import subprocess
@@ -26,7 +28,7 @@ import psutil
 
 from zeroserve.up import free_port
 
-from compare import HERE, server, wrk, zeroserve_up
+from compare import HERE, image_body, server, wrk, zeroserve_up
 
 
 def role(proc: psutil.Process) -> str:
@@ -90,7 +92,8 @@ def measure(name: str, argv: list[str], args: argparse.Namespace) -> None:
     port = free_port()
     url = f"http://127.0.0.1:{port}/predict"
     argv = [a.replace("{port}", str(port)) for a in argv]
-    with server(argv, url):
+    probe = {"image": base64.b64encode(b"probe").decode()} if args.body_kb else None
+    with server(argv, url, probe):
         procs = processes()
         roles = {proc.pid: role(proc) for proc in procs}
         spies: dict[int, tuple[subprocess.Popen, Path]] = {}
@@ -104,7 +107,10 @@ def measure(name: str, argv: list[str], args: argparse.Namespace) -> None:
                     spies[proc.pid] = (py_spy(proc.pid, args.duration, out), out)
             before.update(cpu_seconds(procs))
 
-        result = wrk(url, args.concurrency, args.duration, warmup_s=2.0, measuring=measuring)
+        body = image_body(args.body_kb) if args.body_kb else None
+        result = wrk(
+            url, args.concurrency, args.duration, warmup_s=2.0, body=body, measuring=measuring
+        )
         after = cpu_seconds(procs)
         for spy, _ in spies.values():
             spy.wait()
@@ -135,12 +141,15 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--api", default="DoubleAPI")
+    parser.add_argument("--body-kb", type=int, default=0, help="post an image of this size")
     parser.add_argument("--py-spy", action="store_true", help="sample each process with py-spy")
     parser.add_argument("--top", type=int, default=8, help="functions listed per process")
     args = parser.parse_args()
     if args.py_spy and not Path(PY_SPY).exists():
         raise SystemExit("py-spy is not installed: pip install py-spy")
-    measure("Tornado handler", [sys.executable, str(HERE / "plain_tornado.py"), "{port}"], args)
+    if not args.body_kb:
+        ceiling = [sys.executable, str(HERE / "plain_tornado.py"), "{port}"]
+        measure("Tornado handler", ceiling, args)
     measure(f"zeroserve, {args.api}", zeroserve_up(args.api, "{port}", args.workers), args)
 
 
