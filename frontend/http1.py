@@ -51,9 +51,7 @@ class RequestContext:
         family = stream.socket.family if stream.socket is not None else None
         ip = address[0] if family in (socket.AF_INET, socket.AF_INET6) else "0.0.0.0"
         self.remote_ip = ip
-        self.address = address
         self.protocol = "https" if isinstance(stream, tornado.iostream.SSLIOStream) else "http"
-        self.trusted_downstream: set[str] = set()
 
     def __str__(self) -> str:
         return self.remote_ip
@@ -183,9 +181,14 @@ class Connection(tornado.httputil.HTTPConnection):
                 f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n"
             )
-            self.stream.write(head.encode() + body).add_done_callback(lambda _: self.stream.close())
+            self.stream.write(head.encode() + body).add_done_callback(self._close_after_write)
         else:
             self.stream.close()
+
+    def _close_after_write(self, written: asyncio.Future) -> None:
+        if not written.cancelled():
+            written.exception()  # a client gone meanwhile is no news
+        self.stream.close()
 
     # httptools calls these from feed_data, in order.
 
