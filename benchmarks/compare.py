@@ -198,6 +198,14 @@ def run_once(
         return measure(url, args, concurrency)
 
 
+def every_round(runs: dict[str, list[dict]], width: int, digits: int = 0) -> None:
+    """Each server's req/s in every round, when there was more than one."""
+    if max(map(len, runs.values()), default=0) > 1:
+        print("\nEvery round (req/s):")
+        for name, rs in runs.items():
+            print(f"  {name:{width}} " + "  ".join(f"{r['rps']:.{digits}f}" for r in rs))
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median throughput (its own p50 and p99 with it)."""
     return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
@@ -249,10 +257,7 @@ def compare(args: argparse.Namespace) -> None:
             f"{name:22} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}{second}"
         )
-    if args.rounds > 1:
-        print("\nEvery round (req/s):")
-        for name, rs in runs.items():
-            print(f"  {name:22} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
+    every_round(runs, 22)
     if not has_litserve:
         print("\n(litserve is not installed here: pip install -r benchmarks/requirements.txt)")
 
@@ -597,10 +602,7 @@ def tracing(args: argparse.Namespace) -> None:
             f"{name:20} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{ratio(r['rps'], base, 'rps'):>8}"
         )
-    if args.rounds > 1:
-        print("\nEvery round (req/s):")
-        for name, rs in runs.items():
-            print(f"  {name:20} " + "  ".join(f"{r['rps']:.0f}" for r in rs))
+    every_round(runs, 20)
 
 
 def image_body(kib: int) -> Path:
@@ -643,10 +645,7 @@ def large(args: argparse.Namespace) -> None:
             f"{name:12} {r['rps']:>8.1f} {r['rps'] * megabytes:>8.1f} {r['p50_ms']:>8.1f} "
             f"{r['p99_ms']:>8.1f} {ratio(r['rps'], base, 'rps'):>12}"
         )
-    if args.rounds > 1:
-        print("\nEvery round (req/s):")
-        for name, rs in runs.items():
-            print(f"  {name:12} " + "  ".join(f"{r['rps']:.1f}" for r in rs))
+    every_round(runs, 12, digits=1)
 
 
 def main() -> None:

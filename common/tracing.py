@@ -144,13 +144,20 @@ class Tracing:
         """The frontend's span of an HTTP request, continuing the client's trace if it sent one;
         None when the sampler leaves the request out (the frontend decides for every process:
         a request that carries no context gets no span elsewhere)."""
-        context = self._propagate.extract(headers)
-        span = self.tracer.start_span(
+        return self._recording(
             name,
-            context=context,
-            kind=self._trace.SpanKind.SERVER,
-            start_time=start_ns,
-            attributes=attributes,
+            self._propagate.extract(headers),
+            self._trace.SpanKind.SERVER,
+            start_ns,
+            attributes,
+        )
+
+    def _recording(
+        self, name: str, context: Any, kind: Any, start_ns: int | None, attributes: Any
+    ) -> Any:
+        """A span under `context`, or None when the sampler leaves it out."""
+        span = self.tracer.start_span(
+            name, context=context, kind=kind, start_time=start_ns, attributes=attributes
         )
         return span if span.is_recording() else None
 
@@ -176,14 +183,7 @@ class Tracing:
         context = self._propagate.extract(carrier)
         if not self._trace.get_current_span(context).get_span_context().is_valid:
             return None
-        span = self.tracer.start_span(
-            name,
-            context=context,
-            kind=self._trace.SpanKind.CONSUMER,
-            start_time=start_ns,
-            attributes=attributes,
-        )
-        return span if span.is_recording() else None
+        return self._recording(name, context, self._trace.SpanKind.CONSUMER, start_ns, attributes)
 
     def record(
         self,

@@ -58,13 +58,20 @@ def read_answers(sock: socket.socket, count: int, timeout_s: float = 10) -> list
     return answers
 
 
-def closed_by_server(sock: socket.socket, timeout_s: float = 10) -> bool:
+def read_to_close(sock: socket.socket, timeout_s: float = 10) -> bytes:
+    """Everything the server sends until it closes the connection (a timeout fails)."""
     sock.settimeout(timeout_s)
+    data = b""
     try:
-        while sock.recv(65536):
-            pass
+        while chunk := sock.recv(65536):
+            data += chunk
     except ConnectionResetError:
         pass
+    return data
+
+
+def closed_by_server(sock: socket.socket, timeout_s: float = 10) -> bool:
+    read_to_close(sock, timeout_s)
     return True
 
 
@@ -167,13 +174,7 @@ def test_unreadable_requests_are_refused_and_the_frontend_serves_on(
 ) -> None:
     with connect(frontend) as s:
         s.sendall(request_bytes)
-        s.settimeout(10)
-        answer = b""
-        try:
-            while chunk := s.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
+        answer = read_to_close(s)
         assert answer.startswith(f"HTTP/1.1 {status}".encode()), answer[:200]
     assert frontend.post({"value": "still here"}).json()["echo"] == "still here"
 
@@ -187,13 +188,7 @@ def test_a_body_too_large_without_a_length_is_cut(frontend: Cluster) -> None:
                 s.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
         except (BrokenPipeError, ConnectionResetError):
             pass
-        s.settimeout(10)
-        answer = b""
-        try:
-            while chunk := s.recv(65536):
-                answer += chunk
-        except ConnectionResetError:
-            pass
+        answer = read_to_close(s)
         assert answer.startswith(b"HTTP/1.1 413") or answer == b""
     assert frontend.post({"value": 1}).ok
 
