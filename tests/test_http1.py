@@ -103,10 +103,10 @@ def test_pipelined_requests_are_answered_in_order(cluster: Cluster) -> None:
 
 def test_request_bodies_in_pieces_chunked_and_after_100_continue(frontend: Cluster) -> None:
     with connect(frontend) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # each write a segment
         whole = post(b'{"value": "split"}')
         for i in range(0, len(whole), 7):  # a request in many small writes
             s.sendall(whole[i : i + 7])
-            time.sleep(0.001)  # let each piece go as a segment of its own
         assert read_answers(s, 1)[0][1]["echo"] == "split"
         body = b'{"value": "chunked"}'
         s.sendall(
@@ -205,7 +205,10 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(frontend: Clu
 def test_a_client_that_leaves_mid_answer_is_counted_as_499(frontend: Cluster) -> None:
     with connect(frontend) as s:
         s.sendall(post(b'{"op": "sleep", "seconds": 1.5, "value": 1}'))
-        time.sleep(0.2)  # let the request reach the worker before the client goes
+        wait_until(
+            lambda: (frontend.status() or {}).get("broker", {}).get("requests_held") == 1,
+            what="the request to reach the worker before its client goes",
+        )
 
     def counted() -> bool:
         text = requests.get(frontend.url("/metrics"), timeout=5).text
