@@ -49,11 +49,6 @@ def _exporter_names(environ: Mapping[str, str]) -> list[str]:
     return [name for name in names if name != "none"]
 
 
-def wanted(environ: Mapping[str, str] = os.environ) -> bool:
-    """The environment asks for traces."""
-    return bool(_exporter_names(environ))
-
-
 def _entry_point_of(name: str, environ: Mapping[str, str]) -> Any:
     if name == "otlp":
         protocol = (
@@ -190,17 +185,12 @@ class Tracing:
         parent: Any,
         name: str,
         start_ns: int,
-        end_ns: int | None = None,
-        attributes: dict[str, Any] | None = None,
     ) -> None:
-        """A span of something that already happened (a wait, say), under `parent`."""
+        """A span from `start_ns` to now (a wait, say), under `parent`."""
         span = self.tracer.start_span(
-            name,
-            context=self._trace.set_span_in_context(parent),
-            start_time=start_ns,
-            attributes=attributes,
+            name, context=self._trace.set_span_in_context(parent), start_time=start_ns
         )
-        span.end(end_time=end_ns)
+        span.end()
 
     @contextmanager
     def stage(
@@ -223,13 +213,13 @@ class Tracing:
         ) as span:
             yield span
 
-    def end(self, span: Any, status: int | None = None, ended_ns: int | None = None) -> None:
+    def end(self, span: Any, status: int | None = None) -> None:
         """End a request's span with its HTTP status; a 5xx marks it failed."""
         if status is not None:
             span.set_attribute("http.response.status_code", status)
             if status >= 500:
                 span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
-        span.end(end_time=ended_ns)
+        span.end()
 
     def shutdown(self) -> None:
         """Send what is buffered (a process's last act)."""

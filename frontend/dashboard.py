@@ -10,6 +10,7 @@ queue depth for the seconds in which someone watched (the brokers are asked only
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import os
 import socket
@@ -29,7 +30,9 @@ CONTENT_SECURITY_POLICY = (
 )
 
 
+@functools.cache
 def page() -> bytes:
+    """The page, read once from the package."""
     return files("zeroserve.frontend").joinpath("dashboard.html").read_bytes()
 
 
