@@ -142,6 +142,9 @@ class ServiceRecord:
     models: list[str] = field(default_factory=list)
     #: Its workers read request headers (a stage takes ``context``): frontends forward them.
     headers: bool = False
+    #: Every one of its workers runs its API's ``authorize()``, which then decides instead
+    #: of LitServe's API key (LitServe's rule).
+    authorize: bool = False
     #: The JSON schema of its request body, when its API's decode_request declares one.
     request_schema: dict[str, Any] | None = None
     #: Insertion order is the round-robin order among workers of equal credit.
@@ -202,6 +205,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
     return {
         "models": models,
         "headers": meta.get("headers") is True,
+        "authorize": meta.get("authorize") is True,
         "request_schema": schema if isinstance(schema, dict) else None,
         "device": device if isinstance(device, str) and 0 < len(device) <= 64 else None,
         "service": service,
@@ -254,6 +258,7 @@ class Registry:
             service.models = ready["models"]
             service.headers = False
             service.request_schema = None
+        service.authorize = ready["authorize"] and (service.authorize or not service.workers)
         service.headers = service.headers or ready["headers"]
         service.request_schema = ready["request_schema"] or service.request_schema
         # A route released by a service that has no worker left moves to this one.
@@ -337,6 +342,7 @@ class Registry:
                 "workers": s.ready_workers(),
                 "models": s.models,
                 "headers": s.headers,
+                "authorize": s.authorize,
                 "request_schema": s.request_schema,
             }
             for name, s in self.services.items()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+#: What a client is told of an exception in user code, as LitServe tells it (the log has it).
+INTERNAL_ERROR = "Internal server error"
+
 
 class ZeroserveError(Exception):
     """Root of every error zeroserve raises on purpose."""

@@ -241,6 +241,8 @@ class ReadyMeta(TypedDict, total=False):
     loop: str
     models: list[str]
     headers: bool
+    #: Its API defines ``authorize()``, which it runs on every request.
+    authorize: bool
     request_schema: dict[str, Any] | None
 
 

@@ -8,8 +8,6 @@ error it makes itself is JSON ``{"error": "..."}``.
 from __future__ import annotations
 
 import asyncio
-import base64
-import hmac
 import itertools
 import json
 import logging
@@ -28,6 +26,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from zeroserve.common import protocol as p
 from zeroserve.common.tracing import Tracing
 from zeroserve.common.version import __version__
+from zeroserve.frontend.access import (
+    BROWSER_UNAUTHORIZED,
+    CREDENTIAL_HEADERS,
+    UNAUTHORIZED,
+    litserve_refusal,
+    refusal,
+    zeroserve_refusal,
+)
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.dashboard import CONTENT_SECURITY_POLICY, Recent, dashboard_data
@@ -42,31 +48,16 @@ REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]+")
 HOP_BY_HOP = frozenset(
     {"content-length", "transfer-encoding", "connection", "keep-alive", "upgrade", "trailer"}
 )
-#: The answer to a missing or wrong API key, in OpenAI's error shape.
-API_KEY_ERROR = {
-    "message": "missing or wrong API key; send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'",
-    "type": "invalid_request_error",
-    "param": None,
-    "code": "invalid_api_key",
-}
-UNAUTHORIZED = {"WWW-Authenticate": "Bearer"}
-#: A browser asks for the key (as a password) when it meets this.
-BROWSER_UNAUTHORIZED = {"WWW-Authenticate": 'Basic realm="zeroserve", charset="UTF-8"'}
-
 
 #: Most header bytes forwarded to a worker (a request's metadata may not exceed 64 KiB).
 MAX_FORWARDED_HEADER_BYTES = 32 * 1024
-
-
-#: The frontend's own credentials: never shown to user code when the frontend checks a key.
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key"})
 
 
 def forwarded_headers(
     headers: tornado.httputil.HTTPHeaders, keep_credentials: bool = True
 ) -> dict[str, str] | None:
     """The request's headers by lower-case name (repeated ones joined by commas), for an API
-    that takes ``context``; None when they are too large to forward."""
+    that takes ``context`` or authorizes; None when they are too large to forward."""
     forwarded: dict[str, str] = {}
     size = 0
     for name, value in headers.get_all():
@@ -79,33 +70,12 @@ def forwarded_headers(
 
 
 def error_body(error: Any) -> dict[str, Any]:
-    """An error as zeroserve writes it, with FastAPI's ``detail`` beside it, which LitServe's
-    clients read."""
-    return {"error": error, "detail": error}
-
-
-def api_key_ok(headers: tornado.httputil.HTTPHeaders, api_key: str) -> bool:
-    """OpenAI's way (a Bearer token), LitServe's (``X-API-Key``), or a browser's (HTTP Basic,
-    the key as the password, any user name); compared as bytes, so that a non-ASCII header is
-    a mismatch rather than an error."""
-    given = headers.get("X-API-Key")
-    if given is None:
-        scheme, _, token = headers.get("Authorization", "").partition(" ")
-        scheme = scheme.lower()
-        if scheme == "basic":
-            try:
-                given = base64.b64decode(token.strip(), validate=True).decode().partition(":")[2]
-            except (ValueError, UnicodeDecodeError):
-                return False
-        elif scheme == "bearer":
-            given = token
-        else:
-            return False
-    return hmac.compare_digest(given.strip().encode(), api_key.encode())
+    """An error as FastAPI, and so LitServe, writes it."""
+    return {"detail": error}
 
 
 class JSONErrorMixin(tornado.web.RequestHandler):
-    api_key: str | None = None
+    config: FrontendConfig | None = None
     request_id: str | None = None
 
     def write_json_error(
@@ -120,11 +90,27 @@ class JSONErrorMixin(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(error_body(error)))
 
-    def check_api_key(self, challenge: dict[str, str] = UNAUTHORIZED) -> bool:
-        """With an API key set, refuse (401, in OpenAI's error shape) a request without it."""
-        if not self.api_key or api_key_ok(self.request.headers, self.api_key):
+    def check_api_key(self, challenge: dict[str, str] = UNAUTHORIZED, health: bool = False) -> bool:
+        """Refuse (401) a request without the keys that are set; zeroserve's own key leaves
+        the health check open, LitServe's does not."""
+        config = self.config
+        if config is None:
             return True
-        self.write_json_error(401, API_KEY_ERROR, challenge)
+        refused = refusal(
+            self.request.headers,
+            None if health else config.api_key,
+            config.lit_api_key,
+            challenge=challenge,
+        )
+        if refused is None:
+            return True
+        status, body, headers = refused
+        self.clear()
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", "application/json")
+        self.finish(body)
         return False
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
@@ -133,25 +119,56 @@ class JSONErrorMixin(tornado.web.RequestHandler):
         self.write_json_error(status_code, message)
 
 
-class HealthHandler(JSONErrorMixin):
-    def initialize(self, link: BrokerLink) -> None:
+class GuardedHandler(JSONErrorMixin):
+    """A frontend endpoint of its own, behind the API keys that are set."""
+
+    def initialize(self, link: BrokerLink, config: FrontendConfig) -> None:
         self.link = link
+        self.config = config
+
+    def plain(self, status: int, text: str) -> None:
+        """A text answer with no content type, as LitServe writes ``ok`` and its index."""
+        self.set_status(status)
+        self.clear_header("Content-Type")
+        self.finish(text)
+
+
+class HealthHandler(GuardedHandler):
+    """LitServe's answer (``ok``, or 503 ``not ready``) until every service that announced
+    a route has a ready worker; ``?verbose=1`` says why, as JSON."""
 
     def get(self) -> None:
-        workers = self.link.ready_workers()
-        if not workers:
-            why = BROKER_UNREACHABLE if not self.link.alive else "no worker is ready"
-            self.write_json_error(503, why)
+        if not self.check_api_key(health=True):
             return
-        self.finish({"status": "ok", "workers": workers})
+        waiting = self.link.services_without_workers()
+        waiting += [r for r in self.config.expected_routes if r not in self.link.routes]
+        ready = self.link.alive and bool(self.link.routes) and not waiting
+        if self.get_query_argument("verbose", "") in ("", "0", "false"):
+            self.plain(200 if ready else 503, "ok" if ready else "not ready")
+            return
+        why = None
+        if not self.link.alive:
+            why = BROKER_UNREACHABLE
+        elif not self.link.routes:
+            why = "no service is registered yet"
+        elif waiting:
+            why = f"no worker is ready for {', '.join(sorted(waiting))}"
+        self.set_status(200 if ready else 503)
+        self.finish(
+            {
+                "status": "ok" if ready else "not ready",
+                "workers": self.link.ready_workers(),
+                "error": why,
+            }
+        )
 
 
-class GuardedHandler(JSONErrorMixin):
-    """A frontend endpoint of its own, behind the API key when one is set."""
+class IndexHandler(GuardedHandler):
+    """``GET /``: LitServe's sign of life."""
 
-    def initialize(self, link: BrokerLink, api_key: str | None) -> None:
-        self.link = link
-        self.api_key = api_key
+    def get(self) -> None:
+        if self.check_api_key():
+            self.plain(200, "litserve running")
 
 
 class InfoHandler(GuardedHandler):
@@ -239,9 +256,9 @@ class MetricsHandler(GuardedHandler):
     """Prometheus text: this frontend's figures and the broker's."""
 
     def initialize(  # type: ignore[override]
-        self, link: BrokerLink, api_key: str | None, metrics: FrontendMetrics
+        self, link: BrokerLink, config: FrontendConfig, metrics: FrontendMetrics
     ) -> None:
-        super().initialize(link, api_key)
+        super().initialize(link, config)
         self.metrics = metrics
 
     async def get(self) -> None:
@@ -268,9 +285,9 @@ class DashboardDataHandler(GuardedHandler):
     """``GET /dashboard/data``: what the page draws, fetched from every live broker."""
 
     def initialize(  # type: ignore[override]
-        self, link: BrokerLink, api_key: str | None, recent: Recent
+        self, link: BrokerLink, config: FrontendConfig, recent: Recent
     ) -> None:
-        super().initialize(link, api_key)
+        super().initialize(link, config)
         self.recent = recent
 
     async def get(self) -> None:
@@ -334,8 +351,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         headers: tornado.httputil.HTTPHeaders,
     ) -> None:
         front = self.front
-        if front.config.api_key and not api_key_ok(headers, front.config.api_key):
-            self._write_error(401, API_KEY_ERROR, UNAUTHORIZED)
+        config = front.config
+        if (refused := zeroserve_refusal(headers, config.api_key)) is not None:
+            self._write_whole(*refused)
             return
         path = self.request.path
         route = front.link.route(path)
@@ -350,6 +368,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         if self.request.method not in route.methods:
             allowed = ", ".join(sorted(route.methods))
             self._write_error(405, f"{path} accepts {allowed}", {"Allow": allowed})
+            return
+        if not route.authorize and (refused := litserve_refusal(headers, config.lit_api_key)):
+            self._write_whole(*refused)
             return
         length = headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > front.config.max_body_bytes:
@@ -378,7 +399,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         request = self.request
         headers = None
         if self.route.headers:
-            headers = forwarded_headers(request.headers, not self.front.config.api_key)
+            config = self.front.config
+            keep = self.route.authorize or not (config.api_key or config.lit_api_key)
+            headers = forwarded_headers(request.headers, keep)
             if headers is None:
                 self._write_error(431, "the request's headers are too large to forward")
                 return
@@ -609,10 +632,15 @@ class FrontendRouter(tornado.routing.Router):
         self.app = app
         self.own_paths = front.config.own_paths
 
+    def _index_is_free(self) -> bool:
+        """``GET /`` is the frontend's unless a service serves that path itself."""
+        return "/" not in self.front.link.routes
+
     def find_handler(
         self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
     ) -> tornado.httputil.HTTPMessageDelegate | None:
-        if request.path in self.own_paths:
+        path = request.path
+        if path in self.own_paths or (path == "/" and self._index_is_free()):
             return self.app.find_handler(request)
         return ServeDelegate(self.front, request)
 
@@ -620,12 +648,13 @@ class FrontendRouter(tornado.routing.Router):
 def make_app(
     link: BrokerLink, config: FrontendConfig, tracing: Tracing | None = None
 ) -> FrontendRouter:
-    guarded = {"link": link, "api_key": config.api_key}
+    guarded = {"link": link, "config": config}
     metrics = FrontendMetrics(lambda: len(link.pending))
     recent = Recent()
     app = tornado.web.Application(
         [
-            (re.escape(config.health_path), HealthHandler, {"link": link}),
+            (r"/", IndexHandler, guarded),
+            (re.escape(config.health_path), HealthHandler, guarded),
             (re.escape(config.info_path), InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
             (r"/openapi\.json", OpenAPIHandler, guarded),

@@ -30,8 +30,11 @@ log = logging.getLogger(__name__)
 class Route:
     service: str
     methods: frozenset[str]
-    #: The service reads request headers and the query string (its API takes ``context``).
+    #: The service reads request headers and the query string (its API takes ``context``
+    #: or authorizes).
     headers: bool = False
+    #: Its API's ``authorize()`` decides who may call it, credentials included.
+    authorize: bool = False
 
 
 class Waiter:
@@ -163,6 +166,14 @@ class BrokerLink:
             for s in table.values()
             if isinstance(s, dict)
         )
+
+    def services_without_workers(self) -> list[str]:
+        """Services that announced routes but have no ready worker at any live broker."""
+        return [
+            name
+            for name, service in self.services.items()
+            if service.get("routes") and not service.get("workers")
+        ]
 
     def describe_brokers(self) -> list[dict[str, Any]]:
         """Each broker this frontend links to: where, whether the link is up, and its id."""
@@ -360,8 +371,12 @@ class BrokerLink:
                 path = route.get("path") if isinstance(route, dict) else None
                 methods = route.get("methods") if isinstance(route, dict) else None
                 if isinstance(path, str) and isinstance(methods, list):
-                    wants = service.get("headers") is True
-                    routes[path] = Route(name, frozenset(str(m) for m in methods), wants)
+                    routes[path] = Route(
+                        name,
+                        frozenset(str(m) for m in methods),
+                        headers=service.get("headers") is True,
+                        authorize=service.get("authorize") is True,
+                    )
         if routes.keys() != self.routes.keys():
             log.info(
                 "routes: %s",

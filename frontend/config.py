@@ -25,12 +25,17 @@ class FrontendConfig:
     idle_timeout_s: float = 60.0
     #: Heartbeats, logging, and CurveZMQ (its secret key and the broker's public key).
     link: LinkConfig = field(default_factory=LinkConfig)
-    #: When set, every route but health needs ``Authorization: Bearer <api_key>`` (or
-    #: ``X-API-Key: <api_key>``, as LitServe asks for it).
+    #: zeroserve's key: every route but health needs ``Authorization: Bearer <api_key>``
+    #: (or ``X-API-Key: <api_key>``); see ``frontend.access``.
     api_key: str | None = field(default=None, repr=False)
+    #: LitServe's ``LIT_SERVER_API_KEY``, with LitServe's rules: ``X-API-Key`` on every
+    #: path, health included, but the routes of APIs that define ``authorize()``.
+    lit_api_key: str | None = field(default=None, repr=False)
     #: Where the frontend's own health and info endpoints live (LitServe lets them move).
     health_path: str = "/health"
     info_path: str = "/info"
+    #: Routes the health check waits for, besides every service that announced one.
+    expected_routes: tuple[str, ...] = ()
     #: A JSON object shown under "model" in the info endpoint (LitServe's model_metadata).
     model_metadata: dict[str, Any] | None = None
     #: HTTPS: the certificate chain (PEM), and its private key when not in the same file.

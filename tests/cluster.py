@@ -223,8 +223,11 @@ class Cluster:
         return True
 
     def health(self) -> int:
+        """The health check's status (with LitServe's key, when one is in the environment)."""
+        key = os.environ.get("LIT_SERVER_API_KEY")
+        headers = {"X-API-Key": key} if key else {}
         try:
-            return requests.get(self.url("/health"), timeout=2).status_code
+            return requests.get(self.url("/health"), headers=headers, timeout=2).status_code
         except requests.ConnectionError:
             return 0
 

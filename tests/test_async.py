@@ -104,12 +104,12 @@ def test_a_blocking_coroutine_is_named_and_does_not_silence_the_worker(
 
 
 def test_an_async_predict_that_raises_costs_one_request(cluster: Cluster) -> None:
-    cluster.up("AsyncSleepAPI")
+    cluster.up("AsyncSleepAPI", worker_args=("--expose-errors",))
     answers, _ = timed_posts(
         cluster, [{"op": "fail"}, {"value": 1, "seconds": 0.1}, {"value": 2}, "not an object"]
     )
     assert [a.status_code for a in answers] == [500, 200, 200, 422]
-    assert "ValueError: boom" in answers[0].json()["error"]
+    assert "ValueError: boom" in answers[0].json()["detail"]
 
 
 def test_a_coroutine_blocked_past_every_deadline_gets_its_process_recycled(

@@ -64,7 +64,7 @@ def events(cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) ->
     """CountingSteps served, writing the sequences it is told to cancel to the file returned."""
     path = tmp_path / "events"
     monkeypatch.setenv("ZS_TEST_EVENTS", str(path))
-    cluster.up("CountingSteps")
+    cluster.up("CountingSteps", worker_args=("--expose-errors",))
     return path
 
 
@@ -77,7 +77,7 @@ def test_a_step_that_raises_ends_the_batch_and_the_loop_goes_on(
         failing = cluster.post({"n": 5, "fail": True})
         rest = [json.loads(line) for line in pieces if line]
     assert failing.status_code == 500
-    assert "step failed: RuntimeError: the step fell over" in failing.json()["error"]
+    assert "step failed: RuntimeError: the step fell over" in failing.json()["detail"]
     # The stream that had begun ends with an error line.
     assert rest[-1]["status"] == 500 and "the step fell over" in rest[-1]["error"]
     # The API heard of both sequences, and the next request is served.

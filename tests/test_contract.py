@@ -100,7 +100,7 @@ def test_litserve_classes_run_unchanged(cluster: Cluster) -> None:
     missing = cluster.post({"nothing": 1})
     assert (missing.status_code, missing.json()) == (
         422,
-        {"error": "input is missing", "detail": "input is missing"},
+        {"detail": "input is missing"},
     )
     with ThreadPoolExecutor(8) as pool:
         doubled = list(pool.map(lambda i: cluster.post({"input": i}, "/double").json(), range(16)))

@@ -73,7 +73,7 @@ def test_hostile_http(cluster: Cluster) -> None:
     bad_utf8 = requests.post(
         url, data=b'{"value": "\xff\xfe"}', headers={"Content-Type": "application/json"}, timeout=5
     )
-    assert bad_utf8.status_code == 400 and "malformed JSON" in bad_utf8.json()["error"]
+    assert bad_utf8.status_code == 400 and "malformed JSON" in bad_utf8.json()["detail"]
     not_json = requests.post(url, data=b"\x00" * 100, headers={"Content-Type": "application/json"})
     assert not_json.status_code == 400
     with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
@@ -290,15 +290,18 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
 def test_a_worker_answer_that_is_not_valid_http_is_a_502(cluster: Cluster) -> None:
     """Headers a worker sets cannot split the answer; the client gets 502, nobody else is hurt."""
     cluster.up("EchoAPI")
-    fine = {"status": 201, "content_type": "text/plain", "headers": {"X-Model": "v2"}}
+    fine = {"status_code": 201, "media_type": "text/plain", "headers": {"X-Model": "v2"}}
     answer = cluster.post({"value": {"response": fine}})
-    assert (answer.status_code, answer.headers["Content-Type"]) == (201, "text/plain")
+    assert (answer.status_code, answer.headers["Content-Type"]) == (
+        201,
+        "text/plain; charset=utf-8",
+    )
     assert answer.headers["X-Model"] == "v2"
     for bad in (
-        {"content_type": "text/plain\r\nX-Injected: 1"},
+        {"media_type": "text/plain\r\nX-Injected: 1"},
         {"headers": {"X-Bad": "a\r\nX-Injected: 1"}},
         {"headers": {"Bad Name": "x"}},
-        {"status": 99},
+        {"status_code": 99},
     ):
         answer = cluster.post({"value": {"response": bad}}, timeout=5)
         assert answer.status_code == 502, bad

@@ -164,7 +164,7 @@ def test_a_stream_is_chunked(frontend: Cluster) -> None:
             400,
         ),
         # An upgrade is not made: the request is answered as it is, and the connection closed.
-        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 404),
+        (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 404),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
         (post(b"", "Content-Length: 5000000"), 413),
     ],

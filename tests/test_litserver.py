@@ -46,7 +46,7 @@ def served(tmp_path: Path):
         wait_until(healthy, timeout_s=60, what="the server's /healthz")
         # Every worker of both services is up.
         wait_until(
-            lambda: requests.get(f"{base}/healthz", timeout=1).json()["workers"] >= 3,
+            lambda: requests.get(f"{base}/healthz?verbose=1", timeout=1).json()["workers"] >= 3,
             what="three workers",
         )
         yield proc, base, tmp_path
@@ -157,7 +157,7 @@ def test_a_run_that_cannot_start_ends_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in out.stderr
 
 
-def test_litserves_api_key_guards_every_route_but_health(
+def test_litserves_api_key_guards_every_route_health_included(
     cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("LIT_SERVER_API_KEY", "lit-secret")
@@ -168,7 +168,13 @@ def test_litserves_api_key_guards_every_route_but_health(
     assert requests.get(cluster.url("/info"), timeout=5).status_code == 401
     info = requests.get(cluster.url("/info"), headers={"X-API-Key": "lit-secret"}, timeout=5)
     assert info.status_code == 200
-    assert cluster.health() == 200
+    assert cluster.health() == 200  # with the key
+    assert requests.get(cluster.url("/health"), timeout=5).status_code == 401
+    # LitServe's key is X-API-Key only: as a Bearer token it is refused.
+    assert (
+        cluster.post({"value": 1}, headers={"Authorization": "Bearer lit-secret"}).status_code
+        == 401
+    )
 
 
 def test_an_upload_arrives_with_litserves_attributes(cluster: Cluster) -> None:

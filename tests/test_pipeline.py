@@ -33,8 +33,10 @@ class Answer:
 class Pipeline:
     """The real pipeline, with its whole answers read back as one Answer per job."""
 
-    def __init__(self, api: Any, max_batch_size: int) -> None:
-        self.inner = _Pipeline(api, max_batch_size=max_batch_size, stream=False)
+    def __init__(self, api: Any, max_batch_size: int, expose_errors: bool = True) -> None:
+        self.inner = _Pipeline(
+            api, max_batch_size=max_batch_size, stream=False, expose_errors=expose_errors
+        )
 
     def run_batch(self, jobs: list[Job]) -> list[Answer]:
         answers = {id(j): outs for j, outs in self.inner.run(jobs)}
@@ -88,6 +90,11 @@ def test_errors_become_answers() -> None:
     assert (tea.status, tea.error) == (418, {"why": "tea"})
 
 
+def test_what_user_code_raised_is_not_told_unless_asked() -> None:
+    [crash] = Pipeline(Doubler(), 1, expose_errors=False).run_batch([job(b'{"x": "boom"}')])
+    assert (crash.status, crash.error) == (500, "Internal server error")
+
+
 def test_foreign_http_exceptions_keep_their_status() -> None:
     class FastAPIStyle(Exception):
         def __init__(self) -> None:
@@ -137,14 +144,14 @@ def test_async_methods_and_raw_responses() -> None:
             return x.upper()
 
         def encode_response(self, output: Any) -> Any:
-            return Response(output, status=201, content_type="text/plain", headers={"X-A": "1"})
+            return Response(output, status_code=201, media_type="text/plain", headers={"X-A": "1"})
 
     [answer] = Pipeline(Async(), 1).run_batch([job(b"shout", ct="text/plain")])
     assert (answer.status, answer.content_type, answer.body, answer.headers) == (
         201,
-        "text/plain",
+        "text/plain; charset=utf-8",
         b"SHOUT",
-        {"X-A": "1"},
+        {"x-a": "1"},
     )
 
 

@@ -99,7 +99,7 @@ def test_pieces_leave_at_once_on_a_kept_alive_connection(cluster: Cluster, tmp_p
 
 
 def test_a_predict_that_raises_mid_stream_is_named_in_the_error(cluster: Cluster) -> None:
-    cluster.up("StreamAPI")
+    cluster.up("StreamAPI", worker_args=("--expose-errors",))
     with cluster.post({"n": 5, "fail_at": 2}, stream=True) as r:
         pieces = lines_of(r)
     assert [p.get("i") for p in pieces[:2]] == [0, 1]

@@ -10,18 +10,86 @@ from __future__ import annotations
 
 import inspect
 import io
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qsl
 
 
-@dataclass
 class Response:
-    """Return from ``encode_response`` to choose the body bytes, status and content type."""
+    """Return from ``encode_response`` to choose the body, status, headers and media type.
 
-    body: bytes | str
-    status: int = 200
-    content_type: str = "application/octet-stream"
-    headers: dict[str, str] = field(default_factory=dict)
+    Starlette's (and so FastAPI's and LitServe's) ``Response``: ``content`` is bytes or
+    text (encoded as UTF-8), ``media_type`` the content type, with ``; charset=utf-8``
+    added to ``text/*`` types, as Starlette does. A Starlette or FastAPI response object
+    returned from ``encode_response`` is honoured the same way.
+    """
+
+    media_type: str | None = None
+    charset = "utf-8"
+
+    def __init__(
+        self,
+        content: Any = None,
+        status_code: int = 200,
+        headers: Mapping[str, str] | None = None,
+        media_type: str | None = None,
+        background: Any = None,
+    ) -> None:
+        if background is not None:
+            raise TypeError("Response(background=...) is not supported: run the task yourself")
+        self.status_code = status_code
+        if media_type is not None:
+            self.media_type = media_type
+        self.body = self.render(content)
+        self.headers = {str(k).lower(): str(v) for k, v in (headers or {}).items()}
+        if self.media_type is not None and "content-type" not in self.headers:
+            content_type = self.media_type
+            if content_type.startswith("text/") and "charset=" not in content_type.lower():
+                content_type += f"; charset={self.charset}"
+            self.headers["content-type"] = content_type
+
+    def render(self, content: Any) -> bytes:
+        if content is None:
+            return b""
+        if isinstance(content, (bytes, bytearray, memoryview)):
+            return bytes(content)
+        return str(content).encode(self.charset)
+
+
+class Request:
+    """What an ``authorize(self, request)`` written without FastAPI receives: the request's
+    method, path, headers (any case), query parameters and body."""
+
+    def __init__(
+        self, method: str, path: str, headers: Mapping[str, str], query: str, body: bytes
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.headers = _Headers(headers)
+        self.query_params = dict(parse_qsl(query, keep_blank_values=True))
+        self.body = body
+
+    def json(self) -> Any:
+        import json
+
+        return json.loads(self.body)
+
+
+class _Headers(dict):
+    """Header names in any case."""
+
+    def __init__(self, headers: Mapping[str, str]) -> None:
+        super().__init__((str(k).lower(), v) for k, v in headers.items())
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
 
 
 class Upload:

@@ -35,6 +35,8 @@ class WorkerConfig:
     #: ``module:attr`` of callback and logger objects, on top of the API's own.
     callbacks: tuple[str, ...] = ()
     loggers: tuple[str, ...] = ()
+    #: A 500 tells the client what user code raised, not only "Internal server error".
+    expose_errors: bool = False
     #: Requests one process may hold; None means two batches' worth.
     capacity: int | None = None
     #: How long a stopping process may spend finishing what it holds.

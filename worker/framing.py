@@ -40,12 +40,8 @@ class Framer:
         self.started = False
 
     def whole(self, encoded: Any) -> list[p.Answer]:
-        if isinstance(encoded, Response):
-            body = encoded.body.encode() if isinstance(encoded.body, str) else encoded.body
-            meta = {"status": encoded.status, "ct": encoded.content_type}
-            if encoded.headers:
-                meta["headers"] = dict(encoded.headers)
-            return [(p.REPLY, meta, body)]
+        if _is_response(encoded):
+            return [response_answer(encoded)]
         if isinstance(encoded, (bytes, bytearray, memoryview)):
             return [(p.REPLY, {"status": 200, "ct": "application/octet-stream"}, bytes(encoded))]
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, to_json(encoded))]
@@ -70,3 +66,28 @@ class Framer:
 
     def error(self, status: int, error: Any) -> list[p.Answer]:
         return [p.error_answer(status, error)]
+
+
+def _is_response(value: Any) -> bool:
+    """zeroserve's Response, or Starlette's (FastAPI's, LitServe's) by its shape."""
+    return isinstance(value, Response) or (
+        isinstance(getattr(value, "body", None), bytes)
+        and isinstance(getattr(value, "status_code", None), int)
+        and hasattr(value, "headers")
+    )
+
+
+def response_answer(response: Any) -> p.Answer:
+    """A REPLY with a Response's status, headers, content type and body bytes."""
+    headers: dict[str, str] = {}
+    content_type = "application/octet-stream"
+    for name, value in response.headers.items():
+        key = str(name).lower()
+        if key == "content-type":
+            content_type = str(value)
+        elif key != "content-length":
+            headers[key] = str(value)
+    meta: dict[str, Any] = {"status": response.status_code, "ct": content_type}
+    if headers:
+        meta["headers"] = headers
+    return (p.REPLY, meta, response.body)

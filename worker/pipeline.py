@@ -30,9 +30,10 @@ from typing import Any
 from tornado.httputil import parse_body_arguments
 
 from zeroserve.common import protocol as p
-from zeroserve.common.errors import http_status_of
+from zeroserve.common.errors import INTERNAL_ERROR, http_status_of
 from zeroserve.common.tracing import NO_SPAN, Tracing
 from zeroserve.worker.api import STREAM_END, Upload
+from zeroserve.worker.auth import Authorizer, has_authorize
 from zeroserve.worker.framing import Framer
 from zeroserve.worker.hooks import Hooks
 
@@ -187,8 +188,11 @@ class Pipeline:
         emit: Emit | None = None,
         concurrent: bool = False,
         tracing: Tracing | None = None,
+        expose_errors: bool = False,
     ) -> None:
         self.api = api
+        #: A 500 says what was raised; otherwise only LitServe's "Internal server error".
+        self.expose_errors = expose_errors
         self.tracing = tracing
         #: True under the async loop: awaitables are awaited there instead of run to their end.
         self.concurrent = concurrent
@@ -206,11 +210,14 @@ class Pipeline:
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The pydantic model decode_request is annotated with, which validates each body.
         self.request_model = request_model_of(api) if spec is None else None
+        #: The API's ``authorize``, run before anything else of each request.
+        self.authorizer = Authorizer(api) if has_authorize(api) else None
 
     @property
     def wants_headers(self) -> bool:
-        """Some stage takes ``context``: the frontend then forwards headers and query."""
-        return any(self._context_aware.values())
+        """Some stage takes ``context``, or the API authorizes: the frontend then forwards
+        headers (credentials included, for ``authorize``) and query."""
+        return self.authorizer is not None or any(self._context_aware.values())
 
     # -- spans ------------------------------------------------------------------------
 
@@ -246,8 +253,12 @@ class Pipeline:
         result = self._invoke(method, value, context)
         # What async methods return: coroutines, futures (inspect.isawaitable is slower).
         if hasattr(type(result), "__await__"):
-            result = (await result) if self.concurrent else self._run(result)
+            result = await self._settle(result)
         return result
+
+    async def _settle(self, awaitable: Any) -> Any:
+        """Await here under the async loop; run to its end on the private loop otherwise."""
+        return (await awaitable) if self.concurrent else self._run(awaitable)
 
     def _run(self, awaitable: Any) -> Any:
         if self._loop is None:
@@ -296,6 +307,8 @@ class Pipeline:
             return status, detail
         ids = ", ".join(str(job.meta.get("request_id") or "-") for job in jobs)
         log.error("%s.%s raised (request_id=%s)", self.name, stage, ids, exc_info=exc)
+        if not self.expose_errors:
+            return 500, INTERNAL_ERROR
         return 500, f"{stage} failed: {type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS]
 
     # -- a batch ----------------------------------------------------------------------------
@@ -338,7 +351,12 @@ class Pipeline:
         return request, context, framer
 
     async def decode(self, job: Job) -> tuple[Any, dict[str, Any], Any] | list[p.Answer]:
-        """decode_request for one job: (value, context, framer), or the answer that ends it."""
+        """decode_request for one job: (value, context, framer), or the answer that ends it
+        (``authorize``'s refusal first of all)."""
+        if self.authorizer is not None:
+            refused = await self._settle(self.authorizer.check(job.meta, job.body))
+            if refused is not None:
+                return refused
         try:
             request, context, framer = self.open(job)
         except RequestError as exc:

@@ -130,6 +130,7 @@ class WorkerProcess:
             spec=settings.spec,
             concurrent=settings.kind == "async",
             tracing=tracing,
+            expose_errors=config.expose_errors,
         )
         self.serving = serving_loop(
             api,
@@ -174,6 +175,7 @@ class WorkerProcess:
             "stream": s.stream,
             "loop": s.kind,
             "headers": self.pipeline.wants_headers,
+            "authorize": self.pipeline.authorizer is not None,
             "request_schema": request_schema(self.pipeline.request_model),
             "device": self.config.device or "cpu",
             "version": __version__,

@@ -12,6 +12,7 @@ from zeroserve.worker.api import (
     OpenAIEmbeddingSpec,
     OpenAISpec,
     Output,
+    Request,
     Response,
 )
 from zeroserve.worker.hooks import Callback, Logger
@@ -31,6 +32,7 @@ __all__ = [
     "OpenAISpec",
     "Output",
     "ProtocolError",
+    "Request",
     "Response",
     "ZeroserveError",
     "__version__",

@@ -141,6 +141,7 @@ SERVING_FLAGS = {
     "spec": "--spec",
     "callbacks": "--callback",
     "loggers": "--logger",
+    "expose_errors": "--expose-errors",
 }
 serving_options = _options(
     click.option(
@@ -186,6 +187,13 @@ serving_options = _options(
         multiple=True,
         metavar="MODULE:ATTR",
         help="A logger object (or class) that receives self.log(key, value); may be repeated.",
+    ),
+    click.option(
+        "--expose-errors",
+        is_flag=True,
+        default=False,
+        help="Tell clients what your code raised (type and message) instead of LitServe's "
+        "'Internal server error'; the log has the traceback either way.",
     ),
 )
 
@@ -236,10 +244,11 @@ device_options = _options(
 
 api_key_option = click.option(
     "--api-key",
-    envvar=["ZEROSERVE_API_KEY", "LIT_SERVER_API_KEY"],
+    envvar="ZEROSERVE_API_KEY",
     default=None,
     help="Require 'Authorization: Bearer KEY' (or 'X-API-Key: KEY') on every route but the "
-    "health check [env: ZEROSERVE_API_KEY, or LitServe's LIT_SERVER_API_KEY].",
+    "health check [env: ZEROSERVE_API_KEY]. LitServe's LIT_SERVER_API_KEY, in the "
+    "environment, keeps LitServe's rules (see `cluster frontend --help`).",
 )
 curve_secret_option = click.option(
     "--curve-secret-key",
@@ -506,6 +515,14 @@ def worker(api: str | None, **options: Any) -> None:
     help="Seconds a connection may idle or stall (headers, body) before it is closed.",
 )
 @click.option("--health-path", default="/health", show_default=True, help="The health check.")
+@click.option(
+    "--expect-route",
+    "expected_routes",
+    multiple=True,
+    metavar="PATH",
+    help="The health check says 'not ready' until a worker serves PATH; repeatable "
+    "[default: it waits for every service that announced a route].",
+)
 @click.option("--info-path", default="/info", show_default=True, help="The cluster's info.")
 @click.option(
     "--model-metadata",
@@ -528,6 +545,15 @@ def worker(api: str | None, **options: Any) -> None:
 @curve_client_options
 @heartbeat_options
 @api_key_option
+@click.option(
+    "--litserve-api-key",
+    "lit_api_key",
+    envvar="LIT_SERVER_API_KEY",
+    default=None,
+    help="LitServe's key, with LitServe's rules: 'X-API-Key: KEY' on every path, the health "
+    "check included, except the routes of APIs that define authorize() "
+    "[env: LIT_SERVER_API_KEY].",
+)
 @log_level_option
 def frontend(model_metadata: str | None, **options: Any) -> None:
     """Run the HTTP frontend."""
@@ -610,7 +636,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
     def run() -> int:
         # Check the APIs here, so that a mistake is one clear line before anything starts.
         devices_given = {key: options[key] for key in DEVICE_FLAGS}
-        check_apis(
+        settings = check_apis(
             [WorkerConfig(brokers=(), api=spec, **serving, **devices_given) for spec in specs]
         )
         config = UpConfig(
@@ -622,6 +648,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
             frontend_flags=("--request-timeout", str(options["request_timeout_s"])),
             link=take_link(options),
             api_key=options["api_key"],
+            routes=tuple(route["path"] for s in settings for route in s.routes),
         )
         return Up(config).run()
 

@@ -205,6 +205,7 @@ class LitServer:
                 frontend_flags=tuple(frontend_flags),
                 link=LinkConfig(log_level=level),
                 health_path=self.healthcheck_path,
+                routes=tuple(route["path"] for s in settings for route in s.routes),
             ),
             configs,
             given,

@@ -64,6 +64,8 @@ class UpConfig:
     api_key: str | None = field(default=None, repr=False)
     #: The frontend's health check, which tells when the cluster serves.
     health_path: str = "/health"
+    #: Every API's routes: the health check (and so the startup line) waits for them all.
+    routes: tuple[str, ...] = ()
 
 
 #: Popen arguments for a child in a process group of its own, so that a stop that overruns
@@ -128,6 +130,7 @@ class Up:
             str(c.port),
             *common,
             *c.frontend_flags,
+            *(flag for route in c.routes for flag in ("--expect-route", route)),
         ]
         try:
             self.children = [subprocess.Popen(broker, env=self._child_env(), **OWN_PROCESS_GROUP)]
@@ -204,6 +207,9 @@ class Up:
                         "`cluster status` shows it",
                         err=False,
                     )
+                    # Uvicorn's lines, which LitServe users' scripts and health checks wait for.
+                    click.echo("INFO:     Application startup complete.")
+                    click.echo(f"INFO:     Uvicorn running on {url} (Press CTRL+C to quit)")
                 elif time.monotonic() > deadline:
                     self.failure = (
                         f"no worker became ready within {self.config.ready_timeout_s:.0f} s; "
@@ -289,9 +295,11 @@ def _private_socket_dir() -> str | None:
 
 
 def _healthy(url: str) -> bool:
-    """The health check is open even with an API key."""
+    """zeroserve's key leaves the health check open; LitServe's guards it too."""
+    lit_api_key = os.environ.get("LIT_SERVER_API_KEY")
+    request = urllib.request.Request(url, headers={"X-API-Key": lit_api_key} if lit_api_key else {})
     try:
-        with urllib.request.urlopen(url, timeout=1.0) as response:
+        with urllib.request.urlopen(request, timeout=1.0) as response:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
