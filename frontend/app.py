@@ -88,7 +88,7 @@ class JSONErrorMixin(tornado.web.RequestHandler):
         for name, value in (headers or {}).items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(error_body(error)))
+        self.finish(json.dumps(error_body(error), separators=(",", ":")))
 
     def check_api_key(self, challenge: dict[str, str] = UNAUTHORIZED, health: bool = False) -> bool:
         """Refuse (401) a request without the keys that are set; zeroserve's own key leaves
@@ -363,7 +363,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             elif not front.link.routes:
                 self._write_error(503, "no service is registered yet", {"Retry-After": "1"})
             else:
-                self._write_error(404, f"no route for {path}")
+                self._write_error(404, "Not Found")
             return
         if self.request.method not in route.methods:
             allowed = ", ".join(sorted(route.methods))
@@ -559,7 +559,9 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self._done(status)
 
     def _write_error(self, status: int, error: Any, extra: dict[str, str] | None = None) -> None:
-        self._write_whole(status, json.dumps(error_body(error)).encode(), extra)
+        self._write_whole(
+            status, json.dumps(error_body(error), separators=(",", ":")).encode(), extra
+        )
 
     def _write_failure(self, meta: p.AnswerMeta) -> None:
         status = meta.get("status")
@@ -657,7 +659,7 @@ def make_app(
             (re.escape(config.health_path), HealthHandler, guarded),
             (re.escape(config.info_path), InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
-            (r"/openapi\.json", OpenAPIHandler, guarded),
+            *([(r"/openapi\.json", OpenAPIHandler, guarded)] if config.openapi else []),
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
             (r"/dashboard", DashboardHandler, guarded),
             (r"/dashboard/data", DashboardDataHandler, {**guarded, "recent": recent}),

@@ -34,6 +34,8 @@ class FrontendConfig:
     #: Where the frontend's own health and info endpoints live (LitServe lets them move).
     health_path: str = "/health"
     info_path: str = "/info"
+    #: Serve ``GET /openapi.json`` (LitServe's ``disable_openapi_url=True`` turns it off).
+    openapi: bool = True
     #: Routes the health check waits for, besides every service that announced one.
     expected_routes: tuple[str, ...] = ()
     #: A JSON object shown under "model" in the info endpoint (LitServe's model_metadata).
@@ -75,7 +77,7 @@ class FrontendConfig:
                 self.info_path,
                 "/v1/models",
                 "/metrics",
-                "/openapi.json",
+                *(["/openapi.json"] if self.openapi else []),
                 "/dashboard",
                 "/dashboard/data",
             }

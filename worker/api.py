@@ -115,12 +115,12 @@ class Upload:
         return f"Upload({self.filename!r}, {self.content_type!r}, {self.size} bytes)"
 
 
-class OpenAISpec:
-    """``spec=OpenAISpec()``: the class serves OpenAI's chat completions, as with LitServe's
-    OpenAISpec (``decode_request`` receives the whole request object)."""
+class LitSpec:
+    """What a spec object is, as LitServe names its base class; zeroserve serves the two
+    OpenAI specs below (by class name, LitServe's own included)."""
 
-    api_path = "/v1/chat/completions"
-    stream = True
+    api_path: str = "/predict"
+    stream: bool = False
 
     def decode_request(self, request: Any, **_: Any) -> Any:
         return request
@@ -129,7 +129,15 @@ class OpenAISpec:
         return output
 
 
-class OpenAIEmbeddingSpec:
+class OpenAISpec(LitSpec):
+    """``spec=OpenAISpec()``: the class serves OpenAI's chat completions, as with LitServe's
+    OpenAISpec (``decode_request`` receives the whole request object)."""
+
+    api_path = "/v1/chat/completions"
+    stream = True
+
+
+class OpenAIEmbeddingSpec(LitSpec):
     """``spec=OpenAIEmbeddingSpec()``: the class serves OpenAI's embeddings, as with
     LitServe's (the default ``decode_request`` gives ``predict`` the request's input)."""
 
@@ -161,18 +169,25 @@ class LitAPI:
     spec: Any = None
     #: Set by the worker before ``setup``.
     device: str | None = None
+    #: LitServe's MCP endpoint for this API; refused at start, as it is not served yet.
+    mcp: Any = None
 
-    def __init__(
+    # LitServe's positional order is the contract a model author relies on.
+    def __init__(  # noqa: PLR0917
         self,
         max_batch_size: int | None = None,
         batch_timeout: float | None = None,
         api_path: str | None = None,
         stream: bool | None = None,
-        *,
-        enable_async: bool | None = None,
         loop: Any = None,
         spec: Any = None,
+        mcp: Any = None,
+        enable_async: bool | None = None,
     ) -> None:
+        """LitServe's arguments in LitServe's order; one left out keeps the class's value."""
+        if loop == "auto":
+            loop = None
+        self.mcp = mcp
         given = {
             "max_batch_size": max_batch_size,
             "batch_timeout": batch_timeout,

@@ -3,6 +3,7 @@
 from zeroserve.common.errors import ConfigError, HTTPException, ProtocolError, ZeroserveError
 from zeroserve.common.version import __version__
 from zeroserve.litserver import LitServer
+from zeroserve.utils import set_trace, set_trace_if_debug
 from zeroserve.worker.api import (
     STREAM_END,
     ContinuousBatchingLoop,
@@ -16,6 +17,20 @@ from zeroserve.worker.api import (
     Response,
 )
 from zeroserve.worker.hooks import Callback, Logger
+
+#: LitServe's modules, by the names ``import litserve as ls`` gives them, loaded when first used.
+_SUBMODULES = frozenset(
+    {"api", "callbacks", "loggers", "loops", "server", "specs", "test_examples", "utils"}
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _SUBMODULES:
+        import importlib
+
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "STREAM_END",
@@ -36,4 +51,6 @@ __all__ = [
     "Response",
     "ZeroserveError",
     "__version__",
+    "set_trace",
+    "set_trace_if_debug",
 ]

@@ -516,6 +516,12 @@ def worker(api: str | None, **options: Any) -> None:
 )
 @click.option("--health-path", default="/health", show_default=True, help="The health check.")
 @click.option(
+    "--openapi/--no-openapi",
+    default=True,
+    show_default=True,
+    help="Serve GET /openapi.json (LitServer's disable_openapi_url=True gives --no-openapi).",
+)
+@click.option(
     "--expect-route",
     "expected_routes",
     multiple=True,

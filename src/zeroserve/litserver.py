@@ -51,58 +51,83 @@ NO_EQUIVALENT = {
                             "Ctrl-C or SIGTERM"),
     "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
                       "Ctrl-C or SIGTERM"),
-    "mcp": (None, "MCP is not served: drop the argument"),
 }  # fmt: skip
-#: Arguments whose LitServe meaning always holds here, so any value is accepted.
-ALWAYS_SO = {
-    "fast_queue": "requests travel over ZeroMQ queues already",
-    "track_requests": "requests in flight are always counted (GET /metrics)",
-    "disable_openapi_url": "no OpenAPI page is served",
-    "restart_workers": "crashed worker processes are always restarted, with back-off",
-}
 #: run() arguments of LitServe's that have no equivalent, as above.
 RUN_NO_EQUIVALENT = {
     "api_server_worker_type": ("process", "the HTTP frontend always runs as processes "
                                "(num_api_servers sets how many)"),
     "pretty_logs": (False, "logs have one plain format: drop pretty_logs"),
 }  # fmt: skip
-#: Settings of an API that LitServe still accepts on the server, applied to every API.
-API_SETTINGS = ("max_batch_size", "batch_timeout", "stream", "api_path", "loop", "spec")
+#: Settings of an API that LitServe still accepts on the server, with LitServe's defaults;
+#: one given another value is applied to every API.
+API_SETTINGS = {
+    "max_batch_size": None,
+    "batch_timeout": 0.0,
+    "stream": False,
+    "api_path": None,
+    "loop": None,
+    "spec": None,
+}
 
 
 class LitServer:
     """Serve one or several LitAPI objects, as LitServe's ``LitServer`` does."""
 
-    def __init__(
+    # LitServe's positional order is the contract a server.py relies on.
+    def __init__(  # noqa: PLR0917
         self,
         lit_api: Any,
         accelerator: str = "auto",
         devices: int | str = "auto",
         workers_per_device: int | list[int] | dict[str, int] = 1,
         timeout: float | bool = 30,
-        *,
         healthcheck_path: str = "/health",
         info_path: str = "/info",
+        shutdown_path: str = "/shutdown",
+        enable_shutdown_api: bool = False,
         model_metadata: dict[str, Any] | None = None,
+        spec: Any = None,
         max_payload_size: int | str | None = None,
+        track_requests: bool = False,
         callbacks: Any = None,
+        middlewares: Any = None,
         loggers: Any = None,
-        **others: Any,
+        fast_queue: bool = False,
+        disable_openapi_url: bool = False,
+        max_batch_size: int | None = None,
+        batch_timeout: float = 0.0,
+        stream: bool = False,
+        api_path: str | None = None,
+        loop: Any = None,
+        restart_workers: bool = False,
     ) -> None:
+        """LitServe's arguments, in LitServe's order. ``track_requests``, ``fast_queue`` and
+        ``restart_workers`` always hold here (requests in flight are counted in ``/metrics``,
+        queues are ZeroMQ's, crashed worker processes are restarted), whatever their value."""
         self.apis = list(lit_api) if isinstance(lit_api, (list, tuple)) else [lit_api]
         if not self.apis:
             raise ConfigError("LitServer needs at least one LitAPI")
-        for name, value in others.items():
+        given = {
+            "shutdown_path": shutdown_path,
+            "enable_shutdown_api": enable_shutdown_api,
+            "middlewares": middlewares,
+            "spec": spec,
+            "max_batch_size": max_batch_size,
+            "batch_timeout": batch_timeout,
+            "stream": stream,
+            "api_path": api_path,
+            "loop": loop,
+        }
+        for name, value in given.items():
             if name in API_SETTINGS:
-                if value is not None:
+                if value != API_SETTINGS[name]:
                     for api in self.apis:
                         setattr(api, name, value)
-            elif name in NO_EQUIVALENT:
+            else:
                 default, advice = NO_EQUIVALENT[name]
                 if value != default:
                     raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
-            elif name not in ALWAYS_SO:
-                raise ConfigError(f"LitServer() got an unexpected argument {name!r}")
+        self.openapi = not disable_openapi_url
         self.accelerator = accelerator
         self.devices = _devices_wanted(devices)
         self.plans = _devices_per_api(self.apis, accelerator, self.devices, workers_per_device)
@@ -119,16 +144,23 @@ class LitServer:
         self.callbacks = _as_list(callbacks)
         self.loggers = _as_list(loggers)
 
-    def run(
+    def run(  # noqa: PLR0917 - LitServe's positional order
         self,
         host: str = "0.0.0.0",
         port: int | str = 8000,
         num_api_servers: int | None = None,
         log_level: str = "info",
         generate_client_file: bool = True,
+        api_server_worker_type: str = "process",
+        pretty_logs: bool = False,
         **others: Any,
     ) -> None:
         """Serve until Ctrl-C or SIGTERM; a setting that cannot work ends it with one line."""
+        others = {
+            "api_server_worker_type": api_server_worker_type,
+            "pretty_logs": pretty_logs,
+            **others,
+        }
         level = str(log_level).upper()
         configure_logging(level if level in LEVELS else "INFO", "server")
         try:
@@ -167,6 +199,12 @@ class LitServer:
             default, advice = RUN_NO_EQUIVALENT[name]
             if value != default:
                 raise ConfigError(f"LitServer.run({name}=...) has no equivalent here: {advice}")
+        for name, path in (
+            ("healthcheck_path", self.healthcheck_path),
+            ("info_path", self.info_path),
+        ):
+            if not str(path).startswith("/"):
+                raise ConfigError(f"LitServer({name}={path!r}): a path must start with '/'")
         check_tracing()
         given = [GivenAPI(api, self.callbacks, self.loggers, self) for api in self.apis]
         configs = [
@@ -192,6 +230,8 @@ class LitServer:
             "--info-path", self.info_path,
             "--processes", str(num_api_servers or 1),
         ]  # fmt: skip
+        if not self.openapi:
+            frontend_flags.append("--no-openapi")
         if self.max_body_bytes is not None:
             frontend_flags += ["--max-body", str(self.max_body_bytes)]
         if self.model_metadata is not None:

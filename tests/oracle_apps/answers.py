@@ -1,0 +1,34 @@
+"""What LitServe answers for good and bad requests: a raw Response with a media type,
+HTTP errors and crashes in user code, LitServe's own example API, and no OpenAPI page."""
+
+import sys
+
+import litserve as ls
+from fastapi import HTTPException
+
+
+class PictureAPI(ls.LitAPI):
+    def decode_request(self, request):
+        return request["kind"]
+
+    def predict(self, kind):
+        if kind == "teapot":
+            raise HTTPException(status_code=418, detail="short and stout")
+        if kind == "crash":
+            raise RuntimeError("the model fell over")
+        return kind
+
+    def encode_response(self, kind):
+        if kind == "text":
+            return ls.Response(content="plain words", media_type="text/plain")
+        return ls.Response(
+            content=b"\x89PNG\r\n\x1a\n-not-really",
+            headers={"X-Picture": "1"},
+            media_type="image/png",
+        )
+
+
+if __name__ == "__main__":
+    apis = [PictureAPI(api_path="/picture"), ls.test_examples.SimpleLitAPI(api_path="/square")]
+    server = ls.LitServer(apis, accelerator="cpu", disable_openapi_url=True)
+    server.run(port=int(sys.argv[1]), generate_client_file=False)

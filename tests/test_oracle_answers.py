@@ -1,0 +1,54 @@
+"""zeroserve answers as LitServe answers, success and failure alike: one script
+(tests/oracle_apps/answers.py) run under both, asked the same requests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from oracle import APPS, Server, ask, serve
+
+SCRIPT = APPS / "answers.py"
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    tmp = tmp_path_factory.mktemp("answers")
+    with (
+        serve(SCRIPT, "litserve", tmp / "litserve") as lit,
+        serve(SCRIPT, "zeroserve", tmp / "zeroserve") as zero,
+    ):
+        yield lit, zero
+
+
+CASES = {
+    "a picture with its media type and headers": ("POST", "/picture", {"json": {"kind": "png"}}),
+    "text with a media type": ("POST", "/picture", {"json": {"kind": "text"}}),
+    "an HTTPException in predict": ("POST", "/picture", {"json": {"kind": "teapot"}}),
+    "an exception in predict": ("POST", "/picture", {"json": {"kind": "crash"}}),
+    "a KeyError in decode_request": ("POST", "/picture", {"json": {}}),
+    "LitServe's example API": ("POST", "/square", {"json": {"input": 4.0}}),
+    "an unknown path": ("POST", "/nowhere", {"json": {}}),
+    "the index": ("GET", "/", {}),
+    "the health check": ("GET", "/health", {}),
+    "disable_openapi_url": ("GET", "/openapi.json", {}),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_answers_as_litserve(servers: tuple[Server, Server], case: str) -> None:
+    method, path, kwargs = CASES[case]
+    lit, zero = servers
+    theirs = ask(lit.base, method, path, **kwargs)
+    assert ask(zero.base, method, path, **kwargs) == theirs
+
+
+def test_the_picture_is_byte_for_byte(servers: tuple[Server, Server]) -> None:
+    import requests
+
+    answers = [
+        requests.post(s.base + "/picture", json={"kind": "png"}, timeout=30) for s in servers
+    ]
+    assert answers[0].content == answers[1].content == b"\x89PNG\r\n\x1a\n-not-really"
+    assert answers[0].headers["X-Picture"] == answers[1].headers["X-Picture"] == "1"
