@@ -122,7 +122,7 @@ def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
         ("accelerator='tpu'", "accelerator must be one of auto, cpu, cuda, gpu, mps"),
         ("workers_per_device=[1, 2]", "workers_per_device has 2 value(s) for 1 API(s)"),
         ("timeout=0", "timeout must be seconds"),
-        ("no_such_thing=1", "unexpected argument 'no_such_thing'"),
+        ("no_such_thing=1", "unexpected keyword argument 'no_such_thing'"),
     ],
 )
 def test_arguments_without_an_equivalent_are_refused(
@@ -132,6 +132,18 @@ def test_arguments_without_an_equivalent_are_refused(
     out = _run_python(code, tmp_path)
     assert out.returncode != 0
     assert message in out.stderr
+
+
+def test_a_health_path_without_its_slash_is_one_line(tmp_path: Path) -> None:
+    code = (
+        "import zeroserve as ls\n"
+        "if __name__ == '__main__':\n"
+        "    ls.LitServer(ls.test_examples.SimpleLitAPI(), healthcheck_path='health').run(port=1)\n"
+    )
+    out = _run_python(code, tmp_path)
+    assert out.returncode == 2
+    assert "LitServer(healthcheck_path='health'): a path must start with '/'" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_a_run_that_cannot_start_ends_in_one_line(tmp_path: Path) -> None:
