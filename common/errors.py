@@ -18,7 +18,7 @@ class VersionMismatch(ProtocolError):
     """The peer speaks another version of the protocol."""
 
 
-class ConfigError(ZeroserveError):
+class ConfigError(ZeroserveError, ValueError):
     """A setting, a flag or the user's API class is not usable; the message says why."""
 
 

@@ -128,6 +128,7 @@ class LitServer:
                 if value != default:
                     raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
         self.openapi = not disable_openapi_url
+        _check_paths(self.apis, healthcheck_path, info_path)
         self.accelerator = accelerator
         self.devices = _devices_wanted(devices)
         self.plans = _devices_per_api(self.apis, accelerator, self.devices, workers_per_device)
@@ -330,6 +331,18 @@ def _launcher_main(config: WorkerConfig, given: GivenAPI, parent_pid: int) -> No
     sys.exit(code)
 
 
+def _check_paths(apis: list[Any], healthcheck_path: str, info_path: str) -> None:
+    """Two APIs on one path, or one on the server's own, refused as LitServe refuses them."""
+    reserved = {healthcheck_path: "LitServe healthcheck", info_path: "LitServe info"}
+    taken: dict[str, str] = {}
+    for api in apis:
+        path = str(getattr(api, "api_path", "/predict"))
+        owner = taken.get(path) or reserved.get(path)
+        if owner is not None:
+            raise ConfigError(f"api_path {path} is already in use by {owner}")
+        taken[path] = type(api).__name__
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -408,8 +421,8 @@ def _size_in_bytes(size: Any) -> int | None:
     """LitServe's max_payload_size: bytes, or a string such as "50MB"."""
     if size is None:
         return None
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
-        return size
+    if isinstance(size, (int, float)) and not isinstance(size, bool) and size > 0:
+        return int(size)
     match = _SIZE.match(size) if isinstance(size, str) else None
     if match is None:
         raise ConfigError(f"max_payload_size must be bytes or a size like '50MB', not {size!r}")

@@ -2,14 +2,30 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
+import json
+import multiprocessing
 import os
 import pdb
+import signal
 import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
 
 from zeroserve.worker.api import LitAPIStatus
 
-__all__ = ["LitAPIStatus", "is_package_installed", "set_trace", "set_trace_if_debug"]
+__all__ = [
+    "LitAPIStatus",
+    "is_package_installed",
+    "set_trace",
+    "set_trace_if_debug",
+    "wrap_litserve_start",
+]
 
 
 def is_package_installed(package_name: str) -> bool:
@@ -39,3 +55,108 @@ def set_trace_if_debug(
     """``set_trace()`` when the environment variable has that value."""
     if os.environ.get(debug_env_var) == debug_env_var_value:
         set_trace()
+
+
+class _Proxy:
+    """An ASGI app that hands each request to a running zeroserve over HTTP, so that an
+    ASGI test client (``TestClient(server.app)``, httpx's ``ASGITransport``) reaches the
+    real processes."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                kind = message["type"].rsplit(".", 1)[-1]
+                await send({"type": f"lifespan.{kind}.complete"})
+                if kind == "shutdown":
+                    return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        loop = asyncio.get_running_loop()
+        status, headers, content = await loop.run_in_executor(None, self._fetch, scope, body)
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
+
+    def _fetch(self, scope: dict, body: bytes) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+        path = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            path += b"?" + scope["query_string"]
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        headers.pop("host", None)
+        request = urllib.request.Request(
+            self.base + path.decode("latin-1"), data=body or None, headers=headers,
+            method=scope["method"],
+        )  # fmt: skip
+        try:
+            with urllib.request.urlopen(request, timeout=60) as response:
+                status, raw, content = response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            status, raw, content = error.code, error.headers, error.read()
+        skip = {"transfer-encoding", "connection", "content-length"}
+        pairs = [
+            (k.lower().encode("latin-1"), v.encode("latin-1"))
+            for k, v in raw.items()
+            if k.lower() not in skip
+        ]
+        pairs.append((b"content-length", str(len(content)).encode()))
+        return status, pairs, content
+
+
+def _serve(server: Any, port: int, api_key: str | None) -> None:
+    if api_key:
+        os.environ["LIT_SERVER_API_KEY"] = api_key
+    server.run(host="127.0.0.1", port=port, generate_client_file=False, log_level="warning")
+
+
+@contextlib.contextmanager
+def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[Any]:
+    """LitServe's pytest helper: start ``server`` for the block, its processes real, and set
+    ``server.app`` to an ASGI app that reaches it, for ``TestClient(server.app)``.
+
+    ``zeroserve.server.LIT_SERVER_API_KEY``, when a test sets it, is the server's key.
+    """
+    from zeroserve import server as server_module
+    from zeroserve.up import free_port
+
+    port = free_port()
+    api_key = getattr(server_module, "LIT_SERVER_API_KEY", None)
+    context = multiprocessing.get_context("spawn")
+    process = context.Process(target=_serve, args=(server, port, api_key), name="LitServer")
+    process.start()
+    base = f"http://127.0.0.1:{port}"
+    # Started means every API's route is known (its workers set up), as LitServe's server
+    # takes requests once it runs; whether they are healthy is the health check's to say.
+    probe = urllib.request.Request(
+        base + server.info_path, headers={"X-API-Key": api_key} if api_key else {}
+    )
+    paths = {str(getattr(api, "api_path", "/predict")) for api in server.apis}
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            try:
+                with urllib.request.urlopen(probe, timeout=2) as response:
+                    if paths <= set(json.load(response).get("routes", {})):
+                        break
+            except (urllib.error.URLError, OSError, ValueError):
+                pass
+            if process.exitcode is not None:
+                raise RuntimeError(f"the server stopped with exit code {process.exitcode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("the server did not become ready within 120 s")
+            time.sleep(0.05)
+        server.app = _Proxy(base)
+        yield server
+    finally:
+        if process.pid is not None and process.exitcode is None:
+            os.kill(process.pid, signal.SIGTERM)
+            process.join(15)
+            if process.exitcode is None:
+                process.kill()
+                process.join()
