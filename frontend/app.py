@@ -2,7 +2,7 @@
 
 The frontend knows no model: it forwards the body bytes unparsed and writes
 back the status, content type and bytes that the worker produced. Every
-error it makes itself is JSON ``{"error": "..."}``.
+error it makes itself is JSON ``{"detail": "..."}``, as FastAPI writes it.
 """
 
 from __future__ import annotations

@@ -75,7 +75,6 @@ NOT_YET = {
         "add_log_handler",
         "configure_logging",
         "set_log_level",
-        "wrap_litserve_start",
     },
     ".mcp": {"MCP", "ToolEndpointType", "extract_input_schema"},
     ".connector": {"check_cuda_with_nvidia_smi"},
