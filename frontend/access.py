@@ -95,11 +95,7 @@ def refusal(
     headers: Mapping[str, str],
     api_key: str | None,
     lit_api_key: str | None,
-    *,
-    authorize: bool = False,
     challenge: dict[str, str] = UNAUTHORIZED,
 ) -> Refusal | None:
-    """Both keys' verdict for one request; `authorize` when the route's API decides itself."""
-    return zeroserve_refusal(headers, api_key, challenge) or (
-        None if authorize else litserve_refusal(headers, lit_api_key)
-    )
+    """Both keys' verdict on a request to one of the frontend's own endpoints."""
+    return zeroserve_refusal(headers, api_key, challenge) or litserve_refusal(headers, lit_api_key)

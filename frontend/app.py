@@ -75,11 +75,15 @@ def error_body(error: Any) -> dict[str, Any]:
 
 
 class JSONErrorMixin(tornado.web.RequestHandler):
-    config: FrontendConfig | None = None
     request_id: str | None = None
 
     def write_json_error(
         self, status: int, error: Any, headers: dict[str, str] | None = None
+    ) -> None:
+        self.write_json(status, json.dumps(error_body(error), separators=(",", ":")), headers)
+
+    def write_json(
+        self, status: int, body: bytes | str, headers: dict[str, str] | None = None
     ) -> None:
         self.clear()
         self.set_status(status)
@@ -88,30 +92,7 @@ class JSONErrorMixin(tornado.web.RequestHandler):
         for name, value in (headers or {}).items():
             self.set_header(name, value)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(error_body(error), separators=(",", ":")))
-
-    def check_api_key(self, challenge: dict[str, str] = UNAUTHORIZED, health: bool = False) -> bool:
-        """Refuse (401) a request without the keys that are set; zeroserve's own key leaves
-        the health check open, LitServe's does not."""
-        config = self.config
-        if config is None:
-            return True
-        refused = refusal(
-            self.request.headers,
-            None if health else config.api_key,
-            config.lit_api_key,
-            challenge=challenge,
-        )
-        if refused is None:
-            return True
-        status, body, headers = refused
-        self.clear()
-        self.set_status(status)
-        for name, value in headers.items():
-            self.set_header(name, value)
-        self.set_header("Content-Type", "application/json")
         self.finish(body)
-        return False
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None))[1]
@@ -125,6 +106,16 @@ class GuardedHandler(JSONErrorMixin):
     def initialize(self, link: BrokerLink, config: FrontendConfig) -> None:
         self.link = link
         self.config = config
+
+    def check_api_key(self, challenge: dict[str, str] = UNAUTHORIZED, health: bool = False) -> bool:
+        """Refuse (401) a request without the keys that are set; zeroserve's own key leaves
+        the health check open, LitServe's does not."""
+        config = self.config
+        api_key = None if health else config.api_key
+        refused = refusal(self.request.headers, api_key, config.lit_api_key, challenge)
+        if refused is not None:
+            self.write_json(*refused)
+        return refused is None
 
     def plain(self, status: int, text: str) -> None:
         """A text answer with no content type, as LitServe writes ``ok`` and its index."""

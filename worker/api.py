@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import io
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -71,8 +72,6 @@ class Request:
         self.body = body
 
     def json(self) -> Any:
-        import json
-
         return json.loads(self.body)
 
 

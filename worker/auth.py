@@ -24,12 +24,14 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import INTERNAL_ERROR, http_status_of
-from zeroserve.worker.api import Request
+from zeroserve.worker.api import Request, Response
+from zeroserve.worker.framing import response_answer
 
 log = logging.getLogger(__name__)
 
 #: What the FastAPI route answers when every dependency passed.
 _PASSED = 299
+JSON = "application/json"
 
 
 def has_authorize(api: Any) -> bool:
@@ -88,7 +90,10 @@ class Authorizer:
             return p.error_answer(500, INTERNAL_ERROR)
         detail = getattr(exc, "detail", None) or str(exc)
         headers = getattr(exc, "headers", None)
-        return _json_answer(status, {"detail": detail}, headers)
+        content = json.dumps({"detail": detail}, separators=(",", ":"))
+        return response_answer(
+            Response(content, status, headers if isinstance(headers, dict) else None, JSON)
+        )
 
     async def _check_with_fastapi(self, meta: p.RequestMeta, body: bytes) -> list[p.Answer] | None:
         sent: dict[str, Any] = {"status": 500, "headers": [], "body": b""}
@@ -115,25 +120,8 @@ class Authorizer:
             )
         if sent["status"] == _PASSED:
             return None
-        headers: dict[str, str] = {}
-        content_type = "application/json"
-        for name, value in sent["headers"]:
-            key = name.decode("latin-1").lower()
-            if key == "content-type":
-                content_type = value.decode("latin-1")
-            elif key != "content-length":
-                headers[key] = value.decode("latin-1")
-        answer: dict[str, Any] = {"status": sent["status"], "ct": content_type}
-        if headers:
-            answer["headers"] = headers
-        return [(p.REPLY, answer, sent["body"])]
-
-
-def _json_answer(status: int, content: Any, headers: Any) -> p.Answer:
-    meta: dict[str, Any] = {"status": status, "ct": "application/json"}
-    if isinstance(headers, dict) and headers:
-        meta["headers"] = {str(k): str(v) for k, v in headers.items()}
-    return (p.REPLY, meta, json.dumps(content, separators=(",", ":")).encode())
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in sent["headers"]}
+        return [response_answer(Response(sent["body"], sent["status"], headers))]
 
 
 def request_of(meta: p.RequestMeta, body: bytes) -> Request:
@@ -172,16 +160,18 @@ def asgi_scope(meta: p.RequestMeta) -> dict[str, Any]:
 def _fastapi_app(authorize: Any) -> Any:
     """A FastAPI app whose every path runs `authorize` as LitServe's routes do, then answers
     ``_PASSED``."""
-    from fastapi import Depends, FastAPI, Response
+    from fastapi import Depends, FastAPI
+    from fastapi import Response as FastAPIResponse
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
 
-    async def passed() -> Response:
-        return Response(status_code=_PASSED)
+    async def passed() -> Any:
+        return FastAPIResponse(status_code=_PASSED)
 
     app.add_api_route(
         "/{path:path}",
         passed,
+        response_model=None,
         methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
         dependencies=[Depends(authorize)],
     )

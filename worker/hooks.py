@@ -13,26 +13,39 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from enum import Enum
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-EVENTS = (
-    "on_before_setup",
-    "on_after_setup",
-    "on_before_decode_request",
-    "on_after_decode_request",
-    "on_before_predict",
-    "on_after_predict",
-    "on_before_encode_response",
-    "on_after_encode_response",
-    "on_server_start",
-    "on_server_end",
-    "on_request",
-    "on_response",
-)
+
+class EventTypes(Enum):
+    """The events a callback may hear, by LitServe's names and values."""
+
+    BEFORE_SETUP = "on_before_setup"
+    AFTER_SETUP = "on_after_setup"
+    BEFORE_DECODE_REQUEST = "on_before_decode_request"
+    AFTER_DECODE_REQUEST = "on_after_decode_request"
+    BEFORE_ENCODE_RESPONSE = "on_before_encode_response"
+    AFTER_ENCODE_RESPONSE = "on_after_encode_response"
+    BEFORE_PREDICT = "on_before_predict"
+    AFTER_PREDICT = "on_after_predict"
+    ON_SERVER_START = "on_server_start"
+    ON_SERVER_END = "on_server_end"
+    ON_REQUEST = "on_request"
+    ON_RESPONSE = "on_response"
+
+
 #: Events of the server, which LitServe calls without ``lit_api``.
-SERVER_EVENTS = frozenset({"on_server_start", "on_server_end", "on_request", "on_response"})
+SERVER_EVENTS = frozenset(
+    e.value
+    for e in (
+        EventTypes.ON_SERVER_START,
+        EventTypes.ON_SERVER_END,
+        EventTypes.ON_REQUEST,
+        EventTypes.ON_RESPONSE,
+    )
+)
 
 
 class Callback:
