@@ -427,12 +427,8 @@ def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
     given = spec_object_of(api)
     if given is not None:
         names = {cls.__name__ for cls in type(given).__mro__}
-        own = getattr(api, "api_path", None)
-        if (
-            not route
-            and isinstance(own, str)
-            and own not in ("/predict", getattr(given, "api_path", ""))
-        ):
+        own = route_of(api)
+        if not route and own != getattr(given, "api_path", None):
             route = own
         if "OpenAIEmbeddingSpec" in names:
             return OpenAIEmbeddingSpec(model, route, request_objects=True)
@@ -445,6 +441,16 @@ def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
     if yields(api.predict):
         return OpenAIChatSpec(model, route)
     return OpenAIEmbeddingSpec(model, route)
+
+
+def route_of(api: Any) -> str:
+    """The path an API is served on, as LitServe's ``LitAPI.api_path`` says it: the API's
+    own when it set one, else its spec's, else ``/predict``."""
+    own = str(getattr(api, "api_path", "/predict"))
+    given = spec_object_of(api)
+    if given is not None and own == "/predict":
+        return str(getattr(given, "api_path", own))
+    return own
 
 
 def spec_object_of(api: Any) -> Any:

@@ -36,6 +36,7 @@ from zeroserve.up import Up, UpConfig
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, check_apis
+from zeroserve.worker.openai_spec import route_of
 
 log = logging.getLogger(__name__)
 
@@ -336,7 +337,7 @@ def _check_paths(apis: list[Any], healthcheck_path: str, info_path: str) -> None
     reserved = {healthcheck_path: "LitServe healthcheck", info_path: "LitServe info"}
     taken: dict[str, str] = {}
     for api in apis:
-        path = str(getattr(api, "api_path", "/predict"))
+        path = route_of(api)
         owner = taken.get(path) or reserved.get(path)
         if owner is not None:
             raise ConfigError(f"api_path {path} is already in use by {owner}")
@@ -359,7 +360,7 @@ def _service_names(apis: list[Any]) -> list[str]:
 
 
 def _path_suffix(api: Any) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", str(getattr(api, "api_path", "/predict"))).rstrip("-")
+    return re.sub(r"[^A-Za-z0-9]+", "-", route_of(api)).rstrip("-")
 
 
 def _devices_wanted(devices: Any) -> int | tuple[int, ...] | None:
@@ -377,7 +378,7 @@ def _devices_per_api(
 ) -> list[list[str]]:
     """The device of each worker process of each API, as LitServe assigns them: devices x
     workers per device, worker k on device k mod n (one device on the CPU)."""
-    paths = [str(getattr(api, "api_path", "/predict")) for api in apis]
+    paths = [route_of(api) for api in apis]
     if isinstance(workers_per_device, int) and not isinstance(workers_per_device, bool):
         per_api = [workers_per_device] * len(apis)
     elif isinstance(workers_per_device, (list, tuple)):

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from zeroserve.worker.api import LitAPIStatus
+from zeroserve.worker.openai_spec import route_of
 
 __all__ = [
     "LitAPIStatus",
@@ -136,7 +137,7 @@ def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[A
     probe = urllib.request.Request(
         base + server.info_path, headers={"X-API-Key": api_key} if api_key else {}
     )
-    paths = {str(getattr(api, "api_path", "/predict")) for api in server.apis}
+    paths = {route_of(api) for api in server.apis}
     deadline = time.monotonic() + 120
     try:
         while True:

@@ -3,6 +3,9 @@ tests start from."""
 
 from zeroserve.test_examples.openai_spec_example import (
     OpenAIBatchContext,
+    OpenAIBatchingWithUsage,
+    OpenAIWithUsage,
+    OpenAIWithUsageEncodeResponse,
     TestAPI,
     TestAPIWithCustomEncode,
     TestAPIWithStructuredOutput,
@@ -17,6 +20,9 @@ from zeroserve.test_examples.simple_example import (
 
 __all__ = [
     "OpenAIBatchContext",
+    "OpenAIBatchingWithUsage",
+    "OpenAIWithUsage",
+    "OpenAIWithUsageEncodeResponse",
     "SimpleBatchedAPI",
     "SimpleLitAPI",
     "SimpleStreamAPI",

@@ -86,3 +86,49 @@ class OpenAIBatchContext(LitAPI):
             yield [{"role": "assistant", "content": output} for output in outputs]
         for ctx in context:
             assert ctx["temperature"] == 1.0, f"context {ctx} is not 1.0"
+
+
+USAGE = {"prompt_tokens": 25, "completion_tokens": 10, "total_tokens": 35}
+
+
+class OpenAIWithUsage(LitAPI):
+    """One answer that carries its own token counts."""
+
+    def setup(self, device: str) -> None:
+        self.model = None
+
+    def predict(self, x: Any) -> Any:
+        yield {"role": "assistant", "content": "10 + 6 is equal to 16.", **USAGE}
+
+
+class OpenAIWithUsageEncodeResponse(LitAPI):
+    """Streamed tokens, then an empty piece that carries the token counts."""
+
+    def setup(self, device: str) -> None:
+        self.model = None
+
+    def predict(self, x: Any) -> Any:
+        yield from ["10", " +", " ", "6", " is", " equal", " to", " ", "16", "."]
+
+    def encode_response(self, output: Any) -> Any:
+        for out in output:
+            yield {"role": "assistant", "content": out}
+        yield {"role": "assistant", "content": "", **USAGE}
+
+
+class OpenAIBatchingWithUsage(OpenAIWithUsage):
+    """The usage answer, batched: the counts come in a last piece per request."""
+
+    def batch(self, inputs: list[Any]) -> Any:
+        return inputs
+
+    def predict(self, x: Any) -> Any:
+        yield ["10 + 6 is equal to 16."] * len(x)
+
+    def encode_response(self, output_stream_batch: Any, context: Any) -> Any:
+        for output_batch in output_stream_batch:
+            yield [{"role": "assistant", "content": out} for out in output_batch]
+        yield [{"role": "assistant", "content": "", **USAGE}] * len(context)
+
+    def unbatch(self, output: Any) -> Any:
+        return output
