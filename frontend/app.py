@@ -601,7 +601,10 @@ def _stream_error(content_type: str, meta: p.AnswerMeta) -> bytes:
     """An error that ends a stream already begun, in the stream's own format."""
     status, error = meta.get("status", 502), meta.get("error", "error")
     if content_type.startswith("text/event-stream"):
-        event = {"error": {"message": error, "type": "server_error", "code": status}}
+        # LitServe's shape for an error in a begun OpenAI stream (OpenAI's error object).
+        event = {
+            "error": {"message": error, "type": "internal", "param": None, "code": "internal_error"}
+        }
         return b"data: " + json.dumps(event).encode() + b"\n\n"
     return json.dumps({"error": error, "status": status}).encode() + b"\n"
 

@@ -427,10 +427,12 @@ class SpecChatAPI(LitAPI):
     spec = OpenAISpec()
 
     def decode_request(self, request: Any) -> Any:
-        return {"last": request.messages[-1].content, "choice": request.tool_choice}
+        # LitServe's ToolChoice is a str enum; its value is what the client sent.
+        choice = getattr(request.tool_choice, "value", request.tool_choice)
+        return {"last": request.messages[-1].content, "choice": choice}
 
     def predict(self, x: dict[str, Any]) -> Any:
-        yield f"{x['last']} ({x['choice'] if isinstance(x['choice'], str) else 'named'})"
+        yield f"{x['last']} ({x['choice']})"
 
 
 class SpecEmbedAPI(LitAPI):

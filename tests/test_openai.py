@@ -82,7 +82,12 @@ def test_a_failure_mid_stream_is_an_error_event(client: openai.OpenAI, cluster: 
     assert json.loads(events[0][len(b"data: ") :])["choices"][0]["delta"]["content"] == "boom"
     error = json.loads(events[-1][len(b"data: ") :])["error"]
     # What the model raised stays in the worker's log.
-    assert error == {"message": "Internal server error", "type": "server_error", "code": 500}
+    assert error == {
+        "message": "Internal server error",
+        "type": "internal",
+        "param": None,
+        "code": "internal_error",
+    }
 
 
 def test_usage_reported_by_the_model_is_used(cluster: Cluster) -> None:
@@ -163,20 +168,30 @@ def test_litserves_spec_objects_run_with_no_flag(cluster: Cluster) -> None:
     )
     assert chat.choices[0].message.content == "t=0.2 two words"
     assert chat.choices[0].finish_reason == "stop"
-    tools = [{"type": "function", "function": {"name": "weather", "parameters": {}}}]
+    function = {"name": "weather", "description": "The weather in a city", "parameters": {}}
+    tools = [{"type": "function", "function": function}]
     called = client.chat.completions.create(
         model="LitOpenAIChat",
         messages=[{"role": "user", "content": "weather?"}],
         tools=tools,
-        tool_choice="required",
+        tool_choice="auto",
     )
     assert called.choices[0].finish_reason == "tool_calls"
     assert called.choices[0].message.tool_calls[0].function.name == "weather"
+    # LitServe's request model takes "auto", "none" or "any": anything else is FastAPI's 422.
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.chat.completions.create(
+            model="LitOpenAIChat",
+            messages=[{"role": "user", "content": "weather?"}],
+            tools=tools,
+            tool_choice="required",
+        )
+    (error,) = refused.value.body["detail"]
+    assert error["loc"] == ["body", "tool_choice"]
     streamed = client.chat.completions.create(
         model="LitOpenAIChat",
         messages=[{"role": "user", "content": "weather?"}],
         tools=tools,
-        tool_choice={"type": "function", "function": {"name": "weather"}},
         stream=True,
     )
     finishes = [c.choices[0].finish_reason for c in streamed if c.choices]
@@ -196,12 +211,9 @@ def test_zeroserves_spec_objects_give_request_objects(cluster: Cluster) -> None:
         model="SpecChatAPI", messages=[{"role": "user", "content": "hello"}]
     )
     assert chat.choices[0].message.content == "hello (auto)"
-    named = client.chat.completions.create(
-        model="SpecChatAPI",
-        messages=[{"role": "user", "content": "hi"}],
-        tool_choice={"type": "function", "function": {"name": "f"}},
-        tools=[{"type": "function", "function": {"name": "f", "parameters": {}}}],
+    none = client.chat.completions.create(
+        model="SpecChatAPI", messages=[{"role": "user", "content": "hi"}], tool_choice="none"
     )
-    assert named.choices[0].message.content == "hi (named)"
+    assert none.choices[0].message.content == "hi (none)"
     vectors = client.embeddings.create(model="SpecEmbedAPI", input="four")
     assert vectors.data[0].embedding == [4.0]

@@ -22,6 +22,11 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, 
         yield lit, zero
 
 
+CHAT = "/v1/chat/completions"
+JSON = {"Content-Type": "application/json"}
+HELLO = {"role": "user", "content": "hello"}
+FLAC = {"type": "input_audio", "input_audio": {"data": "AQID", "format": "flac"}}
+
 CASES = {
     "a picture with its media type and headers": ("POST", "/picture", {"json": {"kind": "png"}}),
     "text with a media type": ("POST", "/picture", {"json": {"kind": "text"}}),
@@ -33,6 +38,27 @@ CASES = {
     "the index": ("GET", "/", {}),
     "the health check": ("GET", "/health", {}),
     "disable_openapi_url": ("GET", "/openapi.json", {}),
+    "chat: not JSON": ("POST", CHAT, {"data": b"{bad", "headers": JSON}),
+    "chat: not an object": ("POST", CHAT, {"json": [1]}),
+    "chat: no messages": ("POST", CHAT, {"json": {"model": "m"}}),
+    "chat: a tool_choice LitServe's model lacks": (
+        "POST",
+        CHAT,
+        {"json": {"messages": [HELLO], "tool_choice": "required"}},
+    ),
+    "chat: an audio format LitServe refuses": (
+        "POST",
+        CHAT,
+        {"json": {"messages": [{"role": "user", "content": [FLAC]}]}},
+    ),
+    "chat: an unknown reasoning effort": (
+        "POST",
+        CHAT,
+        {"json": {"messages": [HELLO], "reasoning_effort": "random"}},
+    ),
+    "chat: predict fails": ("POST", CHAT, {"json": {"messages": [HELLO]}}),
+    "embeddings: no input": ("POST", "/v1/embeddings", {"json": {"model": "m"}}),
+    "embeddings: predict fails": ("POST", "/v1/embeddings", {"json": {"input": "x", "model": "m"}}),
 }
 
 

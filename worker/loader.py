@@ -232,6 +232,7 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
     models: list[str] = []
     if config.spec == "openai" or spec_object_of(api) is not None:
         spec = openai_spec_for(api, service, config.route)
+        spec.max_batch_size = max_batch_size
         spec.check(api)
         stream = spec.stream
         kind = loop_kind(api, name, stream)

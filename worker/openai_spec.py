@@ -16,6 +16,7 @@ answered by the frontend from what workers announce.
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import re
 import secrets
@@ -24,14 +25,20 @@ import time
 from typing import Any, ClassVar
 
 from zeroserve.common import protocol as p
-from zeroserve.common.errors import ConfigError, HTTPException
+from zeroserve.common.errors import INTERNAL_ERROR, ConfigError, HTTPException
 from zeroserve.worker.api import inherits_default, yields
-from zeroserve.worker.pipeline import Job, RequestError
+from zeroserve.worker.pipeline import Job, RequestError, validate
 
 CHAT_ROUTE = "/v1/chat/completions"
 EMBEDDINGS_ROUTE = "/v1/embeddings"
 USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 MAX_EMBEDDING_INPUTS = 2048
+#: LitServe's refusal of several inputs in one request to a batching embeddings API, whose
+#: ``predict`` expects one input per request of the batch.
+CLIENT_BATCHING = (
+    "The OpenAIEmbedding spec does not support dynamic batching when client-side batching is "
+    "used. To resolve this, either set `max_batch_size=1` or send a single input from the client."
+)
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
@@ -172,6 +179,8 @@ class _OpenAISpec:
     """
 
     default_route = ""
+    #: The API's batch size, set by the loader once resolved.
+    max_batch_size = 1
 
     def __init__(self, model: str, route: str | None = None, request_objects: bool = False):
         self.model = model
@@ -181,27 +190,91 @@ class _OpenAISpec:
     def routes(self) -> list[dict[str, Any]]:
         return [{"path": self.route, "methods": ["POST"]}]
 
+    def request_object(self, job: Job, fallback: type[Record]) -> tuple[dict[str, Any], Any]:
+        """The body, and the request as LitServe hands it to ``decode_request``: its pydantic
+        model when pydantic is installed (a body that is not JSON or does not fit is a 422
+        with FastAPI's error list), else a ``Record`` with the same fields."""
+        try:
+            model = self.request_model()
+        except ImportError:
+            body = _json_object(job)
+            return body, fallback(body)
+        try:
+            body = json.loads(job.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            error = {
+                "type": "json_invalid",
+                "loc": ["body", getattr(exc, "pos", 0)],
+                "msg": "JSON decode error",
+                "input": {},
+                "ctx": {"error": getattr(exc, "msg", str(exc))},
+            }
+            raise RequestError(422, "invalid JSON", [p.error_answer(422, [error])]) from None
+        return body, validate(model, body)
+
+    def request_model(self) -> Any:
+        raise NotImplementedError
+
 
 class OpenAIChatSpec(_OpenAISpec):
     kind = "chat"
+
+    def request_model(self) -> Any:
+        from zeroserve.specs.openai import ChatCompletionRequest
+
+        return ChatCompletionRequest
+
     stream = True
     default_route = CHAT_ROUTE
 
     def check(self, api: Any) -> None:
+        """What LitServe's OpenAISpec asks of the class (its key phrases kept, since
+        LitServe's users and tests look for them): pieces that are yielded, and async
+        methods only with ``enable_async``."""
         name = type(api).__name__
-        if not yields(api.predict):
-            raise ConfigError(f"{name}.predict must yield text pieces for the OpenAI chat spec")
         encode = getattr(api, "encode_response", None)
-        if encode is not None and not inherits_default(encode) and not yields(encode):
+        custom_encode = encode is not None and not inherits_default(encode)
+        if self.request_objects and getattr(api, "enable_async", False):
+            if not inspect.isasyncgenfunction(api.predict):
+                raise ConfigError(
+                    f"predict must be an async generator: {name}.predict is async with "
+                    "enable_async=True, so it yields its pieces (async def with yield)"
+                )
+            if custom_encode and not yields(encode):
+                raise ConfigError(
+                    f"encode_response is neither a generator nor an async generator: "
+                    f"{name}.encode_response must yield its pieces for the OpenAI spec"
+                )
+            return
+        if self.request_objects:
+            for method in ("decode_request", "predict", "encode_response"):
+                if _is_async(getattr(api, method, None)):
+                    raise ConfigError(
+                        f"'{method}' is defined as async/coroutine, but 'enable_async' is not "
+                        f"set in LitAPI. Set enable_async=True on {name}, or make it synchronous"
+                    )
+        if not yields(api.predict):
             raise ConfigError(
-                f"{name}.encode_response must be a generator for the OpenAI chat spec"
+                f"predict is not a generator: {name}.predict must yield text pieces for the "
+                "OpenAI chat spec"
+            )
+        if custom_encode and not yields(encode):
+            raise ConfigError(
+                f"encode_response is not a generator: {name}.encode_response must be a "
+                "generator (yield) for the OpenAI chat spec"
             )
 
     def decode(self, job: Job) -> tuple[Any, dict[str, Any], ChatFramer]:
-        body = _json_object(job)
+        if self.request_objects:
+            body, request = self.request_object(job, ChatRequest)
+        else:
+            body = _json_object(job)
+            request = body.get("messages")
+            if not isinstance(request, list) or not request:
+                raise _refuse(400, "'messages' must be a non-empty list")
         messages = body.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise _refuse(400, "'messages' must be a non-empty list")
+        if not isinstance(messages, list):
+            raise _refuse(422, "'messages' must be a list")
         for i, message in enumerate(messages):
             # Any role a string names, as LitServe's ChatMessage takes it.
             if not isinstance(message, dict) or not isinstance(message.get("role"), str):
@@ -219,12 +292,29 @@ class OpenAIChatSpec(_OpenAISpec):
         model = body.get("model") or self.model
         prompt_tokens = sum(count_tokens(_text_of(m.get("content"))) for m in messages)
         framer = ChatFramer(str(model), stream, bool(options.get("include_usage")), prompt_tokens)
+        framer.litserve_errors = self.request_objects
         context = {k: v for k, v in body.items() if k != "messages"}
-        return (ChatRequest(body) if self.request_objects else messages), context, framer
+        return request, context, framer
+
+
+def whole_error(status: int, error: Any, litserve: bool) -> p.Answer:
+    """An error before any answer: ``{"detail": ...}`` as LitServe's specs (FastAPI) write
+    it, or OpenAI's error object for zeroserve's own ``--spec openai``."""
+    if litserve:
+        return p.error_answer(status, litserve_detail(error))
+    return openai_error_out(status, error)
+
+
+def litserve_detail(error: Any) -> Any:
+    """LitServe's specs hide a failure behind Starlette's phrase, capitalised as it is."""
+    return "Internal Server Error" if error == INTERNAL_ERROR else error
 
 
 class ChatFramer:
     """A chat completion, whole or as Server-Sent Events, with usage."""
+
+    #: A LitServe spec object's API: its errors in LitServe's shape.
+    litserve_errors = False
 
     def __init__(self, model: str, stream: bool, include_usage: bool, prompt_tokens: int) -> None:
         self.model = model
@@ -342,21 +432,44 @@ class ChatFramer:
 
     def error(self, status: int, error: Any) -> list[p.Answer]:
         if self.started:
+            if self.litserve_errors:
+                error = litserve_detail(error)
             return [p.error_answer(status, error)]  # the frontend writes it as an SSE error event
-        return [openai_error_out(status, error)]
+        return [whole_error(status, error, self.litserve_errors)]
 
 
 class OpenAIEmbeddingSpec(_OpenAISpec):
     kind = "embedding"
+
+    def request_model(self) -> Any:
+        from zeroserve.specs.openai_embedding import EmbeddingRequest as Model
+
+        return Model
+
     stream = False
     default_route = EMBEDDINGS_ROUTE
 
     def check(self, api: Any) -> None:
+        """Embeddings are not streamed: LitServe's phrases kept, as for chat."""
+        name = type(api).__name__
         if yields(api.predict):
-            raise ConfigError(f"{type(api).__name__}.predict must return vectors, not yield them")
+            raise ConfigError(
+                f"You are using yield in your predict method: {name}.predict must return "
+                "its vectors, as the embeddings spec does not stream"
+            )
+        encode = getattr(api, "encode_response", None)
+        if encode is not None and not inherits_default(encode) and yields(encode):
+            raise ConfigError(
+                f"You are using yield in your encode_response method: {name}.encode_response "
+                "must return, as the embeddings spec does not stream"
+            )
 
     def decode(self, job: Job) -> tuple[Any, dict[str, Any], EmbeddingFramer]:
-        body = _json_object(job)
+        if self.request_objects:
+            body, request = self.request_object(job, EmbeddingRequest)
+        else:
+            body = _json_object(job)
+            request = body.get("input")
         given = body.get("input")
         inputs = [given] if isinstance(given, str) else given
         if (
@@ -365,6 +478,8 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
             or not all(isinstance(i, str) for i in inputs)
         ):
             raise _refuse(400, "'input' must be a string or a non-empty list of strings")
+        if self.request_objects and len(inputs) > 1 and self.max_batch_size > 1:
+            raise RequestError(400, CLIENT_BATCHING, [p.error_answer(400, CLIENT_BATCHING)])
         if len(inputs) > MAX_EMBEDDING_INPUTS:
             raise _refuse(400, f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
         encoding = body.get("encoding_format") or "float"
@@ -373,11 +488,14 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
         model = body.get("model") or self.model
         tokens = sum(count_tokens(text) for text in inputs)
         framer = EmbeddingFramer(str(model), len(inputs), encoding, tokens)
+        framer.litserve_errors = self.request_objects
         context = {k: v for k, v in body.items() if k != "input"}
-        return (EmbeddingRequest(body) if self.request_objects else given), context, framer
+        return request, context, framer
 
 
 class EmbeddingFramer:
+    litserve_errors = False
+
     def __init__(self, model: str, count: int, encoding: str, prompt_tokens: int) -> None:
         self.model = model
         self.count = count
@@ -418,7 +536,7 @@ class EmbeddingFramer:
         return [(p.REPLY, {"status": 200, "ct": "application/json"}, json.dumps(body).encode())]
 
     def error(self, status: int, error: Any) -> list[p.Answer]:
-        return [openai_error_out(status, error)]
+        return [whole_error(status, error, self.litserve_errors)]
 
 
 def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
@@ -441,6 +559,10 @@ def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
     if yields(api.predict):
         return OpenAIChatSpec(model, route)
     return OpenAIEmbeddingSpec(model, route)
+
+
+def _is_async(func: Any) -> bool:
+    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
 
 
 def route_of(api: Any) -> str:

@@ -23,6 +23,7 @@ import os
 import re
 import subprocess
 import sys
+import warnings
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ from zeroserve.up import Up, UpConfig
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, check_apis
-from zeroserve.worker.openai_spec import route_of
+from zeroserve.worker.openai_spec import openai_spec_for, route_of, spec_object_of
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,7 @@ class LitServer:
                     raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
         self.openapi = not disable_openapi_url
         _check_paths(self.apis, healthcheck_path, info_path)
+        _check_specs(self.apis)
         self.accelerator = accelerator
         self.devices = _devices_wanted(devices)
         self.plans = _devices_per_api(self.apis, accelerator, self.devices, workers_per_device)
@@ -342,6 +344,23 @@ def _check_paths(apis: list[Any], healthcheck_path: str, info_path: str) -> None
         if owner is not None:
             raise ConfigError(f"api_path {path} is already in use by {owner}")
         taken[path] = type(api).__name__
+
+
+def _check_specs(apis: list[Any]) -> None:
+    """A class its spec cannot serve, refused here as LitServe refuses it; a chat route that
+    OpenAI's SDK will not call, warned of as LitServe warns."""
+    for api in apis:
+        if spec_object_of(api) is None:
+            continue
+        spec = openai_spec_for(api, type(api).__name__)
+        spec.check(api)
+        if spec.route != spec.default_route:
+            warnings.warn(
+                f"Custom API path detected: '{spec.route}'. The OpenAI SDK only calls "
+                f"'{spec.default_route}'; send requests to '{spec.route}' directly, or keep "
+                "the default",
+                stacklevel=3,
+            )
 
 
 def _as_list(value: Any) -> list[Any]:

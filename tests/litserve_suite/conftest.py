@@ -49,8 +49,24 @@ NOT_YET = {
 }
 
 
+#: LitServe's assertions that cannot hold with real processes, each with why (the README's
+#: migration table has them too).
+BY_DESIGN = {
+    name: "LitServe's test client runs the server in its own process, so a ValueError its "
+    "endpoint raises reaches the test; across processes a client gets an answer, and "
+    "zeroserve takes the vectors encode_response returns, with or without the 'embeddings' key"
+    for name in (
+        "test_openai_embedding_spec_with_non_dict_output",
+        "test_openai_embedding_spec_with_missing_embeddings",
+    )
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        reason = BY_DESIGN.get(item.originalname)
+        if reason is not None and str(SUITE) in str(item.fspath):
+            item.add_marker(pytest.mark.skip(reason=f"by design: {reason}"))
         reason = NOT_YET.get(item.originalname)
         if reason is not None and str(SUITE) in str(item.fspath):
             item.add_marker(pytest.mark.skip(reason=f"not yet: {reason}"))

@@ -1,5 +1,6 @@
 """What LitServe answers for good and bad requests: a raw Response with a media type,
-HTTP errors and crashes in user code, LitServe's own example API, and no OpenAPI page."""
+HTTP errors and crashes in user code, LitServe's own example API, no OpenAPI page, and
+the OpenAI specs' validation and failures."""
 
 import sys
 
@@ -28,7 +29,23 @@ class PictureAPI(ls.LitAPI):
         )
 
 
+class FailingChat(ls.LitAPI):
+    def predict(self, request):
+        yield "a"
+        raise RuntimeError("the model fell over")
+
+
+class FailingEmbed(ls.LitAPI):
+    def predict(self, inputs):
+        raise RuntimeError("the model fell over")
+
+
 if __name__ == "__main__":
-    apis = [PictureAPI(api_path="/picture"), ls.test_examples.SimpleLitAPI(api_path="/square")]
+    apis = [
+        PictureAPI(api_path="/picture"),
+        ls.test_examples.SimpleLitAPI(api_path="/square"),
+        FailingChat(spec=ls.OpenAISpec()),
+        FailingEmbed(spec=ls.OpenAIEmbeddingSpec()),
+    ]
     server = ls.LitServer(apis, accelerator="cpu", disable_openapi_url=True)
     server.run(port=int(sys.argv[1]), generate_client_file=False)
