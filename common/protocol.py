@@ -212,6 +212,9 @@ class RequestMeta(TypedDict, total=False):
     attempt: int
     #: The trace context (W3C ``traceparent``, ``tracestate``) when tracing is on.
     trace: dict[str, str]
+    #: Requests the frontend process holds, this one included: the ``active_requests`` that
+    #: LitServe's ``on_request`` callbacks hear.
+    active: int
 
 
 class AnswerMeta(TypedDict, total=False):

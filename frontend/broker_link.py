@@ -224,6 +224,7 @@ class BrokerLink:
             "ct": content_type,
             "timeout_ms": int(self.config.request_timeout_s * 1000),
             "request_id": request_id,
+            "active": len(self.pending) + 1,
         }
         if headers is not None:
             meta["headers"] = headers

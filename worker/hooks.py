@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any
 
+from zeroserve.common.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 
@@ -65,6 +67,41 @@ class Callback:
     def on_response(self, *args: Any, **kwargs: Any) -> None: ...
 
 
+class CallbackRunner:
+    """Calls one event on every callback, as LitServe's runner does: one that raises is
+    logged and the others still run."""
+
+    def __init__(self, callbacks: Any = None) -> None:
+        self._callbacks: list[Any] = []
+        if callbacks:
+            self._add_callbacks(callbacks)
+
+    def _add_callbacks(self, callbacks: Any) -> None:
+        given = callbacks if isinstance(callbacks, list) else [callbacks]
+        for callback in given:
+            if not is_callback(callback):
+                raise ConfigError(f"Invalid callback type: {callback!r} is not a Callback")
+        self._callbacks.extend(given)
+
+    def trigger_event(self, event_name: str, *args: Any, **kwargs: Any) -> None:
+        for callback in self._callbacks:
+            method = getattr(callback, event_name, None)
+            if method is None:
+                continue
+            try:
+                method(*args, **kwargs)
+            except Exception:
+                log.exception("callback %s.%s raised", type(callback).__name__, event_name)
+
+
+def is_callback(value: Any) -> bool:
+    """A subclass of zeroserve's or LitServe's ``Callback`` (by name, so LitServe's pass
+    without importing it), or any object with one of the events' methods."""
+    if any(cls.__name__ == "Callback" for cls in type(value).__mro__[:-1]):
+        return True
+    return any(callable(getattr(value, e.value, None)) for e in EventTypes)
+
+
 class Logger:
     """Receives what user code logs with ``self.log(key, value)``."""
 
@@ -98,6 +135,7 @@ class Hooks:
         #: The LitServer that started this worker, if one did.
         self.server = server
         self.callbacks = list(callbacks)
+        self.runner = CallbackRunner(self.callbacks)
         self.loggers = list(loggers)
         self.buffer = LogBuffer()
         if self.loggers:
@@ -107,6 +145,13 @@ class Hooks:
             else:
                 api._logger_queue = self.buffer
 
+    def tracked(self, count: int) -> int | None:
+        """The requests in flight as ``on_request`` hears them: None when the LitServer that
+        started the worker was not asked to ``track_requests``, as LitServe gives it."""
+        if self.server is not None and not getattr(self.server, "track_requests", True):
+            return None
+        return count
+
     def fire(self, event: str, **kwargs: Any) -> None:
         """Call `event` on every callback; one that raises is logged and the others still run."""
         if not self.callbacks:
@@ -115,14 +160,7 @@ class Hooks:
             kwargs["litserver"] = self.server
         else:
             kwargs["lit_api"] = self.api
-        for callback in self.callbacks:
-            method = getattr(callback, event, None)
-            if method is None:
-                continue
-            try:
-                method(**kwargs)
-            except Exception:
-                log.exception("callback %s.%s raised", type(callback).__name__, event)
+        self.runner.trigger_event(event, **kwargs)
 
     def flush_logs(self) -> None:
         items = self.buffer.take()

@@ -292,7 +292,8 @@ class ServingLoop:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("request_id=%s received", meta.get("request_id") or "-")
         if self._hooks.callbacks:
-            self._hooks.fire("on_request", active_requests=len(self.jobs))
+            active = meta.get("active", len(self.jobs))
+            self._hooks.fire("on_request", active_requests=self._hooks.tracked(active))
         self._admit(job)
 
     def _span_attributes(self, meta: p.RequestMeta) -> dict[str, Any]:

@@ -103,9 +103,10 @@ class LitServer:
         loop: Any = None,
         restart_workers: bool = False,
     ) -> None:
-        """LitServe's arguments, in LitServe's order. ``track_requests``, ``fast_queue`` and
-        ``restart_workers`` always hold here (requests in flight are counted in ``/metrics``,
-        queues are ZeroMQ's, crashed worker processes are restarted), whatever their value."""
+        """LitServe's arguments, in LitServe's order. ``fast_queue`` and ``restart_workers``
+        always hold here (queues are ZeroMQ's, crashed worker processes are restarted),
+        whatever their value; requests in flight are counted in ``/metrics``, and callbacks'
+        ``on_request`` hears the count only with ``track_requests``, as in LitServe."""
         self.apis = list(lit_api) if isinstance(lit_api, (list, tuple)) else [lit_api]
         if not self.apis:
             raise ConfigError("LitServer needs at least one LitAPI")
@@ -130,6 +131,7 @@ class LitServer:
                 if value != default:
                     raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
         self.openapi = not disable_openapi_url
+        self.track_requests = bool(track_requests)
         _check_paths(self.apis, healthcheck_path, info_path)
         _check_specs(self.apis)
         self.accelerator = accelerator

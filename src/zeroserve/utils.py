@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import importlib.util
 import json
+import logging
 import multiprocessing
 import os
 import pdb
@@ -15,25 +16,74 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TextIO
 
 from zeroserve.worker.api import LitAPIStatus
 from zeroserve.worker.openai_spec import route_of
 
 __all__ = [
+    "ForkedPdb",
     "LitAPIStatus",
+    "add_log_handler",
+    "configure_logging",
     "is_package_installed",
+    "set_log_level",
     "set_trace",
     "set_trace_if_debug",
     "wrap_litserve_start",
 ]
 
 
+#: The library's logger: every zeroserve module logs under it.
+LIBRARY_LOGGER = "zeroserve"
+_DEFAULT_LOG_FORMAT = (
+    "%(asctime)s - %(processName)s[%(process)d] - %(name)s - %(levelname)s - "
+    "%(filename)s:%(lineno)d - %(message)s"
+)
+
+
+def configure_logging(
+    level: str | int = logging.INFO,
+    format: str = _DEFAULT_LOG_FORMAT,
+    stream: TextIO = sys.stdout,
+    use_rich: bool = False,
+) -> None:
+    """LitServe's: zeroserve's own records to `stream` (standard output) at `level`, with one
+    handler, instead of the processes' standard error."""
+    if isinstance(level, str):
+        level = getattr(logging, level.upper())
+    library = logging.getLogger(LIBRARY_LOGGER)
+    for handler in library.handlers[:]:
+        library.removeHandler(handler)
+    handler: logging.Handler | None = None
+    if use_rich:
+        try:
+            from rich.logging import RichHandler
+        except ImportError:
+            library.warning("rich is not installed; using the plain handler")
+        else:
+            handler = RichHandler(rich_tracebacks=True, show_time=True, show_path=True)
+    if handler is None:
+        handler = logging.StreamHandler(stream)
+        handler.setFormatter(logging.Formatter(format))
+    library.setLevel(level)
+    library.addHandler(handler)
+    library.propagate = False
+
+
+def set_log_level(level: str | int) -> None:
+    logging.getLogger(LIBRARY_LOGGER).setLevel(level)
+
+
+def add_log_handler(handler: logging.Handler) -> None:
+    logging.getLogger(LIBRARY_LOGGER).addHandler(handler)
+
+
 def is_package_installed(package_name: str) -> bool:
     return importlib.util.find_spec(package_name) is not None
 
 
-class _WorkerPdb(pdb.Pdb):
+class ForkedPdb(pdb.Pdb):
     """pdb in a worker process, whose standard input is not the terminal's."""
 
     def interaction(self, *args: object, **kwargs: object) -> None:
@@ -47,7 +97,7 @@ class _WorkerPdb(pdb.Pdb):
 
 def set_trace() -> None:
     """Stop in the debugger here, also inside a worker process."""
-    _WorkerPdb().set_trace(sys._getframe().f_back)
+    ForkedPdb().set_trace(sys._getframe().f_back)
 
 
 def set_trace_if_debug(

@@ -1,5 +1,5 @@
 """``litserve.callbacks`` under zeroserve's name."""
 
-from zeroserve.callbacks.base import Callback, EventTypes, NoopCallback
+from zeroserve.callbacks.base import Callback, CallbackRunner, EventTypes, NoopCallback
 
-__all__ = ["Callback", "EventTypes", "NoopCallback"]
+__all__ = ["Callback", "CallbackRunner", "EventTypes", "NoopCallback"]

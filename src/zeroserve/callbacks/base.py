@@ -1,8 +1,8 @@
-"""Callbacks and the names of their events, as LitServe spells them."""
+"""Callbacks, their runner and the names of their events, as LitServe spells them."""
 
-from zeroserve.worker.hooks import Callback, EventTypes
+from zeroserve.worker.hooks import Callback, CallbackRunner, EventTypes
 
-__all__ = ["Callback", "EventTypes", "NoopCallback"]
+__all__ = ["Callback", "CallbackRunner", "EventTypes", "NoopCallback"]
 
 
 class NoopCallback(Callback):
