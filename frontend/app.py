@@ -166,9 +166,15 @@ class InfoHandler(GuardedHandler):
     def get(self) -> None:
         if not self.check_api_key():
             return
+        config = self.link.config
+        server = config.server_info or {
+            "timeout": config.request_timeout_s,
+            "max_payload_size": config.max_body_bytes,
+        }
         self.finish(
             {
-                "model": self.link.config.model_metadata,
+                "model": config.model_metadata,
+                "server": server,
                 "brokers": self.link.describe_brokers(),
                 "services": self.link.services,
                 "routes": {path: r.service for path, r in self.link.routes.items()},

@@ -40,6 +40,8 @@ class FrontendConfig:
     expected_routes: tuple[str, ...] = ()
     #: A JSON object shown under "model" in the info endpoint (LitServe's model_metadata).
     model_metadata: dict[str, Any] | None = None
+    #: A JSON object shown under "server" in the info endpoint (LitServer's settings).
+    server_info: dict[str, Any] | None = None
     #: HTTPS: the certificate chain (PEM), and its private key when not in the same file.
     certfile: str | None = None
     keyfile: str | None = None

@@ -14,7 +14,7 @@ from cluster import Cluster, api, run_cli, wait_until, worker_pids
 
 
 def test_separate_processes_serve_a_test_api(cluster: Cluster) -> None:
-    cluster.up("EchoAPI")
+    cluster.up("EchoAPI", frontend_args=("--request-timeout", "12", "--max-body", "2048"))
     answer = cluster.post({"value": "hello"})
     assert answer.status_code == 200
     assert answer.headers["Content-Type"] == "application/json"
@@ -22,6 +22,8 @@ def test_separate_processes_serve_a_test_api(cluster: Cluster) -> None:
     info = requests.get(cluster.url("/info"), timeout=5).json()
     assert info["routes"] == {"/predict": "EchoAPI"}
     assert info["services"]["EchoAPI"]["workers"] == 1
+    # LitServe's "server" block; LitServer fills it with its settings (tests/test_oracle_answers).
+    assert info["server"] == {"timeout": 12.0, "max_payload_size": 2048}
 
 
 def test_user_errors_keep_the_worker_serving(cluster: Cluster) -> None:

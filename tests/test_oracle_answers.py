@@ -78,3 +78,11 @@ def test_the_picture_is_byte_for_byte(servers: tuple[Server, Server]) -> None:
     ]
     assert answers[0].content == answers[1].content == b"\x89PNG\r\n\x1a\n-not-really"
     assert answers[0].headers["X-Picture"] == answers[1].headers["X-Picture"] == "1"
+
+
+def test_the_info_endpoints_server_block(servers: tuple[Server, Server]) -> None:
+    import requests
+
+    lit, zero = (requests.get(s.base + "/info", timeout=30).json() for s in servers)
+    assert zero["server"] == lit["server"]
+    assert zero["model"] == lit["model"]

@@ -481,6 +481,18 @@ def worker(api: str | None, **options: Any) -> None:
     )
 
 
+def _json_object(flag: str, value: str | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        given = json.loads(value)
+    except ValueError as exc:
+        raise ConfigError(f"{flag} is not JSON: {exc}") from None
+    if not isinstance(given, dict):
+        raise ConfigError(f"{flag} must be a JSON object")
+    return given
+
+
 @main.command()
 @brokers_option("tcp://127.0.0.1:5555", "frontend")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
@@ -537,6 +549,13 @@ def worker(api: str | None, **options: Any) -> None:
     help="A JSON object shown under 'model' in the info endpoint.",
 )
 @click.option(
+    "--server-info",
+    default=None,
+    metavar="JSON",
+    help="A JSON object shown under 'server' in the info endpoint (LitServer passes its "
+    "settings) [default: the request timeout and the payload limit].",
+)
+@click.option(
     "--certfile",
     type=click.Path(exists=True, dir_okay=False),
     default=None,
@@ -561,7 +580,7 @@ def worker(api: str | None, **options: Any) -> None:
     "[env: LIT_SERVER_API_KEY].",
 )
 @log_level_option
-def frontend(model_metadata: str | None, **options: Any) -> None:
+def frontend(model_metadata: str | None, server_info: str | None, **options: Any) -> None:
     """Run the HTTP frontend."""
     from zeroserve.frontend.server import run_frontend
 
@@ -569,15 +588,12 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
     stop_with_parent()
 
     def run() -> int:
-        metadata = None
-        if model_metadata is not None:
-            try:
-                metadata = json.loads(model_metadata)
-            except ValueError as exc:
-                raise ConfigError(f"--model-metadata is not JSON: {exc}") from None
-            if not isinstance(metadata, dict):
-                raise ConfigError("--model-metadata must be a JSON object")
-        config = FrontendConfig(model_metadata=metadata, link=take_link(options), **options)
+        config = FrontendConfig(
+            model_metadata=_json_object("--model-metadata", model_metadata),
+            server_info=_json_object("--server-info", server_info),
+            link=take_link(options),
+            **options,
+        )
         return run_frontend(config)
 
     _run_guarded(run, serves=True)

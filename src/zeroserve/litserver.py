@@ -147,6 +147,15 @@ class LitServer:
                 raise ConfigError(f"model_metadata must be JSON serialisable: {exc}") from None
         self.model_metadata = model_metadata
         self.max_body_bytes = _size_in_bytes(max_payload_size)
+        #: The info endpoint's "server" block, with the values given, as LitServe shows them.
+        self.server_info = {
+            "devices": _devices_shown(self.plans),
+            "workers_per_device": workers_per_device,
+            "timeout": timeout,
+            "stream": {route_of(api): bool(getattr(api, "stream", False)) for api in self.apis},
+            "max_payload_size": max_payload_size,
+            "track_requests": self.track_requests,
+        }
         self.callbacks = _as_list(callbacks)
         self.loggers = _as_list(loggers)
 
@@ -242,6 +251,7 @@ class LitServer:
             frontend_flags += ["--max-body", str(self.max_body_bytes)]
         if self.model_metadata is not None:
             frontend_flags += ["--model-metadata", json.dumps(self.model_metadata)]
+        frontend_flags += ["--server-info", json.dumps(self.server_info, default=str)]
         up = _InProcessUp(
             UpConfig(
                 apis=tuple(c.api for c in configs),
@@ -392,6 +402,14 @@ def _devices_wanted(devices: Any) -> int | tuple[int, ...] | None:
     if isinstance(devices, (list, tuple)) and all(isinstance(d, int) for d in devices):
         return tuple(devices)
     raise ConfigError(f"devices must be 'auto', a count or a list of GPU indices, not {devices!r}")
+
+
+def _devices_shown(plans: list[list[str]]) -> list[Any]:
+    """The devices as LitServe's info lists them: ``["cpu"]``, else one list per device."""
+    names = list(dict.fromkeys(name for plan in plans for name in plan))
+    if names == ["cpu"]:
+        return names
+    return [[name if ":" in name else f"{name}:0"] for name in names]
 
 
 def _devices_per_api(
