@@ -9,10 +9,11 @@ services), which write through ``write_headers``, ``write`` and ``finish`` as be
 
 Requests on one connection are answered in order: while one is being answered, the
 connection reads no more, and what a read had already brought of later requests waits.
-A response finished before its request was read whole closes the connection afterwards
-(the only way not to read the rest), as Tornado does. A connection that waits on its
-client longer than the idle timeout, for a request's first byte, its headers or its body,
-is closed by the server's watch.
+A response finished before its request was read whole closes the connection afterwards,
+once what the client still sends of it has been read and dropped for a while (a lingering
+close), so that a client writing a body too large reads its 413 instead of a reset. A
+connection that waits on its client longer than the idle timeout, for a request's first
+byte, its headers or its body, is closed by the server's watch.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 
 #: What one read asks the stream for.
 READ_BYTES = 64 * 1024
+#: How long the rest of a request answered early (413) is read and dropped before the
+#: connection closes, so a client still sending its body reads the answer instead of a
+#: reset connection (nginx's lingering close).
+LINGER_S = 10.0
 #: Most bytes of a request's start line and headers.
 MAX_HEADER_BYTES = 64 * 1024
 CR_OR_LF = re.compile(rb"[\r\n]")
@@ -127,6 +132,7 @@ class Connection(tornado.httputil.HTTPConnection):
         self._chunked = False
         self._head = False
         self._close_after = False
+        self._lingering = False
         self._last_write: asyncio.Future | None = None
         self._close_callback: Callable[[], None] | None = None
         self._resume: asyncio.Future | None = None
@@ -145,12 +151,15 @@ class Connection(tornado.httputil.HTTPConnection):
         waiting = self.server.idle.waiting
         try:
             while True:
-                while self._answering or self._held:
+                while (self._answering or self._held) and not self._lingering:
                     self._resume = asyncio.get_running_loop().create_future()
                     await self._resume
-                # From the first wait for a request until it has been read whole.
-                waiting.setdefault(self, time.monotonic())
+                if not self._lingering:
+                    # From the first wait for a request until it has been read whole.
+                    waiting.setdefault(self, time.monotonic())
                 data = await stream.read_bytes(READ_BYTES, partial=True)
+                if self._lingering:
+                    continue
                 try:
                     self.parser.feed_data(data)
                 except httptools.HttpParserUpgrade:
@@ -159,6 +168,8 @@ class Connection(tornado.httputil.HTTPConnection):
                 except httptools.HttpParserError as exc:
                     cause = exc.__context__
                     if isinstance(cause, _Refused):
+                        if self._lingering:
+                            continue
                         return
                     if cause is not None:  # a delegate raised: a bug, never the client's
                         log.error("internal error while serving a request", exc_info=cause)
@@ -181,7 +192,12 @@ class Connection(tornado.httputil.HTTPConnection):
                 f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n"
             )
-            self.stream.write(head.encode() + body).add_done_callback(self._close_after_write)
+            written = self.stream.write(head.encode() + body)
+            if status == 413:
+                self._lingering = True
+                written.add_done_callback(self._linger_after_write)
+            else:
+                written.add_done_callback(self._close_after_write)
         else:
             self.stream.close()
 
@@ -189,6 +205,25 @@ class Connection(tornado.httputil.HTTPConnection):
         if not written.cancelled():
             written.exception()  # a client gone meanwhile is no news
         self.stream.close()
+
+    def _linger_after_write(self, written: asyncio.Future) -> None:
+        if not written.cancelled() and written.exception() is None:
+            self._linger()
+        else:
+            self.stream.close()
+
+    def _linger(self) -> None:
+        """The answer is sent: end our side, drop what the client still sends (the read loop
+        does, while ``_lingering``), and close when it closes or ``LINGER_S`` has passed."""
+        self._lingering = True
+        self.server.idle.waiting.pop(self, None)
+        try:
+            if self.stream.socket is not None:
+                self.stream.socket.shutdown(socket.SHUT_WR)
+        except OSError:
+            self.stream.close()
+            return
+        asyncio.get_running_loop().call_later(LINGER_S, self.stream.close)
 
     # httptools calls these from feed_data, in order.
 
@@ -230,6 +265,8 @@ class Connection(tornado.httputil.HTTPConnection):
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
+        if self._response_started:
+            return  # answered early: the rest is dropped, then the connection lingers
         if self._body_bytes > self.server.max_body_bytes:
             self._refuse(413, "the request body is too large")
             raise _Refused
@@ -349,7 +386,10 @@ class Connection(tornado.httputil.HTTPConnection):
         self._close_callback = None
         self._last_write = None
         if self._close_after:
-            self.stream.close()
+            if self._read_done:
+                self.stream.close()
+            else:
+                self._linger()
             return
         self._answering = False
         try:

@@ -179,6 +179,23 @@ def test_unreadable_requests_are_refused_and_the_frontend_serves_on(
     assert frontend.post({"value": "still here"}).json()["echo"] == "still here"
 
 
+@pytest.mark.parametrize("length", [200_000, 20_000_000])
+def test_a_client_that_sends_a_body_too_large_whole_reads_its_413(
+    frontend: Cluster, length: int
+) -> None:
+    """The answer comes before the body is read; the rest is read and dropped (a lingering
+    close), so a client that writes it all before reading gets the 413, not a reset."""
+    piece = b"a" * 65536
+    with connect(frontend) as s:
+        s.sendall(post(b"", f"Content-Length: {length}"))
+        for _ in range(length // len(piece)):
+            s.sendall(piece)
+        s.sendall(piece[: length % len(piece)])
+        answer = read_to_close(s)
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert frontend.post({"value": 1}).ok
+
+
 def test_a_body_too_large_without_a_length_is_cut(frontend: Cluster) -> None:
     piece = b"a" * 60_000
     with connect(frontend) as s:

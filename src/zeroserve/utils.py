@@ -141,6 +141,8 @@ class _Proxy:
             path += b"?" + scope["query_string"]
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         headers.pop("host", None)
+        # ASGI bodies have no declared length: urllib declares the one it sends.
+        headers.pop("content-length", None)
         request = urllib.request.Request(
             self.base + path.decode("latin-1"), data=body or None, headers=headers,
             method=scope["method"],

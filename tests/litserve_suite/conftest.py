@@ -43,10 +43,7 @@ if str(ROOT) not in sys.path:
 
 #: LitServe's assertions that do not hold here yet, each with why (the README's migration
 #: table has them too).
-NOT_YET = {
-    "test_file_too_big": "the frontend answers 413 as soon as the body passes the limit and "
-    "closes; a client still sending 100 MB sees its connection reset, not the answer",
-}
+NOT_YET: dict[str, str] = {}
 
 
 #: LitServe's assertions that cannot hold with real processes, each with why (the README's
