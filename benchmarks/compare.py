@@ -3,6 +3,7 @@
     python -m venv /tmp/bench && /tmp/bench/bin/pip install . -r benchmarks/requirements.txt
     /tmp/bench/bin/python benchmarks/compare.py                # trivial and batched APIs
     /tmp/bench/bin/python benchmarks/compare.py --rounds 3     # each server 3 times, median
+    /tmp/bench/bin/python benchmarks/compare.py --baseline /tmp/before/bin/python  # vs a commit
     /tmp/bench/bin/python benchmarks/compare.py --streams      # streaming
     /tmp/bench/bin/python benchmarks/compare.py --scaling      # processes and batch sizes
     /tmp/bench/bin/python benchmarks/compare.py --async-io     # an async API awaiting 100 ms
@@ -178,9 +179,11 @@ def measure(url: str, args: argparse.Namespace, concurrency: int | None = None) 
     return result
 
 
-def zeroserve_up(api: str, port: int | str, workers: int, *extra: str) -> list[str]:
+def zeroserve_up(
+    api: str, port: int | str, workers: int, *extra: str, python: str = sys.executable
+) -> list[str]:
     return [
-        sys.executable, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
+        python, "-m", "zeroserve", "up", "--api", f"apis.py:{api}",
         "--port", str(port), "--workers", str(workers), "--log-level", "WARNING", *extra,
     ]  # fmt: skip
 
@@ -223,6 +226,10 @@ def compare(args: argparse.Namespace) -> None:
             mode = "batched" if kind == "batched" else "plain"
             servers[f"litserve, {kind}"] = [here, str(HERE / "litserve_server.py"), "{port}", mode]
         servers[f"zeroserve, {kind}"] = zeroserve_up(api, "{port}", args.workers)
+        if args.baseline:
+            servers[f"baseline, {kind}"] = zeroserve_up(
+                api, "{port}", args.workers, python=args.baseline
+            )
     runs: dict[str, list[dict]] = {name: [] for name in servers}
     for round_no in range(1, args.rounds + 1):
         for name, argv in servers.items():
@@ -256,6 +263,16 @@ def compare(args: argparse.Namespace) -> None:
         print(
             f"{name:22} {r['rps']:>8.0f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} "
             f"{r['rps'] / ceiling['rps']:>10.2f}x {vs_lit:>12} {p99_lit:>16}{second}"
+        )
+    if args.baseline:
+        print(
+            "\nzeroserve against the baseline (req/s, p99): "
+            + "; ".join(
+                f"{kind} {ratio(results[f'zeroserve, {kind}']['rps'], base, 'rps')}, "
+                f"{ratio(results[f'zeroserve, {kind}']['p99_ms'], base, 'p99_ms')}"
+                for kind in ("trivial", "batched")
+                if (base := results.get(f"baseline, {kind}"))
+            )
         )
     every_round(runs, 22)
     if not has_litserve:
@@ -663,6 +680,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--rounds", type=int, default=1, help="run every server this many times, interleaved"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="PYTHON",
+        help="an interpreter with another zeroserve installed (an earlier commit): its rows "
+        "run beside this one's, in the same rounds",
     )
     parser.add_argument("--streams", action="store_true", help="measure streaming")
     parser.add_argument("--scaling", action="store_true", help="measure scaling")
