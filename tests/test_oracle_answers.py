@@ -62,6 +62,16 @@ CASES = {
 }
 
 
+def test_a_streams_pieces_are_written_as_litserve_writes_them(
+    servers: tuple[Server, Server],
+) -> None:
+    """Byte for byte; the content type is the difference the README's table names (LitServe
+    sends none, zeroserve application/x-ndjson)."""
+    lit, zero = (ask(s.base, "POST", "/stream", json={"prompt": "two words"}) for s in servers)
+    assert (zero.status, zero.body) == (lit.status, lit.body)
+    assert zero.content_type == "application/x-ndjson"
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_answers_as_litserve(servers: tuple[Server, Server], case: str) -> None:
     method, path, kwargs = CASES[case]

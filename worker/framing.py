@@ -33,6 +33,24 @@ def to_json(value: Any) -> bytes:
         ) from None
 
 
+#: ``json.dumps``'s own separators, which LitServe writes streamed dicts with.
+_PIECE_ENCODER = json.JSONEncoder()
+
+
+def piece_json(value: Any) -> bytes:
+    """A streamed piece as LitServe writes it: a dict by ``json.dumps``, a pydantic model by
+    ``model_dump_json()``; anything else as whole answers are."""
+    if isinstance(value, dict):
+        try:
+            return _PIECE_ENCODER.encode(value).encode()
+        except (TypeError, ValueError):
+            return to_json(value)  # its error names what could not be encoded
+    dump = getattr(value, "model_dump_json", None)
+    if callable(dump):
+        return str(dump()).encode()
+    return to_json(value)
+
+
 class Framer:
     """Plain framing: JSON (or bytes, or a Response) whole; newline-delimited pieces streamed."""
 
@@ -53,7 +71,7 @@ class Framer:
         elif isinstance(encoded, str):
             data, content_type = encoded.encode(), "text/plain; charset=utf-8"
         else:
-            data, content_type = to_json(encoded) + b"\n", "application/x-ndjson"
+            data, content_type = piece_json(encoded) + b"\n", "application/x-ndjson"
         meta: dict[str, Any] = {}
         if not self.started:
             self.started = True

@@ -29,6 +29,21 @@ class PictureAPI(ls.LitAPI):
         )
 
 
+class WordStream(ls.LitAPI):
+    def decode_request(self, request):
+        return request["prompt"]
+
+    def predict(self, prompt):
+        if prompt == "crash":
+            yield "half"
+            raise RuntimeError("the model fell over")
+        yield from prompt.split()
+
+    def encode_response(self, words):
+        for word in words:
+            yield {"word": word}
+
+
 class FailingChat(ls.LitAPI):
     def predict(self, request):
         yield "a"
@@ -44,6 +59,7 @@ if __name__ == "__main__":
     apis = [
         PictureAPI(api_path="/picture"),
         ls.test_examples.SimpleLitAPI(api_path="/square"),
+        WordStream(api_path="/stream", stream=True),
         FailingChat(spec=ls.OpenAISpec()),
         FailingEmbed(spec=ls.OpenAIEmbeddingSpec()),
     ]
