@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -155,12 +156,16 @@ def test_refusals_and_goodbyes_are_parsed_in_one_place() -> None:
     assert p.parse_disconnect(p.pack_meta({"reason": 5, "worker": ""})) == {"reason": ""}
 
 
+_PAIR_NAMES = itertools.count()
+
+
 @pytest.fixture
 def pair() -> Iterator[tuple[zmq.Socket, zmq.Socket]]:
     """Two connected PAIR sockets in this process: a sender and a receiver."""
     context = zmq.Context.instance()
     a, b = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
-    endpoint = f"inproc://frames-{id(a)}"
+    # A name never used before: id() of a new socket may repeat one whose close is pending.
+    endpoint = f"inproc://frames-{next(_PAIR_NAMES)}"
     a.bind(endpoint)
     b.connect(endpoint)
     try:
