@@ -13,8 +13,7 @@ def test_a_launcher_grows_under_load_and_shrinks_when_idle(cluster: Cluster) -> 
     cluster.broker()
     launcher = cluster.worker(
         "EchoAPI", None,
-        "--min-processes", "1", "--max-processes", "3", "--scale-down-after", "1",
-        "--capacity", "1",
+        "--min-processes", "1", "--max-processes", "4", "--scale-down-after", "1",
     )  # fmt: skip
     cluster.frontend()
     cluster.wait_healthy(1)
@@ -32,17 +31,19 @@ def test_a_launcher_grows_under_load_and_shrinks_when_idle(cluster: Cluster) -> 
                 answers.append((value, r.status_code, r.json().get("echo")))
             i += 1
 
-    with ThreadPoolExecutor(6) as pool:
-        clients = [pool.submit(client, k) for k in range(6)]
+    with ThreadPoolExecutor(16) as pool:
+        clients = [pool.submit(client, k) for k in range(16)]
         try:
-            # Six clients on one slot: work waits at the broker, and the launcher grows.
-            wait_until(lambda: len(worker_pids(launcher)) == 3, timeout_s=40, what="3 processes")
-            wait_until(lambda: len(cluster.ready_workers()) == 3, what="3 ready workers")
+            # Sixteen clients of a sync API with its default capacity (two batches): a process
+            # holds what it can start soon, the rest waits at the broker, where the scaler
+            # sees it, and the launcher grows to its maximum.
+            wait_until(lambda: len(worker_pids(launcher)) == 4, timeout_s=40, what="4 processes")
+            wait_until(lambda: len(cluster.ready_workers()) == 4, what="4 ready workers")
             launchers = (cluster.status() or {})["launchers"]
             assert [
                 (r["processes"], r["min_processes"], r["max_processes"]) for r in launchers
-            ] == [(3, 1, 3)]
-            assert "3/3 (1-3)" in run_cli("status", "--broker", cluster.frontend_endpoint).stdout
+            ] == [(4, 1, 4)]
+            assert "4/4 (1-4)" in run_cli("status", "--broker", cluster.frontend_endpoint).stdout
         finally:
             stop.set()
             for f in clients:
