@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: Set by `cluster up` on its children: the pid whose end should end them too.
 PARENT_ENV = "ZEROSERVE_PARENT_PID"
+#: A file where a process that stops for good writes why, in one line, for the process that
+#: started it (``cluster up`` ends with that line).
+EXIT_REPORT_ENV = "ZEROSERVE_EXIT_REPORT"
 PARENT_CHECK_S = 0.5
 
 
@@ -203,7 +206,9 @@ class Supervisor:
             log.info("%s: process %d removed (exit code %s)", self.name, pid, code)
             return
         if code in self.final_exits:
-            log.error("%s: process %d %s; stopping", self.name, pid, self.final_exits[code])
+            why = f"{self.final_exits[code]}: {said}" if said else self.final_exits[code]
+            log.error("%s: process %d %s; stopping", self.name, pid, why)
+            leave_exit_report(why)
             self._final_code = code
             self._stop_signal = signal.SIGTERM
             return
@@ -247,6 +252,21 @@ def report(said: Any, text: str) -> None:
     if said is not None:
         with contextlib.suppress(OSError, ValueError):
             said.send_bytes(text.encode()[:MAX_REPORT_BYTES])
+
+
+def leave_exit_report(text: str) -> None:
+    """Write why this process stops for good where its starter looks (EXIT_REPORT_ENV)."""
+    path = os.environ.get(EXIT_REPORT_ENV)
+    if path:
+        with contextlib.suppress(OSError), open(path, "w", encoding="utf-8") as f:
+            f.write(text[:MAX_REPORT_BYTES])
+
+
+def read_exit_report(path: str) -> str:
+    """What a process left with ``leave_exit_report``; empty when nothing."""
+    with contextlib.suppress(OSError), open(path, encoding="utf-8") as f:
+        return f.read(MAX_REPORT_BYTES).strip()
+    return ""
 
 
 def _read_report(said: Any) -> str:

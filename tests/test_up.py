@@ -7,9 +7,11 @@ import json
 import os
 import selectors
 import signal
+import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import requests
@@ -31,8 +33,18 @@ def _read_line_with(proc: subprocess.Popen, needle: str, timeout_s: float) -> st
     raise AssertionError(f"`cluster up` never printed {needle!r}")
 
 
+def _dead_socket_dir(parent: Path, name: str) -> Path:
+    """What a `cluster up` killed with -9 leaves: its folder, a socket nothing listens on."""
+    folder = parent / name
+    folder.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.bind(str(folder / "frontends"))
+    return folder
+
+
 def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
     port = free_port()
+    left_by_a_kill = _dead_socket_dir(tmp_path, "zeroserve-k1")
     with open(tmp_path / "up.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "zeroserve", "up", "--port", str(port), "--workers", "2"],
@@ -45,7 +57,9 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
         )
     try:
         line = _read_line_with(proc, "serving on", 60)
-        # The broker listens on Unix sockets in a folder only this user may enter.
+        # The broker listens on Unix sockets in a folder only this user may enter; what a
+        # killed one left was removed at start.
+        assert not left_by_a_kill.exists()
         (socket_dir,) = tmp_path.glob("zeroserve-*")
         assert socket_dir.stat().st_mode & 0o777 == 0o700
         assert sorted(p.name for p in socket_dir.iterdir()) == ["frontends", "workers"]
@@ -64,6 +78,17 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
             return len(json.loads(status.stdout)["workers"]) if status.returncode == 0 else 0
 
         wait_until(lambda: workers_shown() == 2, what="plain `cluster status` to find it")
+        # A newer folder of a dead one is passed over, and the text says which cluster it is.
+        _dead_socket_dir(tmp_path, "zeroserve-k2")
+        shown = subprocess.run(
+            [sys.executable, "-m", "zeroserve", "status"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+            check=True,
+        )
+        assert shown.stdout.splitlines()[0] == f"broker ipc://{socket_dir}/frontends"
         answer = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": 4}, timeout=10)
         assert answer.json() == {"output": 16}
         bad = requests.post(f"http://127.0.0.1:{port}/predict", json={"input": "x"}, timeout=10)
@@ -195,4 +220,5 @@ def test_up_whose_setup_fails_stops_at_once_naming_it(tmp_path) -> None:
     assert out.returncode == 1
     assert time.monotonic() - started < 20
     assert "BadSetupAPI.setup failed (RuntimeError: the model file is missing)" in out.stderr
-    assert "the API's setup failed" in out.stderr.strip().splitlines()[-1]
+    last = out.stderr.strip().splitlines()[-1]
+    assert "setup failed: RuntimeError: the model file is missing; stopped" in last, last

@@ -173,7 +173,7 @@ def process_config(config: WorkerConfig, device: str) -> WorkerConfig:
 
 def final_exits(config: WorkerConfig) -> dict[int, str]:
     """A refusal by the broker is for good; a failing setup too, when asked (`cluster up`)."""
-    exits = {EXIT_REFUSED: "was refused by the broker (its reason is above)"}
+    exits = {EXIT_REFUSED: "was refused by the broker"}
     if config.exit_on_setup_failure:
-        exits[EXIT_SETUP_FAILED] = "could not set up the API (its error is above)"
+        exits[EXIT_SETUP_FAILED] = "could not set up the API"
     return exits

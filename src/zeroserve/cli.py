@@ -719,7 +719,12 @@ def status(brokers: tuple[str, ...], as_json: bool, timeout_s: float, **options:
         keys = take_link(options).client_keys()
         if len(brokers) <= 1:
             snapshot = fetch_status(broker, timeout_s, keys)
-            click.echo(json.dumps(snapshot, indent=2) if as_json else format_status(snapshot))
+            if as_json:
+                click.echo(json.dumps(snapshot, indent=2))
+                return 0
+            if not brokers:  # found, not given: say which cluster this is
+                click.echo(f"broker {broker}")
+            click.echo(format_status(snapshot))
             return 0
         # Several brokers: each as it sees the cluster (JSON: one entry per broker).
         entries: list[dict[str, Any]] = []

@@ -34,14 +34,14 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.common.link import LinkConfig
 from zeroserve.common.security import TOKEN_ENV
 from zeroserve.common.status_client import fetch_status
-from zeroserve.common.supervisor import PARENT_ENV
+from zeroserve.common.supervisor import EXIT_REPORT_ENV, PARENT_ENV, read_exit_report
 
 log = logging.getLogger(__name__)
 
 #: What a child's exit code says, for the line that ends `cluster up`.
 CHILD_EXITS = {
-    77: ": the broker refused the worker (its reason is above)",
-    78: ": the API's setup failed in its worker process (its error is above)",
+    77: ": the broker refused the worker",
+    78: ": the API's setup failed in its worker process",
 }
 
 #: Everything is stopped within this, killed if need be.
@@ -88,6 +88,10 @@ class Up:
         self.stop_requested = threading.Event()
         #: Why it stopped on its own, said last.
         self.failure = ""
+        #: Launcher pid -> the file where it says why it stopped for good.
+        self._exit_reports: dict[int, str] = {}
+        self._reports_dir: str | None = None
+        remove_dead_socket_dirs()
         self._socket_dir = _private_socket_dir()
         if self._socket_dir is not None:
             self.frontend_endpoint = f"ipc://{self._socket_dir}/frontends"
@@ -165,8 +169,18 @@ class Up:
             ]
             if c.workers:
                 worker += ["--processes", str(c.workers)]
-            launchers.append(subprocess.Popen(worker, env=self._child_env(), **OWN_PROCESS_GROUP))
+            report = self._exit_report_path(len(launchers))
+            env = {**self._child_env(), EXIT_REPORT_ENV: report}
+            launcher = subprocess.Popen(worker, env=env, **OWN_PROCESS_GROUP)
+            self._exit_reports[launcher.pid] = report
+            launchers.append(launcher)
         return launchers
+
+    def _exit_report_path(self, index: int) -> str:
+        """Where launcher `index` says why it stopped for good (in the private folder)."""
+        if self._reports_dir is None:
+            self._reports_dir = self._socket_dir or tempfile.mkdtemp(prefix="zeroserve-up-")
+        return os.path.join(self._reports_dir, f"worker-{index}.exit")
 
     @staticmethod
     def _child_env() -> dict[str, str]:
@@ -192,9 +206,14 @@ class Up:
             for child in self.children:
                 if child.poll() is not None:
                     name = child.args[3] if isinstance(child.args, list) else child.args
+                    said = read_exit_report(self._exit_reports.get(child.pid, ""))
+                    why = CHILD_EXITS.get(child.returncode, "")
+                    if said:
+                        why = f": {said}"
+                    elif why:
+                        why += " (its reason is above)"
                     self.failure = (
-                        f"`cluster {name}` exited with code {child.returncode}"
-                        f"{CHILD_EXITS.get(child.returncode, '')}; stopped"
+                        f"`cluster {name}` exited with code {child.returncode}{why}; stopped"
                     )
                     return 1
             if not ready:
@@ -224,8 +243,9 @@ class Up:
         deadline = time.monotonic() + STOP_TIMEOUT_S
         self._stop(self.children[1:], deadline)
         self._stop(self.children[:1], deadline + 2.0)
-        if self._socket_dir is not None:
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        for folder in (self._socket_dir, self._reports_dir):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
     @staticmethod
     def _stop(children: list[subprocess.Popen], deadline: float) -> None:
@@ -241,16 +261,39 @@ class Up:
                 child.wait()
 
 
-def local_cluster() -> str | None:
-    """The frontend endpoint of the newest `cluster up` of this user on this machine: its
-    broker's Unix sockets are in a folder of a known name."""
+def _socket_dirs() -> list[tuple[float, Path]]:
+    """This user's `cluster up` socket folders on this machine, with their socket's age."""
     found = []
     for folder in Path(tempfile.gettempdir()).glob("zeroserve-*"):
         sock = folder / "frontends"
         with contextlib.suppress(OSError):
             if folder.stat().st_uid == os.getuid() and sock.is_socket():
-                found.append((sock.stat().st_mtime, sock))
-    return f"ipc://{max(found)[1]}" if found else None
+                found.append((sock.stat().st_mtime, folder))
+    return found
+
+
+def _listening(sock: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(sock))
+        except OSError:
+            return False
+    return True
+
+
+def local_cluster() -> str | None:
+    """The frontend endpoint of the newest live `cluster up` of this user on this machine:
+    its broker's Unix sockets are in a folder of a known name."""
+    live = [(age, folder) for age, folder in _socket_dirs() if _listening(folder / "frontends")]
+    return f"ipc://{max(live)[1] / 'frontends'}" if live else None
+
+
+def remove_dead_socket_dirs() -> None:
+    """The folders of `cluster up`s that ended without removing theirs (kill -9): nothing
+    listens on their sockets any more."""
+    for _, folder in _socket_dirs():
+        if not _listening(folder / "frontends"):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _check_port_free(host: str, port: int) -> None:
