@@ -90,6 +90,35 @@ def test_bench_fails_when_nothing_succeeds() -> None:
     assert "no request to" in out.stderr
 
 
+def test_bench_with_nothing_measured_prints_no_nan() -> None:
+    port = free_port()
+    out = run("bench", f"http://127.0.0.1:{port}/predict", "--duration", "0.5", timeout_s=30)
+    assert "p50 -, p90 -, p99 -" in out.stdout
+    assert "nan" not in out.stdout
+
+
+def test_bench_refuses_https_it_would_not_measure() -> None:
+    out = run("bench", "https://127.0.0.1:1/predict", "--duration", "0.5", timeout_s=30)
+    assert out.returncode == 2
+    assert "speaks plain HTTP" in out.stderr
+
+
+def test_bench_expecting_streams_fails_on_whole_answers(cluster: Cluster) -> None:
+    cluster.up("EchoAPI")
+    out = run("bench", cluster.url(), "--stream", "--duration", "0.5", timeout_s=30)
+    assert out.returncode == 1, out.stdout
+    assert "not streamed" in out.stdout
+
+
+def test_keygen_never_overwrites_a_key(tmp_path) -> None:
+    assert run("keygen", str(tmp_path), "--name", "broker").returncode == 0
+    secret = (tmp_path / "broker.key_secret").read_bytes()
+    again = run("keygen", str(tmp_path), "--name", "broker")
+    assert again.returncode != 0
+    assert "exists; keygen never overwrites a key" in again.stderr
+    assert (tmp_path / "broker.key_secret").read_bytes() == secret
+
+
 def test_a_frontend_without_its_broker_says_so_on_every_route(cluster: Cluster) -> None:
     cluster.frontend_endpoint = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
     cluster.frontend()

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 from urllib.parse import urlsplit
 
+from zeroserve.common.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class BenchConfig:
@@ -28,6 +30,13 @@ class BenchConfig:
     warmup_s: float = 1.0
     #: Expect chunked (streamed) answers; any other counts as an error.
     stream: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith("http://"):
+            raise ConfigError(
+                f"cluster bench speaks plain HTTP (http://...), not {self.url.split(':', 1)[0]}; "
+                "measure HTTPS with wrk"
+            )
 
 
 @dataclass
@@ -48,20 +57,22 @@ class BenchResult:
         self.statuses.update(other.statuses)
         self.errors.update(other.errors)
 
-    def percentile_ms(self, q: float, values: list[float] | None = None) -> float:
+    def percentile_ms(self, q: float, values: list[float] | None = None) -> float | None:
+        """None when nothing was measured (printed as "-", never "nan")."""
         values = self.latencies_s if values is None else values
         if not values:
-            return float("nan")
+            return None
         ordered = sorted(values)
-        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000
+        return round(ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))] * 1000, 3)
 
     def summary(self) -> dict[str, Any]:
-        ok = self.statuses.get(200, 0)
+        # Expecting streams, an answer that was not streamed is not a success.
+        ok = self.statuses.get(200, 0) - self.errors.get("not streamed", 0)
         streamed = {}
         if self.first_chunk_s:
             streamed = {
-                "first_chunk_p50_ms": round(self.percentile_ms(50, self.first_chunk_s), 3),
-                "first_chunk_p99_ms": round(self.percentile_ms(99, self.first_chunk_s), 3),
+                "first_chunk_p50_ms": self.percentile_ms(50, self.first_chunk_s),
+                "first_chunk_p99_ms": self.percentile_ms(99, self.first_chunk_s),
             }
         return {
             **streamed,
@@ -69,9 +80,9 @@ class BenchResult:
             "ok": ok,
             "seconds": round(self.elapsed_s, 3),
             "rps": round(ok / self.elapsed_s, 1) if self.elapsed_s else 0.0,
-            "p50_ms": round(self.percentile_ms(50), 3),
-            "p90_ms": round(self.percentile_ms(90), 3),
-            "p99_ms": round(self.percentile_ms(99), 3),
+            "p50_ms": self.percentile_ms(50),
+            "p90_ms": self.percentile_ms(90),
+            "p99_ms": self.percentile_ms(99),
             "statuses": {str(k): v for k, v in sorted(self.statuses.items())},
             "errors": dict(self.errors),
         }

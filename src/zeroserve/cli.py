@@ -802,30 +802,33 @@ def bench(url: str, payload: Any, as_json: bool, log_level: str, **options: Any)
     from zeroserve.bench import BenchConfig, run_bench
 
     configure_logging(log_level, "bench")
-    config = BenchConfig(
-        url=url,
-        concurrency=options["concurrency"],
-        duration_s=options["duration_s"],
-        payload=payload.read() if payload else BenchConfig.payload,
-        content_type=options["content_type"],
-        processes=options["client_processes"],
-        stream=options["stream"],
-    )
+    try:
+        config = BenchConfig(
+            url=url,
+            concurrency=options["concurrency"],
+            duration_s=options["duration_s"],
+            payload=payload.read() if payload else BenchConfig.payload,
+            content_type=options["content_type"],
+            processes=options["client_processes"],
+            stream=options["stream"],
+        )
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
     progress = sys.stderr if sys.stderr.isatty() and not as_json else None
     summary = run_bench(config, progress).summary()
     if as_json:
         click.echo(json.dumps(summary))
         sys.exit(0 if summary["ok"] else 1)
+
+    def ms(key: str) -> str:
+        return "-" if summary.get(key) is None else f"{summary[key]} ms"
+
     click.echo(
         f"{summary['ok']} ok of {summary['requests']} in {summary['seconds']} s: "
-        f"{summary['rps']} req/s, p50 {summary['p50_ms']} ms, p90 {summary['p90_ms']} ms, "
-        f"p99 {summary['p99_ms']} ms"
+        f"{summary['rps']} req/s, p50 {ms('p50_ms')}, p90 {ms('p90_ms')}, p99 {ms('p99_ms')}"
     )
     if "first_chunk_p50_ms" in summary:
-        click.echo(
-            f"first chunk: p50 {summary['first_chunk_p50_ms']} ms, "
-            f"p99 {summary['first_chunk_p99_ms']} ms"
-        )
+        click.echo(f"first chunk: p50 {ms('first_chunk_p50_ms')}, p99 {ms('first_chunk_p99_ms')}")
     click.echo(f"statuses: {summary['statuses']}  errors: {summary['errors'] or 'none'}")
     if not summary["ok"]:
         click.echo(f"error: no request to {url} succeeded", err=True)
@@ -843,6 +846,15 @@ def keygen(directory: str, name: str, log_level: str) -> None:
     configure_logging(log_level, "keygen")
 
     def run() -> int:
+        from pathlib import Path
+
+        files = [Path(directory) / f"{name}{suffix}" for suffix in (".key", ".key_secret")]
+        existing = [f for f in files if f.exists()]
+        if existing:
+            raise ConfigError(
+                f"{existing[0]} exists; keygen never overwrites a key "
+                "(remove it, or give another --name)"
+            )
         public, secret = create_keypair(directory, name)
         click.echo(f"public key: {public}\nsecret key: {secret} (keep it private)")
         return 0
