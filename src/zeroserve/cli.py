@@ -31,6 +31,7 @@ from zeroserve.common.tracing import check as check_tracing
 from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.common.version import __version__
 from zeroserve.frontend.config import FrontendConfig
+from zeroserve.http_flags import forwarded, http_options, take_http
 from zeroserve.worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -560,6 +561,7 @@ def worker(api: str | None, **options: Any) -> None:
     "check included, except the routes of APIs that define authorize() "
     "[env: LIT_SERVER_API_KEY].",
 )
+@http_options
 @log_level_option
 def frontend(model_metadata: str | None, **options: Any) -> None:
     """Run the HTTP frontend."""
@@ -577,7 +579,8 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
                 raise ConfigError(f"--model-metadata is not JSON: {exc}") from None
             if not isinstance(metadata, dict):
                 raise ConfigError("--model-metadata must be a JSON object")
-        config = FrontendConfig(model_metadata=metadata, link=take_link(options), **options)
+        http = take_http(options)
+        config = FrontendConfig(model_metadata=metadata, link=take_link(options), **http, **options)
         return run_frontend(config)
 
     _run_guarded(run, serves=True)
@@ -612,6 +615,7 @@ def frontend(model_metadata: str | None, **options: Any) -> None:
 @request_timeout_option
 @heartbeat_options
 @api_key_option
+@http_options
 @log_level_option
 def up(apis: tuple[str, ...], **options: Any) -> None:
     """Run broker, workers and frontend on this machine (the built-in demo without --api)."""
@@ -638,6 +642,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
     if options["workers_per_device"] > 1:
         worker_flags += ["--workers-per-device", str(options["workers_per_device"])]
     specs = apis or (DEMO_API,)
+    http_flags = forwarded(options)
 
     def run() -> int:
         # Check the APIs here, so that a mistake is one clear line before anything starts.
@@ -651,7 +656,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
             port=options["port"],
             workers=options["workers"],
             worker_flags=tuple(worker_flags),
-            frontend_flags=("--request-timeout", str(options["request_timeout_s"])),
+            frontend_flags=("--request-timeout", str(options["request_timeout_s"]), *http_flags),
             link=take_link(options),
             api_key=options["api_key"],
             routes=tuple(route["path"] for s in settings for route in s.routes),

@@ -32,6 +32,7 @@ from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.tracing import check as check_tracing
+from zeroserve.middlewares import frontend_flags as middleware_flags
 from zeroserve.up import Up, UpConfig
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
@@ -46,8 +47,6 @@ NO_TIMEOUT_S = 365 * 24 * 3600.0
 #: LitServe arguments that mean nothing here, with what to do instead; each is refused
 #: unless it has its default value.
 NO_EQUIVALENT = {
-    "middlewares": (None, "FastAPI middlewares do not run here (the frontend is Tornado): "
-                    "put the logic in decode_request, or in a callback"),
     "enable_shutdown_api": (False, "there is no shutdown endpoint: stop the server with "
                             "Ctrl-C or SIGTERM"),
     "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
@@ -111,7 +110,6 @@ class LitServer:
         given = {
             "shutdown_path": shutdown_path,
             "enable_shutdown_api": enable_shutdown_api,
-            "middlewares": middlewares,
             "spec": spec,
             "max_batch_size": max_batch_size,
             "batch_timeout": batch_timeout,
@@ -142,7 +140,11 @@ class LitServer:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"model_metadata must be JSON serialisable: {exc}") from None
         self.model_metadata = model_metadata
-        self.max_body_bytes = _size_in_bytes(max_payload_size)
+        self.middlewares, self.middleware_flags, self.max_body_bytes = middleware_flags(
+            middlewares,
+            any(getattr(api, "stream", False) for api in self.apis),
+            _size_in_bytes(max_payload_size),
+        )
         self.callbacks = _as_list(callbacks)
         self.loggers = _as_list(loggers)
 
@@ -236,6 +238,7 @@ class LitServer:
             frontend_flags.append("--no-openapi")
         if self.max_body_bytes is not None:
             frontend_flags += ["--max-body", str(self.max_body_bytes)]
+        frontend_flags += self.middleware_flags
         if self.model_metadata is not None:
             frontend_flags += ["--model-metadata", json.dumps(self.model_metadata)]
         up = _InProcessUp(
