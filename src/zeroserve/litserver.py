@@ -142,7 +142,7 @@ class LitServer:
         self.model_metadata = model_metadata
         self.middlewares, self.middleware_flags, self.max_body_bytes = middleware_flags(
             middlewares,
-            any(getattr(api, "stream", False) for api in self.apis),
+            any(_streams(api) for api in self.apis),
             _size_in_bytes(max_payload_size),
         )
         self.callbacks = _as_list(callbacks)
@@ -345,6 +345,13 @@ def _check_paths(apis: list[Any], healthcheck_path: str, info_path: str) -> None
         if owner is not None:
             raise ConfigError(f"api_path {path} is already in use by {owner}")
         taken[path] = type(api).__name__
+
+
+def _streams(api: Any) -> bool:
+    """LitServe's ``any_stream`` test: the API streams, or its spec does."""
+    return bool(
+        getattr(api, "stream", False) or getattr(getattr(api, "spec", None), "stream", False)
+    )
 
 
 def _as_list(value: Any) -> list[Any]:
