@@ -65,6 +65,14 @@ def test_the_frontend_answers_cors_and_compresses(cluster: Cluster) -> None:
     assert metrics.headers["Content-Encoding"] == "gzip"
 
 
+def test_a_stream_gets_cors_headers_and_is_not_compressed(cluster: Cluster) -> None:
+    cluster.up("StreamAPI", frontend_args=("--cors-origin", "*", "--gzip-min-size", "1"))
+    with cluster.post({"n": 50}, stream=True, headers={"Origin": ORIGIN}) as answer:
+        assert answer.headers["Access-Control-Allow-Origin"] == "*"
+        assert "Content-Encoding" not in answer.headers
+        assert answer.raw.read(decode_content=False).count(b'"i"') == 50
+
+
 def test_cluster_up_forwards_the_flags(tmp_path: Path) -> None:
     proc, port = _start_up(tmp_path, "--workers", "1", "--cors-origin", "*", "--gzip-min-size", "1")
     family = psutil.Process(proc.pid).children(recursive=True)
