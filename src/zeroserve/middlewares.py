@@ -118,6 +118,7 @@ def frontend_flags(
     """LitServe's ``server.middlewares`` list (its defaults appended as LitServe appends
     them), the frontend's flags for it, and the request-size limit it sets."""
     entries = _entries(middlewares)
+    payload_limit = max_body_bytes
     flags: list[str] = []
     gzip: tuple[int, int] | None = None
     cors_seen = False
@@ -152,8 +153,8 @@ def frontend_flags(
             gzip = (DEFAULT_GZIP_MIN_SIZE, 9)
     if gzip is not None:
         flags += ["--gzip-min-size", str(gzip[0]), "--gzip-level", str(gzip[1])]
-    if max_body_bytes is not None:
-        served.append((MaxSizeMiddleware, {"max_size": max_body_bytes}))
+    if payload_limit is not None:  # LitServe's max_payload_size
+        served.append((MaxSizeMiddleware, {"max_size": payload_limit}))
     return served, flags, max_body_bytes
 
 
