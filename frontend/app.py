@@ -36,9 +36,11 @@ from zeroserve.frontend.access import (
 )
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
 from zeroserve.frontend.config import FrontendConfig
+from zeroserve.frontend.cors import CorsPolicy
 from zeroserve.frontend.dashboard import CONTENT_SECURITY_POLICY, Recent, dashboard_data
 from zeroserve.frontend.dashboard import page as dashboard_page
 from zeroserve.frontend.metrics import FrontendMetrics, merge_snapshots
+from zeroserve.frontend.middlewares import preflight, shape, transforms
 
 log = logging.getLogger(__name__)
 
@@ -349,6 +351,16 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
     ) -> None:
         front = self.front
         config = front.config
+        if (answer := preflight(config, self.request.method or "", headers)) is not None:
+            status, extra, body = answer
+            self._write_whole(
+                status,
+                body,
+                headers=self._headers(extra.pop("Content-Type")),
+                extra=extra,
+                preflight=True,
+            )
+            return
         if (refused := zeroserve_refusal(headers, config.api_key)) is not None:
             self._write_whole(*refused)
             return
@@ -493,6 +505,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             stream = getattr(self.conn, "stream", None)
             if stream is not None:
                 stream.set_nodelay(True)
+            shape(self.front.config, self.request.headers, status, headers, None)
             self.conn.write_headers(
                 tornado.httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)),
                 headers,
@@ -540,14 +553,17 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         body: bytes,
         extra: dict[str, str] | None = None,
         headers: tornado.httputil.HTTPHeaders | None = None,
+        preflight: bool = False,
     ) -> None:
         if self.answered:
             return
         self.answered = True
         if headers is None:
             headers = self._headers("application/json")
-            for name, value in (extra or {}).items():
-                headers[name] = value
+        for name, value in (extra or {}).items():
+            headers[name] = value
+        if not preflight:
+            body = shape(self.front.config, self.request.headers, status, headers, body) or body
         headers["Content-Length"] = str(len(body))
         self.conn.write_headers(
             tornado.httputil.ResponseStartLine("HTTP/1.1", status, _reason(status)), headers, body
@@ -571,8 +587,8 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self._write_error(status, meta.get("error", "error"), extra)
 
     def _reject_too_large(self) -> None:
-        limit = self.front.config.max_body_bytes
-        self._write_error(413, f"the request body exceeds the limit of {limit} bytes")
+        # LitServe's MaxSizeMiddleware's words.
+        self._write_error(413, "Payload too large")
 
     def _done(self, status: int) -> None:
         request = self.request
@@ -642,6 +658,10 @@ class FrontendRouter(tornado.routing.Router):
         self, request: tornado.httputil.HTTPServerRequest, **kwargs: Any
     ) -> tornado.httputil.HTTPMessageDelegate | None:
         path = request.path
+        if self.front.config.cors is not None and CorsPolicy.is_preflight(
+            request.method or "", request.headers
+        ):
+            return ServeDelegate(self.front, request)
         if path in self.own_paths or (path == "/" and self._index_is_free()):
             return self.app.find_handler(request)
         return ServeDelegate(self.front, request)
@@ -664,6 +684,7 @@ def make_app(
             (r"/dashboard", DashboardHandler, guarded),
             (r"/dashboard/data", DashboardDataHandler, {**guarded, "recent": recent}),
         ],
+        transforms=transforms(config),
         compress_response=False,
         log_function=_log_request,
     )

@@ -8,6 +8,8 @@ from typing import Any
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.link import LinkConfig
+from zeroserve.frontend.cors import CorsPolicy
+from zeroserve.frontend.gzip import GzipPolicy
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,9 @@ class FrontendConfig:
     #: HTTPS: the certificate chain (PEM), and its private key when not in the same file.
     certfile: str | None = None
     keyfile: str | None = None
+    #: LitServer's CORSMiddleware and GZipMiddleware, served by the frontend itself.
+    cors: CorsPolicy | None = None
+    gzip: GzipPolicy | None = None
 
     def __post_init__(self) -> None:
         self.link.check_peer()

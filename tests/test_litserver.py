@@ -117,7 +117,7 @@ def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ("middlewares=[object()]", "LitServer(middlewares=...) has no equivalent here"),
+        ("middlewares=[object()]", "middlewares must be a list of tuples"),
         ("enable_shutdown_api=True", "stop the server with Ctrl-C or SIGTERM"),
         ("accelerator='tpu'", "accelerator must be one of auto, cpu, cuda, gpu, mps"),
         ("workers_per_device=[1, 2]", "workers_per_device has 2 value(s) for 1 API(s)"),

@@ -70,7 +70,6 @@ INTERNAL = {
 NOT_YET = {
     ".mcp": {"MCP", "ToolEndpointType", "extract_input_schema"},
     ".connector": {"check_cuda_with_nvidia_smi"},
-    ".middlewares": {"MaxSizeMiddleware", "RequestCountMiddleware"},
 }
 
 

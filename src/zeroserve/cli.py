@@ -31,6 +31,7 @@ from zeroserve.common.tracing import check as check_tracing
 from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.common.version import __version__
 from zeroserve.frontend.config import FrontendConfig
+from zeroserve.http_flags import forwarded, http_options, take_http
 from zeroserve.worker.config import WorkerConfig
 
 log = logging.getLogger(__name__)
@@ -579,6 +580,7 @@ def _json_object(flag: str, value: str | None) -> dict[str, Any] | None:
     "check included, except the routes of APIs that define authorize() "
     "[env: LIT_SERVER_API_KEY].",
 )
+@http_options
 @log_level_option
 def frontend(model_metadata: str | None, server_info: str | None, **options: Any) -> None:
     """Run the HTTP frontend."""
@@ -588,10 +590,12 @@ def frontend(model_metadata: str | None, server_info: str | None, **options: Any
     stop_with_parent()
 
     def run() -> int:
+        http = take_http(options)
         config = FrontendConfig(
             model_metadata=_json_object("--model-metadata", model_metadata),
             server_info=_json_object("--server-info", server_info),
             link=take_link(options),
+            **http,
             **options,
         )
         return run_frontend(config)
@@ -628,6 +632,7 @@ def frontend(model_metadata: str | None, server_info: str | None, **options: Any
 @request_timeout_option
 @heartbeat_options
 @api_key_option
+@http_options
 @log_level_option
 def up(apis: tuple[str, ...], **options: Any) -> None:
     """Run broker, workers and frontend on this machine (the built-in demo without --api)."""
@@ -654,6 +659,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
     if options["workers_per_device"] > 1:
         worker_flags += ["--workers-per-device", str(options["workers_per_device"])]
     specs = apis or (DEMO_API,)
+    http_flags = forwarded(options)
 
     def run() -> int:
         # Check the APIs here, so that a mistake is one clear line before anything starts.
@@ -667,7 +673,7 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
             port=options["port"],
             workers=options["workers"],
             worker_flags=tuple(worker_flags),
-            frontend_flags=("--request-timeout", str(options["request_timeout_s"])),
+            frontend_flags=("--request-timeout", str(options["request_timeout_s"]), *http_flags),
             link=take_link(options),
             api_key=options["api_key"],
             routes=tuple(route["path"] for s in settings for route in s.routes),

@@ -33,6 +33,7 @@ from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.tracing import check as check_tracing
+from zeroserve.middlewares import frontend_flags as middleware_flags
 from zeroserve.up import Up, UpConfig
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
@@ -47,8 +48,6 @@ NO_TIMEOUT_S = 365 * 24 * 3600.0
 #: LitServe arguments that mean nothing here, with what to do instead; each is refused
 #: unless it has its default value.
 NO_EQUIVALENT = {
-    "middlewares": (None, "FastAPI middlewares do not run here (the frontend is Tornado): "
-                    "put the logic in decode_request, or in a callback"),
     "enable_shutdown_api": (False, "there is no shutdown endpoint: stop the server with "
                             "Ctrl-C or SIGTERM"),
     "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
@@ -113,7 +112,6 @@ class LitServer:
         given = {
             "shutdown_path": shutdown_path,
             "enable_shutdown_api": enable_shutdown_api,
-            "middlewares": middlewares,
             "spec": spec,
             "max_batch_size": max_batch_size,
             "batch_timeout": batch_timeout,
@@ -146,7 +144,11 @@ class LitServer:
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"model_metadata must be JSON serialisable: {exc}") from None
         self.model_metadata = model_metadata
-        self.max_body_bytes = _size_in_bytes(max_payload_size)
+        self.middlewares, self.middleware_flags, self.max_body_bytes = middleware_flags(
+            middlewares,
+            any(_streams(api) for api in self.apis),
+            _size_in_bytes(max_payload_size),
+        )
         #: The info endpoint's "server" block, with the values given, as LitServe shows them.
         self.server_info = {
             "devices": _devices_shown(self.plans),
@@ -249,6 +251,7 @@ class LitServer:
             frontend_flags.append("--no-openapi")
         if self.max_body_bytes is not None:
             frontend_flags += ["--max-body", str(self.max_body_bytes)]
+        frontend_flags += self.middleware_flags
         if self.model_metadata is not None:
             frontend_flags += ["--model-metadata", json.dumps(self.model_metadata)]
         frontend_flags += ["--server-info", json.dumps(self.server_info, default=str)]
@@ -373,6 +376,13 @@ def _check_specs(apis: list[Any]) -> None:
                 "the default",
                 stacklevel=3,
             )
+
+
+def _streams(api: Any) -> bool:
+    """LitServe's ``any_stream`` test: the API streams, or its spec does."""
+    return bool(
+        getattr(api, "stream", False) or getattr(getattr(api, "spec", None), "stream", False)
+    )
 
 
 def _as_list(value: Any) -> list[Any]:

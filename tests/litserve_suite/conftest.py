@@ -46,16 +46,25 @@ if str(ROOT) not in sys.path:
 NOT_YET: dict[str, str] = {}
 
 
-#: LitServe's assertions that cannot hold with real processes, each with why (the README's
-#: migration table has them too).
+_EMBEDDING_ERRORS = (
+    "LitServe's test client runs the server in its own process, so a ValueError its endpoint "
+    "raises reaches the test; across processes a client gets an answer, and zeroserve takes "
+    "the vectors encode_response returns, with or without the 'embeddings' key"
+)
+
+#: LitServe's assertions that cannot hold with real processes or without a FastAPI app,
+#: each with why (the README's migration table has them too).
 BY_DESIGN = {
-    name: "LitServe's test client runs the server in its own process, so a ValueError its "
-    "endpoint raises reaches the test; across processes a client gets an answer, and "
-    "zeroserve takes the vectors encode_response returns, with or without the 'embeddings' key"
-    for name in (
-        "test_openai_embedding_spec_with_non_dict_output",
-        "test_openai_embedding_spec_with_missing_embeddings",
-    )
+    "test_openai_embedding_spec_with_non_dict_output": _EMBEDDING_ERRORS,
+    "test_openai_embedding_spec_with_missing_embeddings": _EMBEDDING_ERRORS,
+    "test_custom_middleware": "ASGI middlewares do not run here (the frontend is Tornado); "
+    "LitServer refuses them, serving only CORSMiddleware, GZipMiddleware, MaxSizeMiddleware",
+    "test_starlette_middlewares": "as test_custom_middleware: TrustedHostMiddleware and "
+    "HTTPSRedirectMiddleware are refused at LitServer()",
+    "test_middleware_multiple_initialization": "it counts FastAPI's app.user_middleware; "
+    "there is no FastAPI app",
+    "test_track_requests_middleware_isolation": "it calls LitServer._prepare_app_run on copies "
+    "of the FastAPI app; there is none (requests in flight are counted in /metrics)",
 }
 
 
