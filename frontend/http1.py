@@ -40,6 +40,7 @@ READ_BYTES = 64 * 1024
 #: connection closes, so a client still sending its body reads the answer instead of a
 #: reset connection (nginx's lingering close).
 LINGER_S = 10.0
+TOO_LARGE = b'{"detail":"Payload too large"}'
 #: Most bytes of a request's start line and headers.
 MAX_HEADER_BYTES = 64 * 1024
 CR_OR_LF = re.compile(rb"[\r\n]")
@@ -186,10 +187,12 @@ class Connection(tornado.httputil.HTTPConnection):
         """Answer a request that cannot be read (only before its answer began), then close."""
         log.info("refused a request from %s: %s", self.context.remote_ip, why)
         if not (self._answering or self._response_started or self.stream.closed()):
-            body = why.encode()
+            body, content_type = why.encode(), "text/plain; charset=utf-8"
+            if status == 413:  # the answer LitServe gives, wherever the limit was found
+                body, content_type = TOO_LARGE, "application/json"
             head = (
                 f"HTTP/1.1 {status} {tornado.httputil.responses.get(status, 'Error')}\r\n"
-                f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
+                f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
                 "Connection: close\r\n\r\n"
             )
             written = self.stream.write(head.encode() + body)
