@@ -76,7 +76,6 @@ NOT_YET = {
         "configure_logging",
         "set_log_level",
     },
-    ".mcp": {"MCP", "ToolEndpointType", "extract_input_schema"},
     ".connector": {"check_cuda_with_nvidia_smi"},
     ".middlewares": {"MaxSizeMiddleware", "RequestCountMiddleware"},
 }
