@@ -30,12 +30,13 @@ async def _session(url: str, calls: list[tuple[str, dict[str, Any]]]) -> tuple[A
 
 def test_an_api_with_mcp_is_a_tool_at_mcp(cluster: Cluster) -> None:
     cluster.up("tests/apis_mcp.py:PowerAPI")
-    tools, (ok, refused, unknown) = asyncio.run(
+    tools, (ok, refused, invalid, unknown) = asyncio.run(
         _session(
             cluster.url("/mcp/"),
             [
                 ("predict", {"request": {"input": 3}}),
                 ("predict", {"request": {"input": -1}}),
+                ("predict", {"request": {"input": "x"}}),
                 ("nothing", {}),
             ],
         )
@@ -50,11 +51,16 @@ def test_an_api_with_mcp_is_a_tool_at_mcp(cluster: Cluster) -> None:
     assert tool.inputSchema["$defs"]["PowerRequest"]["properties"]["input"]["type"] == "number"
     assert not ok.isError
     assert ok.content[0].text == '{\n  "output": 9.0\n}'
-    assert refused.isError and "400" in refused.content[0].text
-    assert unknown.isError
-    # The route itself is unchanged, and MCP's GET stream is refused as a stateless server does.
+    # LitServe's texts: the HTTPException, the schema check before the call, the KeyError.
+    assert refused.isError and refused.content[0].text == "400: only numbers >= 0"
+    assert invalid.isError
+    assert invalid.content[0].text == "Input validation error: 'x' is not of type 'number'"
+    assert unknown.isError and unknown.content[0].text == "'nothing'"
+    # The route itself is unchanged, and what a stateless
+    # server refuses is refused.
     assert cluster.post({"input": 2}).json() == {"output": 4.0}
-    assert requests.get(cluster.url("/mcp/"), timeout=5).status_code == 405
+    assert requests.get(cluster.url("/mcp/"), timeout=5).status_code == 406
+    assert requests.delete(cluster.url("/mcp/"), timeout=5).status_code == 405
 
 
 def test_without_mcp_there_is_no_mcp_endpoint(cluster: Cluster) -> None:
