@@ -147,6 +147,8 @@ class ServiceRecord:
     authorize: bool = False
     #: The JSON schema of its request body, when its API's decode_request declares one.
     request_schema: dict[str, Any] | None = None
+    #: The MCP tool its API is (``LitAPI(mcp=MCP(...))``), which frontends serve at /mcp/.
+    mcp_tool: dict[str, Any] | None = None
     #: Insertion order is the round-robin order among workers of equal credit.
     workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
 
@@ -178,6 +180,19 @@ def _routes_from(raw: Any) -> list[dict[str, Any]]:
     return routes
 
 
+def _mcp_tool_from(raw: Any) -> dict[str, Any] | None:
+    """A READY's MCP tool: name, description, input schema and route, or None."""
+    if raw is None:
+        return None
+    if (
+        not isinstance(raw, dict)
+        or not all(isinstance(raw.get(k), str) for k in ("name", "description", "endpoint"))
+        or not isinstance(raw.get("inputSchema"), dict)
+    ):
+        raise ProtocolError("'mcp_tool' needs a name, description, inputSchema and endpoint")
+    return {k: raw[k] for k in ("name", "description", "inputSchema", "endpoint")}
+
+
 def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
     """Validate a READY announcement; never trust a peer's frames."""
     service = meta.get("service")
@@ -207,6 +222,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         "headers": meta.get("headers") is True,
         "authorize": meta.get("authorize") is True,
         "request_schema": schema if isinstance(schema, dict) else None,
+        "mcp_tool": _mcp_tool_from(meta.get("mcp_tool")),
         "device": device if isinstance(device, str) and 0 < len(device) <= 64 else None,
         "service": service,
         "routes": _routes_from(meta.get("routes")),
@@ -258,9 +274,11 @@ class Registry:
             service.models = ready["models"]
             service.headers = False
             service.request_schema = None
+            service.mcp_tool = None
         service.authorize = ready["authorize"] and (service.authorize or not service.workers)
         service.headers = service.headers or ready["headers"]
         service.request_schema = ready["request_schema"] or service.request_schema
+        service.mcp_tool = ready["mcp_tool"] or service.mcp_tool
         # A route released by a service that has no worker left moves to this one.
         for other in self.services.values():
             if other is not service and not other.workers:
@@ -344,6 +362,7 @@ class Registry:
                 "headers": s.headers,
                 "authorize": s.authorize,
                 "request_schema": s.request_schema,
+                "mcp_tool": s.mcp_tool,
             }
             for name, s in self.services.items()
             if s.routes

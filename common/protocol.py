@@ -247,6 +247,8 @@ class ReadyMeta(TypedDict, total=False):
     #: Its API defines ``authorize()``, which it runs on every request.
     authorize: bool
     request_schema: dict[str, Any] | None
+    #: ``LitAPI(mcp=MCP(...))``: the tool (name, description, inputSchema, endpoint).
+    mcp_tool: dict[str, Any] | None
 
 
 class HeartbeatMeta(TypedDict, total=False):

@@ -664,12 +664,16 @@ class FrontendRouter(tornado.routing.Router):
             return ServeDelegate(self.front, request)
         if path in self.own_paths or (path == "/" and self._index_is_free()):
             return self.app.find_handler(request)
+        if path in ("/mcp", "/mcp/") and path not in self.front.link.routes:
+            return self.app.find_handler(request)  # LitServe's MCP server (mcp_endpoint.py)
         return ServeDelegate(self.front, request)
 
 
 def make_app(
     link: BrokerLink, config: FrontendConfig, tracing: Tracing | None = None
 ) -> FrontendRouter:
+    from zeroserve.frontend.mcp_endpoint import MCPHandler  # it builds on GuardedHandler
+
     guarded = {"link": link, "config": config}
     metrics = FrontendMetrics(lambda: len(link.pending))
     recent = Recent()
@@ -683,6 +687,7 @@ def make_app(
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
             (r"/dashboard", DashboardHandler, guarded),
             (r"/dashboard/data", DashboardDataHandler, {**guarded, "recent": recent}),
+            (r"/mcp/?", MCPHandler, guarded),
         ],
         transforms=transforms(config),
         compress_response=False,

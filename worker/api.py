@@ -168,7 +168,7 @@ class LitAPI:
     spec: Any = None
     #: Set by the worker before ``setup``.
     device: str | None = None
-    #: LitServe's MCP endpoint for this API; refused at start, as it is not served yet.
+    #: ``MCP(...)``: the API is also an MCP tool at ``/mcp/`` (see ``zeroserve.mcp``).
     mcp: Any = None
 
     # LitServe's positional order is the contract a model author relies on.
@@ -186,7 +186,9 @@ class LitAPI:
         """LitServe's arguments in LitServe's order; one left out keeps the class's value."""
         if loop == "auto":
             loop = None
-        self.mcp = mcp
+        if mcp is not None:
+            self.mcp = mcp
+            mcp._connect(self)
         given = {
             "max_batch_size": max_batch_size,
             "batch_timeout": batch_timeout,

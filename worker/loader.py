@@ -226,10 +226,6 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         raise ConfigError(
             f"{name}.batch_timeout must be a number of seconds >= 0, not {batch_timeout_s!r}"
         )
-    if getattr(api, "mcp", None) is not None:
-        raise ConfigError(
-            f"{name} was built with mcp=MCP(...), which zeroserve does not serve yet: drop it"
-        )
     service = config.service or name
     spec = None
     models: list[str] = []

@@ -42,6 +42,7 @@ from zeroserve.worker.loader import (
     resolve_settings,
     uses_default_steps,
 )
+from zeroserve.worker.mcp_tool import mcp_tool
 from zeroserve.worker.pipeline import Pipeline
 from zeroserve.worker.serving import ServingLoop
 
@@ -105,6 +106,7 @@ class WorkerProcess:
         self.api = api
         self.settings = settings
         self.hooks = hooks
+        self.mcp_tool = mcp_tool(api, settings.routes[0]["path"])
         self.exit_code = 0
         #: Why the broker refused this worker, if it did.
         self.refusal = ""
@@ -177,6 +179,7 @@ class WorkerProcess:
             "headers": self.pipeline.wants_headers,
             "authorize": self.pipeline.authorizer is not None,
             "request_schema": request_schema(self.pipeline.request_model),
+            "mcp_tool": self.mcp_tool,
             "device": self.config.device or "cpu",
             "version": __version__,
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
@@ -384,6 +387,7 @@ def run_worker_process(
         tracing = setup_tracing("worker")
         api = given.api if given is not None else load_api(config.api)
         settings = resolve_settings(api, config)
+        mcp_tool(api, settings.routes[0]["path"])  # refused before setup, not after
         hooks = load_hooks(api, config, given)
     except ConfigError as exc:
         log.error("%s", exc)
