@@ -1,3 +1,19 @@
+# Copyright The Lightning AI team.
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+#
+# Adapted for zeroserve from LitServe's litserve/mcp.py: its schema helpers kept as they
+# are; the server side replaced (the frontend answers /mcp/, see the docstring).
 """``litserve.mcp`` under zeroserve's name: ``LitAPI(mcp=MCP(...))`` makes the API an MCP tool.
 
 The worker process turns the ``MCP`` object into a tool description (name,
