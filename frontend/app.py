@@ -641,6 +641,8 @@ class FrontendRouter(tornado.routing.Router):
 def make_app(
     link: BrokerLink, config: FrontendConfig, tracing: Tracing | None = None
 ) -> FrontendRouter:
+    from zeroserve.frontend.shutdown import shutdown_route  # it builds on this module
+
     guarded = {"link": link, "config": config}
     metrics = FrontendMetrics(lambda: len(link.pending))
     recent = Recent()
@@ -654,6 +656,7 @@ def make_app(
             (r"/metrics", MetricsHandler, {**guarded, "metrics": metrics}),
             (r"/dashboard", DashboardHandler, guarded),
             (r"/dashboard/data", DashboardDataHandler, {**guarded, "recent": recent}),
+            *shutdown_route(config.shutdown_path),
         ],
         compress_response=False,
         log_function=_log_request,

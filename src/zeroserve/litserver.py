@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import re
+import secrets
 import subprocess
 import sys
 from dataclasses import replace
@@ -48,10 +49,6 @@ NO_TIMEOUT_S = 365 * 24 * 3600.0
 NO_EQUIVALENT = {
     "middlewares": (None, "FastAPI middlewares do not run here (the frontend is Tornado): "
                     "put the logic in decode_request, or in a callback"),
-    "enable_shutdown_api": (False, "there is no shutdown endpoint: stop the server with "
-                            "Ctrl-C or SIGTERM"),
-    "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
-                      "Ctrl-C or SIGTERM"),
 }  # fmt: skip
 #: run() arguments of LitServe's that have no equivalent, as above.
 RUN_NO_EQUIVALENT = {
@@ -108,9 +105,13 @@ class LitServer:
         self.apis = list(lit_api) if isinstance(lit_api, (list, tuple)) else [lit_api]
         if not self.apis:
             raise ConfigError("LitServer needs at least one LitAPI")
+        if enable_shutdown_api and not str(shutdown_path).startswith("/"):
+            raise ConfigError(
+                "shutdown_path must start with '/'. "
+                "Please provide a valid api path like '/shutdown'"
+            )
+        self.shutdown_path = shutdown_path if enable_shutdown_api else None
         given = {
-            "shutdown_path": shutdown_path,
-            "enable_shutdown_api": enable_shutdown_api,
             "middlewares": middlewares,
             "spec": spec,
             "max_batch_size": max_batch_size,
@@ -234,6 +235,8 @@ class LitServer:
         ]  # fmt: skip
         if not self.openapi:
             frontend_flags.append("--no-openapi")
+        if self.shutdown_path is not None:
+            frontend_flags += ["--shutdown-path", self.shutdown_path]
         if self.max_body_bytes is not None:
             frontend_flags += ["--max-body", str(self.max_body_bytes)]
         if self.model_metadata is not None:
@@ -248,11 +251,30 @@ class LitServer:
                 link=LinkConfig(log_level=level),
                 health_path=self.healthcheck_path,
                 routes=tuple(route["path"] for s in settings for route in s.routes),
+                shutdown_key=self._shutdown_key(port),
             ),
             configs,
             given,
         )
         return up.run()
+
+    def _shutdown_key(self, port: int | str) -> str | None:
+        """LitServe's rule: LIT_SHUTDOWN_API_KEY, or one made now and logged."""
+        if self.shutdown_path is None:
+            return None
+        from zeroserve import server
+
+        if not server.SHUTDOWN_API_KEY:
+            server.SHUTDOWN_API_KEY = secrets.token_urlsafe(32)
+            log.warning(
+                "the shutdown API is enabled but LIT_SHUTDOWN_API_KEY is not set; "
+                "generated shutdown API key: %s", server.SHUTDOWN_API_KEY,
+            )  # fmt: skip
+        log.info(
+            "to shut the server down: curl -X POST http://localhost:%s%s "
+            "-H 'Authorization: Bearer <SHUTDOWN_API_KEY>'", port, self.shutdown_path,
+        )  # fmt: skip
+        return server.SHUTDOWN_API_KEY
 
 
 class _SpawnedChild:
