@@ -56,6 +56,7 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         args_for=lambda k: (process_config(config, devices[k % len(devices)]), given),
         final_exits=final_exits(config),
         reports=True,
+        restart=config.restart,
     )
     link = LauncherLink(config, settings.service, supervisor)
     supervisor.on_tick = link.tick

@@ -99,9 +99,9 @@ class LitServer:
         loop: Any = None,
         restart_workers: bool = False,
     ) -> None:
-        """LitServe's arguments, in LitServe's order. ``track_requests``, ``fast_queue`` and
-        ``restart_workers`` always hold here (requests in flight are counted in ``/metrics``,
-        queues are ZeroMQ's, crashed worker processes are restarted), whatever their value."""
+        """LitServe's arguments, in LitServe's order. ``track_requests`` and ``fast_queue``
+        always hold here (requests in flight are counted in ``/metrics``, queues are
+        ZeroMQ's); without ``restart_workers`` a worker process that dies stops the server."""
         self.apis = list(lit_api) if isinstance(lit_api, (list, tuple)) else [lit_api]
         if not self.apis:
             raise ConfigError("LitServer needs at least one LitAPI")
@@ -130,6 +130,7 @@ class LitServer:
                 if value != default:
                     raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
         self.openapi = not disable_openapi_url
+        self.restart_workers = bool(restart_workers)
         _check_paths(self.apis, healthcheck_path, info_path)
         self.accelerator = accelerator
         self.devices = _devices_wanted(devices)
@@ -219,6 +220,7 @@ class LitServer:
                 accelerator=self.accelerator,
                 devices=self.devices,
                 link=LinkConfig(log_level=level),
+                restart=self.restart_workers,
             )
             for api, service, plan in zip(
                 self.apis, _service_names(self.apis), self.plans, strict=True
