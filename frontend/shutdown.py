@@ -11,6 +11,7 @@ import signal
 
 import tornado.ioloop
 
+from zeroserve.common.errors import ConfigError
 from zeroserve.frontend.app import JSONErrorMixin
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,10 @@ class ShutdownHandler(JSONErrorMixin):
 
 
 def shutdown_route(path: str | None) -> list[tuple[str, type, dict[str, object]]]:
-    """The endpoint's route, when a path, a key and a process to stop are all given."""
-    key, pid = os.environ.get(KEY_ENV), os.environ.get(PID_ENV, "")
-    if path is None or not key or not pid.isdigit():
+    """The endpoint's route, when a path is given; its key and the process to stop must be."""
+    if path is None:
         return []
+    key, pid = os.environ.get(KEY_ENV), os.environ.get(PID_ENV, "")
+    if not key or not pid.isdigit():
+        raise ConfigError(f"--shutdown-path needs {KEY_ENV} and {PID_ENV} (a pid) set")
     return [(re.escape(path), ShutdownHandler, {"key": key, "pid": int(pid)})]
