@@ -81,6 +81,8 @@ class Supervisor:
         final_exits: dict[int, str] | None = None,
         on_tick: Callable[[], None] | None = None,
         reports: bool = False,
+        restart: bool = True,
+        restarted_anyway: frozenset[int] = frozenset(),
     ) -> None:
         self.name = name
         self.target = target
@@ -94,6 +96,10 @@ class Supervisor:
         self.on_tick = on_tick
         #: Each process gets, as its last argument, a pipe end to say why it stops (``report``).
         self.reports = reports
+        #: Without restarts, a copy that ends stops them all (exit code 1 unless final).
+        self.restart = restart
+        #: Exit codes restarted even so: ends this system chose (a hung process killed).
+        self.restarted_anyway = restarted_anyway
         self._final_code = 0
         self.stop_timeout_s = stop_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -205,11 +211,13 @@ class Supervisor:
             self.slots.remove(slot)
             log.info("%s: process %d removed (exit code %s)", self.name, pid, code)
             return
-        if code in self.final_exits:
-            why = f"{self.final_exits[code]}: {said}" if said else self.final_exits[code]
+        if code in self.final_exits or not (self.restart or code in self.restarted_anyway):
+            why = self.final_exits.get(code, f"ended (exit code {code}), restarts are off")
+            if said:
+                why = f"{why}: {said}"
             log.error("%s: process %d %s; stopping", self.name, pid, why)
             leave_exit_report(why)
-            self._final_code = code
+            self._final_code = code if code in self.final_exits else 1
             self._stop_signal = signal.SIGTERM
             return
         if now - slot.started_at >= self.stable_after_s:

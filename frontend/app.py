@@ -673,6 +673,7 @@ def make_app(
     link: BrokerLink, config: FrontendConfig, tracing: Tracing | None = None
 ) -> FrontendRouter:
     from zeroserve.frontend.mcp_endpoint import MCPHandler  # it builds on GuardedHandler
+    from zeroserve.frontend.shutdown import shutdown_route  # it builds on this module
 
     guarded = {"link": link, "config": config}
     metrics = FrontendMetrics(lambda: len(link.pending))
@@ -688,6 +689,7 @@ def make_app(
             (r"/dashboard", DashboardHandler, guarded),
             (r"/dashboard/data", DashboardDataHandler, {**guarded, "recent": recent}),
             (r"/mcp/?", MCPHandler, guarded),
+            *shutdown_route(config.shutdown_path),
         ],
         transforms=transforms(config),
         compress_response=False,

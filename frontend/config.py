@@ -36,6 +36,8 @@ class FrontendConfig:
     #: Where the frontend's own health and info endpoints live (LitServe lets them move).
     health_path: str = "/health"
     info_path: str = "/info"
+    #: LitServe's shutdown endpoint, served when set (its key comes in the environment).
+    shutdown_path: str | None = None
     #: Serve ``GET /openapi.json`` (LitServe's ``disable_openapi_url=True`` turns it off).
     openapi: bool = True
     #: Routes the health check waits for, besides every service that announced one.
@@ -87,5 +89,6 @@ class FrontendConfig:
                 *(["/openapi.json"] if self.openapi else []),
                 "/dashboard",
                 "/dashboard/data",
+                *([self.shutdown_path] if self.shutdown_path else []),
             }
         )

@@ -21,6 +21,7 @@ from zeroserve.frontend.app import make_app
 from zeroserve.frontend.broker_link import BrokerLink
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.frontend.http1 import Server
+from zeroserve.frontend.shutdown import shutdown_route
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +105,7 @@ def run_frontend_process(config: FrontendConfig) -> None:
 
 
 def run_frontend(config: FrontendConfig) -> int:
+    shutdown_route(config.shutdown_path)  # a missing shutdown key is one line here too
     if config.processes == 1:
         run_frontend_process(config)
         return 0

@@ -118,7 +118,7 @@ def _run_python(code: str, cwd: Path) -> subprocess.CompletedProcess:
     ("arguments", "message"),
     [
         ("middlewares=[object()]", "middlewares must be a list of tuples"),
-        ("enable_shutdown_api=True", "stop the server with Ctrl-C or SIGTERM"),
+        ("enable_shutdown_api=True, shutdown_path='stop'", "shutdown_path must start with '/'"),
         ("accelerator='tpu'", "accelerator must be one of auto, cpu, cuda, gpu, mps"),
         ("workers_per_device=[1, 2]", "workers_per_device has 2 value(s) for 1 API(s)"),
         ("timeout=0", "timeout must be seconds"),

@@ -52,6 +52,9 @@ class WorkerConfig:
     workers_per_device: int = 1
     #: Stop the launcher when a process's setup fails, instead of retrying (`cluster up`).
     exit_on_setup_failure: bool = False
+    #: Restart a worker process that ends; False (LitServer's restart_workers=False) stops
+    #: the launcher instead, and so the server, as LitServe stops when a worker dies.
+    restart: bool = True
     #: Heartbeats, logging, and CurveZMQ (its secret key and the broker's public key).
     link: LinkConfig = field(default_factory=LinkConfig)
 

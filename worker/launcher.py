@@ -20,7 +20,12 @@ from zeroserve.common.supervisor import Supervisor
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
-from zeroserve.worker.process import EXIT_REFUSED, EXIT_SETUP_FAILED, run_worker_process
+from zeroserve.worker.process import (
+    EXIT_HUNG,
+    EXIT_REFUSED,
+    EXIT_SETUP_FAILED,
+    run_worker_process,
+)
 from zeroserve.worker.scaling import SCALE_DOWN_AFTER_S, Load, Scaler
 
 log = logging.getLogger(__name__)
@@ -56,6 +61,8 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         args_for=lambda k: (process_config(config, devices[k % len(devices)]), given),
         final_exits=final_exits(config),
         reports=True,
+        restart=config.restart,
+        restarted_anyway=frozenset({EXIT_HUNG}),
     )
     link = LauncherLink(config, settings.service, supervisor)
     supervisor.on_tick = link.tick

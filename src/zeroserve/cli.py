@@ -544,6 +544,12 @@ def _json_object(flag: str, value: str | None) -> dict[str, Any] | None:
 )
 @click.option("--info-path", default="/info", show_default=True, help="The cluster's info.")
 @click.option(
+    "--shutdown-path",
+    default=None,
+    help="LitServe's shutdown endpoint: a POST with 'Authorization: Bearer KEY' stops the "
+    "cluster that started this frontend [env: ZEROSERVE_SHUTDOWN_KEY, ZEROSERVE_SHUTDOWN_PID].",
+)
+@click.option(
     "--model-metadata",
     default=None,
     metavar="JSON",

@@ -21,6 +21,7 @@ import logging
 import multiprocessing
 import os
 import re
+import secrets
 import subprocess
 import sys
 import warnings
@@ -48,10 +49,6 @@ NO_TIMEOUT_S = 365 * 24 * 3600.0
 #: LitServe arguments that mean nothing here, with what to do instead; each is refused
 #: unless it has its default value.
 NO_EQUIVALENT = {
-    "enable_shutdown_api": (False, "there is no shutdown endpoint: stop the server with "
-                            "Ctrl-C or SIGTERM"),
-    "shutdown_path": ("/shutdown", "there is no shutdown endpoint: stop the server with "
-                      "Ctrl-C or SIGTERM"),
 }  # fmt: skip
 #: run() arguments of LitServe's that have no equivalent, as above.
 RUN_NO_EQUIVALENT = {
@@ -102,16 +99,20 @@ class LitServer:
         loop: Any = None,
         restart_workers: bool = False,
     ) -> None:
-        """LitServe's arguments, in LitServe's order. ``fast_queue`` and ``restart_workers``
-        always hold here (queues are ZeroMQ's, crashed worker processes are restarted),
-        whatever their value; requests in flight are counted in ``/metrics``, and callbacks'
+        """LitServe's arguments, in LitServe's order. ``fast_queue`` always holds here (queues
+        are ZeroMQ's); without ``restart_workers`` a worker process that dies stops the server,
+        as in LitServe; requests in flight are counted in ``/metrics``, and callbacks'
         ``on_request`` hears the count only with ``track_requests``, as in LitServe."""
         self.apis = list(lit_api) if isinstance(lit_api, (list, tuple)) else [lit_api]
         if not self.apis:
             raise ConfigError("LitServer needs at least one LitAPI")
+        if enable_shutdown_api and not str(shutdown_path).startswith("/"):
+            raise ConfigError(
+                "shutdown_path must start with '/'. "
+                "Please provide a valid api path like '/shutdown'"
+            )
+        self.shutdown_path = shutdown_path if enable_shutdown_api else None
         given = {
-            "shutdown_path": shutdown_path,
-            "enable_shutdown_api": enable_shutdown_api,
             "spec": spec,
             "max_batch_size": max_batch_size,
             "batch_timeout": batch_timeout,
@@ -130,6 +131,7 @@ class LitServer:
                     raise ConfigError(f"LitServer({name}=...) has no equivalent here: {advice}")
         self.openapi = not disable_openapi_url
         self.track_requests = bool(track_requests)
+        self.restart_workers = bool(restart_workers)
         _check_paths(self.apis, healthcheck_path, info_path)
         _check_specs(self.apis)
         self.accelerator = accelerator
@@ -233,6 +235,7 @@ class LitServer:
                 accelerator=self.accelerator,
                 devices=self.devices,
                 link=LinkConfig(log_level=level),
+                restart=self.restart_workers,
             )
             for api, service, plan in zip(
                 self.apis, _service_names(self.apis), self.plans, strict=True
@@ -249,6 +252,8 @@ class LitServer:
         ]  # fmt: skip
         if not self.openapi:
             frontend_flags.append("--no-openapi")
+        if self.shutdown_path is not None:
+            frontend_flags += ["--shutdown-path", self.shutdown_path]
         if self.max_body_bytes is not None:
             frontend_flags += ["--max-body", str(self.max_body_bytes)]
         frontend_flags += self.middleware_flags
@@ -265,11 +270,30 @@ class LitServer:
                 link=LinkConfig(log_level=level),
                 health_path=self.healthcheck_path,
                 routes=tuple(route["path"] for s in settings for route in s.routes),
+                shutdown_key=self._shutdown_key(port),
             ),
             configs,
             given,
         )
         return up.run()
+
+    def _shutdown_key(self, port: int | str) -> str | None:
+        """LitServe's rule: LIT_SHUTDOWN_API_KEY, or one made now and logged."""
+        if self.shutdown_path is None:
+            return None
+        from zeroserve import server
+
+        if not server.SHUTDOWN_API_KEY:
+            server.SHUTDOWN_API_KEY = secrets.token_urlsafe(32)
+            log.warning(
+                "the shutdown API is enabled but LIT_SHUTDOWN_API_KEY is not set; "
+                "generated shutdown API key: %s", server.SHUTDOWN_API_KEY,
+            )  # fmt: skip
+        log.info(
+            "to shut the server down: curl -X POST http://localhost:%s%s "
+            "-H 'Authorization: Bearer <SHUTDOWN_API_KEY>'", port, self.shutdown_path,
+        )  # fmt: skip
+        return server.SHUTDOWN_API_KEY
 
 
 class _SpawnedChild:

@@ -62,6 +62,8 @@ class UpConfig:
     link: LinkConfig = field(default_factory=LinkConfig)
     ready_timeout_s: float = 120.0
     api_key: str | None = field(default=None, repr=False)
+    #: LitServe's shutdown key: the frontend's shutdown endpoint stops this process with it.
+    shutdown_key: str | None = field(default=None, repr=False)
     #: The frontend's health check, which tells when the cluster serves.
     health_path: str = "/health"
     #: Every API's routes: the health check (and so the startup line) waits for them all.
@@ -196,6 +198,9 @@ class Up:
         env = self._child_env()
         if self.config.api_key:
             env["ZEROSERVE_API_KEY"] = self.config.api_key
+        if self.config.shutdown_key:
+            env["ZEROSERVE_SHUTDOWN_KEY"] = self.config.shutdown_key
+            env["ZEROSERVE_SHUTDOWN_PID"] = str(os.getpid())
         return env
 
     def _serve(self) -> int:

@@ -113,8 +113,12 @@ class _Proxy:
     ASGI test client (``TestClient(server.app)``, httpx's ``ASGITransport``) reaches the
     real processes."""
 
-    def __init__(self, base: str) -> None:
+    def __init__(self, base: str, paths: set[str], routed: Any) -> None:
         self.base = base
+        self.paths = paths
+        #: Waits until every API's route is served; called before the first request to one.
+        self.routed = routed
+        self.waited = False
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -131,6 +135,9 @@ class _Proxy:
             if not message.get("more_body"):
                 break
         loop = asyncio.get_running_loop()
+        if not self.waited and scope["path"] in self.paths:
+            await loop.run_in_executor(None, self.routed)
+            self.waited = True
         status, headers, content = await loop.run_in_executor(None, self._fetch, scope, body)
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
@@ -162,10 +169,30 @@ class _Proxy:
         return status, pairs, content
 
 
-def _serve(server: Any, port: int, api_key: str | None) -> None:
+def _serve(server: Any, port: int, api_key: str | None, shutdown_key: str | None) -> None:
+    from zeroserve import server as server_module
+
     if api_key:
         os.environ["LIT_SERVER_API_KEY"] = api_key
+    server_module.SHUTDOWN_API_KEY = shutdown_key
     server.run(host="127.0.0.1", port=port, generate_client_file=False, log_level="warning")
+
+
+def _wait_for(probe: urllib.request.Request, done: Any, process: Any) -> None:
+    """Poll the info endpoint until ``done(routes)``; the server's end is an error."""
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(probe, timeout=2) as response:
+                if done(set(json.load(response).get("routes", {}))):
+                    return
+        except (urllib.error.URLError, OSError, ValueError):
+            pass
+        if process.exitcode is not None:
+            raise RuntimeError(f"the server stopped with exit code {process.exitcode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not become ready within 120 s")
+        time.sleep(0.05)
 
 
 @contextlib.contextmanager
@@ -180,31 +207,21 @@ def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[A
 
     port = free_port()
     api_key = getattr(server_module, "LIT_SERVER_API_KEY", None)
+    keys = (api_key, getattr(server_module, "SHUTDOWN_API_KEY", None))
     context = multiprocessing.get_context("spawn")
-    process = context.Process(target=_serve, args=(server, port, api_key), name="LitServer")
+    process = context.Process(target=_serve, args=(server, port, *keys), name="LitServer")
     process.start()
     base = f"http://127.0.0.1:{port}"
-    # Started means every API's route is known (its workers set up), as LitServe's server
-    # takes requests once it runs; whether they are healthy is the health check's to say.
+    # Started means the frontend answers, as LitServe's server takes requests while its
+    # workers set up: the health check says "not ready" until they are, and the proxy holds
+    # a request to an API's route until a worker serves it (LitServe's queue holds it).
     probe = urllib.request.Request(
         base + server.info_path, headers={"X-API-Key": api_key} if api_key else {}
     )
     paths = {route_of(api) for api in server.apis}
-    deadline = time.monotonic() + 120
     try:
-        while True:
-            try:
-                with urllib.request.urlopen(probe, timeout=2) as response:
-                    if paths <= set(json.load(response).get("routes", {})):
-                        break
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
-            if process.exitcode is not None:
-                raise RuntimeError(f"the server stopped with exit code {process.exitcode}")
-            if time.monotonic() > deadline:
-                raise RuntimeError("the server did not become ready within 120 s")
-            time.sleep(0.05)
-        server.app = _Proxy(base)
+        _wait_for(probe, lambda routes: True, process)
+        server.app = _Proxy(base, paths, lambda: _wait_for(probe, paths.issubset, process))
         yield server
     finally:
         if process.pid is not None and process.exitcode is None:

@@ -43,7 +43,12 @@ if str(ROOT) not in sys.path:
 
 #: LitServe's assertions that do not hold here yet, each with why (the README's migration
 #: table has them too).
-NOT_YET: dict[str, str] = {}
+NOT_YET = {
+    "test_workers_health_with_custom_health_method": "health() runs in each worker once it "
+    "is set up, its answer carried by heartbeats; LitServe calls it in the server process "
+    "at each /health request from the first on, so this health(), which passes 5 s after "
+    "its first call, passes here about 2-3 s after the test's last check",
+}
 
 
 _EMBEDDING_ERRORS = (
@@ -65,6 +70,10 @@ BY_DESIGN = {
     "there is no FastAPI app",
     "test_track_requests_middleware_isolation": "it calls LitServer._prepare_app_run on copies "
     "of the FastAPI app; there is none (requests in flight are counted in /metrics)",
+    "test_batch_timeout_with_concurrent_requests": "timeout is end to end here (predict "
+    "included: the deadline travels with the request to the worker), LitServe's only bounds "
+    "the wait in the queue; this predict (2 s) outlasts the timeout (1.9 s), so all three "
+    "requests are answered 504",
 }
 
 
