@@ -74,6 +74,9 @@ BY_DESIGN = {
     "included: the deadline travels with the request to the worker), LitServe's only bounds "
     "the wait in the queue; this predict (2 s) outlasts the timeout (1.9 s), so all three "
     "requests are answered 504",
+    "test_timeout": "as test_batch_timeout_with_concurrent_requests: its first request's "
+    "predict lasts exactly its timeout (2 s), which bounds the whole request here, so it is "
+    "answered 504 or 200 by a hair",
 }
 
 
