@@ -20,7 +20,19 @@ from zeroserve.worker.hooks import Callback, Logger
 
 #: LitServe's modules, by the names ``import litserve as ls`` gives them, loaded when first used.
 _SUBMODULES = frozenset(
-    {"api", "callbacks", "loggers", "loops", "server", "specs", "test_examples", "utils"}
+    {
+        "api",
+        "callbacks",
+        "connector",
+        "loggers",
+        "loops",
+        "mcp",
+        "middlewares",
+        "server",
+        "specs",
+        "test_examples",
+        "utils",
+    }
 )
 
 
