@@ -170,3 +170,22 @@ def test_configure_logging_sends_the_librarys_records_to_its_stream() -> None:
         library.handlers[:], library.level, library.propagate = saved
     assert stream.getvalue() == "zeroserve.worker.serving hello\n"
     assert extra.getvalue() == "hello\n"
+
+
+def test_every_package_is_installed() -> None:
+    """A subpackage missing from pyproject's list works in an editable install and is
+    absent from a real one (CI's)."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    root = Path(__file__).resolve().parent.parent
+    settings = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(settings["packages"])
+    folders = {"zeroserve": root / "src" / "zeroserve"}
+    folders.update({name: root / path for name, path in settings["package-dir"].items()})
+    found = set()
+    for name, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            found.add(".".join((name, *parts)))
+    assert found <= listed, sorted(found - listed)
