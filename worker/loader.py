@@ -21,10 +21,12 @@ from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 #: Fewest requests one worker process holds by default, by loop kind: a sync API runs one
 #: batch at a time (the next waits in the socket), an async one runs every request it holds
 #: at once, a continuous one keeps sequences waiting to join its batch.
-#: What a process holds at least. A sync process holds two batches and no more (one
-#: running, the next forming), so waiting work stays at the broker, where any free
-#: process may take it and the scaler sees it.
-MIN_CAPACITY = {"batching": 2, "async": 256, "continuous": 64}
+#: What a process holds at least. A sync process holds two batches (one running, the next
+#: forming), and at least 4 so that a fast predict does not wait on the broker's hop
+#: (measured: 2 cost a one-worker trivial API a third of its throughput), and no more, so
+#: waiting work stays at the broker, where any free process may take it and the scaler
+#: sees it.
+MIN_CAPACITY = {"batching": 4, "async": 256, "continuous": 64}
 
 #: What a step-style API implements, besides step itself.
 STEP_METHODS = ("add_request", "has_capacity", "has_active_requests")
