@@ -218,14 +218,13 @@ class _OpenAISpec:
 
 class OpenAIChatSpec(_OpenAISpec):
     kind = "chat"
+    stream = True
+    default_route = CHAT_ROUTE
 
     def request_model(self) -> Any:
         from zeroserve.specs.openai import ChatCompletionRequest
 
         return ChatCompletionRequest
-
-    stream = True
-    default_route = CHAT_ROUTE
 
     def check(self, api: Any) -> None:
         """What LitServe's OpenAISpec asks of the class (its key phrases kept, since
@@ -440,14 +439,13 @@ class ChatFramer:
 
 class OpenAIEmbeddingSpec(_OpenAISpec):
     kind = "embedding"
+    stream = False
+    default_route = EMBEDDINGS_ROUTE
 
     def request_model(self) -> Any:
         from zeroserve.specs.openai_embedding import EmbeddingRequest as Model
 
         return Model
-
-    stream = False
-    default_route = EMBEDDINGS_ROUTE
 
     def check(self, api: Any) -> None:
         """Embeddings are not streamed: LitServe's phrases kept, as for chat."""
