@@ -250,6 +250,11 @@ def yields(func: Any) -> bool:
     return inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func)
 
 
+def is_async(func: Any) -> bool:
+    """A coroutine or async generator function: what runs on the event loop."""
+    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
+
+
 def inherits_default(method: Any) -> bool:
     """True for a method a class inherited from zeroserve's or LitServe's ``LitAPI`` unchanged."""
     func = getattr(method, "__func__", method)

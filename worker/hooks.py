@@ -134,8 +134,7 @@ class Hooks:
         self.api = api
         #: The LitServer that started this worker, if one did.
         self.server = server
-        self.callbacks = list(callbacks)
-        self.runner = CallbackRunner(self.callbacks)
+        self.runner = CallbackRunner(list(callbacks))
         self.loggers = list(loggers)
         self.buffer = LogBuffer()
         if self.loggers:
@@ -144,6 +143,10 @@ class Hooks:
                 setter(self.buffer)
             else:
                 api._logger_queue = self.buffer
+
+    @property
+    def callbacks(self) -> list[Any]:
+        return self.runner._callbacks
 
     def tracked(self, count: int) -> int | None:
         """The requests in flight as ``on_request`` hears them: None when the LitServer that

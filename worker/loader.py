@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
-from zeroserve.worker.api import inherits_default, yields
+from zeroserve.worker.api import inherits_default, is_async, yields
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
@@ -87,10 +87,6 @@ def uses_default_steps(api: Any) -> bool:
     return default or not _implements(api, "step")
 
 
-def _is_async(func: Any) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
-
-
 def loop_kind(api: Any, name: str, stream: bool) -> str:
     """Which loop serves the API, or a ConfigError naming what is wrong with it."""
     loop = continuous_loop_of(api)
@@ -116,7 +112,7 @@ def loop_kind(api: Any, name: str, stream: bool) -> str:
             f"{name} implements step: set loop = ContinuousBatchingLoop() to serve it "
             "with continuous batching"
         )
-    if _is_async(api.predict):
+    if is_async(api.predict):
         return "async"
     if getattr(api, "enable_async", False) is True:
         raise ConfigError(f"{name}.enable_async is True, so predict must be async (async def)")

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import INTERNAL_ERROR, ConfigError, HTTPException
-from zeroserve.worker.api import inherits_default, yields
+from zeroserve.worker.api import inherits_default, is_async, yields
 from zeroserve.worker.pipeline import Job, RequestError, validate
 
 CHAT_ROUTE = "/v1/chat/completions"
@@ -247,7 +247,7 @@ class OpenAIChatSpec(_OpenAISpec):
             return
         if self.request_objects:
             for method in ("decode_request", "predict", "encode_response"):
-                if _is_async(getattr(api, method, None)):
+                if is_async(getattr(api, method, None)):
                     raise ConfigError(
                         f"'{method}' is defined as async/coroutine, but 'enable_async' is not "
                         f"set in LitAPI. Set enable_async=True on {name}, or make it synchronous"
@@ -557,10 +557,6 @@ def openai_spec_for(api: Any, model: str, route: str | None = None) -> Any:
     if yields(api.predict):
         return OpenAIChatSpec(model, route)
     return OpenAIEmbeddingSpec(model, route)
-
-
-def _is_async(func: Any) -> bool:
-    return inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func)
 
 
 def route_of(api: Any) -> str:
