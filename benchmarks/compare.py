@@ -72,7 +72,7 @@ def wait_ready(url: str, payload: dict, timeout_s: float = 120.0) -> None:
 @contextlib.contextmanager
 def server(
     argv: list[str], url: str, payload: dict | None = None, env: dict | None = None
-) -> Iterator[None]:
+) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(
         argv,
         stdout=subprocess.DEVNULL,
@@ -83,7 +83,7 @@ def server(
     )
     try:
         wait_ready(url, payload or {"input": 1})
-        yield
+        yield proc
     finally:
         os.killpg(proc.pid, signal.SIGINT)
         try:

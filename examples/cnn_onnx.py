@@ -106,7 +106,9 @@ class ConvNetAPI(zs.LitAPI):
         return np.stack(inputs)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {"image": images})[0]
+        single = images.ndim == 3  # max_batch_size 1: one image, not a batch of them
+        probabilities = self.session.run(None, {"image": images[None] if single else images})[0]
+        return probabilities[0] if single else probabilities
 
     def unbatch(self, output: np.ndarray) -> list[np.ndarray]:
         return list(output)

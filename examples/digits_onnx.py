@@ -75,10 +75,13 @@ class DigitsAPI(zs.LitAPI):
     def batch(self, inputs: list[np.ndarray]) -> np.ndarray:
         return np.stack(inputs)
 
-    def predict(self, images: np.ndarray) -> list[tuple[int, float]]:
-        labels, probabilities = self.session.run(None, {self.input_name: images})
+    def predict(self, images: np.ndarray) -> Any:
+        single = images.ndim == 1  # max_batch_size 1: one image, not a batch of them
+        feed = {self.input_name: images[None] if single else images}
+        labels, probabilities = self.session.run(None, feed)
         best = probabilities.max(axis=1)
-        return [(int(label), float(p)) for label, p in zip(labels, best, strict=True)]
+        answers = [(int(label), float(p)) for label, p in zip(labels, best, strict=True)]
+        return answers[0] if single else answers
 
     def unbatch(self, output: list[tuple[int, float]]) -> list[tuple[int, float]]:
         return output
