@@ -128,7 +128,7 @@ def test_every_deployment_kind_is_there() -> None:
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
     frontend = yaml_documents(DEPLOY / "kubernetes" / "frontend.yaml")[0]
     probe = frontend["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    assert probe["httpGet"]["path"] == "/health"
+    assert probe["httpGet"]["path"] == "/readyz"
 
 
 def test_kubernetes_manifests_validate() -> None:
@@ -198,7 +198,7 @@ def test_kubernetes_runs_two_brokers_with_stable_names() -> None:
     documents = yaml_documents(DEPLOY / "kubernetes" / "broker.yaml")
     names = sorted(d["metadata"]["name"] for d in documents if d["kind"] == "Service")
     assert names == ["zeroserve-broker-a", "zeroserve-broker-b"]
-    for doc in documents:
+    for doc in (d for d in documents if d["kind"] in ("Deployment", "Service")):
         selector = doc["spec"]["selector"]
         labels = selector.get("matchLabels", selector)
         assert labels["app.kubernetes.io/instance"] == doc["metadata"]["name"].split("-", 1)[1]
@@ -250,3 +250,12 @@ def test_autoscaling_and_the_dashboard_read_metrics_that_exist(cluster: Cluster)
         check_query("sum(zeroserve_no_such_metric)", series)
     with pytest.raises(AssertionError):
         check_query("sum by (colour) (zeroserve_queue_depth)", series)
+
+
+def test_no_file_installs_zeroserve_from_a_package_index() -> None:
+    """zeroserve is not published on an index: `pip install zeroserve` would fail or, worse,
+    install someone else's package of that name."""
+    by_name = re.compile(r"pip install (?:-\S+ )*zeroserve\b")
+    for path in [ROOT / "README.md", *sorted(p for p in DEPLOY.rglob("*") if p.is_file())]:
+        assert not by_name.search(path.read_text(errors="replace")), path
+    assert by_name.search("python3 -m venv v && v/bin/pip install zeroserve")
