@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 
+import pytest
 import requests
 
 from cluster import Cluster, wait_until
@@ -58,3 +60,18 @@ def test_readyz_names_the_route_without_workers_and_the_lost_broker(cluster: Clu
         lambda: "not reachable" in probe(cluster, "/readyz")[1], what="the lost broker in /readyz"
     )
     assert probe(cluster, "/livez") == (200, "ok")
+
+
+def test_readyz_leaves_out_an_unhealthy_worker(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker whose health() fails is registered but not healthy: not ready."""
+    flag = tmp_path / "unhealthy"
+    monkeypatch.setenv("ZS_TEST_UNHEALTHY", str(flag))
+    cluster.up("HealthFileAPI")
+    assert probe(cluster, "/readyz")[0] == 200
+    flag.touch()
+    wait_until(lambda: probe(cluster, "/readyz")[0] == 503, what="/readyz to answer 503")
+    assert requests.get(cluster.url("/readyz"), timeout=5).json()["waiting"] == ["/predict"]
+    flag.unlink()
+    wait_until(lambda: probe(cluster, "/readyz")[0] == 200, what="/readyz to answer 200 again")
