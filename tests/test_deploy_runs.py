@@ -148,8 +148,8 @@ class Container:
     env: dict[str, str] = field(default_factory=dict)
     #: Where each of the image's paths is here (mounts and the image's folders).
     paths: dict[str, Path] = field(default_factory=dict)
-    #: Container ports that are reached as (host, port) of these names.
-    hosts: tuple[str, ...] = ()
+    #: The name its ports are reached by, as (host, port).
+    host: str = ""
     workdir: str = "/"
     home: str = "/"
 
@@ -168,7 +168,7 @@ class Platform:
 
     def rewrite(self, container: Container, args: list[str]) -> list[str]:
         """Ports to free loopback ports, service names to 127.0.0.1, image paths to here."""
-        own = container.hosts[0]
+        own = container.host
 
         def endpoint(found: re.Match) -> str:
             scheme, host, port = found.groups()
@@ -274,7 +274,7 @@ def image_python(folder: Path) -> Path:
     and zeroserve installed; this interpreter may live where only root may go (/root).
     Its bin folder, with `cluster` (the image's ENTRYPOINT) in it."""
     version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
-    candidates = [Path(sys._base_executable), Path("/usr/bin") / version]
+    candidates = [Path(sys.base_prefix) / "bin" / version, Path("/usr/bin") / version]
     usable = [c for c in candidates if c.exists() and open_to_all(c)]
     if not usable:
         pytest.skip(f"no {version} here that another user may run")
@@ -297,7 +297,7 @@ def image_python(folder: Path) -> Path:
 
 
 def open_to_all(path: Path) -> bool:
-    """Every folder on the way to `path` may be passed by anyone."""
+    """Anyone may pass every folder on the way to `path`, and read it."""
     path = path.resolve()
     return all(os.stat(folder).st_mode & 0o001 for folder in [*path.parents, path][:-1]) and bool(
         os.stat(path).st_mode & 0o004
@@ -310,11 +310,13 @@ def platform() -> Iterator[Platform]:
         pytest.skip("starts processes as another user: run as root")
     base = Path(tempfile.mkdtemp(prefix="zeroserve-deploy-"))
     base.chmod(0o755)  # the image's user must reach the folders laid out in it
-    running = Platform(base)
+    running = None
     try:
+        running = Platform(base)
         yield running
     finally:
-        running.stop_all()
+        if running is not None:
+            running.stop_all()
         shutil.rmtree(base, ignore_errors=True)
 
 
@@ -420,7 +422,7 @@ def kubernetes_containers(
                 groups=[fs_group] if fs_group is not None else [],
                 env=env,
                 paths=paths,
-                hosts=(name,),
+                host=name,
                 workdir=spec.get("workingDir", image.workdir),
                 home=image.home,
             )
@@ -450,7 +452,7 @@ def probe_passes(platform: Platform, container: Container, spec: dict, probe: di
     named = {p["name"]: p["containerPort"] for p in spec.get("ports", [])}
     if "httpGet" in probe:
         port = probe["httpGet"]["port"]
-        port = platform.port(container.hosts[0], named.get(port, port))
+        port = platform.port(container.host, named.get(port, port))
         try:
             answer = requests.get(f"http://127.0.0.1:{port}{probe['httpGet']['path']}", timeout=2)
         except requests.ConnectionError:
@@ -458,7 +460,7 @@ def probe_passes(platform: Platform, container: Container, spec: dict, probe: di
         return 200 <= answer.status_code < 400
     if "tcpSocket" in probe:
         port = probe["tcpSocket"]["port"]
-        port = platform.port(container.hosts[0], named.get(port, port))
+        port = platform.port(container.host, named.get(port, port))
         try:
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
         except OSError:
@@ -551,7 +553,7 @@ def compose_container(
         gid=gid,
         env={k: str(v) for k, v in env.items()},
         paths=paths,
-        hosts=(name,),
+        host=name,
         workdir=service.get("working_dir", image.workdir),
         home=image.home,
     )
