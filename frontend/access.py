@@ -13,6 +13,9 @@ them:
   except an API's routes where that API defines ``authorize()``, which then
   decides alone.
 
+Kubernetes' probes (``/livez``, ``/readyz``, ``/startupz``) are under neither key: the
+kubelet sends no credentials, and they tell nothing but ready or not to a caller without them.
+
 A refusal is (status, body bytes, headers); None lets the request through.
 """
 

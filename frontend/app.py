@@ -35,7 +35,7 @@ from zeroserve.frontend.access import (
     zeroserve_refusal,
 )
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
-from zeroserve.frontend.config import FrontendConfig
+from zeroserve.frontend.config import PROBE_PATHS, FrontendConfig
 from zeroserve.frontend.cors import CorsPolicy
 from zeroserve.frontend.dashboard import CONTENT_SECURITY_POLICY, Recent, dashboard_data
 from zeroserve.frontend.dashboard import page as dashboard_page
@@ -154,6 +154,55 @@ class HealthHandler(GuardedHandler):
                 "error": why,
             }
         )
+
+
+class LivezHandler(GuardedHandler):
+    """``GET /livez``: the process answers; it asks nothing of the broker, so that a slow
+    broker never gets a frontend restarted."""
+
+    def get(self) -> None:
+        self.plain(200, "ok")
+
+
+class ReadyzHandler(GuardedHandler):
+    """``GET /readyz``: 200 once every route in the route table (and every expected one) has
+    a ready, healthy worker. Kubernetes' probes carry no credentials, so it is open whatever
+    key is set; it then names the routes that lack workers only to a caller with the keys."""
+
+    def get(self) -> None:
+        ready, body = readiness(self.link, self.config)
+        config = self.config
+        if not ready and refusal(self.request.headers, config.api_key, config.lit_api_key):
+            body = {"status": "not ready"}
+        self.write_json(200 if ready else 503, json.dumps(body))
+
+
+class StartupzHandler(ReadyzHandler):
+    """``GET /startupz``: readyz until it first answers 200, then 200 for good: a startup
+    probe waits out the workers' ``setup``, and a worker lost later is readiness's business,
+    not a reason to restart the frontend."""
+
+    def get(self) -> None:
+        if not self.link.started:
+            self.link.started = readiness(self.link, self.config)[0]
+        if self.link.started:
+            self.write_json(200, b'{"status":"started"}')
+        else:
+            super().get()
+
+
+def readiness(link: BrokerLink, config: FrontendConfig) -> tuple[bool, dict[str, Any]]:
+    """Whether every route has a ready worker, with the routes that lack one."""
+    if not link.alive:
+        return False, {"status": "not ready", "error": BROKER_UNREACHABLE}
+    if not link.routes:
+        return False, {"status": "not ready", "error": "no route is registered yet"}
+    idle = set(link.services_without_workers())
+    waiting = [path for path, route in link.routes.items() if route.service in idle]
+    waiting += [path for path in config.expected_routes if path not in link.routes]
+    if waiting:
+        return False, {"status": "not ready", "waiting": sorted(waiting)}
+    return True, {"status": "ready"}
 
 
 class IndexHandler(GuardedHandler):
@@ -682,6 +731,9 @@ def make_app(
         [
             (r"/", IndexHandler, guarded),
             (re.escape(config.health_path), HealthHandler, guarded),
+            (r"/livez", LivezHandler, guarded),
+            (r"/readyz", ReadyzHandler, guarded),
+            (r"/startupz", StartupzHandler, guarded),
             (re.escape(config.info_path), InfoHandler, guarded),
             (r"/v1/models", ModelsHandler, guarded),
             *([(r"/openapi\.json", OpenAPIHandler, guarded)] if config.openapi else []),
@@ -713,7 +765,8 @@ def log_access(
     request_id: str | None,
 ) -> None:
     """One line per request: at WARNING for our failures, at DEBUG for the rest."""
-    level = logging.WARNING if status >= 500 and request.path != "/health" else logging.DEBUG
+    quiet = request.path == "/health" or request.path in PROBE_PATHS  # polled while not ready
+    level = logging.WARNING if status >= 500 and not quiet else logging.DEBUG
     if log.isEnabledFor(level):
         log.log(
             level,

@@ -113,6 +113,8 @@ class BrokerLink:
         self.pending: dict[bytes, Waiter] = {}
         self.routes: dict[str, Route] = {}
         self.services: dict[str, dict[str, Any]] = {}
+        #: /startupz has answered 200: every route had a ready worker once.
+        self.started = False
         self._ids = itertools.count(1)
         #: (deadline, rid) in submission order, which is deadline order: every
         #: request gets the same timeout, so one sweep replaces a timer per request.

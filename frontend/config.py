@@ -11,6 +11,9 @@ from zeroserve.common.link import LinkConfig
 from zeroserve.frontend.cors import CorsPolicy
 from zeroserve.frontend.gzip import GzipPolicy
 
+#: Kubernetes' probes: the process answers, every route has a worker, it has started once.
+PROBE_PATHS = ("/livez", "/readyz", "/startupz")
+
 
 @dataclass(frozen=True)
 class FrontendConfig:
@@ -83,6 +86,7 @@ class FrontendConfig:
         return frozenset(
             {
                 self.health_path,
+                *PROBE_PATHS,
                 self.info_path,
                 "/v1/models",
                 "/metrics",

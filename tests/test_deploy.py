@@ -17,6 +17,9 @@ import requests
 import yaml
 
 from zeroserve.cli import main as cli
+from zeroserve.frontend.config import PROBE_PATHS
+from zeroserve.frontend.server import STOP_GRACE_S
+from zeroserve.worker.config import WorkerConfig
 
 from cluster import ROOT, Cluster
 
@@ -128,7 +131,7 @@ def test_every_deployment_kind_is_there() -> None:
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "ConfigMap"} <= kinds
     frontend = yaml_documents(DEPLOY / "kubernetes" / "frontend.yaml")[0]
     probe = frontend["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]
-    assert probe["httpGet"]["path"] == "/health"
+    assert probe["httpGet"]["path"] == "/readyz"
 
 
 def test_kubernetes_manifests_validate() -> None:
@@ -198,7 +201,7 @@ def test_kubernetes_runs_two_brokers_with_stable_names() -> None:
     documents = yaml_documents(DEPLOY / "kubernetes" / "broker.yaml")
     names = sorted(d["metadata"]["name"] for d in documents if d["kind"] == "Service")
     assert names == ["zeroserve-broker-a", "zeroserve-broker-b"]
-    for doc in documents:
+    for doc in (d for d in documents if d["kind"] in ("Deployment", "Service")):
         selector = doc["spec"]["selector"]
         labels = selector.get("matchLabels", selector)
         assert labels["app.kubernetes.io/instance"] == doc["metadata"]["name"].split("-", 1)[1]
@@ -250,3 +253,54 @@ def test_autoscaling_and_the_dashboard_read_metrics_that_exist(cluster: Cluster)
         check_query("sum(zeroserve_no_such_metric)", series)
     with pytest.raises(AssertionError):
         check_query("sum by (colour) (zeroserve_queue_depth)", series)
+
+
+def test_no_file_installs_zeroserve_from_a_package_index() -> None:
+    """zeroserve is not published on an index: `pip install zeroserve` would fail or, worse,
+    install someone else's package of that name."""
+    by_name = re.compile(r"pip install (?:-\S+ )*zeroserve\b")
+    for path in [ROOT / "README.md", *sorted(p for p in DEPLOY.rglob("*") if p.is_file())]:
+        assert not by_name.search(path.read_text(errors="replace")), path
+    assert by_name.search("python3 -m venv v && v/bin/pip install zeroserve")
+
+
+def arg_value(args: list[str], flag: str, default: float) -> float:
+    return float(args[args.index(flag) + 1]) if flag in args else default
+
+
+def test_kubernetes_pods_stop_gracefully_and_survive_disruption() -> None:
+    """What production users expect: probes on endpoints that exist, a grace period longer
+    than preStop plus the drain, non-root on a read-only root, a PodDisruptionBudget per
+    role, rolling updates that never go below the replicas asked for."""
+    documents = [d for p in (DEPLOY / "kubernetes").glob("*.yaml") for d in yaml_documents(p)]
+    budgets = {
+        d["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"]
+        for d in documents
+        if d["kind"] == "PodDisruptionBudget"
+    }
+    assert budgets == {"broker", "frontend", "worker"}
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        name = deployment["metadata"]["name"]
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        if deployment["spec"].get("strategy", {}).get("type") != "Recreate":
+            assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0, name
+        [container] = pod["containers"]
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        assert "nodeSelector" not in pod and "affinity" not in pod, f"{name}: placement is values'"
+        args = container["args"]
+        pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("exec", {})
+        wait_s = float(pre_stop["command"][1]) if pre_stop else 0.0
+        if args[0] == "worker":
+            drain_s = arg_value(args, "--drain-timeout", WorkerConfig.drain_timeout_s)
+        else:
+            drain_s = STOP_GRACE_S
+        assert pod["terminationGracePeriodSeconds"] > wait_s + drain_s, name
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            if "httpGet" in container.get(kind, {}):
+                assert container[kind]["httpGet"]["path"] in PROBE_PATHS, (name, kind)
+    frontend = yaml_documents(DEPLOY / "kubernetes" / "frontend.yaml")[0]
+    [container] = frontend["spec"]["template"]["spec"]["containers"]
+    assert {
+        container[k]["httpGet"]["path"] for k in ("startupProbe", "readinessProbe", "livenessProbe")
+    } == set(PROBE_PATHS)
