@@ -25,8 +25,8 @@ _NOBLOCK = int(zmq.NOBLOCK)
 _EVENTS = int(zmq.EVENTS)
 _POLLIN = int(zmq.POLLIN)
 _send = _CompiledSocket.send
-_recv = _CompiledSocket.recv
-_get = _CompiledSocket.get
+_recv: Any = _CompiledSocket.recv
+_get: Any = _CompiledSocket.get
 
 #: Parts at least this large are sent without a copy.
 ZERO_COPY_BYTES = 64 * 1024

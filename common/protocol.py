@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import msgpack
 
@@ -181,6 +181,16 @@ def unpack_meta(frame: Any) -> dict[str, Any]:
     return meta
 
 
+def unpack_request_meta(frame: Any) -> RequestMeta:
+    """A REQUEST's metadata, typed; its fields are checked where they are used."""
+    return cast(RequestMeta, unpack_meta(frame))
+
+
+def unpack_answer_meta(frame: Any) -> AnswerMeta:
+    """An answer's metadata, typed; its fields are checked where they are used."""
+    return cast(AnswerMeta, unpack_meta(frame))
+
+
 def identity(frame: Any) -> bytes:
     """Read a request id or client route, refusing empty or oversized ones."""
     data = _as_bytes(frame)
@@ -249,6 +259,14 @@ class ReadyMeta(TypedDict, total=False):
     request_schema: dict[str, Any] | None
     #: ``LitAPI(mcp=MCP(...))``: the tool (name, description, inputSchema, endpoint).
     mcp_tool: dict[str, Any] | None
+    #: For ``cluster status``: its spec's class name, its host's cores, its API's class
+    #: name and its batching and streaming settings.
+    spec: str | None
+    cores: int
+    api: str
+    max_batch_size: int
+    batch_timeout_s: float
+    stream: bool
 
 
 class HeartbeatMeta(TypedDict, total=False):

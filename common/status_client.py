@@ -19,7 +19,7 @@ def fetch_status(
     endpoint: str, timeout_s: float = 3.0, keys: CurveKeys | None = None
 ) -> dict[str, Any]:
     """One STATUS round trip on a fresh DEALER; raises BrokerUnreachable after ``timeout_s``."""
-    context = zmq.Context.instance()
+    context: zmq.Context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
     if keys is not None:

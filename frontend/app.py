@@ -15,7 +15,7 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import tornado.httputil
 import tornado.iostream
@@ -39,6 +39,7 @@ from zeroserve.frontend.config import PROBE_PATHS, FrontendConfig
 from zeroserve.frontend.cors import CorsPolicy
 from zeroserve.frontend.dashboard import CONTENT_SECURITY_POLICY, Recent, dashboard_data
 from zeroserve.frontend.dashboard import page as dashboard_page
+from zeroserve.frontend.http1 import Connection
 from zeroserve.frontend.metrics import FrontendMetrics, merge_snapshots
 from zeroserve.frontend.middlewares import preflight, shape, transforms
 
@@ -372,7 +373,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
     def __init__(self, front: Frontend, request: tornado.httputil.HTTPServerRequest) -> None:
         self.front = front
         self.request = request
-        self.conn = request.connection
+        self.conn = cast(Connection, request.connection)
         self.request_id = request_id_of(request)
         self.route: Route | None = None
         self.chunks: list[bytes] = []

@@ -338,7 +338,7 @@ class BrokerLink:
             waiter = self.pending.get(rid)
             if waiter is None or waiter.broker != index:
                 return  # a late answer, or one of a broker the request has left
-            waiter.push((command, p.unpack_meta(args[1]), args[2]))
+            waiter.push((command, p.unpack_answer_meta(args[1]), args[2]))
             if command in p.TERMINAL:
                 del self.pending[rid]
         elif command == p.ROUTES:

@@ -89,9 +89,9 @@ class IdleWatch:
 class Server(tornado.httpserver.HTTPServer):
     """Tornado's HTTP server with httptools connections; its settings are read the same way."""
 
-    def initialize(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def initialize(self, *args: Any, **kwargs: Any) -> None:
         super().initialize(*args, **kwargs)
-        self.idle = IdleWatch(self.conn_params.header_timeout)
+        self.idle = IdleWatch(self.conn_params.header_timeout or 3600.0)
         self.max_body_bytes = self.conn_params.max_body_size or 100 * 1024 * 1024
         self._watch: asyncio.Task | None = None
 

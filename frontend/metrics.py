@@ -204,7 +204,7 @@ class FrontendMetrics:
             registry=self.registry,
         ).set_function(in_flight)
         self.broker = BrokerCollector()
-        self.registry.register(self.broker)  # type: ignore[arg-type]
+        self.registry.register(self.broker)
         self._children: dict[tuple[str, int], tuple[Any, Any]] = {}
 
     def observe(self, route: str, status: int, seconds: float) -> None:

@@ -11,9 +11,9 @@ from __future__ import annotations
 import inspect
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 
@@ -84,7 +84,7 @@ class _Headers(dict):
     def __getitem__(self, name: str) -> str:
         return super().__getitem__(name.lower())
 
-    def get(self, name: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, name: str, default: Any = None) -> Any:
         return super().get(name.lower(), default)
 
     def __contains__(self, name: object) -> bool:
@@ -230,7 +230,7 @@ class LitAPI:
     def unbatch(self, output: Any) -> Any:
         """One output per input; for a stream, one list per step of the batched generator."""
         if inspect.isgenerator(output):
-            return (list(step) for step in output)
+            return (list(step) for step in cast(Iterator[Iterable[Any]], output))
         if inspect.isasyncgen(output):
             return _unbatch_async(output)
         return list(output)

@@ -269,7 +269,8 @@ class AsyncLoop(ServingLoop):
     def _blocker(self) -> str:
         """Which stage of which request holds the loop, and where, read off the thread's stack."""
         thread = self._thread
-        frame = sys._current_frames().get(thread.ident) if thread is not None else None
+        ident = thread.ident if thread is not None else None
+        frame = sys._current_frames().get(ident) if ident is not None else None
         if frame is None:
             return "something"
         where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"

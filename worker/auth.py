@@ -61,7 +61,7 @@ class Authorizer:
     def __init__(self, api: Any) -> None:
         self.method = api.authorize
         self.name = type(api).__name__
-        self._app = _fastapi_app(self.method) if _uses_fastapi(self.method) else None
+        self._app: Any = _fastapi_app(self.method) if _uses_fastapi(self.method) else None
         try:
             self._takes_request = bool(inspect.signature(self.method).parameters)
         except (TypeError, ValueError):

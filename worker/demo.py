@@ -71,14 +71,17 @@ class ChatAPI(LitAPI):
                     return rng.choice(pairs)
         return rng.choice(self.starts)
 
-    def predict(self, messages: list[dict[str, Any]], context: dict[str, Any]) -> Iterator[str]:
+    def predict(
+        self, messages: list[dict[str, Any]], context: dict[str, Any] | None = None
+    ) -> Iterator[str]:
         prompt = " ".join(
             m["content"]
             for m in messages
             if m.get("role") == "user" and isinstance(m.get("content"), str)
         )
         rng = random.Random(zlib.crc32(prompt.encode()))
-        limit = context.get("max_completion_tokens") or context.get("max_tokens")
+        fields = context or {}
+        limit = fields.get("max_completion_tokens") or fields.get("max_tokens")
         limit = (
             min(int(limit), 512)
             if isinstance(limit, int) and limit > 0

@@ -72,14 +72,16 @@ class Framer:
             data, content_type = encoded.encode(), "text/plain; charset=utf-8"
         else:
             data, content_type = piece_json(encoded) + b"\n", "application/x-ndjson"
-        meta: dict[str, Any] = {}
+        meta: p.AnswerMeta = {}
         if not self.started:
             self.started = True
             meta = {"status": 200, "ct": content_type}
         return [(p.CHUNK, meta, data)]
 
     def end(self) -> list[p.Answer]:
-        meta = {} if self.started else {"status": 200, "ct": "text/plain; charset=utf-8"}
+        meta: p.AnswerMeta = {}
+        if not self.started:
+            meta = {"status": 200, "ct": "text/plain; charset=utf-8"}
         return [(p.END, meta, b"")]
 
     def error(self, status: int, error: Any) -> list[p.Answer]:
@@ -105,7 +107,7 @@ def response_answer(response: Any) -> p.Answer:
             content_type = str(value)
         elif key != "content-length":
             headers[key] = str(value)
-    meta: dict[str, Any] = {"status": response.status_code, "ct": content_type}
+    meta: p.AnswerMeta = {"status": response.status_code, "ct": content_type}
     if headers:
         meta["headers"] = headers
     return (p.REPLY, meta, response.body)

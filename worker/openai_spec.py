@@ -364,7 +364,7 @@ class ChatFramer:
 
     def _event(self, payload: Any) -> p.Answer:
         data = b"data: " + (payload if isinstance(payload, bytes) else json.dumps(payload).encode())
-        meta: dict[str, Any] = {}
+        meta: p.AnswerMeta = {}
         if not self.started:
             self.started = True
             meta = {

@@ -279,7 +279,7 @@ class ServingLoop:
 
     def _on_request(self, link: int, args: list[Any]) -> None:
         client, rid = p.identity(args[0]), p.identity(args[1])
-        meta = p.unpack_meta(args[2])
+        meta = p.unpack_request_meta(args[2])
         now = time.monotonic()
         job = Job(client, rid, meta, args[3], p.deadline_from(meta, now=now), now, link)
         if self.tracing is not None and "trace" in meta:

@@ -48,7 +48,7 @@ NO_TIMEOUT_S = 365 * 24 * 3600.0
 
 #: LitServe arguments that mean nothing here, with what to do instead; each is refused
 #: unless it has its default value.
-NO_EQUIVALENT = {
+NO_EQUIVALENT: dict[str, tuple[Any, str]] = {
 }  # fmt: skip
 #: run() arguments of LitServe's that have no equivalent, as above.
 RUN_NO_EQUIVALENT = {

@@ -53,8 +53,8 @@ def configure_logging(
     if isinstance(level, str):
         level = getattr(logging, level.upper())
     library = logging.getLogger(LIBRARY_LOGGER)
-    for handler in library.handlers[:]:
-        library.removeHandler(handler)
+    for old in library.handlers[:]:
+        library.removeHandler(old)
     handler: logging.Handler | None = None
     if use_rich:
         try:

@@ -70,7 +70,7 @@ class OpenAIBatchContext(LitAPI):
     def batch(self, inputs: list[Any]) -> Any:
         return inputs
 
-    def predict(self, inputs: Any, context: Any) -> Any:
+    def predict(self, inputs: Any, context: Any = None) -> Any:
         assert isinstance(context, list)
         for ctx in context:
             ctx["temperature"] = 1.0
@@ -81,7 +81,7 @@ class OpenAIBatchContext(LitAPI):
     def unbatch(self, output: Any) -> Any:
         return output
 
-    def encode_response(self, output_stream: Any, context: Any) -> Any:
+    def encode_response(self, output_stream: Any, context: Any = None) -> Any:
         for outputs in output_stream:
             yield [{"role": "assistant", "content": output} for output in outputs]
         for ctx in context:
@@ -125,7 +125,7 @@ class OpenAIBatchingWithUsage(OpenAIWithUsage):
     def predict(self, x: Any) -> Any:
         yield ["10 + 6 is equal to 16."] * len(x)
 
-    def encode_response(self, output_stream_batch: Any, context: Any) -> Any:
+    def encode_response(self, output_stream_batch: Any, context: Any = None) -> Any:
         for output_batch in output_stream_batch:
             yield [{"role": "assistant", "content": out} for out in output_batch]
         yield [{"role": "assistant", "content": "", **USAGE}] * len(context)

@@ -14,7 +14,7 @@ from zeroserve.worker.hooks import Callback
 class _StandardOutput(logging.StreamHandler):
     """Writes to whatever ``sys.stdout`` is when a record comes, as capturing tools swap it."""
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stdout
 
