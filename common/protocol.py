@@ -249,6 +249,9 @@ class ReadyMeta(TypedDict, total=False):
     request_schema: dict[str, Any] | None
     #: ``LitAPI(mcp=MCP(...))``: the tool (name, description, inputSchema, endpoint).
     mcp_tool: dict[str, Any] | None
+    #: The threads its numeric libraries may start, and the thread variables in effect.
+    threads_per_process: int
+    thread_env: str
 
 
 class HeartbeatMeta(TypedDict, total=False):
@@ -270,6 +273,9 @@ class HeartbeatMeta(TypedDict, total=False):
     problem: str
     min_processes: int
     max_processes: int
+    #: A launcher's processes' threads (0: the environment's thread variables govern).
+    threads_per_process: int
+    thread_env: str
     #: A broker's answer to a launcher: its service's requests waiting, and in flight.
     queued: int
     in_flight: int
