@@ -3,15 +3,21 @@ environment says otherwise; through real launchers and worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import requests
 
 from zeroserve.worker import threads
 from zeroserve.worker.threads import THREAD_VARIABLES
 
-from cluster import Cluster, run_cli
+from cluster import Cluster, free_port, run_cli, wait_until
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -132,3 +138,75 @@ def test_the_share_is_of_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("NUMEXPR_NUM_THREADS", "2")
     assert threads.share(3, None) is None
     assert threads.share(3, 2) is None
+
+
+SERVER_PY = """
+import os
+import sys
+
+import numpy  # loads its BLAS when the worker process imports this file, before all else
+
+import zeroserve as ls
+from zeroserve.worker.threads import THREAD_VARIABLES
+
+AT_IMPORT = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+
+
+class ThreadsAPI(ls.LitAPI):
+    def predict(self, x):
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            pools = None
+        else:
+            pools = [{"api": i["user_api"], "threads": i["num_threads"]} for i in threadpool_info()]
+        env = {name: os.environ.get(name) for name in THREAD_VARIABLES}
+        return {"pid": os.getpid(), "env": env, "at_import": AT_IMPORT,
+                "threads_per_process": ls.threads_per_process(), "pools": pools}
+
+
+if __name__ == "__main__":
+    server = ls.LitServer(ThreadsAPI(), accelerator="cpu", workers_per_device=2)
+    server.run(port=int(sys.argv[1]))
+"""
+
+
+def test_a_litserver_shares_the_cores_among_its_workers(tmp_path: Path) -> None:
+    """Its worker processes import server.py (numpy with it) before zeroserve's code runs in
+    them: the variables are in their environment from the start."""
+    (tmp_path / "server.py").write_text(SERVER_PY)
+    port = free_port()
+    with open(tmp_path / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "server.py", str(port)],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+
+        def two_workers() -> bool:
+            with contextlib.suppress(requests.ConnectionError):
+                return requests.get(f"{url}/health?verbose=1", timeout=1).json()["workers"] >= 2
+            return False
+
+        wait_until(two_workers, timeout_s=60, what="two LitServer workers")
+        answers = {}
+        for _ in range(80):
+            answer = requests.post(f"{url}/predict", json={}, timeout=30).json()
+            answers[answer["pid"]] = answer
+            if len(answers) == 2:
+                break
+        assert len(answers) == 2
+        for answer in answers.values():
+            assert_limited(answer, max(1, CORES // 2))
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
