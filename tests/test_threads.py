@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -24,24 +25,27 @@ CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os
 
 @pytest.fixture(autouse=True)
 def no_thread_variables(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The processes a test starts inherit no thread variable but those it sets."""
+    """The processes a test starts inherit no thread variable but those it sets; whatever
+    a test sets them to is undone after it."""
     for name in (*THREAD_VARIABLES, threads.THREADS_ENV):
-        monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
 
 
-def serve(cluster: Cluster, *flags: str, processes: int = 1) -> list[dict]:
-    """ThreadsAPI on `processes` worker processes; what each of them answers."""
+def serve(cluster: Cluster, *flags: str, processes: int | None = 1, running: int = 1) -> list[dict]:
+    """ThreadsAPI on `processes` worker processes (None: as `flags` say), `running` of them at
+    once; what each of those answers."""
     cluster.broker()
     cluster.worker("ThreadsAPI", processes, *flags)
     cluster.frontend()
-    cluster.wait_healthy(processes)
+    cluster.wait_healthy(running)
     answers: dict[int, dict] = {}
-    for _ in range(40 * processes):
+    for _ in range(40 * running):
         answer = cluster.post({}).json()
         answers[answer["pid"]] = answer
-        if len(answers) == processes:
+        if len(answers) == running:
             break
-    assert len(answers) == processes
+    assert len(answers) == running
     return list(answers.values())
 
 
@@ -88,11 +92,30 @@ def test_threads_per_process_is_set_before_the_api_is_imported(cluster: Cluster)
 
 def test_by_default_the_processes_share_the_cores(cluster: Cluster) -> None:
     share = max(1, CORES // 2)
-    for answer in serve(cluster, processes=2):
+    for answer in serve(cluster, processes=2, running=2):
         assert_limited(answer, share)
     _, table = status_of(cluster)
     assert column(table, "workers", "THREADS") == [str(share)] * 2
     assert column(table, "worker launchers", "THREADS") == [str(share)]
+
+
+def test_an_autoscaling_launcher_shares_the_cores_by_its_maximum(cluster: Cluster) -> None:
+    (answer,) = serve(cluster, "--max-processes", "2", processes=None)
+    assert_limited(answer, max(1, CORES // 2))
+
+
+def test_after_setup_threadpoolctl_and_an_imported_torch_are_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    told: list[tuple[str, int]] = []
+    fake_threadpoolctl = types.ModuleType("threadpoolctl")
+    fake_threadpoolctl.threadpool_limits = lambda limits: told.append(("threadpoolctl", limits))
+    fake_torch = types.ModuleType("torch")
+    fake_torch.set_num_threads = lambda n: told.append(("torch", n))
+    monkeypatch.setitem(sys.modules, "threadpoolctl", fake_threadpoolctl)
+    monkeypatch.setitem(sys.modules, "torch", fake_torch)
+    threads.limit_pools(3)
+    assert told == [("threadpoolctl", 3), ("torch", 3)]
 
 
 def test_a_thread_variable_the_user_set_wins(
@@ -138,6 +161,16 @@ def test_the_share_is_of_the_usable_cores(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("NUMEXPR_NUM_THREADS", "2")
     assert threads.share(3, None) is None
     assert threads.share(3, 2) is None
+
+
+def test_an_empty_thread_variable_counts_as_unset(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", " ")
+    assert threads.share(2, 4) == 4
+    threads.limit_environment(4)
+    assert {name: os.environ[name] for name in THREAD_VARIABLES} == dict.fromkeys(
+        THREAD_VARIABLES, "4"
+    )
+    assert threads.threads_per_process() == 4
 
 
 SERVER_PY = """

@@ -72,7 +72,8 @@ def limit_environment(threads: int | None) -> None:
     user's are kept as they are), and THREADS_ENV the number in effect."""
     if threads is not None:
         for name in THREAD_VARIABLES:
-            os.environ.setdefault(name, str(threads))
+            if not os.environ.get(name, "").strip():
+                os.environ[name] = str(threads)
     in_effect = threads if threads is not None else _user_number()
     if in_effect is None:
         os.environ.pop(THREADS_ENV, None)
