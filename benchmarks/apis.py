@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from itertools import pairwise
 from typing import Any
 
 from zeroserve import LitAPI
@@ -108,4 +109,44 @@ class AsyncIOAPI(LitAPI):
         return x
 
     async def encode_response(self, output: Any) -> Any:
+        return {"output": output}
+
+
+class NumpyMLP(LitAPI):
+    """A 784-1024-1024-10 perceptron in numpy, in batches of 16: CPU-bound work in a BLAS
+    that starts threads of its own. {"input": x}, x a number (a 784-vector of it) or 784
+    numbers -> {"output": the class}. Needs numpy (benchmarks/requirements.txt)."""
+
+    max_batch_size = 16
+    batch_timeout = 0.002
+    sizes = (784, 1024, 1024, 10)
+
+    def setup(self, device: str) -> None:
+        import numpy as np
+
+        self.np = np
+        rng = np.random.default_rng(0)
+        self.layers = [
+            (
+                rng.standard_normal((n_in, n_out), dtype=np.float32) / np.sqrt(n_in),
+                np.zeros(n_out, dtype=np.float32),
+            )
+            for n_in, n_out in pairwise(self.sizes)
+        ]
+
+    def decode_request(self, request: Any) -> Any:
+        x = request["input"]
+        if isinstance(x, (int, float)):
+            return self.np.full(self.sizes[0], x, dtype=self.np.float32)
+        return self.np.asarray(x, dtype=self.np.float32).reshape(self.sizes[0])
+
+    def predict(self, xs: list[Any]) -> list[int]:
+        h = self.np.stack(xs)
+        for i, (w, b) in enumerate(self.layers):
+            h = h @ w + b
+            if i < len(self.layers) - 1:
+                self.np.maximum(h, 0, out=h)
+        return h.argmax(axis=1).tolist()
+
+    def encode_response(self, output: Any) -> Any:
         return {"output": output}

@@ -42,6 +42,7 @@ import numpy as np
 import psutil
 
 from zeroserve.up import free_port
+from zeroserve.worker.threads import THREAD_VARIABLES
 
 from compare import server, wrk
 
@@ -52,7 +53,6 @@ MODELS = {
     "cnn": ("cnn_onnx.py", "ConvNetAPI"),
     "digits": ("digits_onnx.py", "DigitsAPI"),
 }
-THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 
 def load(model: str) -> tuple[ModuleType, type]:

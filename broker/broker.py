@@ -612,6 +612,8 @@ class Broker:
                 "problem": r.problem,
                 "min_processes": r.min_processes,
                 "max_processes": r.max_processes,
+                "threads_per_process": r.threads_per_process,
+                "thread_env": r.thread_env,
                 "last_heartbeat_s": round(now - r.last_seen, 3),
             }
             for r in self.registry.launchers.values()

@@ -104,6 +104,10 @@ class LauncherRecord:
     #: Its autoscaling range (0 and 0: a fixed count).
     min_processes: int
     max_processes: int
+    #: The threads each of its processes may start (0: the environment's thread variables
+    #: govern), and those variables as its processes get them.
+    threads_per_process: int
+    thread_env: str
     last_seen: float
     expires_at: float
 
@@ -131,6 +135,8 @@ def parse_launcher(meta: dict[str, Any]) -> dict[str, Any]:
         "problem": _text(meta, "problem", 1000),
         "min_processes": _count(meta, "min_processes"),
         "max_processes": _count(meta, "max_processes"),
+        "threads_per_process": _count(meta, "threads_per_process"),
+        "thread_env": _text(meta, "thread_env", 1000),
     }
 
 

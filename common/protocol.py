@@ -267,6 +267,9 @@ class ReadyMeta(TypedDict, total=False):
     max_batch_size: int
     batch_timeout_s: float
     stream: bool
+    #: The threads its numeric libraries may start, and the thread variables in effect.
+    threads_per_process: int
+    thread_env: str
 
 
 class HeartbeatMeta(TypedDict, total=False):
@@ -288,6 +291,9 @@ class HeartbeatMeta(TypedDict, total=False):
     problem: str
     min_processes: int
     max_processes: int
+    #: A launcher's processes' threads (0: the environment's thread variables govern).
+    threads_per_process: int
+    thread_env: str
     #: A broker's answer to a launcher: its service's requests waiting, and in flight.
     queued: int
     in_flight: int

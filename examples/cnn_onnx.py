@@ -16,7 +16,6 @@ Needs `pip install "zeroserve[examples]"`.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import numpy as np
@@ -28,11 +27,12 @@ PIXELS = SIDE * SIDE
 
 
 def session_options() -> Any:
-    """ONNX Runtime keeps a thread per core unless told: take this process's share of them."""
+    """ONNX Runtime keeps a thread per core unless told, and reads no thread variable: take
+    this process's share of the cores."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = int(os.environ.get("OMP_NUM_THREADS", "0"))
+    options.intra_op_num_threads = zs.threads_per_process()
     options.inter_op_num_threads = 1
     return options
 

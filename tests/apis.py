@@ -18,7 +18,12 @@ from zeroserve import (
     OpenAISpec,
     Output,
     Response,
+    threads_per_process,
 )
+from zeroserve.worker.threads import THREAD_VARIABLES
+
+#: The thread variables as they were when the worker process imported this module.
+THREADS_AT_IMPORT = {name: os.environ.get(name) for name in THREAD_VARIABLES}
 
 
 class EchoAPI(LitAPI):
@@ -373,6 +378,38 @@ class DeviceAPI(LitAPI):
             "setup_device": self.setup_device,
             "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "pid": os.getpid(),
+        }
+
+
+class ThreadsAPI(LitAPI):
+    """Says what its process's numeric libraries were told: the thread variables (now and when
+    this module was imported), threads_per_process(), and threadpoolctl's view of numpy's
+    BLAS when both are installed."""
+
+    def setup(self, device: str) -> None:
+        try:
+            import numpy
+
+            numpy.ones(2) @ numpy.ones(2)
+        except ImportError:
+            pass
+
+    def predict(self, x: Any) -> dict[str, Any]:
+        try:
+            from threadpoolctl import threadpool_info
+        except ImportError:
+            pools = None
+        else:
+            pools = [
+                {"api": info["user_api"], "threads": info["num_threads"]}
+                for info in threadpool_info()
+            ]
+        return {
+            "pid": os.getpid(),
+            "env": {name: os.environ.get(name) for name in THREAD_VARIABLES},
+            "at_import": THREADS_AT_IMPORT,
+            "threads_per_process": threads_per_process(),
+            "pools": pools,
         }
 
 

@@ -64,6 +64,8 @@ def test_the_network_answers_what_it_computes_in_process(cluster: Cluster) -> No
         answers = list(pool.map(ask, images))
     for image, answer in zip(images, answers, strict=True):
         # With max_batch_size 1, predict takes one image: the same answer.
-        expected = local.encode_response(local.predict(local.decode_request({"pixels": image.tolist()})))
+        expected = local.encode_response(
+            local.predict(local.decode_request({"pixels": image.tolist()}))
+        )
         assert answer["class"] == expected["class"]
         assert answer["probability"] == pytest.approx(expected["probability"], abs=2e-4)

@@ -24,6 +24,10 @@ class WorkerConfig:
     min_processes: int | None = None
     max_processes: int | None = None
     scale_down_after_s: float | None = None
+    #: Threads each process's numeric libraries may start (OMP_NUM_THREADS and the like).
+    #: None: its share of the cores, max(1, cores // processes), unless the environment sets
+    #: a thread variable; in a process's own config, None means the environment's governs.
+    threads_per_process: int | None = None
     #: These override the API class's own attributes when set.
     max_batch_size: int | None = None
     batch_timeout_s: float | None = None
@@ -61,6 +65,10 @@ class WorkerConfig:
     def __post_init__(self) -> None:
         if self.processes is not None and self.processes < 1:
             raise ConfigError("processes must be at least 1")
+        if self.threads_per_process is not None and self.threads_per_process < 1:
+            raise ConfigError(
+                f"--threads-per-process must be at least 1, not {self.threads_per_process}"
+            )
         if self.min_processes is not None or self.max_processes is not None:
             if self.max_processes is None:
                 raise ConfigError("--min-processes goes with --max-processes")

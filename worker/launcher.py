@@ -27,6 +27,7 @@ from zeroserve.worker.process import (
     run_worker_process,
 )
 from zeroserve.worker.scaling import SCALE_DOWN_AFTER_S, Load, Scaler
+from zeroserve.worker.threads import environment_shown, limit_environment, share
 
 log = logging.getLogger(__name__)
 
@@ -36,20 +37,27 @@ def default_process_count() -> int:
 
 
 def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
-    """Run until SIGTERM/SIGINT; an unusable API raises ConfigError before anything starts."""
+    """Run until SIGTERM/SIGINT; an unusable API raises ConfigError before anything starts.
+
+    The processes' share of the cores goes into this process's environment, which each
+    inherits as it starts, before anything of the user's is imported in it."""
+    devices = device_plan(config)
+    threads = share(len(devices), config.threads_per_process)
+    limit_environment(threads)
+    config = replace(config, threads_per_process=threads)
     api = given.api if given is not None else load_api(config.api)
     settings = resolve_settings(api, config)
     scaling = config.max_processes is not None
-    devices = device_plan(config)
     count = (config.min_processes or 1) if scaling else len(devices)
     log.info(
-        "starting %d worker process(es)%s for %s (service %s, route %s, on %s) against %s",
+        "starting %d worker process(es)%s for %s (service %s, route %s, on %s, %s) against %s",
         count,
         f" (autoscaling up to {config.max_processes})" if scaling else "",
         config.api,
         settings.service,
         settings.route,
         ", ".join(sorted(set(devices))),
+        f"{threads} thread(s) each" if threads else f"threads from {environment_shown()}",
         ", ".join(config.brokers),
     )
     supervisor = Supervisor(
@@ -125,6 +133,8 @@ class LauncherLink:
             "running": len(self.supervisor.pids()),
             "problem": self.supervisor.problem()[:1000],
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
+            "threads_per_process": self.config.threads_per_process or 0,
+            "thread_env": environment_shown()[:1000],
         }
         if self.scaler is not None:
             meta["min_processes"] = self.scaler.minimum

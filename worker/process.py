@@ -45,6 +45,12 @@ from zeroserve.worker.loader import (
 from zeroserve.worker.mcp_tool import mcp_tool
 from zeroserve.worker.pipeline import Pipeline
 from zeroserve.worker.serving import ServingLoop
+from zeroserve.worker.threads import (
+    environment_shown,
+    limit_environment,
+    limit_pools,
+    threads_per_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,6 +189,8 @@ class WorkerProcess:
             "device": self.config.device or "cpu",
             "version": __version__,
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
+            "threads_per_process": threads_per_process(),
+            "thread_env": environment_shown()[:1000],
         }
 
     def _announce(self, link: int) -> None:
@@ -383,6 +391,7 @@ def run_worker_process(
     configure_logging(config.link.log_level, "worker")
     batch_io_threads()
     device = isolate(config.device or "cpu")
+    limit_environment(config.threads_per_process)
     try:
         tracing = setup_tracing("worker")
         api = given.api if given is not None else load_api(config.api)
@@ -412,6 +421,8 @@ def run_worker_process(
         )
         report(said, f"{type(api).__name__}.setup failed: {type(exc).__name__}: {exc}")
         sys.exit(EXIT_SETUP_FAILED)
+    if config.threads_per_process is not None:
+        limit_pools(config.threads_per_process)
     hooks.fire("on_after_setup")
     worker = WorkerProcess(config, api, settings, hooks, tracing)
     tune_gc()

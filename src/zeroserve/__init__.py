@@ -17,6 +17,7 @@ from zeroserve.worker.api import (
     Response,
 )
 from zeroserve.worker.hooks import Callback, Logger
+from zeroserve.worker.threads import threads_per_process
 
 #: LitServe's modules, by the names ``import litserve as ls`` gives them, loaded when first used.
 _SUBMODULES = frozenset(
@@ -65,4 +66,5 @@ __all__ = [
     "__version__",
     "set_trace",
     "set_trace_if_debug",
+    "threads_per_process",
 ]

@@ -33,6 +33,7 @@ from zeroserve.common.version import __version__
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.http_flags import forwarded, http_options, take_http
 from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.threads import refuse_disagreement
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +244,17 @@ device_options = _options(
     ),
 )
 
+threads_option = click.option(
+    "--threads-per-process",
+    type=int,
+    default=default_of(WorkerConfig, "threads_per_process"),
+    help="Threads each worker process's numeric libraries may start: OMP_NUM_THREADS, "
+    "OPENBLAS_NUM_THREADS, MKL_NUM_THREADS, VECLIB_MAXIMUM_THREADS and NUMEXPR_NUM_THREADS "
+    "in its environment, threadpoolctl and torch when present [default: max(1, cores // "
+    "processes), the cores this process may use (its CPU affinity) shared by --processes, or "
+    "--max-processes when autoscaling; any of those variables set in the environment wins].",
+)
+
 api_key_option = click.option(
     "--api-key",
     envvar="ZEROSERVE_API_KEY",
@@ -437,6 +449,7 @@ def broker(**options: Any) -> None:
     help="Requests one process may hold [default: two batches, and at least 8 for a sync API, "
     "256 for an async one, 64 for continuous batching].",
 )
+@threads_option
 @click.option(
     "--drain-timeout",
     "drain_timeout_s",
@@ -633,6 +646,7 @@ def frontend(model_metadata: str | None, server_info: str | None, **options: Any
     default=None,
     help="Worker processes [default: one per physical core].",
 )
+@threads_option
 @serving_options
 @device_options
 @request_timeout_option
@@ -664,14 +678,23 @@ def up(apis: tuple[str, ...], **options: Any) -> None:
         worker_flags += ["--devices", given]
     if options["workers_per_device"] > 1:
         worker_flags += ["--workers-per-device", str(options["workers_per_device"])]
+    threads = options["threads_per_process"]
+    if threads is not None:
+        worker_flags += ["--threads-per-process", str(threads)]
     specs = apis or (DEMO_API,)
     http_flags = forwarded(options)
 
     def run() -> int:
         # Check the APIs here, so that a mistake is one clear line before anything starts.
         devices_given = {key: options[key] for key in DEVICE_FLAGS}
+        refuse_disagreement(threads)
         settings = check_apis(
-            [WorkerConfig(brokers=(), api=spec, **serving, **devices_given) for spec in specs]
+            [
+                WorkerConfig(
+                    brokers=(), api=spec, threads_per_process=threads, **serving, **devices_given
+                )
+                for spec in specs
+            ]
         )
         config = UpConfig(
             apis=specs,

@@ -28,6 +28,12 @@ def throughput(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict
     }
 
 
+def _launcher_threads(launcher: dict[str, Any]) -> str:
+    """Its processes' threads each, or the user's thread variables when those govern."""
+    threads = launcher.get("threads_per_process")
+    return str(threads) if threads else launcher.get("thread_env") or "-"
+
+
 def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = None) -> str:
     """The snapshot as tables; with `rates`, a REQ/S column per worker."""
     broker = snapshot.get("broker", {})
@@ -41,7 +47,8 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
     lines.append(f"workers ({len(workers)})")
     if workers:
         headers = [
-            "HOST", "PID", "SERVICE", "DEVICE", "STATE", "FREE", "IN FLIGHT", "DONE", "HEARTBEAT"
+            "HOST", "PID", "SERVICE", "DEVICE", "THREADS", "STATE", "FREE", "IN FLIGHT", "DONE",
+            "HEARTBEAT",
         ]  # fmt: skip
         if rates is not None:
             headers.append("REQ/S")
@@ -52,6 +59,7 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
                 w.get("pid"),
                 w.get("service"),
                 w.get("device") or "-",
+                (w.get("info") or {}).get("threads_per_process") or "-",
                 w.get("state"),
                 f"{w.get('free')}/{w.get('capacity')}",
                 w.get("in_flight"),
@@ -94,7 +102,7 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
     lines += ["", f"worker launchers ({len(launchers)})"]
     if launchers:
         lines += _table(
-            ["HOST", "PID", "SERVICE", "RUNNING", "PROBLEM"],
+            ["HOST", "PID", "SERVICE", "RUNNING", "THREADS", "PROBLEM"],
             [
                 [
                     r.get("host"),
@@ -106,6 +114,7 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
                         if r.get("max_processes")
                         else ""
                     ),
+                    _launcher_threads(r),
                     r.get("problem") or "-",
                 ]
                 for r in sorted(launchers, key=lambda r: (r.get("host", ""), r.get("pid", 0)))
