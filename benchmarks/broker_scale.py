@@ -13,13 +13,18 @@ heartbeats as a frontend does and keeps --window requests outstanding there (new
 as answers come back), so the brokers, not the workers, are the limit.
 
 For each count it prints the requests answered per second, the brokers' CPU time (user +
-system, psutil) per request over the measured run, and that cost against the 1-worker run's.
-Every message is built and parsed by common/protocol.py, as in the real processes.
+system, psutil) per request over the measured run, and that cost against the 1-worker run's;
+the same for the brokers' main threads alone (where requests are dispatched; ZeroMQ's I/O
+threads do the rest). Every message is built and parsed by common/protocol.py, as in the
+real processes. First, without sockets, what the broker's request table (broker/inflight.py)
+spends on a request (accepted, dispatched, answered) in this process: the best of several
+batches, so that a busy machine disturbs it least.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import itertools
 import os
@@ -37,6 +42,9 @@ from typing import Any
 import psutil
 import zmq
 
+from zeroserve.broker.inflight import Inflight, Policy
+from zeroserve.broker.registry import Registry, WorkerRecord, parse_ready
+from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import open_dealer
 from zeroserve.common.security import TOKEN_ENV, CurveKeys, peer_token_keys, token_from_file
@@ -48,6 +56,54 @@ BODY = b'{"input": 4.0}'
 ANSWER = b'{"output": 16.0}'
 #: The heartbeat interval of every process here by default, as of the real ones.
 HEARTBEAT_S = 1.0
+
+
+# -- the request table alone -------------------------------------------------------------------
+
+
+class _Wire:
+    """The request table's wire, keeping only what went to workers."""
+
+    def __init__(self) -> None:
+        self.sent: collections.deque[tuple[WorkerRecord, tuple[bytes, bytes]]] = collections.deque()
+
+    def send_request(self, worker: WorkerRecord, request: BrokerRequest) -> None:
+        self.sent.append((worker, request.key))
+
+    def send_cancel(self, worker: bytes, request: BrokerRequest) -> None:
+        pass
+
+    def forward(self, request: BrokerRequest, command: bytes, meta: Any, body: Any) -> None:
+        pass
+
+    def refuse(self, frontend: bytes, rid: bytes, status: int, why: str, *_: Any) -> None:
+        raise AssertionError(why)
+
+
+def table_alone(workers: int, window: int, seconds: float = 0.5) -> float:
+    """Seconds the request table spends per request with `workers` workers and `window`
+    requests held, answered in the order sent: the best batch of 500 over about `seconds`."""
+    registry = Registry(max_queue=window)
+    ready = parse_ready({"service": SERVICE, "routes": [ROUTE], "capacity": window})
+    for n in range(workers):
+        registry.add_worker(b"W%d" % n, ready, {}, 0.0)
+    wire = _Wire()
+    table = Inflight(registry, wire, Policy(), collections.Counter())
+    service = registry.services[SERVICE]
+    meta = {"service": SERVICE, "timeout_ms": 10**9}
+    rids = (b"%d" % n for n in itertools.count())
+    for _ in range(window):
+        table.accept(b"F", next(rids), meta, BODY, 0.0)
+    best, end, batches = float("inf"), time.monotonic() + seconds, 0
+    while batches < 3 or time.monotonic() < end:
+        start = time.perf_counter()
+        for _ in range(500):
+            worker, key = wire.sent.popleft()
+            if table.answer(worker, p.REPLY, key, [p.EMPTY_META, ANSWER]):
+                table.dispatch(service)
+            table.accept(b"F", next(rids), meta, BODY, 0.0)
+        best, batches = min(best, (time.perf_counter() - start) / 500), batches + 1
+    return best
 
 
 # -- the workers (a process of their own) ----------------------------------------------------
@@ -380,8 +436,15 @@ def main() -> None:
     if args.capacity < 0:
         parser.error("--capacity must be positive")
     slots = f"{args.capacity} slot(s)" if args.capacity else "a window's slots at each broker"
+    print("the request table alone (no sockets)")
+    print(f"{'workers':>8} {'us/req':>9} {'vs 1st':>7}")
+    first_alone = None
+    for workers in worker_counts:
+        alone = table_alone(workers, args.window)
+        first_alone = first_alone or alone
+        print(f"{workers:>8} {alone * 1e6:>9.2f} {alone / first_alone:>6.2f}x", flush=True)
     print(
-        f"{args.duration:g} s measured per run, {args.window} requests outstanding per broker, "
+        f"\n{args.duration:g} s measured per run, {args.window} requests outstanding per broker, "
         f"{slots} per worker, heartbeats every {args.heartbeat_interval:g} s; "
         "CPU is the brokers' (user + system)"
     )
