@@ -43,7 +43,7 @@ import psutil
 import zmq
 
 from zeroserve.broker.inflight import Inflight, Policy
-from zeroserve.broker.registry import Registry, WorkerRecord, parse_ready
+from zeroserve.broker.registry import MAX_CAPACITY, Registry, WorkerRecord, parse_ready
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import open_dealer
@@ -183,12 +183,21 @@ class Brokers:
         self.frontends: list[str] = []
         self.backends: list[str] = []
         self.token_file = folder / "token"
+        self.logs = [folder / f"broker-{n}.log" for n in range(count)]
+        try:
+            self._start(count, heartbeat_s)
+        except BaseException:
+            self.stop()
+            raise
+        self.token = token_from_file(str(self.token_file))
+        self.ps = [psutil.Process(proc.pid) for proc in self.procs]
+
+    def _start(self, count: int, heartbeat_s: float) -> None:
         for n in range(count):
             front = f"tcp://127.0.0.1:{free_port()}"
             back = f"tcp://127.0.0.1:{free_port()}"
-            log = open(folder / f"broker-{n}.log", "wb")  # noqa: SIM115 (kept for the run)
-            self.procs.append(
-                subprocess.Popen(
+            with open(self.logs[n], "wb") as log:
+                proc = subprocess.Popen(
                     [
                         *(sys.executable, "-m", "zeroserve", "broker", "--frontend-bind", front),
                         *("--backend-bind", back, "--token-file", str(self.token_file)),
@@ -198,13 +207,11 @@ class Brokers:
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            )
+            self.procs.append(proc)
             self.frontends.append(front)
             self.backends.append(back)
             if n == 0:
                 _wait(self.token_file.exists, self.procs, "the broker's token file")
-        self.token = token_from_file(str(self.token_file))
-        self.ps = [psutil.Process(proc.pid) for proc in self.procs]
 
     def cpu_s(self) -> tuple[float, float]:
         """CPU seconds of the brokers, and of their main threads alone (where requests are
@@ -214,6 +221,14 @@ class Brokers:
             total += sum(proc.cpu_times()[:2])
             main += sum(t.user_time + t.system_time for t in proc.threads() if t.id == proc.pid)
         return total, main
+
+    def tail(self, lines: int = 5) -> str:
+        """The last lines each broker logged (WARNING and up)."""
+        return "".join(
+            f"broker {n}: {line}\n"
+            for n, path in enumerate(self.logs)
+            for line in path.read_text(errors="replace").splitlines()[-lines:]
+        )
 
     def stop(self) -> None:
         for proc in self.procs:
@@ -375,6 +390,9 @@ def run(brokers: int, workers: int, args: argparse.Namespace) -> tuple[float, fl
             (cpu_after, main_after), elapsed = cluster.cpu_s(), time.monotonic() - start
             cpu, main = cpu_after - cpu, main_after - main
             frontends.settle()
+        except SystemExit:
+            sys.stderr.write(cluster.tail())
+            raise
         finally:
             frontends.close()
     answered = max(answered, 1)
@@ -433,8 +451,8 @@ def main() -> None:
     broker_counts = [int(n) for n in args.brokers.split(",")]
     if min(worker_counts + broker_counts) < 1 or args.duration <= 0 or args.window < 1:
         parser.error("counts, --duration and --window must be positive")
-    if args.capacity < 0:
-        parser.error("--capacity must be positive")
+    if not 0 <= (args.capacity or args.window * max(broker_counts)) <= MAX_CAPACITY:
+        parser.error(f"a worker's capacity must be 1 to {MAX_CAPACITY} (--capacity, --window)")
     slots = f"{args.capacity} slot(s)" if args.capacity else "a window's slots at each broker"
     print("the request table alone (no sockets)")
     print(f"{'workers':>8} {'us/req':>9} {'vs 1st':>7}")
