@@ -294,7 +294,7 @@ class Broker:
         """A worker whose health() fails takes no new work until it passes again."""
         if healthy == worker.healthy:
             return
-        worker.healthy = healthy
+        self.registry.service_of(worker).set_serving(worker, healthy=healthy)
         self._routes_dirty = True
         log.warning(
             "worker %s pid %s of %r is %s",
@@ -415,7 +415,7 @@ class Broker:
 
     def _on_drain(self, worker: WorkerRecord) -> None:
         if not worker.draining:
-            worker.draining = True
+            self.registry.service_of(worker).set_serving(worker, draining=True)
             self._routes_dirty = True
             log.info("worker %s pid %s is draining", worker.host, worker.pid)
         # Everything sent before this acknowledgement is on the wire already.

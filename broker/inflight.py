@@ -5,7 +5,8 @@ piece of its stream went out it has *started*); it ends when it is answered, can
 expired or failed. Invariant 1 (exactly one terminal answer per request) is kept here: a
 request leaves the table at the moment its one terminal answer is decided, and anything said
 about it afterwards is dropped. Credit is kept here too: a worker's ``assigned`` set holds
-exactly the requests of this table it was given.
+exactly the requests of this table it was given, changed only through its service's
+``assign`` and ``release``, which keep the service's ready heap in step.
 
 There is no socket here. What has to be said goes to a ``Wire`` (the broker's sockets, or a
 recording stand-in in tests), so every transition can be tested on its own.
@@ -115,13 +116,13 @@ class Inflight:
         """Assign queued requests, oldest first, while a worker of the service has credit."""
         queue = service.queue
         while len(queue):
-            worker = self.registry.pick_worker(service)
+            worker = service.pick()
             if worker is None:
                 return
             request = self.requests[queue.pop()]
             request.attempt += 1
             request.worker = worker.identity
-            worker.assigned.add(request.key)
+            service.assign(worker, request.key)
             self.wire.send_request(worker, request)
 
     def answer(
@@ -133,17 +134,14 @@ class Inflight:
         if request is None or request.worker != worker.identity:
             # A late answer: the request expired, was cancelled, or went to another worker.
             self.counters["dropped_answers"] += 1
-            if command in p.TERMINAL and key in worker.assigned:
-                worker.assigned.discard(key)
-                return True
-            return False
+            return command in p.TERMINAL and self.registry.service_of(worker).release(worker, key)
         if command == p.CHUNK:
             request.started = True
         if not request.cancelled:
             self.wire.forward(request, command, args[0], args[1])
         if command not in p.TERMINAL:
             return False
-        worker.assigned.discard(key)
+        self.registry.service_of(worker).release(worker, key)
         worker.done += 1
         del self.requests[key]
         self.counters["answered"] += 1
@@ -176,10 +174,11 @@ class Inflight:
         """A worker is gone (already out of the registry): what it held and had not begun to
         answer goes back to the front of its queue, in deadline order, while attempts remain;
         the rest is answered 502. Returns (requeued, failed)."""
-        service = self.registry.services[worker.service]
+        service = self.registry.service_of(worker)
         resent = failed = 0
-        held = sorted(worker.assigned, key=lambda k: self.requests[k].deadline, reverse=True)
-        worker.assigned.clear()
+        held = sorted(
+            service.release_all(worker), key=lambda k: self.requests[k].deadline, reverse=True
+        )
         for key in held:
             request = self.requests[key]
             request.worker = None
@@ -224,15 +223,17 @@ class Inflight:
             else:
                 del self.requests[key]
                 worker = self.registry.workers.get(request.worker)
-                if worker is not None and key in worker.assigned:
-                    worker.assigned.discard(key)
+                if worker is None:
+                    continue
+                service = self.registry.service_of(worker)
+                if service.release(worker, key):
                     log.warning(
                         "worker %s pid %s held a request %.0f s past its deadline; slot taken back",
                         worker.host,
                         worker.pid,
                         self.policy.deadline_grace_s,
                     )
-                    freed.append(self.registry.services[worker.service])
+                    freed.append(service)
         return freed
 
     # -- helpers -----------------------------------------------------------------------

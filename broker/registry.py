@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+import heapq
+import itertools
 import re
 import time
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,17 +37,37 @@ class WorkerRecord:
     #: Silence longer than this is death: the longer of both intervals, times liveness.
     expiry_s: float = 0.0
     joined_at: float = field(default_factory=time.monotonic)
-    assigned: set[RequestKey] = field(default_factory=set)
     done: int = 0
-    draining: bool = False
     #: What the worker said of itself in its last heartbeat.
     reported: dict[str, Any] = field(default_factory=dict)
     #: The socket its heartbeats come from, where the broker's go; None until the first.
     control: bytes | None = None
-    #: What the API's health() said in the worker's last heartbeat: no new work while False.
-    healthy: bool = True
     #: The device its READY named (``cuda:3``, ``cpu``), or None.
     device: str | None = None
+    # Changed only through ServiceRecord (assign, release, set_serving), which keeps its
+    # ready heap in step with them.
+    _assigned: set[RequestKey] = field(default_factory=set)
+    _draining: bool = False
+    _healthy: bool = True
+    #: When it was last picked (or joined): the round-robin order among equal credit.
+    _picked: int = 0
+    #: Bumped at every change; a ready-heap entry of an older version is stale.
+    _version: int = 0
+
+    @property
+    def assigned(self) -> AbstractSet[RequestKey]:
+        """The requests of this broker it holds (read only: see ServiceRecord.assign)."""
+        return self._assigned
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+    @property
+    def healthy(self) -> bool:
+        """What the API's health() said in the worker's last heartbeat: no new work while
+        False."""
+        return self._healthy
 
     @property
     def expires_at(self) -> float:
@@ -63,12 +86,12 @@ class WorkerRecord:
     @property
     def credit(self) -> int:
         """Free slots, counted from what this broker sent and saw answered, so it cannot drift."""
-        return self.capacity - len(self.assigned) if self.serves else 0
+        return self.capacity - len(self._assigned) if self.serves else 0
 
     @property
     def serves(self) -> bool:
         """May be given new work: not draining, and healthy."""
-        return self.healthy and not self.draining
+        return self._healthy and not self._draining
 
     @property
     def state(self) -> str:
@@ -155,19 +178,96 @@ class ServiceRecord:
     request_schema: dict[str, Any] | None = None
     #: The MCP tool its API is (``LitAPI(mcp=MCP(...))``), which frontends serve at /mcp/.
     mcp_tool: dict[str, Any] | None = None
-    #: Insertion order is the round-robin order among workers of equal credit.
     workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
+    #: Workers with credit, best first: (-credit, picked, version, worker). An entry whose
+    #: version is not its worker's is stale and skipped; so no request walks the workers.
+    _ready: list[tuple[int, int, int, WorkerRecord]] = field(default_factory=list)
+    _serving: int = 0
+    _clock: Iterator[int] = field(default_factory=itertools.count)
 
     def ready_workers(self) -> int:
-        return sum(1 for w in self.workers.values() if w.serves)
+        """Workers that may be given new work (busy or not)."""
+        return self._serving
 
     def in_flight(self) -> int:
-        """Requests its workers hold."""
+        """Requests its workers hold (for status: it walks the workers)."""
         return sum(len(w.assigned) for w in self.workers.values())
 
     def has_ready_worker(self) -> bool:
-        """Asked for every request: stops at the first worker that may take work."""
-        return any(worker.serves for worker in self.workers.values())
+        """Asked for every request: whether a worker may take work, now or once it has a slot."""
+        return self._serving > 0
+
+    # -- the only ways a worker's credit or state changes ------------------------------
+
+    def add(self, worker: WorkerRecord) -> None:
+        """A new worker: last in the round-robin order, as one just picked."""
+        self.workers[worker.identity] = worker
+        worker._picked = next(self._clock)
+        self._serving += worker.serves
+        self._offer(worker)
+
+    def remove(self, worker: WorkerRecord) -> None:
+        """A worker leaves: no new work; what it holds stays in ``assigned`` for the caller."""
+        if self.workers.pop(worker.identity, None) is not None:
+            self._serving -= worker.serves
+            worker._version += 1
+
+    def pick(self) -> WorkerRecord | None:
+        """The worker with the most free slots; among equals, the one picked least recently."""
+        ready = self._ready
+        while ready:
+            _, _, version, worker = ready[0]
+            if version == worker._version:
+                return worker
+            heapq.heappop(ready)
+        return None
+
+    def assign(self, worker: WorkerRecord, key: RequestKey) -> None:
+        """`worker` is given `key`: one slot fewer, and last in the round-robin order."""
+        worker._assigned.add(key)
+        worker._picked = next(self._clock)
+        self._offer(worker)
+
+    def release(self, worker: WorkerRecord, key: RequestKey) -> bool:
+        """`worker` no longer holds `key`; True when it did (a slot came free)."""
+        if key not in worker._assigned:
+            return False
+        worker._assigned.discard(key)
+        self._offer(worker)
+        return True
+
+    def release_all(self, worker: WorkerRecord) -> set[RequestKey]:
+        """Everything `worker` held, taken back (it is gone, or its session ended)."""
+        held, worker._assigned = worker._assigned, set()
+        self._offer(worker)
+        return held
+
+    def set_serving(
+        self, worker: WorkerRecord, *, healthy: bool | None = None, draining: bool | None = None
+    ) -> None:
+        """Its health or drain changed: it stops, or starts again, taking new work."""
+        member = self.workers.get(worker.identity) is worker
+        self._serving -= member and worker.serves
+        if healthy is not None:
+            worker._healthy = healthy
+        if draining is not None:
+            worker._draining = draining
+        self._serving += member and worker.serves
+        self._offer(worker)
+
+    def _offer(self, worker: WorkerRecord) -> None:
+        """Its entry in the ready heap, replacing any it had (that one turns stale)."""
+        worker._version += 1
+        credit = worker.credit
+        if credit <= 0 or self.workers.get(worker.identity) is not worker:
+            return
+        heapq.heappush(self._ready, (-credit, worker._picked, worker._version, worker))
+        if len(self._ready) > 2 * len(self.workers) + 64:
+            # Stale entries outnumber the live ones: rebuild (amortized, once per many pushes).
+            self._ready = [
+                (-w.credit, w._picked, w._version, w) for w in self.workers.values() if w.credit > 0
+            ]
+            heapq.heapify(self._ready)
 
 
 def _routes_from(raw: Any) -> list[dict[str, Any]]:
@@ -303,7 +403,7 @@ class Registry:
             last_seen=now,
         )
         self.workers[identity] = worker
-        service.workers[identity] = worker
+        service.add(worker)
         return worker
 
     def remove_worker(self, identity: bytes) -> WorkerRecord | None:
@@ -311,20 +411,11 @@ class Registry:
         if worker is not None:
             service = self.services.get(worker.service)
             if service is not None:
-                service.workers.pop(identity, None)
+                service.remove(worker)
         return worker
 
-    def pick_worker(self, service: ServiceRecord) -> WorkerRecord | None:
-        """The worker with the most free slots; among equals, the one picked least recently."""
-        best = None
-        for worker in service.workers.values():
-            if worker.credit > 0 and (best is None or worker.credit > best.credit):
-                best = worker
-        if best is not None:
-            # Move to the end of the round-robin order.
-            del service.workers[best.identity]
-            service.workers[best.identity] = best
-        return best
+    def service_of(self, worker: WorkerRecord) -> ServiceRecord:
+        return self.services[worker.service]
 
     def expired_workers(self, now: float) -> list[WorkerRecord]:
         return [w for w in self.workers.values() if w.expires_at < now]

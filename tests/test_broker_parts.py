@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from zeroserve.broker.queue import ServiceQueue
-from zeroserve.broker.registry import Registry, parse_ready
+from zeroserve.broker.registry import Registry, WorkerRecord, parse_ready
 from zeroserve.common.errors import ProtocolError
 
 
@@ -51,20 +53,114 @@ def test_credit_picks_the_freest_worker_then_rotates() -> None:
     service = registry.services["svc"]
     picks = []
     for key in range(4):
-        worker = registry.pick_worker(service)
+        worker = service.pick()
         assert worker is not None
-        worker.assigned.add((b"f", bytes([key])))
+        service.assign(worker, (b"f", bytes([key])))
         picks.append(worker.identity)
-    assert sorted(picks) == [b"a", b"a", b"b", b"b"]
-    assert registry.pick_worker(service) is None
-    a.assigned.clear()
-    assert registry.pick_worker(service) is a
-    b.draining = True
-    b.assigned.clear()
+    assert picks == [b"a", b"b", b"a", b"b"]
+    assert service.pick() is None
+    assert service.release_all(a) == {(b"f", b"\x00"), (b"f", b"\x02")}
+    assert service.pick() is a
+    service.set_serving(b, draining=True)
+    service.release_all(b)
     assert b.credit == 0
     assert service.has_ready_worker() and service.ready_workers() == 1
-    a.draining = True
+    service.set_serving(a, draining=True)
     assert not service.has_ready_worker() and service.ready_workers() == 0
+    assert service.pick() is None
+
+
+class ReferencePicker:
+    """Today's rule, the plain way: a walk in round-robin order (joined or last picked first)
+    for the most free slots, the first of equals."""
+
+    def __init__(self) -> None:
+        self.order: list[bytes] = []
+
+    def add(self, identity: bytes) -> None:
+        self.order.append(identity)
+
+    def remove(self, identity: bytes) -> None:
+        self.order.remove(identity)
+
+    def pick(self, workers: dict[bytes, WorkerRecord]) -> bytes | None:
+        best = None
+        for identity in self.order:
+            if workers[identity].credit > 0 and (
+                best is None or workers[identity].credit > workers[best].credit
+            ):
+                best = identity
+        if best is not None:
+            self.order.remove(best)
+            self.order.append(best)
+        return best
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["pick", "pick", "pick", "answer", "answer", "drain", "sick", "well", "join", "leave"]
+        ),
+        st.integers(0, 15),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(OPS, st.integers(1, 4))
+def test_the_ready_heap_picks_as_a_walk_over_every_worker_would(
+    ops: list[tuple[str, int]], capacity: int
+) -> None:
+    """Any order of assignments, answers, drains, health changes, joins and departures: the
+    pick is always the one of a walk over every worker (the most free slots; among equals,
+    the one picked least recently), and the counts of status agree with the workers."""
+    registry = Registry(max_queue=10)
+    reference = ReferencePicker()
+    keys = iter(range(10**6))
+    joined = 0
+
+    def join(size: int) -> None:
+        nonlocal joined
+        identity = b"w%d" % joined
+        joined += 1
+        registry.add_worker(identity, ready(capacity=size), {}, 0.0)
+        reference.add(identity)
+
+    for _ in range(3):
+        join(capacity)
+    service = registry.services["svc"]
+    for op, n in ops:
+        live = list(service.workers.values())
+        worker = live[n % len(live)] if live else None
+        if op == "pick":
+            expected = reference.pick(service.workers)
+            picked = service.pick()
+            assert (picked.identity if picked else None) == expected
+            if picked is not None:
+                service.assign(picked, (b"f", b"%d" % next(keys)))
+        elif op == "answer" and worker is not None and worker.assigned:
+            assert service.release(worker, sorted(worker.assigned)[n % len(worker.assigned)])
+        elif op == "drain" and worker is not None:
+            service.set_serving(worker, draining=True)
+        elif op in ("sick", "well") and worker is not None:
+            service.set_serving(worker, healthy=op == "well")
+        elif op == "join":
+            join(1 + n % 4)
+        elif op == "leave" and worker is not None:
+            registry.remove_worker(worker.identity)
+            reference.remove(worker.identity)
+            assert worker.identity not in service.workers
+            service.release_all(worker)
+        serving = [w for w in service.workers.values() if w.serves]
+        assert service.ready_workers() == len(serving)
+        assert service.has_ready_worker() == bool(serving)
+        assert all(len(w.assigned) <= w.capacity for w in service.workers.values())
+    while (expected := reference.pick(service.workers)) is not None:
+        picked = service.pick()
+        assert picked is not None and picked.identity == expected
+        service.assign(picked, (b"f", b"%d" % next(keys)))
+    assert service.pick() is None
 
 
 def test_routes_belong_to_one_service() -> None:

@@ -90,7 +90,7 @@ def test_accept_refuses_without_a_worker_a_full_queue_and_a_reused_id() -> None:
     assert inflight.counters["rejected_no_worker"] == inflight.counters["rejected_queue_full"] == 1
     with pytest.raises(ProtocolError, match="in use"):
         accept(inflight, b"1")
-    a.draining = True
+    inflight.registry.service_of(a).set_serving(a, draining=True)
     accept(inflight, b"4")
     assert wire.terminal(b"4") == [(p.ERROR, 503)]
 
