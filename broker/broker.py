@@ -10,6 +10,7 @@ worker and without ever trusting a peer's frames).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import secrets
 import socket
@@ -139,7 +140,7 @@ class Broker:
         next_tick = time.monotonic()
         while not stop.is_set():
             timeout_ms = max(0.0, (next_tick - time.monotonic()) * 1000)
-            events = dict(poller.poll(timeout_ms))
+            events = dict(poller.poll(math.ceil(timeout_ms)))
             if self.frontend in events:
                 self._drain(self.frontend, self._on_frontend_message, "frontend")
             if self.backend in events:

@@ -119,7 +119,9 @@ class Inflight:
             worker = service.pick()
             if worker is None:
                 return
-            request = self.requests[queue.pop()]
+            key = queue.pop()
+            assert key is not None  # the queue was not empty
+            request = self.requests[key]
             request.attempt += 1
             request.worker = worker.identity
             service.assign(worker, request.key)

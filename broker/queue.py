@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+
+#: A request as the broker knows it: (frontend identity, request id).
+RequestKey = tuple[bytes, bytes]
 
 
 class ServiceQueue:
@@ -15,7 +17,7 @@ class ServiceQueue:
 
     def __init__(self, max_size: int) -> None:
         self.max_size = max_size
-        self._keys: deque[Hashable] = deque()
+        self._keys: deque[RequestKey] = deque()
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -23,16 +25,16 @@ class ServiceQueue:
     def full(self) -> bool:
         return len(self._keys) >= self.max_size
 
-    def push(self, key: Hashable) -> None:
+    def push(self, key: RequestKey) -> None:
         self._keys.append(key)
 
-    def push_front(self, key: Hashable) -> None:
+    def push_front(self, key: RequestKey) -> None:
         self._keys.appendleft(key)
 
-    def pop(self) -> Hashable | None:
+    def pop(self) -> RequestKey | None:
         return self._keys.popleft() if self._keys else None
 
-    def remove(self, key: Hashable) -> bool:
+    def remove(self, key: RequestKey) -> bool:
         try:
             self._keys.remove(key)
         except ValueError:

@@ -12,11 +12,9 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from zeroserve.broker.queue import ServiceQueue
+from zeroserve.broker.queue import RequestKey, ServiceQueue
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-
-RequestKey = tuple[bytes, bytes]
 
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
@@ -142,8 +140,9 @@ def _text(meta: dict[str, Any], key: str, limit: int) -> str:
 
 def _count(meta: dict[str, Any], key: str, maximum: int = MAX_CAPACITY) -> int:
     value = meta.get(key)
-    ok = isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum
-    return value if ok else 0
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum:
+        return value
+    return 0
 
 
 def parse_launcher(meta: dict[str, Any]) -> dict[str, Any]:

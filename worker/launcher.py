@@ -91,7 +91,7 @@ class LauncherLink:
         self.service = service
         self.supervisor = supervisor
         keys = config.link.client_keys()
-        context = zmq.Context.instance()
+        context: zmq.Context = zmq.Context.instance()
         self._socks = [open_dealer(context, endpoint, keys) for endpoint in config.brokers]
         self._next_at = 0.0
         #: What each broker said last of the service's load.

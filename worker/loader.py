@@ -293,7 +293,7 @@ def check_apis(
     """Load and check the APIs served side by side (`given`: objects already in hand), and
     refuse two that claim one route, before any process starts."""
     claimed: dict[str, str] = {}
-    settings = []
+    settings: list[ApiSettings] = []
     for i, config in enumerate(configs):
         handed = given[i] if given is not None else None
         api = handed.api if handed is not None else load_api(config.api)

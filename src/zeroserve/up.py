@@ -154,7 +154,7 @@ class Up:
     def _start_launchers(self, common: list[str]) -> list[Any]:
         """One `cluster worker` per API."""
         c = self.config
-        launchers = []
+        launchers: list[Any] = []
         for api in c.apis:
             worker = [
                 *cluster_command(),
@@ -210,7 +210,7 @@ class Up:
         while not self.stop_requested.is_set():
             for child in self.children:
                 if child.poll() is not None:
-                    name = child.args[3] if isinstance(child.args, list) else child.args
+                    name = str(child.args[3] if isinstance(child.args, list) else child.args)
                     said = read_exit_report(self._exit_reports.get(child.pid, ""))
                     why = CHILD_EXITS.get(child.returncode, "")
                     if said:
