@@ -108,6 +108,9 @@ TO_WORKER: dict[bytes, int] = {
 }
 
 MAX_META_BYTES = 64 * 1024
+#: A status snapshot grows with the workers (about 250 bytes each): room for tens of
+#: thousands, from a broker the asker chose to trust.
+MAX_STATUS_BYTES = 16 * 1024 * 1024
 MAX_ID_BYTES = 255
 MAX_ITEMS = 4096
 #: Budget of a request whose sender gave none (and the frontend's default timeout).
@@ -164,21 +167,26 @@ def pack_meta(meta: Mapping[str, Any]) -> bytes:
     return msgpack.packb(meta, use_bin_type=True)
 
 
-def unpack_meta(frame: Any) -> dict[str, Any]:
-    """Decode a metadata frame: a msgpack map of at most MAX_META_BYTES."""
+def unpack_meta(frame: Any, limit: int = MAX_META_BYTES, items: int = MAX_ITEMS) -> dict[str, Any]:
+    """Decode a metadata frame: a msgpack map of at most `limit` bytes."""
     data = _as_bytes(frame)
-    if len(data) > MAX_META_BYTES:
-        raise ProtocolError(f"metadata frame of {len(data)} bytes exceeds {MAX_META_BYTES}")
+    if len(data) > limit:
+        raise ProtocolError(f"metadata frame of {len(data)} bytes exceeds {limit}")
     try:
         # Limits on top of msgpack's own (which never exceed the frame's length).
         meta = msgpack.unpackb(
-            data, raw=False, strict_map_key=True, max_array_len=MAX_ITEMS, max_map_len=MAX_ITEMS
+            data, raw=False, strict_map_key=True, max_array_len=items, max_map_len=items
         )
     except Exception as exc:  # msgpack raises several unrelated types on bad input
         raise ProtocolError(f"undecodable metadata: {type(exc).__name__}") from None
     if not isinstance(meta, dict):
         raise ProtocolError("metadata is not a map")
     return meta
+
+
+def unpack_status(frame: Any) -> dict[str, Any]:
+    """A STATUS answer: the one map that grows with the cluster, so its bounds are wider."""
+    return unpack_meta(frame, MAX_STATUS_BYTES, MAX_STATUS_BYTES // 16)
 
 
 def unpack_request_meta(frame: Any) -> RequestMeta:

@@ -41,6 +41,6 @@ def fetch_status(
             raise ProtocolError(f"the broker refused: {p.parse_refusal(args[0])[1]}")
         if command != p.STATUS:
             raise ProtocolError(f"expected STATUS, got {p.command_name(command)}")
-        return p.unpack_meta(args[1])
+        return p.unpack_status(args[1])
     finally:
         sock.close(0)

@@ -346,7 +346,7 @@ class BrokerLink:
         elif command == p.STATUS:
             future = self._status_waiters.get(args[0])
             if future is not None and not future.done():
-                future.set_result(p.unpack_meta(args[1]))
+                future.set_result(p.unpack_status(args[1]))
         elif command == p.REFUSED:
             log.error("the broker refused this frontend: %s", p.parse_refusal(args[0])[1])
         elif command == p.DISCONNECT:
