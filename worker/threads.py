@@ -98,9 +98,12 @@ def limit_pools(threads: int) -> None:
 def threads_per_process() -> int:
     """The threads this worker process should use: give it to a library that reads none of
     the thread variables, such as ONNX Runtime's ``SessionOptions.intra_op_num_threads``.
-    Outside a worker process, every usable core."""
+    Outside a worker process, what the environment's thread variables say, else every
+    usable core."""
     value = os.environ.get(THREADS_ENV, "")
-    return int(value) if value.isdigit() and int(value) > 0 else usable_cores()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return _user_number() or usable_cores()
 
 
 def environment_shown() -> str:
