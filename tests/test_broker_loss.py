@@ -26,6 +26,11 @@ def in_flight(cluster: Cluster) -> float:
     return float(found.group(1)) if found else -1.0
 
 
+def peer_logs(cluster: Cluster) -> dict[str, str]:
+    """The worker's and the frontend's logs, by name."""
+    return {name: path.read_text() for name, _, path in cluster.procs if name != "broker"}
+
+
 def slow(cluster: Cluster, i: int, seconds: float = 1.0) -> tuple[int, int, object]:
     r = cluster.post({"op": "sleep", "seconds": seconds, "value": i}, timeout=60)
     return i, r.status_code, r.json().get("echo")
@@ -64,3 +69,32 @@ def test_a_request_held_past_its_deadline_is_answered_503_with_retry_after(
     assert (r.status_code, r.headers.get("Retry-After")) == (503, "1")
     assert r.json()["detail"] == "the broker is not reachable"
     assert time.monotonic() - began >= 1.0, "held until its deadline"
+
+
+def test_a_broker_back_after_a_while_is_rejoined_within_a_heartbeat_in_one_line_each(
+    cluster: Cluster,
+) -> None:
+    """Away for 30 heartbeats (long enough for ZeroMQ's reconnection waits to grow to seconds
+    when unbounded), the broker is rejoined by its worker and its frontend within about a
+    heartbeat (0.2 s here) of being back; each says so once, and no handshake is blamed."""
+    cluster.up("EchoAPI", 1)
+    ports = ports_of(cluster)
+
+    def reached(count: int) -> bool:
+        return all(text.count("is reachable") >= count for text in peer_logs(cluster).values())
+
+    wait_until(lambda: reached(1), what="each peer to hear the broker")
+    cluster.stop(cluster.procs[0][1], signal.SIGKILL)
+    wait_until(lambda: cluster.health() == 503, what="the frontend to see the loss")
+    time.sleep(6)  # the outage itself: the peers keep trying meanwhile
+    cluster.broker(ports=ports)  # returns once it answers STATUS
+    back_at = time.monotonic()
+    wait_until(lambda: cluster.post({"value": 1}, timeout=5).status_code == 200, 10, "service")
+    took_s = time.monotonic() - back_at
+    wait_until(lambda: reached(2), what="each peer to say the broker is back")
+    logs = peer_logs(cluster)
+    for name, text in logs.items():
+        assert text.count("is reachable") == 2, f"{name}: joined, then rejoined once\n{text}"
+        assert "refused the handshake" not in text, text
+    assert logs["worker"].count("does not know this worker") <= 1, logs["worker"]
+    assert took_s < 2.0, f"rejoined {took_s:.2f} s after the broker was back"
