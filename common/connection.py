@@ -63,6 +63,8 @@ HANDSHAKE_FAILED = (
 MONITORED = zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED | HANDSHAKE_FAILED
 #: The longest wait before a handshake the broker refused is tried again.
 REFUSED_BACKOFF_MAX_S = 30.0
+#: Connections cut before their handshake ended, in a row, that count as a refusal.
+CUT_SHORT_REFUSAL = 3
 #: Where a peer's join token comes from, for the one line that says it is wrong.
 TOKEN_HINT = (
     "the token is the one in the broker's --token-file, given to a peer as --token, "
@@ -170,6 +172,9 @@ class BrokerConnection:
         #: Handshakes refused in a row; while the socket is shut for them, when to reopen.
         self._refusals = 0
         self._reopen_at = 0.0
+        #: The current connection's handshake succeeded; connections cut before theirs did.
+        self._handshaken = False
+        self._cut_short = 0
         self._host = endpoint_host(endpoint)
         self._resolve_failed = False
         self._resolver: asyncio.Task | None = None
@@ -203,7 +208,7 @@ class BrokerConnection:
             reconnect_max_s=self._zmq_reconnect_max_s,
         )
         self._sock = sock
-        self.dropped = False
+        self.dropped = self._handshaken = False
         self._expires_at = time.monotonic() + self._expiry_s()
         assert self._loop is not None
         self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
@@ -319,6 +324,14 @@ class BrokerConnection:
 
     def _on_event(self, event: int) -> None:
         if event == zmq.EVENT_DISCONNECTED:
+            handshaken, self._handshaken = self._handshaken, False
+            if not handshaken:
+                # Cut before its handshake ended: a broker that wants a token this peer has
+                # not, or no broker at all. A broker going down cuts one, not several in a row.
+                self._cut_short += 1
+                if self._cut_short >= CUT_SHORT_REFUSAL:
+                    self._refused(self._cut_short)
+                return
             if self.dropped:
                 return
             self.dropped = True
@@ -327,7 +340,8 @@ class BrokerConnection:
             if was_alive:
                 self._tell_lost("the connection to the broker dropped")
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
-            self._refusals = 0
+            self._handshaken = True
+            self._refusals = self._cut_short = 0
             if self.dropped:
                 self.dropped = False
                 self._expires_at = time.monotonic() + self._expiry_s()
@@ -335,24 +349,24 @@ class BrokerConnection:
                 self.on_connect()
                 self._kick()
         elif event & HANDSHAKE_FAILED:
-            self._handshake_failed(event)
+            # Without detail it may be a connection cut mid-handshake (a broker going down):
+            # with keys it counts from the second in a row; without keys it is never about a
+            # token (a broker that wants one fails it with a protocol error, or cuts it).
+            self._refusals += 1
+            if event != zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL or (
+                self.keys is not None and self._refusals >= 2
+            ):
+                self._refused(self._refusals)
 
-    def _handshake_failed(self, event: int) -> None:
-        """A refused handshake: said once, then tried again with back-off. Without detail it
-        may be a connection cut mid-handshake (a broker going down), not a refusal: with keys
-        it counts from the second in a row; without keys it is never about a token (a broker
-        that wants one fails the handshake with a protocol error)."""
-        self._refusals += 1
-        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and (
-            self.keys is None or self._refusals < 2
-        ):
-            return
-        delay_s = min(REFUSED_BACKOFF_MAX_S, self.heartbeat_interval_s * 2 ** (self._refusals - 1))
+    def _refused(self, times: int) -> None:
+        """A refused handshake: said once, then tried again with back-off, not by ZeroMQ."""
+        delay_s = min(REFUSED_BACKOFF_MAX_S, self.heartbeat_interval_s * 2 ** (times - 1))
         if self._refused_log.ready():
             has = (
-                "has no join token, and the broker wants one"
+                "has no join token, and the broker wants one (or what listens there is no "
+                "zeroserve broker)"
                 if self.keys is None
-                else ("has a join token (or CurveZMQ key) the broker does not admit")
+                else "has a join token (or CurveZMQ key) the broker does not admit"
             )
             log.error(
                 "%s: the broker at %s refused the handshake: this peer %s; %s "
@@ -364,7 +378,7 @@ class BrokerConnection:
                 REFUSED_BACKOFF_MAX_S,
             )
         self._reopen_at = time.monotonic() + delay_s
-        self._shut()  # no more tries by ZeroMQ: the heartbeat loop reopens after the wait
+        self._shut()  # the heartbeat loop reopens it after the wait
 
     # -- the clock -------------------------------------------------------------
 

@@ -120,8 +120,13 @@ class BrokerLink:
     """Links to every broker; requests go to the live ones in turn, and what a lost broker
     held and had not begun to answer goes to another within its deadline."""
 
-    def __init__(self, config: FrontendConfig) -> None:
+    def __init__(
+        self, config: FrontendConfig, on_refused: Callable[[str], None] | None = None
+    ) -> None:
         self.config = config
+        #: Told why, when a broker refuses this frontend (final: it should stop).
+        self.on_refused = on_refused
+        self.refusal = ""
         self.pending: dict[bytes, Waiter] = {}
         self.routes: dict[str, Route] = {}
         self.services: dict[str, dict[str, Any]] = {}
@@ -436,7 +441,12 @@ class BrokerLink:
             if future is not None and not future.done():
                 future.set_result(p.unpack_meta(args[1]))
         elif command == p.REFUSED:
-            log.error("the broker refused this frontend: %s", p.parse_refusal(args[0])[1])
+            if self.refusal:
+                return  # said once; the frontend is stopping
+            why = self.refusal = p.parse_refusal(args[0])[1]
+            log.error("the broker at %s refused this frontend: %s", self.conns[index].endpoint, why)
+            if self.on_refused is not None:
+                self.on_refused(why)
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
 

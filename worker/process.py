@@ -289,7 +289,7 @@ class WorkerProcess:
             if self.refusal:
                 return  # said on its other socket too
             why = p.parse_refusal(args[0])[1]
-            log.error("the broker refused this worker: %s", why)
+            log.debug("the broker refused this worker: %s", why)  # its launcher says it
             self.refusal = f"the broker refused it: {why}"
             self.exit_code = EXIT_REFUSED
             self.stop()
