@@ -178,7 +178,7 @@ class Broker:
                 log.exception("internal error while handling a message; it was dropped")
 
     def _on_frontend_message(self, client: bytes, frames: list[Any]) -> None:
-        if len(frames) > 1 and frames[1] in WORKER_ONLY:
+        if _is_other_side(frames, WORKER_ONLY, p.FROM_WORKER):
             self._wrong_port(self.frontend, client, "worker")
             return
         command, args = p.parse(frames, p.FROM_FRONTEND)
@@ -203,7 +203,7 @@ class Broker:
     def _on_worker_message(self, sender: bytes, frames: list[Any]) -> None:
         """A worker's data socket sends READY, answers, DRAIN and its goodbye; its control
         socket sends heartbeats (and a last goodbye) that name the worker."""
-        if len(frames) > 1 and frames[1] in FRONTEND_ONLY:
+        if _is_other_side(frames, FRONTEND_ONLY, p.FROM_FRONTEND):
             self._wrong_port(self.backend, sender, "frontend")
             return
         command, args = p.parse(frames, p.FROM_WORKER)
@@ -674,6 +674,18 @@ class Broker:
 #: Commands only a worker sends, and only a frontend (or a status client) sends.
 WORKER_ONLY = frozenset({p.READY, p.DRAIN, *p.ANSWERS})
 FRONTEND_ONLY = frozenset({p.REQUEST, p.STATUS, p.CANCEL})
+
+
+def _is_other_side(frames: list[Any], commands: frozenset[bytes], table: dict[bytes, int]) -> bool:
+    """A well-formed message that only the other side's peers send (a malformed one is a bad
+    message, counted as such)."""
+    if len(frames) < 2 or frames[1] not in commands:
+        return False
+    try:
+        p.parse(frames, table)
+    except ProtocolError:
+        return False
+    return True
 
 
 def _port_of(endpoint: str) -> str:
