@@ -3,10 +3,12 @@ restarted broker is rejoined at once, and each side says so in one line."""
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -98,3 +100,19 @@ def test_a_broker_back_after_a_while_is_rejoined_within_a_heartbeat_in_one_line_
         assert "refused the handshake" not in text, text
     assert logs["worker"].count("does not know this worker") <= 1, logs["worker"]
     assert took_s < 2.0, f"rejoined {took_s:.2f} s after the broker was back"
+
+
+def test_a_stream_begun_when_its_broker_dies_ends_with_an_error(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The one request a lost broker fails: its answer had begun, and cannot be sent again."""
+    cluster.up("StreamAPI")
+    with cluster.post({"n": 3, "gate": str(tmp_path / "never")}, stream=True) as r:
+        pieces = r.iter_lines()
+        assert json.loads(next(pieces))["i"] == 0
+        cluster.stop(cluster.procs[0][1], signal.SIGKILL)
+        rest = [json.loads(line) for line in pieces if line]
+    assert len(rest) == 1
+    assert rest[0]["status"] == 502
+    assert "the request was lost" in rest[0]["error"]
+    assert "1 answered 502 (their answer had begun)" in cluster.logs()
