@@ -95,6 +95,7 @@ class Broker:
             for sock, side in ((self.frontend, "frontend"), (self.backend, "worker")):
                 self.monitors[sock.get_monitor_socket(HANDSHAKE_FAILED)] = side
         self._refused_log = LogThrottle()
+        self._wrong_port_log = LogThrottle()
         self.frontend_endpoint = ""
         self.backend_endpoint = ""
 
@@ -178,13 +179,20 @@ class Broker:
                 log.exception("internal error while handling a message; it was dropped")
 
     def _on_frontend_message(self, client: bytes, frames: list[Any]) -> None:
+        if _is_other_side(frames, WORKER_ONLY, p.FROM_WORKER):
+            self._wrong_port(self.frontend, client, "worker")
+            return
         command, args = p.parse(frames, p.FROM_FRONTEND)
         if command == p.REQUEST:
             if client not in self.registry.frontends:
                 self._touch_frontend(client, None)
             self._on_request(client, args)
         elif command == p.HEARTBEAT:
-            self._touch_frontend(client, p.unpack_meta(args[0]))
+            meta = p.unpack_meta(args[0])
+            if "worker" in meta or meta.get("launcher") is True:
+                self._wrong_port(self.frontend, client, "worker")
+                return
+            self._touch_frontend(client, meta)
         elif command == p.CANCEL:
             if self.inflight.cancel((client, p.identity(args[0]))):
                 self.counters["cancelled"] += 1
@@ -196,6 +204,9 @@ class Broker:
     def _on_worker_message(self, sender: bytes, frames: list[Any]) -> None:
         """A worker's data socket sends READY, answers, DRAIN and its goodbye; its control
         socket sends heartbeats (and a last goodbye) that name the worker."""
+        if _is_other_side(frames, FRONTEND_ONLY, p.FROM_FRONTEND):
+            self._wrong_port(self.backend, sender, "frontend")
+            return
         command, args = p.parse(frames, p.FROM_WORKER)
         if command == p.READY:
             self._on_ready(sender, p.unpack_meta(args[0]))
@@ -218,6 +229,9 @@ class Broker:
             meta = p.unpack_meta(args[0])
             if meta.get("launcher") is True:
                 self._touch_launcher(sender, meta)
+                return
+            if "worker" not in meta:  # a frontend's: only a worker's names its worker
+                self._wrong_port(self.backend, sender, "frontend")
                 return
             named = meta.pop("worker", None)
         else:
@@ -307,6 +321,28 @@ class Broker:
         service = self.registry.services.get(worker.service)
         if healthy and service is not None:
             self.inflight.dispatch(service)
+
+    def _wrong_port(self, sock: zmq.Socket, peer: bytes, role: str) -> None:
+        """A peer of the other side on this port: refused, naming the port it wants, so that it
+        stops with that one line instead of being misread."""
+        why = self.wrong_port_message(role)
+        self.counters["wrong_port"] += 1
+        if self._wrong_port_log.ready():
+            log.warning("refused a %s on the wrong port: %s", role, why)
+        self._send(sock, [peer, *p.refused(421, why)])
+
+    def wrong_port_message(self, role: str) -> str:
+        """What a `role` ("worker" or "frontend") peer on the other side's port is told."""
+        front, back = _port_of(self.frontend_endpoint), _port_of(self.backend_endpoint)
+        if role == "worker":
+            return (
+                f"{front} is the broker's frontend port; workers connect to its worker port "
+                f"({back})"
+            )
+        return (
+            f"{back} is the broker's worker port; frontends and `cluster status` connect to its "
+            f"frontend port ({front})"
+        )
 
     def _refused_handshakes(self, monitor: zmq.Socket, side: str) -> None:
         while has_input(monitor):
@@ -636,6 +672,30 @@ class Broker:
             "launchers": launchers,
             "counters": dict(self.counters),
         }
+
+
+#: Commands only a worker sends, and only a frontend (or a status client) sends.
+WORKER_ONLY = frozenset({p.READY, p.DRAIN, *p.ANSWERS})
+FRONTEND_ONLY = frozenset({p.REQUEST, p.STATUS, p.CANCEL})
+
+
+def _is_other_side(frames: list[Any], commands: frozenset[bytes], table: dict[bytes, int]) -> bool:
+    """A well-formed message that only the other side's peers send (a malformed one is a bad
+    message, counted as such)."""
+    if len(frames) < 2 or frames[1] not in commands:
+        return False
+    try:
+        p.parse(frames, table)
+    except ProtocolError:
+        return False
+    return True
+
+
+def _port_of(endpoint: str) -> str:
+    """A tcp:// endpoint's port; any other endpoint whole."""
+    if endpoint.startswith("tcp://"):
+        return endpoint.rsplit(":", 1)[-1]
+    return endpoint
 
 
 def _security(config: BrokerConfig) -> str:

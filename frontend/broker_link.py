@@ -4,6 +4,15 @@ Each request gets an id unique within this process and a waiter that its
 HTTP handler awaits. Exactly one terminal answer reaches each waiter: the
 worker's, or a 502/503/504 made here when the broker is lost, unreachable or
 too slow. Answers that come after that are dropped.
+
+A lost broker costs no request whose answer had not begun: the frontend
+cannot tell whether a worker had started it (the broker says nothing until
+the first piece of the answer), so it sends it again, through another live
+broker, or *holds* it until a broker can take it (the same one restarted, its
+workers back) or its deadline passes (503 with Retry-After). Only a request
+whose answer had begun (a stream) is answered 502. A broker that comes back
+is given a short while (its heartbeat window) for its workers to rejoin
+before it is sent requests of a service it has no worker for.
 """
 
 from __future__ import annotations
@@ -63,7 +72,7 @@ class Waiter:
         self._messages: deque[p.Answer] = deque()
         self._future: asyncio.Future | None = None
         self._callback: Callable[[p.Answer], None] | None = None
-        #: The broker link that holds the request now, and what was sent through it.
+        #: The broker link that holds the request now (HELD: none yet), and what was sent.
         self.broker = 0
         self.meta: p.RequestMeta | None = None
         self.body: Any = b""
@@ -101,15 +110,23 @@ class Waiter:
 
 #: What every endpoint says while the broker cannot be reached.
 BROKER_UNREACHABLE = "the broker is not reachable"
-UNREACHABLE = p.error_answer(503, BROKER_UNREACHABLE, retry_after_s=1.0)
+#: A waiter's ``broker`` while no broker holds its request: the frontend holds it.
+HELD = -1
+#: A broker not reached since it was lost: it settles when its route table comes.
+LOST = float("inf")
 
 
 class BrokerLink:
     """Links to every broker; requests go to the live ones in turn, and what a lost broker
     held and had not begun to answer goes to another within its deadline."""
 
-    def __init__(self, config: FrontendConfig) -> None:
+    def __init__(
+        self, config: FrontendConfig, on_refused: Callable[[str], None] | None = None
+    ) -> None:
         self.config = config
+        #: Told why, when a broker refuses this frontend (final: it should stop).
+        self.on_refused = on_refused
+        self.refusal = ""
         self.pending: dict[bytes, Waiter] = {}
         self.routes: dict[str, Route] = {}
         self.services: dict[str, dict[str, Any]] = {}
@@ -122,8 +139,17 @@ class BrokerLink:
         self._status_waiters: dict[bytes, asyncio.Future] = {}
         self._host = socket.gethostname()
         self._sweeper: asyncio.Task | None = None
-        #: Each broker's own route table (its "services"), merged into ``services``.
+        #: Each live broker's own route table (its "services"), merged into ``services``.
         self._tables: list[dict[str, Any]] = [{} for _ in config.brokers]
+        #: Each broker's services as last known, kept while it is lost or settling, so that
+        #: their paths still resolve and their requests are held rather than refused.
+        self._known: list[dict[str, Any]] = [{} for _ in config.brokers]
+        #: Per broker: until when it is settling (LOST: lost; 0: settled). While one settles,
+        #: a request of a service no live broker serves is held, not sent.
+        self._settle_until = [0.0] * len(config.brokers)
+        self._settle_s = config.link.heartbeat_interval_s * config.link.heartbeat_liveness
+        #: Requests no broker holds (in ``pending`` too), oldest first.
+        self.held: dict[bytes, Waiter] = {}
         self._turn = 0
         keys = config.link.client_keys()
         self.conns = broker_links(
@@ -233,36 +259,51 @@ class BrokerLink:
             meta["query"] = query
         if trace is not None:
             meta["trace"] = trace
-        if not self._send_request(waiter, meta, body):
-            waiter.push(UNREACHABLE)
-            return waiter
         self.pending[rid] = waiter
         waiter.deadline = time.monotonic() + self.config.request_timeout_s
         self._deadlines.append((waiter.deadline, rid))
+        if not self._send_request(waiter, meta, body):
+            self._hold(waiter, meta, body)
         return waiter
 
     def cancel(self, waiter: Waiter) -> None:
         """The client left: stop waiting and tell the broker, which drops or cancels the work."""
         if self.pending.pop(waiter.rid, None) is not None:
-            self.conns[waiter.broker].send(p.cancel(waiter.rid))
+            if waiter.broker == HELD:
+                del self.held[waiter.rid]
+            else:
+                self.conns[waiter.broker].send(p.cancel(waiter.rid))
 
     # -- choosing a broker -----------------------------------------------------------
 
     def _send_request(
-        self, waiter: Waiter, meta: p.RequestMeta, body: Any, avoid: int = -1
+        self,
+        waiter: Waiter,
+        meta: p.RequestMeta,
+        body: Any,
+        avoid: int = -1,
+        only_serving: bool = False,
     ) -> bool:
         """Send through a live broker that has workers for the service, in turn (any live one
-        when none has); False when no broker took it."""
+        when none has, unless `only_serving` or a broker is settling); False when no broker
+        took it."""
         conns = self.conns
+        service = meta.get("service")
         if len(conns) == 1:
-            chosen = [0] if conns[0].alive else []
+            live = [0] if conns[0].alive and avoid != 0 else []
+            serving = [0] if live and self._serves(0, service) else []
         else:
             count = len(conns)
             start, self._turn = self._turn, (self._turn + 1) % count
             order = [(start + k) % count for k in range(count)]
             live = [i for i in order if conns[i].alive and i != avoid]
-            serving = [i for i in live if self._serves(i, meta.get("service"))]
+            serving = [i for i in live if self._serves(i, service)]
+        if serving:
             chosen = serving + [i for i in live if i not in serving]
+        elif only_serving or self._settling():
+            return False
+        else:
+            chosen = live
         for index in chosen:
             if conns[index].send(p.request(waiter.rid, meta, body)):
                 waiter.broker, waiter.meta, waiter.body = index, meta, body
@@ -272,6 +313,24 @@ class BrokerLink:
     def _serves(self, index: int, service: Any) -> bool:
         entry = self._tables[index].get(service) if isinstance(service, str) else None
         return isinstance(entry, dict) and bool(entry.get("workers"))
+
+    def _settling(self) -> bool:
+        """Some broker is lost, or back for less than its heartbeat window."""
+        now = time.monotonic()
+        return any(until > now for until in self._settle_until)
+
+    # -- requests no broker holds ------------------------------------------------------
+
+    def _hold(self, waiter: Waiter, meta: p.RequestMeta, body: Any) -> None:
+        waiter.broker, waiter.meta, waiter.body = HELD, meta, body
+        self.held[waiter.rid] = waiter
+
+    def _release(self) -> None:
+        """Send held requests, oldest first, to brokers that serve their service now; the
+        others wait on to their deadline."""
+        for rid, waiter in list(self.held.items()):
+            if self.pending.get(rid) is not waiter or self._resend(waiter, HELD, only_serving=True):
+                del self.held[rid]
 
     # -- events ------------------------------------------------------------------
 
@@ -286,40 +345,76 @@ class BrokerLink:
             deadlines = self._deadlines
             while deadlines and deadlines[0][0] <= now:
                 waiter = self.pending.pop(deadlines.popleft()[1], None)
-                if waiter is not None:
+                if waiter is None:
+                    continue
+                if waiter.broker == HELD:
+                    del self.held[waiter.rid]
+                    waiter.push(self._held_too_long())
+                else:
                     self.conns[waiter.broker].send(p.cancel(waiter.rid))
                     waiter.push(message)
+            self._settle(now)
+            if self.held:
+                self._release()
+
+    def _held_too_long(self) -> p.Answer:
+        why = (
+            BROKER_UNREACHABLE
+            if not self.alive
+            else "no broker could take the request within the request timeout"
+        )
+        return p.error_answer(503, why, retry_after_s=1.0)
+
+    def _settle(self, now: float) -> None:
+        """A broker whose heartbeat window since it came back has passed is settled: what its
+        workers did not re-announce by then is forgotten."""
+        for index, until in enumerate(self._settle_until):
+            if 0 < until <= now:
+                self._settle_until[index] = 0.0
+                self._known[index] = self._tables[index]
+                self._merge_routes()
 
     def _on_lost(self, index: int, why: str) -> None:
         """Requests the lost broker held will never be answered through it: those that had no
-        answer yet go to another live broker, the rest are answered 502 now."""
+        answer yet go to another live broker or are held until one can take them (the frontend
+        cannot tell whether a worker had begun them); those whose answer had begun are
+        answered 502 now."""
         self._tables[index] = {}
+        self._settle_until[index] = LOST
         self._merge_routes()
-        held = [w for w in self.pending.values() if w.broker == index]
-        resent = failed = 0
-        for waiter in held:
-            if not waiter.started and waiter.meta is not None and self._resend(waiter, index):
+        lost = [w for w in self.pending.values() if w.broker == index]
+        resent = kept = failed = 0
+        for waiter in lost:
+            if waiter.started or waiter.meta is None:
+                del self.pending[waiter.rid]
+                waiter.push(p.error_answer(502, f"{why}; the request was lost"))
+                failed += 1
+            elif self._resend(waiter, index):
                 resent += 1
-                continue
-            del self.pending[waiter.rid]
-            waiter.push(p.error_answer(502, f"{why}; the request was lost"))
-            failed += 1
-        if held:
+            else:
+                self._hold(waiter, waiter.meta, waiter.body)
+                kept += 1
+        if lost:
             log.warning(
-                "%s (%s): %d request(s) it held sent to another broker, %d answered 502",
+                "%s (%s): of the %d request(s) it held, %d sent to another broker, %d held "
+                "until a broker can take them, %d answered 502 (their answer had begun)",
                 why,
                 self.config.brokers[index],
+                len(lost),
                 resent,
+                kept,
                 failed,
             )
 
-    def _resend(self, waiter: Waiter, lost: int) -> bool:
+    def _resend(self, waiter: Waiter, lost: int, only_serving: bool = False) -> bool:
+        """Send a request again with the budget it has left (False: none left, or no broker
+        took it)."""
         assert waiter.meta is not None
         left_s = waiter.deadline - time.monotonic()
         if left_s <= 0:
             return False
         meta: p.RequestMeta = {**waiter.meta, "timeout_ms": int(left_s * 1000)}
-        return self._send_request(waiter, meta, waiter.body, avoid=lost)
+        return self._send_request(waiter, meta, waiter.body, lost, only_serving)
 
     def _hello(self, index: int) -> None:
         self.conns[index].send(p.heartbeat(self._heartbeat_meta()))
@@ -348,7 +443,12 @@ class BrokerLink:
             if future is not None and not future.done():
                 future.set_result(p.unpack_status(args[1]))
         elif command == p.REFUSED:
-            log.error("the broker refused this frontend: %s", p.parse_refusal(args[0])[1])
+            if self.refusal:
+                return  # said once; the frontend is stopping
+            why = self.refusal = p.parse_refusal(args[0])[1]
+            log.error("the broker at %s refused this frontend: %s", self.conns[index].endpoint, why)
+            if self.on_refused is not None:
+                self.on_refused(why)
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
 
@@ -356,18 +456,30 @@ class BrokerLink:
         services = table.get("services")
         if not isinstance(services, dict):
             return
+        now = time.monotonic()
+        if self._settle_until[index] == LOST:
+            self._settle_until[index] = now + self._settle_s
         self._tables[index] = services
+        if self._settle_until[index] > now:
+            self._known[index] = {**self._known[index], **services}
+        else:
+            self._known[index] = services
         self._merge_routes()
+        if self.held:
+            self._release()
 
     def _merge_routes(self) -> None:
-        """One route table from every live broker's: a service's workers are summed."""
+        """One route table from every broker's: a service's live workers are summed, and the
+        services of a broker lost or settling are kept, with no workers."""
         services: dict[str, dict[str, Any]] = {}
+        for table in (*self._tables, *self._known):  # live ones first: their details win
+            for name, service in table.items():
+                if isinstance(service, dict):
+                    services.setdefault(name, {**service, "workers": 0})
         for table in self._tables:  # a lost broker's is empty
             for name, service in table.items():
-                if not isinstance(service, dict):
-                    continue
-                merged = services.setdefault(name, {**service, "workers": 0})
-                merged["workers"] += service.get("workers", 0) or 0
+                if isinstance(service, dict):
+                    services[name]["workers"] += service.get("workers", 0) or 0
         routes: dict[str, Route] = {}
         for name, service in services.items():
             for route in service.get("routes", []):

@@ -14,6 +14,9 @@ once what the client still sends of it has been read and dropped for a while (a 
 close), so that a client writing a body too large reads its 413 instead of a reset. A
 connection that waits on its client longer than the idle timeout, for a request's first
 byte, its headers or its body, is closed by the server's watch.
+
+A draining server (``drain``) takes no new connection and no new request: those waiting
+for a next request close at once, the others after the answer they owe.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class Server(tornado.httpserver.HTTPServer):
         self.idle = IdleWatch(self.conn_params.header_timeout or 3600.0)
         self.max_body_bytes = self.conn_params.max_body_size or 100 * 1024 * 1024
         self._watch: asyncio.Task | None = None
+        self.draining = False
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
         if self._watch is None:
@@ -106,6 +110,14 @@ class Server(tornado.httpserver.HTTPServer):
         super().stop()
         if self._watch is not None:
             self._watch.cancel()
+
+    def drain(self) -> None:
+        """Close the listening sockets; each connection closes once it owes no answer."""
+        self.stop()
+        self.draining = True
+        for conn in list(self._connections):
+            if isinstance(conn, Connection):
+                conn.drain()
 
 
 class Connection(tornado.httputil.HTTPConnection):
@@ -182,6 +194,13 @@ class Connection(tornado.httputil.HTTPConnection):
             pass
         finally:
             waiting.pop(self, None)
+
+    def drain(self) -> None:
+        """Close now if no answer is owed; else close after it."""
+        if self._delegate is None and not self._held:
+            self.stream.close()
+        else:
+            self._close_after = True
 
     def _refuse(self, status: int, why: str) -> None:
         """Answer a request that cannot be read (only before its answer began), then close."""
@@ -307,7 +326,7 @@ class Connection(tornado.httputil.HTTPConnection):
         self._start_line = start_line
         self._keep_alive = keep_alive and not self.server.conn_params.no_keep_alive
         self._read_done = self._response_started = self._chunked = False
-        self._close_after = not self._keep_alive
+        self._close_after = not self._keep_alive or self.server.draining
         self._head = start_line.method == "HEAD"
         self._close_callback = None
         if headers.get("Expect", "").lower() == "100-continue" and start_line.version == "HTTP/1.1":

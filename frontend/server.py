@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import ssl
+import sys
 import time
 
 from tornado.netutil import bind_sockets
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 #: How long a stopping frontend waits for requests it is answering.
 STOP_GRACE_S = 5.0
+#: A broker refused this frontend (its worker port, another protocol version): final, as for
+#: a worker launcher.
+EXIT_REFUSED = 77
 
 
 def listen(config: FrontendConfig) -> list:
@@ -54,11 +58,19 @@ def tls_context(config: FrontendConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
-    """Serve HTTP until SIGTERM or SIGINT, then finish what is in flight (briefly) and leave."""
+async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> int:
+    """Serve HTTP until SIGTERM or SIGINT, or a broker's refusal (exit code EXIT_REFUSED),
+    then finish what is in flight (briefly) and leave."""
     tls = tls_context(config)
     sockets = listen(config)
-    link = BrokerLink(config)
+    stop = asyncio.Event()
+    refused: list[str] = []
+
+    def on_refused(why: str) -> None:
+        refused.append(why)
+        stop.set()
+
+    link = BrokerLink(config, on_refused=on_refused)
     link.start()
     router = make_app(link, config, tracing)
     server = Server(
@@ -78,13 +90,19 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
         config.port,
         ", ".join(config.brokers),
     )
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    server.stop()
-    deadline = time.monotonic() + min(STOP_GRACE_S, config.request_timeout_s)
+    server.drain()
+    grace_s = min(STOP_GRACE_S, config.request_timeout_s)
+    log.info(
+        "draining: no new connections or requests; %d request(s) in flight get their answer "
+        "(within %g s)",
+        len(link.pending),
+        grace_s,
+    )
+    deadline = time.monotonic() + grace_s
     while link.pending and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     link.close()
@@ -92,6 +110,7 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> None:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), 1.0)
     log.info("frontend stopped")
+    return EXIT_REFUSED if refused else 0
 
 
 def run_frontend_process(config: FrontendConfig) -> None:
@@ -99,9 +118,11 @@ def run_frontend_process(config: FrontendConfig) -> None:
     batch_io_threads()
     tune_gc()
     tracing = setup_tracing("frontend")
-    asyncio.run(serve(config, tracing))
+    code = asyncio.run(serve(config, tracing))
     if tracing is not None:
         tracing.shutdown()
+    if code:
+        sys.exit(code)
 
 
 def run_frontend(config: FrontendConfig) -> int:
@@ -118,4 +139,5 @@ def run_frontend(config: FrontendConfig) -> int:
         (config,),
         config.processes,
         stop_timeout_s=STOP_GRACE_S + 5,
+        final_exits={EXIT_REFUSED: "was refused by the broker"},
     ).run()

@@ -91,8 +91,7 @@ def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
         clients = [pool.submit(client) for _ in range(4)]
         wait_until(lambda: len(seen) > 20, what="traffic")
         cluster.stop(broker, signal.SIGKILL)
-        killed_at = time.monotonic()
-        wait_until(lambda: any(b > killed_at and c == 503 for b, c, _ in seen), what="503s")
+        wait_until(lambda: cluster.health() == 503, what="the frontend to see the loss")
         cluster.broker(ports=ports)  # type: ignore[arg-type]
         restarted_at = time.monotonic()
         wait_until(
@@ -101,8 +100,10 @@ def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
         stop.set()
         for f in clients:
             f.result()
-    assert {code for _, code, _ in seen} <= {200, 502, 503}
-    assert max(took for *_, took in seen) < 5, "a request hung while the broker was gone"
+    # Nothing had begun to answer: what the broker held, and what came while it was gone,
+    # waited at the frontend and was served once it was back.
+    assert {code for _, code, _ in seen} == {200}
+    assert max(took for *_, took in seen) < 5, "a request hung past the broker's return"
     # The frontend, back by a request before its heartbeat, is named by that heartbeat.
     [front] = wait_until(
         lambda: [f for f in (cluster.status() or {}).get("frontends", []) if f.get("pid")],
@@ -115,8 +116,9 @@ def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
     cluster: Cluster,
 ) -> None:
     """With heartbeats 6 s apart in all, a killed broker is still seen at once: the socket
-    monitor reports the dropped connection. What it held is answered 502 at once, what comes
-    after 503 at once, and when it is back everyone rejoins without a manual step."""
+    monitor reports the dropped connection. What it held, and what comes while it is gone,
+    waits at the frontend; when it is back everyone rejoins without a manual step and all of
+    it is served."""
     slow = ("--heartbeat-interval", "2")
     broker = cluster.broker(*slow)
     cluster.worker("EchoAPI", 1, *slow)
@@ -125,22 +127,21 @@ def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
     ports = tuple(
         int(e.rsplit(":", 1)[1]) for e in (cluster.frontend_endpoint, cluster.backend_endpoint)
     )
-    with ThreadPoolExecutor(1) as pool:
+    with ThreadPoolExecutor(2) as pool:
         # (A sync worker rejoins once the batch that holds it ends: keep it short.)
-        held = pool.submit(cluster.post, {"op": "sleep", "seconds": 3}, timeout=20)
+        held = pool.submit(cluster.post, {"op": "sleep", "seconds": 1, "value": 0}, timeout=30)
         wait_until(
             lambda: any(w["in_flight"] for w in cluster.ready_workers()), what="the held request"
         )
         cluster.stop(broker, signal.SIGKILL)
         killed_at = time.monotonic()
-        assert held.result().status_code == 502
-        assert time.monotonic() - killed_at < 1.0, "the held request waited for the heartbeats"
-    began = time.monotonic()
-    assert cluster.post({"value": 1}, timeout=5).status_code == 503
-    assert time.monotonic() - began < 1.0
-    assert "the connection to the broker at" in cluster.logs()
-    cluster.broker(*slow, ports=ports)  # type: ignore[arg-type]
-    cluster.wait_healthy(1)
+        wait_until(lambda: cluster.health() == 503, what="the frontend to see the loss")
+        assert time.monotonic() - killed_at < 1.0, "the loss waited for the heartbeats"
+        came_after = pool.submit(cluster.post, {"value": 1}, timeout=30)
+        assert "the connection to the broker at" in cluster.logs()
+        cluster.broker(*slow, ports=ports)  # type: ignore[arg-type]
+        cluster.wait_healthy(1)
+        assert [held.result().json()["echo"], came_after.result().json()["echo"]] == [0, 1]
     assert cluster.post({"value": 2}).json()["echo"] == 2
 
 
@@ -202,5 +203,5 @@ def test_a_worker_the_broker_refuses_ends_its_launcher_with_the_reason(cluster: 
     refused = cluster.worker("LoggingAPI")  # another service on the same route
     assert refused.wait(30) == 77
     logs = cluster.logs()
-    assert "the broker refused this worker" in logs and "/predict" in logs
-    assert "was refused by the broker" in logs
+    # One line, the launcher's: its process's reason, which names the route.
+    assert "was refused by the broker: the broker refused it:" in logs and "/predict" in logs

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -222,3 +223,48 @@ def test_up_whose_setup_fails_stops_at_once_naming_it(tmp_path) -> None:
     assert "BadSetupAPI.setup failed (RuntimeError: the model file is missing)" in out.stderr
     last = out.stderr.strip().splitlines()[-1]
     assert "setup failed: RuntimeError: the model file is missing; stopped" in last, last
+
+
+def test_ctrl_c_under_load_drains_quietly(tmp_path) -> None:
+    """A draining frontend takes no new connection or request, says so once, and does not log
+    a 503 for each request its clients keep sending on their connections."""
+    proc, port = _start_up(tmp_path, "--api", api("EchoAPI"), "--workers", "1")
+    family = psutil.Process(proc.pid).children(recursive=True)
+    stop = threading.Event()
+    answered: list[int] = []
+
+    def client() -> None:
+        with requests.Session() as session:  # keep-alive, as a load tool's connections are
+            while not stop.is_set():
+                try:
+                    r = session.post(f"http://127.0.0.1:{port}/predict", json={"value": 1})
+                except requests.ConnectionError:
+                    stop.wait(0.01)  # closed, or nothing listens any more: not in a tight loop
+                    continue
+                answered.append(r.status_code)
+
+    def slow() -> None:
+        """One long request keeps the stopping frontend waiting for it (its grace)."""
+        with contextlib.suppress(requests.ConnectionError):
+            requests.post(
+                f"http://127.0.0.1:{port}/predict",
+                json={"op": "sleep", "seconds": 3, "value": 0},
+                timeout=20,
+            )
+
+    threads = [threading.Thread(target=client) for _ in range(4)]
+    threads.append(threading.Thread(target=slow))
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(answered) > 100, what="load, with the slow request sent")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(10)
+        _kill_family(proc, family)
+    log = (tmp_path / "up.log").read_text()
+    assert log.count("503 POST /predict") <= 4, log[-3000:]
+    assert log.count("draining: no new connections or requests") == 1, log[-3000:]

@@ -92,7 +92,18 @@ class LauncherLink:
         self.supervisor = supervisor
         keys = config.link.client_keys()
         context: zmq.Context = zmq.Context.instance()
-        self._socks = [open_dealer(context, endpoint, keys) for endpoint in config.brokers]
+        # Heartbeats to a broker that is down are dropped, not queued for its return; it is
+        # tried again each heartbeat at most.
+        self._socks = [
+            open_dealer(
+                context,
+                endpoint,
+                keys,
+                immediate=True,
+                reconnect_max_s=config.link.heartbeat_interval_s,
+            )
+            for endpoint in config.brokers
+        ]
         self._next_at = 0.0
         #: What each broker said last of the service's load.
         self._loads = [Load() for _ in self._socks]

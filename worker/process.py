@@ -125,6 +125,8 @@ class WorkerProcess:
         self._drain_acked: list[asyncio.Event] = []
         #: Set once no request is held, so that a drain can wait for it.
         self._empty: asyncio.Event | None = None
+        #: Per broker: when this worker last said READY to it.
+        self._announced_at = [0.0] * len(config.brokers)
         #: What the API's health() said last; heartbeats carry it to the broker.
         self.healthy = True
         health = getattr(api, "health", None)
@@ -160,6 +162,8 @@ class WorkerProcess:
             heartbeat_meta=self._heartbeat_meta,
             link=config.link,
             keys=keys,
+            # Heartbeats are not queued while a broker is away: each would be answered ANNOUNCE.
+            immediate=True,
             name=f"worker {os.getpid()}",
         )
 
@@ -196,6 +200,7 @@ class WorkerProcess:
     def _announce(self, link: int) -> None:
         """Say READY to broker `link` on a fresh data socket, forgetting work of its earlier
         session (that broker re-sent it)."""
+        self._announced_at[link] = time.monotonic()
         self.serving.announce(link, p.ready(self._ready_meta()))
 
     def _heartbeat_meta(self) -> dict[str, Any]:
@@ -289,14 +294,20 @@ class WorkerProcess:
         if command == p.DRAIN:
             self._no_ack_coming(link)
         elif command == p.REFUSED:
+            if self.refusal:
+                return  # said on its other socket too
             why = p.parse_refusal(args[0])[1]
-            log.error("the broker refused this worker: %s", why)
+            log.debug("the broker refused this worker: %s", why)  # its launcher says it
             self.refusal = f"the broker refused it: {why}"
             self.exit_code = EXIT_REFUSED
             self.stop()
         elif command == p.ANNOUNCE and not self.is_stopping:
-            log.info("the broker does not know this worker (it restarted?); announcing again")
-            self._announce(link)
+            # A heartbeat may reach a broker before the READY sent with it on the other socket:
+            # within a heartbeat interval of a READY, that READY is the answer.
+            since_s = time.monotonic() - self._announced_at[link]
+            if since_s > self.config.link.heartbeat_interval_s:
+                log.info("the broker does not know this worker (it restarted?); announcing again")
+                self._announce(link)
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
             self._no_ack_coming(link)
