@@ -211,9 +211,9 @@ class BrokerConnection:
         self.dropped = self._handshaken = False
         self._expires_at = time.monotonic() + self._expiry_s()
         assert self._loop is not None
-        self._loop.add_reader(sock.getsockopt(zmq.FD), self._drain)
+        self._loop.add_reader(sock.fileno(), self._drain)
         self._monitor = sock.get_monitor_socket(MONITORED)
-        self._loop.add_reader(self._monitor.getsockopt(zmq.FD), self._read_monitor)
+        self._loop.add_reader(self._monitor.fileno(), self._read_monitor)
         # Events that came before the reader was in place raise no edge: look once.
         self._loop.call_soon(self._read_monitor)
         self.on_connect()
@@ -224,13 +224,13 @@ class BrokerConnection:
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
             if self._loop is not None:
-                self._loop.remove_reader(monitor.getsockopt(zmq.FD))
+                self._loop.remove_reader(monitor.fileno())
             if sock is not None:
                 sock.disable_monitor()
             monitor.close(0)
         if sock is not None:
             if self._loop is not None:
-                self._loop.remove_reader(sock.getsockopt(zmq.FD))
+                self._loop.remove_reader(sock.fileno())
             sock.close()
 
     def _expiry_s(self) -> float:
