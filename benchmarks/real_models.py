@@ -42,7 +42,8 @@ import numpy as np
 import psutil
 
 from zeroserve.up import free_port
-from zeroserve.worker.threads import THREAD_VARIABLES
+from zeroserve.worker.launcher import default_process_count
+from zeroserve.worker.threads import THREAD_VARIABLES, THREADS_ENV, usable_cores
 
 from compare import server, wrk
 
@@ -101,9 +102,15 @@ def direct(model: str, batch_sizes: list[int], seconds: float) -> dict:
     return {"rps": rps, "p50_ms": statistics.median(one)}
 
 
-def direct_in_child(model: str, batch_sizes: list[int], seconds: float) -> dict:
-    """`direct` in a fresh process with every core: no thread limit in its environment."""
+def direct_in_child(
+    model: str, batch_sizes: list[int], seconds: float, threads: int | None = None
+) -> dict:
+    """`direct` in a fresh process with every core, or with `threads` as a worker process
+    of zeroserve has them."""
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    if threads is not None:
+        env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)))
+        env[THREADS_ENV] = str(threads)
     out = subprocess.run(
         [sys.executable, __file__, "--direct", "--model", model, "--duration", str(seconds),
          "--batch-sizes", *map(str, batch_sizes)],
@@ -264,6 +271,11 @@ def main() -> None:
     for size, rps in ceiling["rps"].items():
         print(f"    batch {size:>3}: {rps:.0f} req/s ({rps / ceiling['rps'][1]:.2f}x batch 1)")
     print(f"    one request at batch 1: {ceiling['p50_ms']:.3f} ms (median)", flush=True)
+    # What a worker process of `cluster up`'s defaults has: a process per core, a thread each.
+    share = max(1, usable_cores() // default_process_count())
+    alone = direct_in_child(args.model, [1], min(args.duration, 3.0), threads=share)
+    ceiling["worker_p50_ms"] = alone["p50_ms"]
+    print(f"    one request with {share} thread(s), as a worker has: {alone['p50_ms']:.3f} ms")
 
     results: dict[str, list[dict]] = {}
     for name, (argv, env) in servers(args.model, litserve).items():
@@ -309,7 +321,9 @@ def summary(results: dict[str, list[dict]], ceiling: dict, top: float) -> None:
     if lone:
         print(
             f"at 1 connection, zeroserve without batching adds "
-            f"{lone['p50_ms'] - ceiling['p50_ms']:.2f} ms to a direct call's p50"
+            f"{lone['p50_ms'] - ceiling['worker_p50_ms']:.2f} ms to a direct call's p50 with a "
+            f"worker's threads ({lone['p50_ms'] - ceiling['p50_ms']:.2f} ms to one with all "
+            "cores)"
         )
 
 
