@@ -60,6 +60,8 @@ class Policy:
     default_timeout_s: float = p.DEFAULT_TIMEOUT_S
     retry_after_s: float = 1.0
     deadline_grace_s: float = 10.0
+    #: A request naming a model goes to a worker holding it first (off: model-blind).
+    model_routing: bool = True
 
 
 class Inflight:
@@ -115,16 +117,23 @@ class Inflight:
     def dispatch(self, service: ServiceRecord) -> None:
         """Assign queued requests, oldest first, while a worker of the service has credit."""
         queue = service.queue
+        routing = self.policy.model_routing
         while len(queue):
-            worker = service.pick()
+            model = None
+            if routing:
+                head = queue.peek()
+                assert head is not None  # the queue was not empty
+                named = self.requests[head].meta.get("model")
+                model = named if isinstance(named, str) and named else None
+            worker = service.pick(model)
             if worker is None:
                 return
             key = queue.pop()
-            assert key is not None  # the queue was not empty
+            assert key is not None
             request = self.requests[key]
             request.attempt += 1
             request.worker = worker.identity
-            service.assign(worker, request.key)
+            service.assign(worker, request.key, model)
             self.wire.send_request(worker, request)
 
     def answer(

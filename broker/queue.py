@@ -31,6 +31,9 @@ class ServiceQueue:
     def push_front(self, key: RequestKey) -> None:
         self._keys.appendleft(key)
 
+    def peek(self) -> RequestKey | None:
+        return self._keys[0] if self._keys else None
+
     def pop(self) -> RequestKey | None:
         return self._keys.popleft() if self._keys else None
 

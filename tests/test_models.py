@@ -1,0 +1,282 @@
+"""Many models per service: the worker's LRU of loaded models, and the broker's model-aware
+routing; units without sockets first, then real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from zeroserve.broker.queue import ServiceQueue
+from zeroserve.broker.registry import ServiceRecord, WorkerRecord
+from zeroserve.worker.models import ModelCache, UnknownModel
+
+from cluster import Cluster, run_cli, wait_until
+
+MODELS = str(Path(__file__).resolve().parent / "apis_models.py")
+
+
+# -- the worker's cache, on its own -------------------------------------------------------
+
+
+class Library:
+    """load_model and unload_model of a fake API, recording their calls."""
+
+    def __init__(self, known: set[str], delay_s: float = 0.0) -> None:
+        self.known = known
+        self.delay_s = delay_s
+        self.calls: list[tuple[str, str]] = []
+
+    async def load(self, model_id: str) -> Any:
+        self.calls.append(("load", model_id))
+        await asyncio.sleep(self.delay_s)
+        if model_id not in self.known:
+            raise KeyError(model_id)
+        return {"id": model_id}
+
+    def unload(self, model_id: str, model: Any) -> None:
+        assert model == {"id": model_id}
+        self.calls.append(("unload", model_id))
+
+
+async def invoke(func: Callable[..., Any], *args: Any) -> Any:
+    result = func(*args)
+    return await result if asyncio.iscoroutine(result) else result
+
+
+async def use(cache: ModelCache, model_id: str) -> Any:
+    model = await cache.acquire(model_id, invoke)
+    await cache.release(model_id, invoke)
+    return model
+
+
+def test_cache_evicts_the_least_recently_used_and_unloads_it() -> None:
+    lib = Library({"a", "b", "c"})
+    cache = ModelCache(lib.load, lib.unload, 2, concurrent=True)
+
+    async def scenario() -> None:
+        for name in ("a", "b", "a", "c"):  # "a" was used after "b": "b" goes
+            assert await use(cache, name) == {"id": name}
+
+    asyncio.run(scenario())
+    assert lib.calls == [("load", "a"), ("load", "b"), ("load", "c"), ("unload", "b")]
+    assert cache.held == ("a", "c")
+    assert (cache.hits, cache.misses, cache.loads, cache.evictions) == (1, 3, 3, 1)
+
+
+def test_cache_loads_once_for_many_waiting_and_refuses_unknown_models() -> None:
+    lib = Library({"a"}, delay_s=0.05)
+    cache = ModelCache(lib.load, None, 2, concurrent=True)
+
+    async def scenario() -> list[Any]:
+        return await asyncio.gather(
+            *(use(cache, "a") for _ in range(10)),
+            *(use(cache, "nope") for _ in range(3)),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(scenario())
+    assert results[:10] == [{"id": "a"}] * 10
+    assert all(isinstance(r, UnknownModel) and "'nope'" in str(r) for r in results[10:])
+    assert lib.calls == [("load", "a"), ("load", "nope")]
+    assert cache.held == ("a",)
+
+
+def test_cache_never_evicts_a_model_in_use() -> None:
+    lib = Library({"a", "b"})
+    cache = ModelCache(lib.load, lib.unload, 1, concurrent=True)
+
+    async def scenario() -> None:
+        await cache.acquire("a", invoke)
+        await use(cache, "b")  # "a" is in use: "b", idle again, goes instead
+        assert cache.held == ("a",)
+        await cache.release("a", invoke)
+
+    asyncio.run(scenario())
+    assert lib.calls == [("load", "a"), ("load", "b"), ("unload", "b")]
+
+
+# -- the broker's pick, on its own -------------------------------------------------------------
+
+
+def service_of(count: int, capacity: int = 2) -> tuple[ServiceRecord, list[WorkerRecord]]:
+    service = ServiceRecord("svc", [{"path": "/predict"}], ServiceQueue(100))
+    workers = []
+    for i in range(count):
+        worker = WorkerRecord(bytes([i + 1]), "svc", [], capacity, i, "h", {}, 1.0, 0.0)
+        service.add(worker)
+        workers.append(worker)
+    return service, workers
+
+
+def test_pick_prefers_a_holder_with_free_slots_then_the_least_loaded() -> None:
+    service, (a, b, c) = service_of(3)
+    service.set_models(b, frozenset({"m"}))
+    assert service.pick("m") is b
+    assert service.pick(None) is a  # no model: the plain round robin
+    service.assign(b, (b"f", b"1"), "m")
+    assert service.pick("m") is b  # one slot left
+    service.assign(b, (b"f", b"2"), "m")
+    assert service.pick("m") in (a, c)  # b is full: the least loaded instead
+    service.release(b, (b"f", b"1"))
+    assert service.pick("m") is b
+
+
+def test_a_cold_burst_spreads_once_its_first_worker_is_full() -> None:
+    service, workers = service_of(3, capacity=2)
+    chosen = []
+    for i in range(6):
+        worker = service.pick("cold")
+        assert worker is not None
+        service.assign(worker, (b"f", bytes([i])), "cold")
+        chosen.append(worker)
+    # Two on the first (it loads; its second request waits for that load), then the next.
+    assert [chosen.count(w) for w in workers] == [2, 2, 2]
+    assert chosen[0] is chosen[1] and chosen[2] is chosen[3]
+    assert service.holders("cold") == set(workers)
+
+
+def test_heartbeats_replace_what_a_worker_holds_and_a_leaver_holds_nothing() -> None:
+    service, (a, b) = service_of(2)
+    service.assign(a, (b"f", b"1"), "m")
+    assert service.holders("m") == {a}
+    service.set_models(a, frozenset({"n"}))  # its heartbeat: "m" was evicted (or refused)
+    assert service.holders("m") == set() and service.holders("n") == {a}
+    service.remove(a)
+    assert service.holders("n") == set()
+    assert service.pick("n") is b
+
+
+# -- real processes ------------------------------------------------------------------------
+
+
+def ask(c: Cluster, model: str | None, x: float = 1, **kwargs: Any) -> requests.Response:
+    headers = {"X-Model-Id": model} if model is not None else {}
+    return c.post({"x": x}, headers=headers, **kwargs)
+
+
+def events(log: Path) -> list[tuple[int, str, str]]:
+    if not log.exists():
+        return []
+    return [
+        (int(pid), event, model)
+        for pid, event, model in map(str.split, log.read_text().split("\n")[:-1])
+    ]
+
+
+@pytest.fixture
+def model_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "models.log"
+    monkeypatch.setenv("MODELS_LOG", str(log))
+    return log
+
+
+def test_each_request_is_answered_by_its_model_and_unknown_ones_are_404(
+    cluster: Cluster, model_log: Path
+) -> None:
+    cluster.up(f"{MODELS}:ModelsAPI")
+    assert ask(cluster, "double", 21).json()["y"] == 42
+    assert ask(cluster, "triple", 2).json()["y"] == 6
+    refused = ask(cluster, "nope")
+    assert refused.status_code == 404
+    assert "'nope'" in refused.json()["detail"]
+    missing = ask(cluster, None)
+    assert missing.status_code == 400 and "X-Model-Id" in missing.json()["detail"]
+    too_long = ask(cluster, "m" * 300)
+    assert too_long.status_code == 400 and "X-Model-Id" in too_long.json()["detail"]
+    assert ask(cluster, "double", 5).json()["y"] == 10  # still serving, "double" still held
+    assert [(e, m) for _, e, m in events(model_log)] == [("load", "double"), ("load", "triple")]
+
+
+def test_the_least_recently_used_model_is_evicted_and_unloaded(
+    cluster: Cluster, model_log: Path
+) -> None:
+    cluster.up(f"{MODELS}:ModelsAPI")
+    for model in ("double", "triple", "double", "tenfold", "triple"):
+        assert ask(cluster, model).status_code == 200
+    assert [(e, m) for _, e, m in events(model_log)] == [
+        ("load", "double"),
+        ("load", "triple"),
+        ("load", "tenfold"),
+        ("unload", "triple"),  # "double" was used after it
+        ("load", "triple"),
+        ("unload", "double"),
+    ]
+
+
+def test_a_burst_for_a_cold_model_loads_it_once(
+    cluster: Cluster, model_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELS_LOAD_S", "0.5")
+    cluster.up(f"{MODELS}:AsyncModelsAPI")
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: ask(cluster, "half", i), range(32)))
+    assert [a.json()["y"] for a in answers] == [i * 0.5 for i in range(32)]
+    assert [(e, m) for _, e, m in events(model_log)] == [("load", "half")]
+
+
+def test_a_batch_never_mixes_models(cluster: Cluster) -> None:
+    cluster.up(f"{MODELS}:BatchModelsAPI")
+    names = ["double", "triple"]
+    with ThreadPoolExecutor(16) as pool:
+        answers = list(pool.map(lambda i: ask(cluster, names[i % 2], i).json(), range(48)))
+    for i, answer in enumerate(answers):
+        assert answer["batch_models"] == [names[i % 2]]
+        assert answer["y"] == i * (2 if i % 2 == 0 else 3)
+
+
+def test_requests_go_to_the_worker_holding_their_model(cluster: Cluster, model_log: Path) -> None:
+    cluster.up(f"{MODELS}:ModelsAPI", processes=2)
+    pids = {
+        model: {ask(cluster, model).json()["pid"] for _ in range(6)}
+        for model in ("double", "triple", "double", "triple")
+    }
+    assert len(pids["double"]) == 1 and len(pids["triple"]) == 1
+    assert pids["double"] != pids["triple"]  # the second model went to the idle worker
+    assert sorted(m for _, e, m in events(model_log) if e == "load") == ["double", "triple"]
+    # status: each worker with the model it holds, and its hit rate
+    wait_until(
+        lambda: (
+            sorted(m for w in cluster.ready_workers() for m in w["models"]) == ["double", "triple"]
+        ),
+        what="status to show the models held",
+    )
+    wait_until(
+        lambda: all(w["reported"].get("model_hits") == 11 for w in cluster.ready_workers()),
+        what="the heartbeats to report the hits",
+    )
+    shown = run_cli("status", "--broker", cluster.frontend_endpoint).stdout
+    assert "HIT RATE" in shown and "92%" in shown and "double" in shown
+    metrics = requests.get(cluster.url("/metrics"), timeout=10).text
+    assert "zeroserve_worker_model_loads_total{host=" in metrics
+    assert "zeroserve_worker_model_hit_ratio{" in metrics
+
+
+def test_model_blind_routing_spreads_a_model_over_the_workers(
+    cluster: Cluster, model_log: Path
+) -> None:
+    cluster.up(f"{MODELS}:ModelsAPI", processes=2, broker_args=("--no-model-routing",))
+    pids = {ask(cluster, "double").json()["pid"] for _ in range(6)}
+    assert len(pids) == 2  # the round robin: both workers load it
+    assert sorted(
+        collections.Counter(m for _, e, m in events(model_log) if e == "load").values()
+    ) == [2]
+
+
+def test_a_cold_burst_is_shared_by_the_workers_each_loading_once(
+    cluster: Cluster, model_log: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MODELS_LOAD_S", "0.3")
+    cluster.up(f"{MODELS}:ModelsAPI", processes=2)
+    with ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(lambda i: ask(cluster, "tenfold", i).json(), range(12)))
+    assert [a["y"] for a in answers] == [i * 10 for i in range(12)]
+    assert len({a["pid"] for a in answers}) == 2  # not all behind the first worker's load
+    loads = [pid for pid, e, _ in events(model_log) if e == "load"]
+    assert len(loads) == len(set(loads)) == 2
