@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from collections.abc import Iterator
 
 #: A request as the broker knows it: (frontend identity, request id).
 RequestKey = tuple[bytes, bytes]
@@ -33,6 +35,10 @@ class ServiceQueue:
 
     def peek(self) -> RequestKey | None:
         return self._keys[0] if self._keys else None
+
+    def front(self, count: int) -> Iterator[RequestKey]:
+        """The first `count` keys, oldest first."""
+        return itertools.islice(self._keys, count)
 
     def pop(self) -> RequestKey | None:
         return self._keys.popleft() if self._keys else None

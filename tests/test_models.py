@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 import requests
+from test_inflight import F, reply, table
 
+from zeroserve.broker.inflight import MAX_PASSED
 from zeroserve.broker.queue import ServiceQueue
 from zeroserve.broker.registry import ServiceRecord, WorkerRecord
 from zeroserve.worker.models import ModelCache, UnknownModel
@@ -151,6 +153,50 @@ def test_heartbeats_replace_what_a_worker_holds_and_a_leaver_holds_nothing() -> 
     service.remove(a)
     assert service.holders("n") == set()
     assert service.pick("n") is b
+
+
+def accept_for(inflight: Any, rid: bytes, model: str) -> None:
+    inflight.accept(F, rid, {"service": "svc", "timeout_ms": 1000, "model": model}, b"", 0.0)
+
+
+def finish(inflight: Any, worker: WorkerRecord, rid: bytes) -> None:
+    """The worker answers `rid`: the broker dispatches again, as it does on every answer."""
+    assert reply(inflight, worker, rid)
+    inflight.dispatch(inflight.registry.services["svc"])
+
+
+def test_a_free_worker_takes_a_queued_request_of_a_model_it_holds_first() -> None:
+    inflight, wire, (a, b) = table(capacity=1, workers=2)
+    accept_for(inflight, b"1", "m")  # to a: it holds "m" now
+    accept_for(inflight, b"2", "n")  # to b: it holds "n" now
+    accept_for(inflight, b"3", "m")  # both busy: queued
+    accept_for(inflight, b"4", "n")
+    finish(inflight, b, b"2")  # b is free: "4" (its model) goes before the older "3"
+    assert wire.requests[-1] == (b.identity, b"4", 1)
+    finish(inflight, a, b"1")
+    assert wire.requests[-1] == (a.identity, b"3", 1)
+
+
+def test_the_oldest_request_is_passed_over_a_bounded_number_of_times() -> None:
+    inflight, wire, (_, b) = table(capacity=1, workers=2, max_queue=100)
+    accept_for(inflight, b"a", "m")  # a holds "m", b holds "n"
+    accept_for(inflight, b"b", "n")
+    accept_for(inflight, b"old", "m")
+    for i in range(MAX_PASSED + 1):
+        accept_for(inflight, bytes([i]), "n")
+    served = [b"b"]
+    for _ in range(MAX_PASSED + 1):  # b keeps finishing and taking "n" requests
+        finish(inflight, b, served[-1])
+        served.append(wire.requests[-1][1])
+    assert served[-1] == b"old"  # then the oldest, though b loads "m" for it
+
+
+def test_model_blind_routing_ignores_the_model() -> None:
+    inflight, wire, (a, b) = table(capacity=2, workers=2, model_routing=False)
+    for rid in (b"1", b"2", b"3"):
+        accept_for(inflight, rid, "m")
+    assert {w for w, _, _ in wire.requests} == {a.identity, b.identity}
+    assert not a.models and not b.models
 
 
 # -- real processes ------------------------------------------------------------------------
