@@ -88,6 +88,7 @@ def test_cache_loads_once_for_many_waiting_and_refuses_unknown_models() -> None:
     assert all(isinstance(r, UnknownModel) and "'nope'" in str(r) for r in results[10:])
     assert lib.calls == [("load", "a"), ("load", "nope")]
     assert cache.held == ("a",)
+    assert (cache.hits, cache.misses, cache.loads) == (0, 10, 1)  # "nope" counts for nothing
 
 
 def test_cache_never_evicts_a_model_in_use() -> None:

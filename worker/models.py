@@ -60,6 +60,8 @@ class ModelCache:
         self._users: Counter[str] = Counter()
         #: What the heartbeats report (read from another thread: replaced whole, never changed).
         self.held: tuple[str, ...] = ()
+        #: Requests that found their model loaded, those that did not (they waited for a
+        #: load), the loads begun and the evictions; models refused count in none.
         self.hits = 0
         self.misses = 0
         self.loads = 0
@@ -96,6 +98,9 @@ class ModelCache:
                     raise  # this request was cancelled
                 self.misses -= 1
                 return await self.acquire(model_id, invoke)  # the load was: try it again
+            except UnknownModel:
+                self.misses -= 1
+                raise
             self._users[model_id] += 1
             return model
         future = asyncio.get_running_loop().create_future() if self.concurrent else None
@@ -109,6 +114,9 @@ class ModelCache:
                 raise UnknownModel(model_id)
         except BaseException as exc:
             refused = UnknownModel(model_id) if isinstance(exc, LookupError) else exc
+            if isinstance(refused, UnknownModel):  # an unknown model counts for nothing
+                self.misses -= 1
+                self.loads -= 1
             if future is not None and isinstance(exc, asyncio.CancelledError):
                 future.cancel()
             elif future is not None:
