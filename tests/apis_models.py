@@ -71,3 +71,17 @@ class BatchModelsAPI(ModelsAPI):
             {"y": x["x"] * c["model"]["factor"], "batch_models": seen}
             for x, c in zip(xs, context, strict=True)
         ]
+
+
+class ChatModelsAPI(LitAPI):
+    """A chat model of many (``--spec openai``): it says which model answered."""
+
+    max_models_per_worker = 2
+
+    def load_model(self, model_id: str) -> str:
+        if model_id not in FACTORS:
+            raise KeyError(model_id)
+        return model_id.upper()
+
+    def predict(self, messages: Any, context: dict[str, Any]) -> Any:
+        yield f"{context['model']} heard {messages[-1]['content']}"

@@ -12,12 +12,16 @@ from typing import Any
 
 import pytest
 import requests
+from apis_models import ModelsAPI
 from test_inflight import F, reply, table
 
 from zeroserve.broker.inflight import MAX_PASSED
 from zeroserve.broker.queue import ServiceQueue
 from zeroserve.broker.registry import ServiceRecord, WorkerRecord
-from zeroserve.worker.models import ModelCache, UnknownModel
+from zeroserve.common.errors import ConfigError
+from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.loader import resolve_settings
+from zeroserve.worker.models import DEFAULT_MAX_MODELS, ModelCache, UnknownModel
 
 from cluster import Cluster, run_cli, wait_until
 
@@ -103,6 +107,37 @@ def test_cache_never_evicts_a_model_in_use() -> None:
 
     asyncio.run(scenario())
     assert lib.calls == [("load", "a"), ("load", "b"), ("unload", "b")]
+
+
+def settings_of(api: Any) -> Any:
+    return resolve_settings(api, WorkerConfig(brokers=("x",), api="x"))
+
+
+def test_the_settings_of_an_api_of_many_models_are_checked() -> None:
+    class Zoo:
+        def load_model(self, model_id: str) -> Any:
+            return model_id
+
+        def predict(self, x: Any, context: Any) -> Any:
+            return x
+
+    assert settings_of(Zoo()).max_models == DEFAULT_MAX_MODELS
+    Zoo.max_models_per_worker = 5  # type: ignore[attr-defined]
+    assert settings_of(Zoo()).max_models == 5
+    for bad in (0, "2", True):
+        Zoo.max_models_per_worker = bad  # type: ignore[attr-defined]
+        with pytest.raises(ConfigError, match="max_models_per_worker must be an integer"):
+            settings_of(Zoo())
+
+    class One:
+        max_models_per_worker = 2
+
+        def predict(self, x: Any) -> Any:
+            return x
+
+    with pytest.raises(ConfigError, match="no load_model"):
+        settings_of(One())
+    assert settings_of(ModelsAPI()).max_models == 2
 
 
 # -- the broker's pick, on its own -------------------------------------------------------------
@@ -327,3 +362,21 @@ def test_a_cold_burst_is_shared_by_the_workers_each_loading_once(
     assert len({a["pid"] for a in answers}) == 2  # not all behind the first worker's load
     loads = [pid for pid, e, _ in events(model_log) if e == "load"]
     assert len(loads) == len(set(loads)) == 2
+
+
+def test_the_openai_routes_take_the_model_from_the_body_or_the_header(cluster: Cluster) -> None:
+    cluster.up(f"{MODELS}:ChatModelsAPI", worker_args=("--spec", "openai"))
+    url = cluster.url("/v1/chat/completions")
+
+    def chat(model: str, **kwargs: Any) -> requests.Response:
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+        return requests.post(url, json=body, timeout=30, **kwargs)
+
+    answer = chat("triple")
+    assert answer.status_code == 200
+    assert answer.json()["choices"][0]["message"]["content"] == "TRIPLE heard hi"
+    header = chat("ignored", headers={"X-Model-Id": "half"})
+    assert header.json()["choices"][0]["message"]["content"] == "HALF heard hi"
+    refused = chat("nope")
+    assert refused.status_code == 404
+    assert "nope" in refused.text
