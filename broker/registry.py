@@ -47,6 +47,8 @@ class WorkerRecord:
     #: The models it holds or is loading (its API serves many): from its READY and heartbeats,
     #: and every model this broker sent it since (it is loading that one).
     models: frozenset[str] = frozenset()
+    #: How many models it holds at most (its READY; 0: its API serves one model).
+    max_models: int = 0
     # Changed only through ServiceRecord (assign, release, set_serving), which keeps its
     # ready heap in step with them.
     _assigned: set[RequestKey] = field(default_factory=set)
@@ -257,7 +259,7 @@ class ServiceRecord:
         """`worker` is given `key`: one slot fewer, and last in the round-robin order. A
         request naming a model makes it a holder of that model (it loads it, if need be), so
         the requests after it follow while it has free slots."""
-        if model is not None and model not in worker.models:
+        if model is not None and worker.max_models and model not in worker.models:
             self.set_models(worker, worker.models | {model})
         worker._assigned.add(key)
         worker._picked = next(self._clock)
@@ -383,6 +385,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         "pid": pid if isinstance(pid, int) else 0,
         "host": host[:255] if isinstance(host, str) else "",
         "loaded_models": parse_models(meta.get("loaded_models")),
+        "max_models": _count(meta, "max_models", MAX_MODELS_HELD),
     }
 
 
@@ -448,6 +451,7 @@ class Registry:
             device=ready["device"],
             heartbeat_interval_s=ready["heartbeat_interval_s"],
             last_seen=now,
+            max_models=ready["max_models"],
         )
         self.workers[identity] = worker
         service.add(worker)

@@ -147,7 +147,9 @@ def service_of(count: int, capacity: int = 2) -> tuple[ServiceRecord, list[Worke
     service = ServiceRecord("svc", [{"path": "/predict"}], ServiceQueue(100))
     workers = []
     for i in range(count):
-        worker = WorkerRecord(bytes([i + 1]), "svc", [], capacity, i, "h", {}, 1.0, 0.0)
+        worker = WorkerRecord(
+            bytes([i + 1]), "svc", [], capacity, i, "h", {}, 1.0, 0.0, max_models=2
+        )
         service.add(worker)
         workers.append(worker)
     return service, workers
@@ -180,6 +182,13 @@ def test_a_cold_burst_spreads_once_its_first_worker_is_full() -> None:
     assert service.holders("cold") == set(workers)
 
 
+def test_a_worker_of_one_model_never_counts_as_holding_the_models_requests_name() -> None:
+    service, (a,) = service_of(1)
+    a.max_models = 0  # its API has no load_model: X-Model-Id means nothing to it
+    service.assign(a, (b"f", b"1"), "m")
+    assert not a.models and service.holders("m") == set()
+
+
 def test_heartbeats_replace_what_a_worker_holds_and_a_leaver_holds_nothing() -> None:
     service, (a, b) = service_of(2)
     service.assign(a, (b"f", b"1"), "m")
@@ -195,6 +204,14 @@ def accept_for(inflight: Any, rid: bytes, model: str) -> None:
     inflight.accept(F, rid, {"service": "svc", "timeout_ms": 1000, "model": model}, b"", 0.0)
 
 
+def model_table(**kwargs: Any) -> tuple[Any, Any, list[WorkerRecord]]:
+    """test_inflight's table, of workers whose API serves many models."""
+    inflight, wire, workers = table(**kwargs)
+    for worker in workers:
+        worker.max_models = 2
+    return inflight, wire, workers
+
+
 def finish(inflight: Any, worker: WorkerRecord, rid: bytes) -> None:
     """The worker answers `rid`: the broker dispatches again, as it does on every answer."""
     assert reply(inflight, worker, rid)
@@ -202,7 +219,7 @@ def finish(inflight: Any, worker: WorkerRecord, rid: bytes) -> None:
 
 
 def test_a_free_worker_takes_a_queued_request_of_a_model_it_holds_first() -> None:
-    inflight, wire, (a, b) = table(capacity=1, workers=2)
+    inflight, wire, (a, b) = model_table(capacity=1, workers=2)
     accept_for(inflight, b"1", "m")  # to a: it holds "m" now
     accept_for(inflight, b"2", "n")  # to b: it holds "n" now
     accept_for(inflight, b"3", "m")  # both busy: queued
@@ -214,7 +231,7 @@ def test_a_free_worker_takes_a_queued_request_of_a_model_it_holds_first() -> Non
 
 
 def test_the_oldest_request_is_passed_over_a_bounded_number_of_times() -> None:
-    inflight, wire, (_, b) = table(capacity=1, workers=2, max_queue=100)
+    inflight, wire, (_, b) = model_table(capacity=1, workers=2, max_queue=100)
     accept_for(inflight, b"a", "m")  # a holds "m", b holds "n"
     accept_for(inflight, b"b", "n")
     accept_for(inflight, b"old", "m")
@@ -228,7 +245,7 @@ def test_the_oldest_request_is_passed_over_a_bounded_number_of_times() -> None:
 
 
 def test_model_blind_routing_ignores_the_model() -> None:
-    inflight, wire, (a, b) = table(capacity=2, workers=2, model_routing=False)
+    inflight, wire, (a, b) = model_table(capacity=2, workers=2, model_routing=False)
     for rid in (b"1", b"2", b"3"):
         accept_for(inflight, rid, "m")
     assert {w for w, _, _ in wire.requests} == {a.identity, b.identity}

@@ -197,7 +197,7 @@ class WorkerProcess:
             "threads_per_process": threads_per_process(),
             "thread_env": environment_shown()[:1000],
             "max_models": s.max_models,
-            "loaded_models": list(models.held) if (models := self.pipeline.models) else [],
+            "loaded_models": list(self.pipeline.models.held) if self.pipeline.models else [],
         }
 
     def _announce(self, link: int) -> None:
