@@ -134,7 +134,7 @@ class Inflight:
         (``LOOKAHEAD``), which goes before the oldest, at most ``MAX_PASSED`` times; else the
         oldest goes to it, and it loads that model."""
         queue = service.queue
-        routing = self.policy.model_routing
+        routing = self.policy.model_routing and service.multiplexed
         while len(queue):
             key = queue.peek()
             assert key is not None  # the queue was not empty

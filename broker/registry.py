@@ -192,6 +192,12 @@ class ServiceRecord:
     _clock: Iterator[int] = field(default_factory=itertools.count)
     #: The workers holding each model (``WorkerRecord.models``, indexed).
     _holders: dict[str, set[WorkerRecord]] = field(default_factory=dict)
+    #: Its workers whose API serves many models (none: dispatch never reads a model).
+    _multiplexed: int = 0
+
+    @property
+    def multiplexed(self) -> bool:
+        return self._multiplexed > 0
 
     def ready_workers(self) -> int:
         """Workers that may be given new work (busy or not)."""
@@ -212,12 +218,14 @@ class ServiceRecord:
         self.workers[worker.identity] = worker
         worker._picked = next(self._clock)
         self._serving += worker.serves
+        self._multiplexed += worker.max_models > 0
         self._offer(worker)
 
     def remove(self, worker: WorkerRecord) -> None:
         """A worker leaves: no new work; what it holds stays in ``assigned`` for the caller."""
         if self.workers.pop(worker.identity, None) is not None:
             self._serving -= worker.serves
+            self._multiplexed -= worker.max_models > 0
             worker._version += 1
             self.set_models(worker, frozenset())
 

@@ -149,7 +149,7 @@ def service_of(count: int, capacity: int = 2) -> tuple[ServiceRecord, list[Worke
     for i in range(count):
         worker = WorkerRecord(
             bytes([i + 1]), "svc", [], capacity, i, "h", {}, 1.0, 0.0, max_models=2
-        )
+        )  # its API serves many models
         service.add(worker)
         workers.append(worker)
     return service, workers
@@ -207,8 +207,11 @@ def accept_for(inflight: Any, rid: bytes, model: str) -> None:
 def model_table(**kwargs: Any) -> tuple[Any, Any, list[WorkerRecord]]:
     """test_inflight's table, of workers whose API serves many models."""
     inflight, wire, workers = table(**kwargs)
+    service = inflight.registry.services["svc"]
     for worker in workers:
+        service.remove(worker)
         worker.max_models = 2
+        service.add(worker)
     return inflight, wire, workers
 
 
