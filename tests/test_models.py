@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -400,3 +401,17 @@ def test_the_openai_routes_take_the_model_from_the_body_or_the_header(cluster: C
     refused = chat("nope")
     assert refused.status_code == 404
     assert "nope" in refused.text
+
+
+def test_the_readme_example_answers_as_shown(cluster: Cluster, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    source = re.search(r"```python\n(# zoo_api\.py\n.*?)```", readme, flags=re.DOTALL)
+    assert source is not None, "the README's Many models example is gone"
+    path = tmp_path / "zoo_api.py"
+    path.write_text(source.group(1))
+    cluster.up(f"{path}:ZooAPI")
+    answer = cluster.post({"input": 14}, headers={"X-Model-Id": "triple"})
+    assert answer.json() == {"output": 42, "model": "triple"}
+    assert '# {"output":42,"model":"triple"}' in readme
+    refused = cluster.post({"input": 1}, headers={"X-Model-Id": "nope"})
+    assert refused.status_code == 404 and refused.json() == {"detail": "model 'nope' not found"}
