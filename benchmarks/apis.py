@@ -150,3 +150,34 @@ class NumpyMLP(LitAPI):
 
     def encode_response(self, output: Any) -> Any:
         return {"output": output}
+
+
+class ModelZooAPI(LitAPI):
+    """Many models (benchmarks/models.py): {"input": x} with X-Model-Id M -> {"output": x * k}.
+
+    A load takes ``ZOO_LOAD_MS`` (a model read from disk, say), a request ``ZOO_PREDICT_MS``;
+    a process holds 2 models."""
+
+    max_models_per_worker = 2
+
+    def setup(self, device: str) -> None:
+        import os
+
+        self.load_s = float(os.environ.get("ZOO_LOAD_MS", "100")) / 1000
+        self.predict_s = float(os.environ.get("ZOO_PREDICT_MS", "2")) / 1000
+
+    def load_model(self, model_id: str) -> Any:
+        if not model_id.startswith("m"):
+            raise KeyError(model_id)
+        time.sleep(self.load_s)  # the model's load
+        return len(model_id)
+
+    def decode_request(self, request: Any) -> Any:
+        return request["input"]
+
+    def predict(self, x: Any, context: dict[str, Any]) -> Any:
+        time.sleep(self.predict_s)  # the model's work
+        return x * context["model"]
+
+    def encode_response(self, output: Any) -> Any:
+        return {"output": output}

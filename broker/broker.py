@@ -28,6 +28,7 @@ from zeroserve.broker.registry import (
     FrontendRecord,
     Registry,
     WorkerRecord,
+    parse_models,
     parse_ready,
 )
 from zeroserve.broker.requests import BrokerRequest
@@ -71,6 +72,7 @@ class Broker:
             default_timeout_s=config.default_timeout_s,
             retry_after_s=config.retry_after_s,
             deadline_grace_s=config.deadline_grace_s,
+            model_routing=config.model_routing,
         )
         self.inflight = Inflight(self.registry, self, policy, self.counters)
         self.started_at = time.monotonic()
@@ -251,6 +253,9 @@ class Broker:
         if command == p.HEARTBEAT:
             worker.reported = meta
             self._set_health(worker, meta.get("healthy", True) is not False)
+            if "loaded_models" in meta:
+                service = self.registry.service_of(worker)
+                service.set_models(worker, parse_models(meta["loaded_models"]))
         else:
             self._remove_worker(worker.identity, "said goodbye")
 
@@ -617,6 +622,7 @@ class Broker:
                 "uptime_s": round(now - w.joined_at, 3),
                 "info": w.info,
                 "reported": w.reported,
+                "models": sorted(w.models),
             }
             for w in self.registry.workers.values()
         ]
@@ -627,6 +633,7 @@ class Broker:
                 "ready": s.ready_workers(),
                 "queued": len(s.queue),
                 "in_flight": s.in_flight(),
+                "model_routing": self.config.model_routing,
             }
             for s in self.registry.iter_services()
         }

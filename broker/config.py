@@ -25,6 +25,9 @@ class BrokerConfig:
     deadline_grace_s: float = 10.0
     #: Heartbeats, logging, and who may join (a token, or a secret key and the keys it admits).
     link: LinkConfig = field(default_factory=LinkConfig)
+    #: Send a request naming a model (X-Model-Id) to a worker holding it first; off, the
+    #: broker routes as if no request named one (benchmarks/models.py compares both).
+    model_routing: bool = True
     #: Listen beyond loopback with neither a token nor keys: anyone who reaches it may join.
     insecure: bool = False
 

@@ -21,6 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from zeroserve.broker.queue import ServiceQueue
 from zeroserve.broker.registry import Registry, RequestKey, ServiceRecord, WorkerRecord
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
@@ -60,6 +61,19 @@ class Policy:
     default_timeout_s: float = p.DEFAULT_TIMEOUT_S
     retry_after_s: float = 1.0
     deadline_grace_s: float = 10.0
+    #: A request naming a model goes to a worker holding it first (off: model-blind).
+    model_routing: bool = True
+
+
+#: How far into a service's queue a free worker looks for a request of a model it holds, and
+#: how many such requests may go before the oldest one (so that it never starves).
+LOOKAHEAD = 32
+MAX_PASSED = 16
+
+
+def _model_of(request: BrokerRequest) -> str | None:
+    named = request.meta.get("model")
+    return named if isinstance(named, str) and named else None
 
 
 class Inflight:
@@ -113,19 +127,46 @@ class Inflight:
         self.dispatch(service)
 
     def dispatch(self, service: ServiceRecord) -> None:
-        """Assign queued requests, oldest first, while a worker of the service has credit."""
+        """Assign queued requests, oldest first, while a worker of the service has credit.
+
+        A request naming a model goes to a free worker holding it. When none is free, the
+        worker picked instead first looks for a request near the front whose model it holds
+        (``LOOKAHEAD``), which goes before the oldest, at most ``MAX_PASSED`` times; else the
+        oldest goes to it, and it loads that model."""
         queue = service.queue
+        routing = self.policy.model_routing and service.multiplexed
         while len(queue):
-            worker = service.pick()
-            if worker is None:
-                return
-            key = queue.pop()
+            key = queue.peek()
             assert key is not None  # the queue was not empty
             request = self.requests[key]
+            model = _model_of(request) if routing else None
+            worker = service.pick(model)
+            if worker is None:
+                return
+            if model is not None and model not in worker.models and request.passed < MAX_PASSED:
+                other = self._held_by(worker, queue)
+                if other is not None:
+                    request.passed += 1
+                    request, model = other, _model_of(other)
+            if request.key == key:
+                queue.pop()
+            else:
+                queue.remove(request.key)
             request.attempt += 1
             request.worker = worker.identity
-            service.assign(worker, request.key)
+            service.assign(worker, request.key, model)
             self.wire.send_request(worker, request)
+
+    def _held_by(self, worker: WorkerRecord, queue: ServiceQueue) -> BrokerRequest | None:
+        """A request near the front of `queue`, after the oldest, whose model `worker` holds."""
+        held = worker.models
+        if not held:
+            return None
+        for key in queue.front(LOOKAHEAD + 1):
+            request = self.requests[key]
+            if _model_of(request) in held:
+                return request
+        return None
 
     def answer(
         self, worker: WorkerRecord, command: bytes, key: RequestKey, args: list[Any]

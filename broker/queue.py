@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import deque
+from collections.abc import Iterator
 
 #: A request as the broker knows it: (frontend identity, request id).
 RequestKey = tuple[bytes, bytes]
@@ -30,6 +32,13 @@ class ServiceQueue:
 
     def push_front(self, key: RequestKey) -> None:
         self._keys.appendleft(key)
+
+    def peek(self) -> RequestKey | None:
+        return self._keys[0] if self._keys else None
+
+    def front(self, count: int) -> Iterator[RequestKey]:
+        """The first `count` keys, oldest first."""
+        return itertools.islice(self._keys, count)
 
     def pop(self) -> RequestKey | None:
         return self._keys.popleft() if self._keys else None

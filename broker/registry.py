@@ -19,6 +19,8 @@ from zeroserve.common.errors import ProtocolError
 _SERVICE_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 _HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 MAX_CAPACITY = 100_000
+#: The most models one worker may say it holds.
+MAX_MODELS_HELD = 1024
 
 
 @dataclass(eq=False)
@@ -42,6 +44,11 @@ class WorkerRecord:
     control: bytes | None = None
     #: The device its READY named (``cuda:3``, ``cpu``), or None.
     device: str | None = None
+    #: The models it holds or is loading (its API serves many): from its READY and heartbeats,
+    #: and every model this broker sent it since (it is loading that one).
+    models: frozenset[str] = frozenset()
+    #: How many models it holds at most (its READY; 0: its API serves one model).
+    max_models: int = 0
     # Changed only through ServiceRecord (assign, release, set_serving), which keeps its
     # ready heap in step with them.
     _assigned: set[RequestKey] = field(default_factory=set)
@@ -183,6 +190,14 @@ class ServiceRecord:
     _ready: list[tuple[int, int, int, WorkerRecord]] = field(default_factory=list)
     _serving: int = 0
     _clock: Iterator[int] = field(default_factory=itertools.count)
+    #: The workers holding each model (``WorkerRecord.models``, indexed).
+    _holders: dict[str, set[WorkerRecord]] = field(default_factory=dict)
+    #: Its workers whose API serves many models (none: dispatch never reads a model).
+    _multiplexed: int = 0
+
+    @property
+    def multiplexed(self) -> bool:
+        return self._multiplexed > 0
 
     def ready_workers(self) -> int:
         """Workers that may be given new work (busy or not)."""
@@ -203,16 +218,43 @@ class ServiceRecord:
         self.workers[worker.identity] = worker
         worker._picked = next(self._clock)
         self._serving += worker.serves
+        self._multiplexed += worker.max_models > 0
         self._offer(worker)
 
     def remove(self, worker: WorkerRecord) -> None:
         """A worker leaves: no new work; what it holds stays in ``assigned`` for the caller."""
         if self.workers.pop(worker.identity, None) is not None:
             self._serving -= worker.serves
+            self._multiplexed -= worker.max_models > 0
             worker._version += 1
+            self.set_models(worker, frozenset())
 
-    def pick(self) -> WorkerRecord | None:
-        """The worker with the most free slots; among equals, the one picked least recently."""
+    def holders(self, model: str) -> AbstractSet[WorkerRecord]:
+        return self._holders.get(model, frozenset())
+
+    def set_models(self, worker: WorkerRecord, models: frozenset[str]) -> None:
+        """What `worker` holds now (its READY or heartbeat said so)."""
+        for gone in worker.models - models:
+            holders = self._holders.get(gone)
+            if holders is not None:
+                holders.discard(worker)
+                if not holders:
+                    del self._holders[gone]
+        if self.workers.get(worker.identity) is worker:
+            for new in models - worker.models:
+                self._holders.setdefault(new, set()).add(worker)
+        worker.models = models
+
+    def pick(self, model: str | None = None) -> WorkerRecord | None:
+        """For a request naming `model`: the holder of it with the most free slots, if one has
+        any. Otherwise (and for every request naming none): the worker with the most free
+        slots; among equals, the one picked least recently."""
+        if model is not None:
+            holders = self._holders.get(model)
+            if holders:
+                best = max(holders, key=_free_then_oldest)
+                if best.credit > 0:
+                    return best
         ready = self._ready
         while ready:
             _, _, version, worker = ready[0]
@@ -221,8 +263,12 @@ class ServiceRecord:
             heapq.heappop(ready)
         return None
 
-    def assign(self, worker: WorkerRecord, key: RequestKey) -> None:
-        """`worker` is given `key`: one slot fewer, and last in the round-robin order."""
+    def assign(self, worker: WorkerRecord, key: RequestKey, model: str | None = None) -> None:
+        """`worker` is given `key`: one slot fewer, and last in the round-robin order. A
+        request naming a model makes it a holder of that model (it loads it, if need be), so
+        the requests after it follow while it has free slots."""
+        if model is not None and worker.max_models and model not in worker.models:
+            self.set_models(worker, worker.models | {model})
         worker._assigned.add(key)
         worker._picked = next(self._clock)
         self._offer(worker)
@@ -267,6 +313,17 @@ class ServiceRecord:
                 (-w.credit, w._picked, w._version, w) for w in self.workers.values() if w.credit > 0
             ]
             heapq.heapify(self._ready)
+
+
+def _free_then_oldest(worker: WorkerRecord) -> tuple[int, int]:
+    return (worker.credit, -worker._picked)
+
+
+def parse_models(raw: Any) -> frozenset[str]:
+    """The models a READY or heartbeat says the worker holds (a bad list says none)."""
+    if not isinstance(raw, list) or len(raw) > MAX_MODELS_HELD:
+        return frozenset()
+    return frozenset(m for m in raw if isinstance(m, str) and 0 < len(m) <= p.MAX_MODEL_ID)
 
 
 def _routes_from(raw: Any) -> list[dict[str, Any]]:
@@ -335,6 +392,8 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         "heartbeat_interval_s": float(interval),
         "pid": pid if isinstance(pid, int) else 0,
         "host": host[:255] if isinstance(host, str) else "",
+        "loaded_models": parse_models(meta.get("loaded_models")),
+        "max_models": _count(meta, "max_models", MAX_MODELS_HELD),
     }
 
 
@@ -400,9 +459,11 @@ class Registry:
             device=ready["device"],
             heartbeat_interval_s=ready["heartbeat_interval_s"],
             last_seen=now,
+            max_models=ready["max_models"],
         )
         self.workers[identity] = worker
         service.add(worker)
+        service.set_models(worker, ready["loaded_models"])
         return worker
 
     def remove_worker(self, identity: bytes) -> WorkerRecord | None:

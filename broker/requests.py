@@ -26,6 +26,8 @@ class BrokerRequest:
     cancelled: bool = False
     #: Its deadline passed while a worker held it; the worker has a grace period to answer.
     expired: bool = False
+    #: Times a request behind it went first, to a worker holding that one's model.
+    passed: int = 0
 
     @property
     def key(self) -> tuple[bytes, bytes]:

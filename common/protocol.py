@@ -113,6 +113,8 @@ MAX_META_BYTES = 64 * 1024
 MAX_STATUS_BYTES = 16 * 1024 * 1024
 MAX_ID_BYTES = 255
 MAX_ITEMS = 4096
+#: The longest model id a request may name (X-Model-Id).
+MAX_MODEL_ID = 256
 #: Budget of a request whose sender gave none (and the frontend's default timeout).
 DEFAULT_TIMEOUT_S = 30.0
 #: Heartbeats: every peer's default interval, and how many may be missed before death.
@@ -226,6 +228,8 @@ class RequestMeta(TypedDict, total=False):
     #: Request headers and query string, only for a service whose API reads them.
     headers: dict[str, str]
     query: str
+    #: The model it names (its X-Model-Id header): the broker prefers a worker holding it.
+    model: str
     #: Set by the broker: 1 on the first worker, more after a worker was lost.
     attempt: int
     #: The trace context (W3C ``traceparent``, ``tracestate``) when tracing is on.
@@ -278,6 +282,9 @@ class ReadyMeta(TypedDict, total=False):
     #: The threads its numeric libraries may start, and the thread variables in effect.
     threads_per_process: int
     thread_env: str
+    #: An API that serves many models: how many a process holds, and those it holds now.
+    max_models: int
+    loaded_models: list[str]
 
 
 class HeartbeatMeta(TypedDict, total=False):
@@ -305,6 +312,13 @@ class HeartbeatMeta(TypedDict, total=False):
     #: A broker's answer to a launcher: its service's requests waiting, and in flight.
     queued: int
     in_flight: int
+    #: A worker whose API serves many models: those it holds (or is loading), and its
+    #: requests that found their model loaded, those that did not, loads and evictions.
+    loaded_models: list[str]
+    model_hits: int
+    model_misses: int
+    model_loads: int
+    model_evictions: int
 
 
 class DisconnectMeta(TypedDict, total=False):

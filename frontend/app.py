@@ -456,6 +456,10 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         chunks, self.chunks = self.chunks, []
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         request = self.request
+        model = request.headers.get("X-Model-Id", "")
+        if len(model) > p.MAX_MODEL_ID:
+            self._write_error(400, f"X-Model-Id is at most {p.MAX_MODEL_ID} characters")
+            return
         headers = None
         if self.route.headers:
             config = self.front.config
@@ -479,6 +483,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             headers=headers,
             query=request.query,
             trace=trace,
+            model=model,
         )
         self.waiter.listen(self._on_first)
 

@@ -241,6 +241,7 @@ class BrokerLink:
         headers: dict[str, str] | None = None,
         query: str = "",
         trace: dict[str, str] | None = None,
+        model: str = "",
     ) -> Waiter:
         """Send a request to a broker; the returned waiter yields its answer."""
         rid = next(self._ids).to_bytes(8, "big")
@@ -259,6 +260,8 @@ class BrokerLink:
             meta["query"] = query
         if trace is not None:
             meta["trace"] = trace
+        if model:
+            meta["model"] = model
         self.pending[rid] = waiter
         waiter.deadline = time.monotonic() + self.config.request_timeout_s
         self._deadlines.append((waiter.deadline, rid))

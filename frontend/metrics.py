@@ -118,6 +118,7 @@ class BrokerCollector:
         yield bad
         yield from self._services(snapshot.get("services", {}))
         yield from self._workers(snapshot.get("workers", []))
+        yield from self._models(snapshot.get("workers", []))
 
     @staticmethod
     def _services(services: dict[str, Any]) -> Iterator[Metric]:
@@ -180,6 +181,42 @@ class BrokerCollector:
             buckets.append(("+Inf", sum(by_size.values())))
             batch.add_metric([service], buckets, sum(s * c for s, c in by_size.items()))
         yield batch
+
+    @staticmethod
+    def _models(workers: list[dict[str, Any]]) -> Iterator[Metric]:
+        """Workers whose API serves many models: models held, loads, evictions, hit rate."""
+        labels = ["host", "pid", "service"]
+        held = GaugeMetricFamily(
+            "zeroserve_worker_models_loaded", "Models a worker process holds.", labels=labels
+        )
+        ratio = GaugeMetricFamily(
+            "zeroserve_worker_model_hit_ratio",
+            "Share of a worker process's requests that found their model loaded.",
+            labels=labels,
+        )
+        counts = [
+            (key, CounterMetricFamily(f"zeroserve_worker_{key}", text, labels=labels))
+            for key, text in (
+                ("model_loads", "Models a worker process loaded."),
+                ("model_evictions", "Models a worker process evicted (least recently used)."),
+                ("model_hits", "Requests that found their model loaded."),
+                ("model_misses", "Requests that waited for their model to load."),
+            )
+        ]
+        for w in workers:
+            reported = w.get("reported") or {}
+            if "model_loads" not in reported:
+                continue
+            values = [w.get("host", ""), str(w.get("pid", "")), w.get("service", "")]
+            held.add_metric(values, len(w.get("models") or []))
+            hits, misses = reported.get("model_hits", 0), reported.get("model_misses", 0)
+            ratio.add_metric(values, hits / (hits + misses) if hits + misses else 0.0)
+            for key, family in counts:
+                family.add_metric(values, reported.get(key, 0))
+        yield held
+        yield ratio
+        for _, family in counts:
+            yield family
 
 
 class FrontendMetrics:

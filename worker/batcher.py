@@ -3,8 +3,10 @@
 Requests wait here in arrival order. A batch closes when ``max_batch_size`` requests wait,
 or ``batch_timeout_s`` after its first request arrived; it takes the oldest requests, and
 those whose client left or whose deadline passed are handed back to be answered instead of
-reaching the model. Both loops that batch (sync and async) ask this one object, given the
-time, so the rule can be tested on its own.
+reaching the model. A batch never mixes models: it takes the oldest request's model
+(``X-Model-Id``), and requests of other models wait, in order, for a batch of their own.
+Both loops that batch (sync and async) ask this one object, given the time, so the rule can
+be tested on its own.
 """
 
 from __future__ import annotations
@@ -64,8 +66,19 @@ class Batcher:
             return [], []
         batch: list[Job] = []
         ended: list[Job] = []
+        other: list[Job] = []
         waiting = self._waiting
+        model = None
         while waiting and len(batch) < self.max_batch_size:
             job = waiting.popleft()
-            (ended if job.cancelled or job.deadline <= now else batch).append(job)
+            if job.cancelled or job.deadline <= now:
+                ended.append(job)
+            elif not batch:
+                model = job.meta.get("model")
+                batch.append(job)
+            elif job.meta.get("model") == model:
+                batch.append(job)
+            else:
+                other.append(job)
+        waiting.extendleft(reversed(other))
         return batch, ended

@@ -16,6 +16,7 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.worker.api import inherits_default, is_async, yields
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
+from zeroserve.worker.models import DEFAULT_MAX_MODELS
 from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 
 #: Fewest requests one worker process holds by default, by loop kind: a sync API runs one
@@ -196,6 +197,8 @@ class ApiSettings:
     #: The spec object wrapping the API, or None.
     spec: Any = None
     models: list[str] = field(default_factory=list)
+    #: Models a process holds at once when the API defines ``load_model`` (0: it does not).
+    max_models: int = 0
 
     @property
     def route(self) -> str:
@@ -257,6 +260,7 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
             and not yields(encode)
         ):
             raise ConfigError(f"{name}.stream is True, so encode_response must be a generator too")
+    max_models = models_limit(api, name, kind)
     # Enough that the next requests already wait in the worker's socket while a batch runs:
     # the batching loop then takes several per wake-up.
     capacity = config.capacity or max(MIN_CAPACITY[kind], 2 * max_batch_size)
@@ -270,7 +274,34 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         kind,
         spec,
         models,
+        max_models,
     )
+
+
+def models_limit(api: Any, name: str, kind: str) -> int:
+    """``max_models_per_worker`` of an API that serves many models (``load_model``), checked;
+    0 for one that does not."""
+    load = getattr(api, "load_model", None)
+    limit = getattr(api, "max_models_per_worker", None)
+    if load is None:
+        if limit is not None:
+            raise ConfigError(f"{name}.max_models_per_worker is set, but it has no load_model")
+        if getattr(api, "unload_model", None) is not None:
+            raise ConfigError(f"{name}.unload_model is defined, but it has no load_model")
+        return 0
+    if not callable(load):
+        raise ConfigError(f"{name}.load_model must be a method taking a model id")
+    unload = getattr(api, "unload_model", None)
+    if unload is not None and not callable(unload):
+        raise ConfigError(f"{name}.unload_model must be a method taking a model id and model")
+    if kind == "continuous":
+        raise ConfigError(f"{name}: load_model is not supported with continuous batching")
+    limit = DEFAULT_MAX_MODELS if limit is None else limit
+    if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+        raise ConfigError(
+            f"{name}.max_models_per_worker must be an integer of at least 1, not {limit!r}"
+        )
+    return limit
 
 
 def prepare_api(api: Any, settings: ApiSettings) -> None:

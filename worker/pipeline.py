@@ -36,6 +36,7 @@ from zeroserve.worker.api import STREAM_END, Upload
 from zeroserve.worker.auth import Authorizer, has_authorize
 from zeroserve.worker.framing import Framer
 from zeroserve.worker.hooks import Hooks
+from zeroserve.worker.models import ModelCache, UnknownModel
 
 log = logging.getLogger(__name__)
 
@@ -194,6 +195,7 @@ class Pipeline:
         concurrent: bool = False,
         tracing: Tracing | None = None,
         expose_errors: bool = False,
+        max_models: int = 0,
     ) -> None:
         self.api = api
         #: A 500 says what was raised; otherwise only LitServe's "Internal server error".
@@ -217,6 +219,17 @@ class Pipeline:
         self.request_model = request_model_of(api) if spec is None else None
         #: The API's ``authorize``, run before anything else of each request.
         self.authorizer = Authorizer(api) if has_authorize(api) else None
+        #: The models it holds, when its API serves many (``load_model``).
+        self.models = (
+            ModelCache(
+                api.load_model,
+                getattr(api, "unload_model", None),
+                max_models,
+                concurrent=concurrent,
+            )
+            if max_models > 0
+            else None
+        )
 
     @property
     def wants_headers(self) -> bool:
@@ -257,6 +270,13 @@ class Pipeline:
         """Call one stage of the user's API with its context, if it takes one."""
         result = self._invoke(method, value, context)
         # What async methods return: coroutines, futures (inspect.isawaitable is slower).
+        if hasattr(type(result), "__await__"):
+            result = await self._settle(result)
+        return result
+
+    async def invoke(self, func: Callable[..., Any], *args: Any) -> Any:
+        """Call one of the API's methods that takes no context (``load_model``)."""
+        result = func(*args)
         if hasattr(type(result), "__await__"):
             result = await self._settle(result)
         return result
@@ -330,15 +350,57 @@ class Pipeline:
                 self.waited(job)
         try:
             live = await self._decode(jobs, finished)
-            if live:
-                if self.stream:
-                    with self._batch_stage(live):
-                        await self._run_stream(live)
-                else:
-                    await self._run_whole(live, finished)
+            if live and self.models is None:
+                await self._run_live(live, finished)
+            elif live:
+                groups: dict[str, list[_Live]] = {}
+                for item in live:
+                    groups.setdefault(item.context["model_id"], []).append(item)
+                for model_id, group in groups.items():
+                    await self._run_model(model_id, group, finished)
         finally:
             self.hooks.flush_logs()
         return finished
+
+    async def _run_live(self, live: list[_Live], finished: Finished) -> None:
+        if self.stream:
+            with self._batch_stage(live):
+                await self._run_stream(live)
+        else:
+            await self._run_whole(live, finished)
+
+    async def _run_model(self, model_id: str, live: list[_Live], finished: Finished) -> None:
+        """Run requests of one model (a batch never mixes models), loading it first if need be;
+        the model reaches every stage that takes ``context`` as ``context["model"]``."""
+        assert self.models is not None
+        try:
+            model = await self.models.acquire(model_id, self.invoke)
+        except UnknownModel as exc:
+            finished.extend((item.job, item.framer.error(404, str(exc))) for item in live)
+            return
+        except Exception as exc:
+            failure = self.failure("load_model", exc, [item.job for item in live])
+            finished.extend((item.job, item.framer.error(*failure)) for item in live)
+            return
+        try:
+            for item in live:
+                item.context["model"] = model
+            await self._run_live(live, finished)
+        finally:
+            await self.models.release(model_id, self.invoke)
+
+    def model_id(self, job: Job, context: Any) -> str:
+        """The model a request names: its X-Model-Id header (the broker routes on it), else
+        on the OpenAI routes its body's ``model``."""
+        named = job.meta.get("model")
+        if not named and self.spec is not None and isinstance(context, dict):
+            named = context.get("model")
+        if not isinstance(named, str) or not named:
+            where = " or the body's 'model'" if self.spec is not None else ""
+            raise RequestError(400, f"name a model with the X-Model-Id header{where}")
+        if len(named) > p.MAX_MODEL_ID:
+            raise RequestError(400, f"a model id is at most {p.MAX_MODEL_ID} characters")
+        return named
 
     def open(self, job: Job) -> tuple[Any, dict[str, Any], Any]:
         """The request as decode_request receives it, its context and its framer; a request
@@ -353,6 +415,8 @@ class Pipeline:
         if isinstance(headers, dict) and isinstance(context, dict):
             context["headers"] = headers
             context["query"] = str(job.meta.get("query", ""))
+        if self.models is not None:
+            context["model_id"] = self.model_id(job, context)
         return request, context, framer
 
     async def decode(self, job: Job) -> tuple[Any, dict[str, Any], Any] | list[p.Answer]:

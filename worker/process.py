@@ -141,6 +141,7 @@ class WorkerProcess:
             concurrent=settings.kind == "async",
             tracing=tracing,
             expose_errors=config.expose_errors,
+            max_models=settings.max_models,
         )
         self.serving = serving_loop(
             api,
@@ -195,6 +196,8 @@ class WorkerProcess:
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
             "threads_per_process": threads_per_process(),
             "thread_env": environment_shown()[:1000],
+            "max_models": s.max_models,
+            "loaded_models": list(self.pipeline.models.held) if self.pipeline.models else [],
         }
 
     def _announce(self, link: int) -> None:
@@ -217,6 +220,7 @@ class WorkerProcess:
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "bad_messages": sum(link.bad_messages for link in self.links) + b.bad_messages,
             "healthy": self.healthy,
+            **(self.pipeline.models.counters() if self.pipeline.models is not None else {}),
         }
 
     async def _watch(self) -> None:

@@ -356,6 +356,12 @@ def main() -> None:
     help="Workers that may try one request before it gets 502.",
 )
 @click.option(
+    "--model-routing/--no-model-routing",
+    default=True,
+    show_default=True,
+    help="Send a request naming a model (X-Model-Id) to a worker holding it first.",
+)
+@click.option(
     "--token-file",
     type=click.Path(dir_okay=False),
     default=None,

@@ -34,6 +34,38 @@ def _launcher_threads(launcher: dict[str, Any]) -> str:
     return str(threads) if threads else launcher.get("thread_env") or "-"
 
 
+def hit_rate(reported: dict[str, Any]) -> float | None:
+    """The share of a worker's requests that found their model loaded (None: none yet)."""
+    hits, misses = reported.get("model_hits", 0), reported.get("model_misses", 0)
+    return hits / (hits + misses) if hits + misses else None
+
+
+def _models_table(workers: list[dict[str, Any]]) -> list[str]:
+    """Workers whose API serves many models: what each holds, its loads, evictions and hit
+    rate."""
+    many = [w for w in workers if (w.get("info") or {}).get("max_models")]
+    if not many:
+        return []
+    rows = []
+    for w in sorted(many, key=lambda w: (w.get("host", ""), w.get("pid", 0))):
+        reported = w.get("reported") or {}
+        rate = hit_rate(reported)
+        rows.append(
+            [
+                w.get("host"),
+                w.get("pid"),
+                w.get("service"),
+                f"{len(w.get('models') or [])}/{w['info']['max_models']}",
+                ",".join(w.get("models") or []) or "-",
+                reported.get("model_loads", 0),
+                reported.get("model_evictions", 0),
+                "-" if rate is None else f"{rate:.0%}",
+            ]
+        )
+    headers = ["HOST", "PID", "SERVICE", "HELD", "MODELS", "LOADS", "EVICTIONS", "HIT RATE"]
+    return ["", f"models ({len(many)} worker(s))", *_table(headers, rows)]
+
+
 def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = None) -> str:
     """The snapshot as tables; with `rates`, a REQ/S column per worker."""
     broker = snapshot.get("broker", {})
@@ -71,6 +103,7 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
                 row.append("-" if rate is None else f"{rate:.1f}")
             rows.append(row)
         lines += _table(headers, rows)
+        lines += _models_table(workers)
     services = snapshot.get("services", {})
     lines += ["", f"services ({len(services)})"]
     if services:
