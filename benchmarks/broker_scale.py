@@ -129,8 +129,9 @@ def play_workers(
             "heartbeat_interval_s": heartbeat_s,
         }
     )
-    beat = p.heartbeat({"in_flight": 0, "healthy": True})
     socks: dict[int, zmq.Socket] = {}
+    #: Each worker's heartbeat names it, as a real worker's does.
+    beats: dict[int, list[Any]] = {}
     poller = select.epoll()
     next_beat = time.monotonic() + heartbeat_s / 2
     for n in range(count):
@@ -139,11 +140,12 @@ def play_workers(
             sock = open_dealer(context, endpoint, keys, routing_id=identity, reconnect_max_s=0.0)
             sock.send_multipart(ready)
             socks[sock.FD] = sock
+            beats[sock.FD] = p.heartbeat({"worker": identity, "in_flight": 0, "healthy": True})
             poller.register(sock.FD, select.EPOLLIN)
         if time.monotonic() >= next_beat:  # those that joined stay while the rest join
             next_beat = time.monotonic() + heartbeat_s / 2
-            for sock in socks.values():
-                sock.send_multipart(beat)
+            for fd, sock in socks.items():
+                sock.send_multipart(beats[fd])
     reply_meta: p.AnswerMeta = {"ct": "application/json"}
     next_beat = time.monotonic() + heartbeat_s
     dirty = list(socks.values())  # sockets to read until empty (their FD is edge-triggered)
@@ -165,8 +167,8 @@ def play_workers(
         now = time.monotonic()
         if now >= next_beat:
             next_beat = now + heartbeat_s
-            for sock in socks.values():
-                sock.send_multipart(beat)
+            for fd, sock in socks.items():
+                sock.send_multipart(beats[fd])
             dirty = list(socks.values())
             continue
         dirty = [socks[fd] for fd, _ in poller.poll(max(0.0, next_beat - now))]
