@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
+from typing import Any
 
+import click
 import pytest
 import requests
+
+from zeroserve import cli
+from zeroserve.broker.config import BrokerConfig
+from zeroserve.common.link import LinkConfig
+from zeroserve.frontend.config import FrontendConfig
+from zeroserve.up import UpConfig
+from zeroserve.worker.config import WorkerConfig
 
 from cluster import Cluster, free_port, run_cli
 
@@ -169,3 +179,45 @@ def test_every_process_takes_one_link_config_checked_the_same_way() -> None:
     assert default_of(LinkConfig, "heartbeat_interval_s") == 1.0
     for command in ("broker", "worker", "frontend", "up"):
         assert "--heartbeat-liveness" in run(command, "--help").stdout, command
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return dataclasses.MISSING
+
+
+def _as_list(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def test_every_flag_default_is_its_config_field() -> None:
+    """A flag named like a field of its command's config has that field's default: each
+    default is written once (flags with a default of their own are read with `default_of`)."""
+    configs = {
+        "broker": [BrokerConfig, LinkConfig],
+        "worker": [WorkerConfig, LinkConfig],
+        "frontend": [FrontendConfig, LinkConfig],
+        "up": [UpConfig, WorkerConfig, FrontendConfig, LinkConfig],
+    }
+    compared, differ = 0, []
+    for command, classes in configs.items():
+        cmd = cli.main.commands[command]
+        ctx = click.Context(cmd)
+        for param in cmd.params:
+            field = next(
+                (f for c in classes for f in dataclasses.fields(c) if f.name == param.name), None
+            )
+            wanted = _field_default(field) if field is not None else dataclasses.MISSING
+            if wanted is dataclasses.MISSING:
+                continue
+            given = param.get_default(ctx)
+            if getattr(param, "multiple", False) and not isinstance(given, (list, tuple)):
+                given = []  # click's "unset" for a repeatable flag: none given
+            compared += 1
+            if _as_list(given) != _as_list(wanted):
+                differ.append(f"{command} --{param.name}: {given!r} != {wanted!r}")
+    assert compared >= 60
+    assert not differ, differ
