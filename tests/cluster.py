@@ -251,6 +251,22 @@ class Cluster:
         wait_until(lambda: self.health() == 200, what="/health to answer 200")
 
 
+def start_server_py(folder: Path, **env: str) -> tuple[subprocess.Popen, str]:
+    """`python server.py PORT` in `folder`, as a user runs it, its output in server.log there,
+    in a session of its own; returns it and its URL."""
+    port = free_port()
+    with open(folder / "server.log", "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "server.py", str(port)],
+            cwd=folder,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **env},
+        )
+    return proc, f"http://127.0.0.1:{port}"
+
+
 def worker_pids(launcher: subprocess.Popen) -> set[int]:
     """The launcher's worker processes (not multiprocessing's resource tracker)."""
     pids = set()

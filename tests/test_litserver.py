@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -15,7 +14,7 @@ import psutil
 import pytest
 import requests
 
-from cluster import ROOT, Cluster, free_port, wait_until
+from cluster import ROOT, Cluster, start_server_py, wait_until
 
 APP = ROOT / "tests" / "litserve_app" / "server.py"
 
@@ -24,18 +23,7 @@ APP = ROOT / "tests" / "litserve_app" / "server.py"
 def served(tmp_path: Path):
     """The app's server.py, run as `python server.py PORT` from a folder of its own."""
     shutil.copy(APP, tmp_path / "server.py")
-    port = free_port()
-    events = tmp_path / "events"
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "server.py", str(port)],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, "ZS_TEST_EVENTS": str(events)},
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server_py(tmp_path, ZS_TEST_EVENTS=str(tmp_path / "events"))
 
     def healthy() -> bool:
         with contextlib.suppress(requests.ConnectionError):
@@ -60,7 +48,6 @@ def served(tmp_path: Path):
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
         proc.wait(5)
-        log.close()
         if proc.returncode not in (0, -9):
             print((tmp_path / "server.log").read_text())
 

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +12,7 @@ import psutil
 import pytest
 import requests
 
-from cluster import free_port, wait_until
+from cluster import start_server_py, wait_until
 
 SERVER = """
 import os, sys
@@ -47,17 +44,7 @@ if __name__ == "__main__":
 def _server(tmp_path: Path, arguments: str, **env: str) -> Iterator[tuple[Any, str, list]]:
     """server.py run as a user runs it; yields it, its URL, and every process it started."""
     (tmp_path / "server.py").write_text(SERVER.replace("{arguments}", arguments))
-    port = free_port()
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "server.py", str(port)],
-        cwd=tmp_path,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-        env={**os.environ, **env},
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server_py(tmp_path, **env)
 
     def healthy() -> bool:
         with contextlib.suppress(requests.ConnectionError):
@@ -74,7 +61,6 @@ def _server(tmp_path: Path, arguments: str, **env: str) -> Iterator[tuple[Any, s
             with contextlib.suppress(psutil.Error):
                 member.kill()
         proc.wait(10)
-        log.close()
 
 
 def _all_gone(family: list[psutil.Process]) -> bool:

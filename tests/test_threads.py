@@ -18,7 +18,7 @@ import requests
 from zeroserve.worker import threads
 from zeroserve.worker.threads import THREAD_VARIABLES
 
-from cluster import Cluster, free_port, run_cli, wait_until
+from cluster import Cluster, run_cli, start_server_py, wait_until
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
@@ -208,16 +208,7 @@ def test_a_litserver_shares_the_cores_among_its_workers(tmp_path: Path) -> None:
     """Its worker processes import server.py (numpy with it) before zeroserve's code runs in
     them: the variables are in their environment from the start."""
     (tmp_path / "server.py").write_text(SERVER_PY)
-    port = free_port()
-    with open(tmp_path / "server.log", "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "server.py", str(port)],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
+    proc, url = start_server_py(tmp_path)
     try:
 
         def two_workers() -> bool:
