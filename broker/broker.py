@@ -25,6 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 from zeroserve.broker.config import BrokerConfig
 from zeroserve.broker.inflight import Inflight, Policy
 from zeroserve.broker.registry import (
+    MAX_CAPACITY,
     FrontendRecord,
     Registry,
     WorkerRecord,
@@ -253,6 +254,12 @@ class Broker:
         if command == p.HEARTBEAT:
             worker.reported = meta
             self._set_health(worker, meta.get("healthy", True) is not False)
+            capacity = meta.get("capacity")
+            if isinstance(capacity, int) and not isinstance(capacity, bool):
+                service = self.registry.service_of(worker)
+                service.set_capacity(worker, min(max(capacity, 1), MAX_CAPACITY))
+                if len(service.queue):
+                    self.inflight.dispatch(service)
             if "loaded_models" in meta:
                 service = self.registry.service_of(worker)
                 service.set_models(worker, parse_models(meta["loaded_models"]))

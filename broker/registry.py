@@ -287,6 +287,12 @@ class ServiceRecord:
         self._offer(worker)
         return held
 
+    def set_capacity(self, worker: WorkerRecord, capacity: int) -> None:
+        """Its slots changed (a heartbeat said so): its credit follows."""
+        if capacity != worker.capacity:
+            worker.capacity = capacity
+            self._offer(worker)
+
     def set_serving(
         self, worker: WorkerRecord, *, healthy: bool | None = None, draining: bool | None = None
     ) -> None:

@@ -319,6 +319,9 @@ class HeartbeatMeta(TypedDict, total=False):
     model_misses: int
     model_loads: int
     model_evictions: int
+    #: A worker's slots at this broker now (its READY said them first; a sync worker whose
+    #: requests are measured fast holds more).
+    capacity: int
 
 
 class DisconnectMeta(TypedDict, total=False):

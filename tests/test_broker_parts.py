@@ -70,6 +70,18 @@ def test_credit_picks_the_freest_worker_then_rotates() -> None:
     assert service.pick() is None
 
 
+def test_a_heartbeat_that_changes_a_workers_capacity_changes_its_credit() -> None:
+    registry = Registry(max_queue=10)
+    a = registry.add_worker(b"a", ready(capacity=1), {}, 0.0)
+    service = registry.services["svc"]
+    service.assign(a, (b"f", b"1"))
+    assert service.pick() is None
+    service.set_capacity(a, 2)
+    assert a.credit == 1 and service.pick() is a
+    service.set_capacity(a, 1)
+    assert a.credit == 0 and service.pick() is None
+
+
 class ReferencePicker:
     """Today's rule, the plain way: a walk in round-robin order (joined or last picked first)
     for the most free slots, the first of equals."""

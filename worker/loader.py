@@ -28,6 +28,18 @@ from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 #: waiting work stays at the broker, where any free process may take it and the scaler
 #: sees it.
 MIN_CAPACITY = {"batching": 4, "async": 256, "continuous": 64}
+#: A sync worker whose requests take less than this each holds twice its capacity: what it
+#: holds still starts within milliseconds, and the broker's hop no longer idles it.
+FAST_REQUEST_S = 0.001
+
+
+def capacity_now(settings: ApiSettings, fixed: bool, seconds_per_request: float | None) -> int:
+    """What a worker process may hold now: its capacity, doubled for a sync API whose
+    requests are measured fast (`fixed`: --capacity was given, and holds)."""
+    if fixed or settings.kind != "batching" or seconds_per_request is None:
+        return settings.capacity
+    return settings.capacity * 2 if seconds_per_request < FAST_REQUEST_S else settings.capacity
+
 
 #: What a step-style API implements, besides step itself.
 STEP_METHODS = ("add_request", "has_capacity", "has_active_requests")

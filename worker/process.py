@@ -35,6 +35,7 @@ from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.loader import (
     ApiSettings,
     GivenAPI,
+    capacity_now,
     continuous_loop_of,
     load_api,
     load_hooks,
@@ -120,6 +121,9 @@ class WorkerProcess:
         self.identity = b"W" + secrets.token_bytes(15)
         self._parent_pid = os.getppid()
         self._started_at = time.monotonic()
+        #: Seconds of predict a request, measured over the last heartbeats' windows.
+        self._per_request_s: float | None = None
+        self._measured = (0, 0.0)
         self._stopping: asyncio.Event | None = None
         #: Per broker: set once it acknowledged the drain (or can no longer).
         self._drain_acked: list[asyncio.Event] = []
@@ -220,8 +224,19 @@ class WorkerProcess:
             "uptime_s": round(time.monotonic() - self._started_at, 3),
             "bad_messages": sum(link.bad_messages for link in self.links) + b.bad_messages,
             "healthy": self.healthy,
+            "capacity": self._capacity_per_broker(),
             **(self.pipeline.models.counters() if self.pipeline.models is not None else {}),
         }
+
+    def _capacity_per_broker(self) -> int:
+        """Its slots now, split between the brokers as READY splits them."""
+        done, busy_s = self.serving.done, self.serving.busy_s
+        if done - self._measured[0] >= 8:
+            self._per_request_s = (busy_s - self._measured[1]) / (done - self._measured[0])
+            self._measured = (done, busy_s)
+        fixed = self.config.capacity is not None
+        capacity = capacity_now(self.settings, fixed, self._per_request_s)
+        return max(1, -(-capacity // len(self.links)))
 
     async def _watch(self) -> None:
         """Once a heartbeat: stop when the launcher is gone, recycle when predict hangs."""
