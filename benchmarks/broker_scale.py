@@ -132,6 +132,11 @@ def play_workers(
     socks: dict[int, zmq.Socket] = {}
     #: Each worker's heartbeat names it, as a real worker's does.
     beats: dict[int, list[Any]] = {}
+
+    def beat_all() -> None:
+        for fd, sock in socks.items():
+            sock.send_multipart(beats[fd])
+
     poller = select.epoll()
     next_beat = time.monotonic() + heartbeat_s / 2
     for n in range(count):
@@ -144,8 +149,7 @@ def play_workers(
             poller.register(sock.FD, select.EPOLLIN)
         if time.monotonic() >= next_beat:  # those that joined stay while the rest join
             next_beat = time.monotonic() + heartbeat_s / 2
-            for fd, sock in socks.items():
-                sock.send_multipart(beats[fd])
+            beat_all()
     reply_meta: p.AnswerMeta = {"ct": "application/json"}
     next_beat = time.monotonic() + heartbeat_s
     dirty = list(socks.values())  # sockets to read until empty (their FD is edge-triggered)
@@ -167,8 +171,7 @@ def play_workers(
         now = time.monotonic()
         if now >= next_beat:
             next_beat = now + heartbeat_s
-            for fd, sock in socks.items():
-                sock.send_multipart(beats[fd])
+            beat_all()
             dirty = list(socks.values())
             continue
         dirty = [socks[fd] for fd, _ in poller.poll(max(0.0, next_beat - now))]

@@ -85,7 +85,15 @@ def server(
         wait_ready(url, payload or {"input": 1})
         yield proc
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
+        stop_groups([proc])
+
+
+def stop_groups(procs: list[subprocess.Popen]) -> None:
+    """Ctrl-C to each server's process group, last started first; -9 after 20 s."""
+    for proc in reversed(procs):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+    for proc in procs:
         try:
             proc.wait(20)
         except subprocess.TimeoutExpired:
@@ -504,15 +512,7 @@ def brokers_cluster(count: int, port: int, workers: int) -> Iterator[list[subpro
         wait_ready(f"http://127.0.0.1:{port}/predict", {"input": 1})
         yield procs
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups(procs)
 
 
 def brokers(args: argparse.Namespace) -> None:

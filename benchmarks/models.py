@@ -22,7 +22,6 @@ import http.client
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import threading
@@ -33,6 +32,8 @@ from typing import Any
 
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
 from zeroserve.up import OWN_PROCESS_GROUP, free_port
+
+from compare import stop_groups
 
 HERE = Path(__file__).resolve().parent
 
@@ -81,15 +82,7 @@ def zoo(args: argparse.Namespace, routing: bool) -> Iterator[tuple[int, str]]:
         wait_workers(front, args.workers, procs)
         yield port, front
     finally:
-        for proc in reversed(procs):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGINT)
-        for proc in procs:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_groups(procs)
 
 
 def snapshot(front: str) -> dict[str, Any]:

@@ -31,9 +31,22 @@ def worker_capacity(cluster: Cluster) -> int:
     return workers[0]["capacity"] if workers else 0
 
 
-def load(cluster: Cluster, payload: dict, stop: threading.Event) -> None:
-    while not stop.is_set():
-        assert cluster.post(payload).status_code == 200
+def under_load(cluster: Cluster, payload: dict, capacity: int, what: str) -> None:
+    """Four clients send `payload` until the worker's capacity in status is `capacity`."""
+    stop = threading.Event()
+
+    def client() -> None:
+        while not stop.is_set():
+            assert cluster.post(payload).status_code == 200
+
+    with ThreadPoolExecutor(4) as pool:
+        clients = [pool.submit(client) for _ in range(4)]
+        try:
+            wait_until(lambda: worker_capacity(cluster) == capacity, 30, what)
+        finally:
+            stop.set()
+        for c in clients:
+            c.result()
 
 
 def test_a_fast_sync_worker_holds_twice_its_capacity_and_a_slow_one_does_not(
@@ -41,22 +54,6 @@ def test_a_fast_sync_worker_holds_twice_its_capacity_and_a_slow_one_does_not(
 ) -> None:
     cluster.up()
     assert worker_capacity(cluster) == 4
-    stop = threading.Event()
-    with ThreadPoolExecutor(4) as pool:
-        clients = [pool.submit(load, cluster, {"value": 1}, stop) for _ in range(4)]
-        try:
-            wait_until(lambda: worker_capacity(cluster) == 8, 30, "the capacity to double")
-        finally:
-            stop.set()
-        for c in clients:
-            c.result()
-    stop.clear()
+    under_load(cluster, {"value": 1}, 8, "the capacity to double")
     slow = {"op": "sleep", "seconds": 0.05, "value": 2}
-    with ThreadPoolExecutor(4) as pool:
-        clients = [pool.submit(load, cluster, slow, stop) for _ in range(4)]
-        try:
-            wait_until(lambda: worker_capacity(cluster) == 4, 30, "the capacity back to 4")
-        finally:
-            stop.set()
-        for c in clients:
-            c.result()
+    under_load(cluster, slow, 4, "the capacity back to 4")

@@ -109,7 +109,7 @@ class Load:
             except requests.ConnectionError:
                 with self.lock:
                     self.retried += 1
-                time.sleep(0.05)  # back off before asking the other frontend
+                time.sleep(0.05)  # poll: back off before asking the other frontend
                 continue
             if r.status_code == 200:
                 return r.status_code, r.json()
