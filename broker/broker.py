@@ -33,6 +33,7 @@ from zeroserve.broker.registry import (
     parse_ready,
 )
 from zeroserve.broker.requests import BrokerRequest
+from zeroserve.broker.snapshot import build as build_snapshot
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import HANDSHAKE_FAILED
 from zeroserve.common.errors import ProtocolError, VersionMismatch
@@ -43,6 +44,7 @@ from zeroserve.common.security import (
     KeyDirectoryAuthenticator,
     TokenAuthenticator,
 )
+from zeroserve.common.snapshot import BrokerStatus, Snapshot
 from zeroserve.common.tracing import Tracing
 from zeroserve.common.version import __version__
 
@@ -610,82 +612,26 @@ class Broker:
 
     # -- status ----------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Snapshot:
         """The whole cluster as plain data, for ``cluster status``."""
         now = time.monotonic()
-        workers = [
-            {
-                "id": w.short_id,
-                "host": w.host,
-                "pid": w.pid,
-                "service": w.service,
-                "state": w.state,
-                "device": w.device,
-                "capacity": w.capacity,
-                "free": w.credit,
-                "in_flight": len(w.assigned),
-                "done": w.done,
-                "last_heartbeat_s": round(now - w.last_seen, 3),
-                "uptime_s": round(now - w.joined_at, 3),
-                "info": w.info,
-                "reported": w.reported,
-                "models": sorted(w.models),
-            }
-            for w in self.registry.workers.values()
-        ]
-        services = {
-            s.name: {
-                "routes": [r["path"] for r in s.routes],
-                "workers": len(s.workers),
-                "ready": s.ready_workers(),
-                "queued": len(s.queue),
-                "in_flight": s.in_flight(),
-                "model_routing": self.config.model_routing,
-            }
-            for s in self.registry.iter_services()
+        broker: BrokerStatus = {
+            "id": self.broker_id,
+            "version": __version__,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "uptime_s": round(now - self.started_at, 3),
+            "frontend_endpoint": self.frontend_endpoint,
+            "backend_endpoint": self.backend_endpoint,
+            "requests_held": len(self.inflight),
         }
-        frontends = [
-            {
-                "host": f.host,
-                "pid": f.pid,
-                "last_heartbeat_s": round(now - f.last_seen, 3),
-            }
-            for f in self.registry.frontends.values()
-        ]
-        launchers = [
-            {
-                "host": r.host,
-                "pid": r.pid,
-                "api": r.api,
-                "service": r.service,
-                "processes": r.processes,
-                "running": r.running,
-                "problem": r.problem,
-                "min_processes": r.min_processes,
-                "max_processes": r.max_processes,
-                "threads_per_process": r.threads_per_process,
-                "thread_env": r.thread_env,
-                "last_heartbeat_s": round(now - r.last_seen, 3),
-            }
-            for r in self.registry.launchers.values()
-        ]
-        return {
-            "broker": {
-                "id": self.broker_id,
-                "version": __version__,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "uptime_s": round(now - self.started_at, 3),
-                "frontend_endpoint": self.frontend_endpoint,
-                "backend_endpoint": self.backend_endpoint,
-                "requests_held": len(self.inflight),
-            },
-            "workers": workers,
-            "services": services,
-            "frontends": frontends,
-            "launchers": launchers,
-            "counters": dict(self.counters),
-        }
+        return build_snapshot(
+            self.registry,
+            broker,
+            self.counters,
+            model_routing=self.config.model_routing,
+            now=now,
+        )
 
 
 #: Commands only a worker sends, and only a frontend (or a status client) sends.

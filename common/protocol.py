@@ -19,6 +19,7 @@ from typing import Any, TypedDict, cast
 import msgpack
 
 from zeroserve.common.errors import ProtocolError, VersionMismatch
+from zeroserve.common.snapshot import Snapshot, parse_snapshot
 
 SIGNATURE = b"ZS02"
 SIGNATURE_PREFIX = b"ZS"
@@ -186,9 +187,10 @@ def unpack_meta(frame: Any, limit: int = MAX_META_BYTES, items: int = MAX_ITEMS)
     return meta
 
 
-def unpack_status(frame: Any) -> dict[str, Any]:
-    """A STATUS answer: the one map that grows with the cluster, so its bounds are wider."""
-    return unpack_meta(frame, MAX_STATUS_BYTES, MAX_STATUS_BYTES // 16)
+def unpack_status(frame: Any) -> Snapshot:
+    """A STATUS answer: the one map that grows with the cluster, so its bounds are wider;
+    checked against its schema once, here (ProtocolError when it does not fit)."""
+    return parse_snapshot(unpack_meta(frame, MAX_STATUS_BYTES, MAX_STATUS_BYTES // 16))
 
 
 def unpack_request_meta(frame: Any) -> RequestMeta:
@@ -413,7 +415,7 @@ def status_request(rid: bytes = b"status") -> list[Any]:
     return [SIGNATURE, STATUS, rid]
 
 
-def status_reply(client: bytes, rid: bytes, snapshot: Mapping[str, Any]) -> list[Any]:
+def status_reply(client: bytes, rid: bytes, snapshot: Snapshot) -> list[Any]:
     return [client, SIGNATURE, STATUS, rid, pack_meta(snapshot)]
 
 

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError, ZeroserveError
 from zeroserve.common.security import CurveKeys
+from zeroserve.common.snapshot import Snapshot
 
 
 class BrokerUnreachable(ZeroserveError):
     """The broker did not answer in time."""
 
 
-def fetch_status(
-    endpoint: str, timeout_s: float = 3.0, keys: CurveKeys | None = None
-) -> dict[str, Any]:
+def fetch_status(endpoint: str, timeout_s: float = 3.0, keys: CurveKeys | None = None) -> Snapshot:
     """One STATUS round trip on a fresh DEALER; raises BrokerUnreachable after ``timeout_s``."""
     context: zmq.Context = zmq.Context.instance()
     sock = context.socket(zmq.DEALER)

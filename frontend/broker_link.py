@@ -30,6 +30,7 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import broker_links
+from zeroserve.common.snapshot import Snapshot
 from zeroserve.frontend.config import FrontendConfig
 
 log = logging.getLogger(__name__)
@@ -210,13 +211,13 @@ class BrokerLink:
             for conn in self.conns
         ]
 
-    async def fetch_statuses(self, timeout_s: float = 1.0) -> list[dict[str, Any]]:
+    async def fetch_statuses(self, timeout_s: float = 1.0) -> list[Snapshot]:
         """Each live broker's snapshot of the cluster (those that answer in time)."""
         asked = [conn for conn in self.conns if conn.alive]
         answers = await asyncio.gather(*(self._fetch_status(c, timeout_s) for c in asked))
         return [answer for answer in answers if answer is not None]
 
-    async def _fetch_status(self, conn: Any, timeout_s: float) -> dict[str, Any] | None:
+    async def _fetch_status(self, conn: Any, timeout_s: float) -> Snapshot | None:
         rid = b"status-" + next(self._ids).to_bytes(8, "big")
         future = asyncio.get_running_loop().create_future()
         self._status_waiters[rid] = future

@@ -16,6 +16,7 @@ import os
 import socket
 import time
 from collections import deque
+from collections.abc import Mapping
 from importlib.resources import files
 from typing import Any
 
@@ -85,7 +86,7 @@ class Recent:
 
 
 def dashboard_data(
-    merged: dict[str, Any] | None, brokers: list[dict[str, Any]], recent: Recent
+    merged: Mapping[str, Any] | None, brokers: list[dict[str, Any]], recent: Recent
 ) -> dict[str, Any]:
     """What the page draws: the merged cluster view, each broker this frontend links to (with
     what that broker says of itself), and this process's figures."""

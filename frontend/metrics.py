@@ -19,6 +19,15 @@ from prometheus_client.core import (
 )
 from prometheus_client.utils import floatToGoString
 
+from zeroserve.common.snapshot import (
+    FrontendStatus,
+    LauncherStatus,
+    MergedSnapshot,
+    ServiceStatus,
+    Snapshot,
+    WorkerStatus,
+)
+
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 #: Broker counters exposed as Prometheus counters: (counter key, metric name, help).
@@ -37,62 +46,66 @@ BROKER_COUNTERS = (
 )
 
 
-def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any] | None:
+def merge_snapshots(snapshots: list[Snapshot]) -> MergedSnapshot | None:
     """The cluster as every broker sees it, in one: counters and queues summed over brokers;
     a worker registered with several counted once, its answers summed; each frontend and
     launcher once; every broker's own record."""
     if not snapshots:
         return None
     counters: dict[str, int] = {}
-    services: dict[str, dict[str, Any]] = {}
-    workers: dict[tuple[Any, Any, Any], dict[str, Any]] = {}
-    peers: dict[str, dict[tuple[Any, Any], dict[str, Any]]] = {"frontends": {}, "launchers": {}}
+    services: dict[str, ServiceStatus] = {}
+    workers: dict[tuple[str, int, str], WorkerStatus] = {}
+    frontends: dict[tuple[str, int], FrontendStatus] = {}
+    launchers: dict[tuple[str, int], LauncherStatus] = {}
     for snapshot in snapshots:
-        for key, value in snapshot.get("counters", {}).items():
-            if isinstance(value, int):
-                counters[key] = counters.get(key, 0) + value
-        for name, service in snapshot.get("services", {}).items():
+        for key, value in snapshot["counters"].items():
+            counters[key] = counters.get(key, 0) + value
+        for name, service in snapshot["services"].items():
             merged = services.setdefault(
-                name, {"routes": [], "workers": 0, "ready": 0, "queued": 0, "in_flight": 0}
+                name,
+                {**service, "routes": [], "workers": 0, "ready": 0, "queued": 0, "in_flight": 0},
             )
-            merged["routes"] = sorted({*merged["routes"], *service.get("routes", [])})
+            merged["routes"] = sorted({*merged["routes"], *service["routes"]})
             # Each worker registers with every broker: the most any broker knows.
-            merged["workers"] = max(merged["workers"], service.get("workers", 0))
-            merged["ready"] = max(merged["ready"], service.get("ready", 0))
-            merged["queued"] += service.get("queued", 0)
-            merged["in_flight"] += service.get("in_flight", 0)
-        for w in snapshot.get("workers", []):
-            key = (w.get("host"), w.get("pid"), w.get("service"))
-            if key in workers:
-                workers[key]["done"] = workers[key].get("done", 0) + w.get("done", 0)
-                workers[key]["in_flight"] = workers[key].get("in_flight", 0) + w.get("in_flight", 0)
-                workers[key]["free"] = workers[key].get("free", 0) + w.get("free", 0)
-                workers[key]["capacity"] = workers[key].get("capacity", 0) + w.get("capacity", 0)
-            else:
-                workers[key] = dict(w)
-        for kind, seen in peers.items():
-            for record in snapshot.get(kind, []):
-                key = (record.get("host"), record.get("pid"))
-                last = seen.get(key)
-                if last is None or record.get("last_heartbeat_s", 0) < last.get(
-                    "last_heartbeat_s", 0
-                ):
-                    seen[key] = record
+            merged["workers"] = max(merged["workers"], service["workers"])
+            merged["ready"] = max(merged["ready"], service["ready"])
+            merged["queued"] += service["queued"]
+            merged["in_flight"] += service["in_flight"]
+        for w in snapshot["workers"]:
+            same = workers.get((w["host"], w["pid"], w["service"]))
+            if same is None:
+                workers[(w["host"], w["pid"], w["service"])] = w.copy()
+                continue
+            same["done"] += w["done"]
+            same["in_flight"] += w["in_flight"]
+            same["free"] += w["free"]
+            same["capacity"] += w["capacity"]
+        _freshest(frontends, snapshot["frontends"])
+        _freshest(launchers, snapshot["launchers"])
     return {
         "counters": counters,
         "services": services,
         "workers": list(workers.values()),
-        "frontends": list(peers["frontends"].values()),
-        "launchers": list(peers["launchers"].values()),
-        "brokers": [snapshot["broker"] for snapshot in snapshots if "broker" in snapshot],
+        "frontends": list(frontends.values()),
+        "launchers": list(launchers.values()),
+        "brokers": [snapshot["broker"] for snapshot in snapshots],
     }
+
+
+def _freshest(seen: dict[tuple[str, int], Any], records: list[Any]) -> None:
+    """Each peer (host, pid) once, as the broker that heard it last saw it."""
+    for record in records:
+        key = (record["host"], record["pid"])
+        last = seen.get(key)
+        if last is None or record["last_heartbeat_s"] < last["last_heartbeat_s"]:
+            seen[key] = record
 
 
 class BrokerCollector:
     """Turns the brokers' last snapshots into metric families."""
 
     def __init__(self) -> None:
-        self.snapshots: list[dict[str, Any]] = []
+        self.snapshots: list[Snapshot] = []
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily(
@@ -103,7 +116,7 @@ class BrokerCollector:
         snapshot = merge_snapshots(self.snapshots)
         if snapshot is None:
             return
-        counters = snapshot.get("counters", {})
+        counters = snapshot["counters"]
         for key, name, text in BROKER_COUNTERS:
             family = CounterMetricFamily(name, text)
             family.add_metric([], counters.get(key, 0))
@@ -116,12 +129,12 @@ class BrokerCollector:
         for side in ("frontend", "worker"):
             bad.add_metric([side], counters.get(f"bad_messages_{side}", 0))
         yield bad
-        yield from self._services(snapshot.get("services", {}))
-        yield from self._workers(snapshot.get("workers", []))
-        yield from self._models(snapshot.get("workers", []))
+        yield from self._services(snapshot["services"])
+        yield from self._workers(snapshot["workers"])
+        yield from self._models(snapshot["workers"])
 
     @staticmethod
-    def _services(services: dict[str, Any]) -> Iterator[Metric]:
+    def _services(services: dict[str, ServiceStatus]) -> Iterator[Metric]:
         queue = GaugeMetricFamily(
             "zeroserve_queue_depth", "Requests waiting for a worker.", labels=["service"]
         )
@@ -129,13 +142,13 @@ class BrokerCollector:
             "zeroserve_service_in_flight", "Requests held by workers.", labels=["service"]
         )
         for name, service in services.items():
-            queue.add_metric([name], service.get("queued", 0))
-            in_flight.add_metric([name], service.get("in_flight", 0))
+            queue.add_metric([name], service["queued"])
+            in_flight.add_metric([name], service["in_flight"])
         yield queue
         yield in_flight
 
     @staticmethod
-    def _workers(workers: list[dict[str, Any]]) -> Iterator[Metric]:
+    def _workers(workers: list[WorkerStatus]) -> Iterator[Metric]:
         per_host = GaugeMetricFamily(
             "zeroserve_workers",
             "Worker processes, by host and service.",
@@ -154,14 +167,14 @@ class BrokerCollector:
         )
         sizes: dict[str, dict[int, int]] = {}
         for w in workers:
-            key = (w.get("host", ""), w.get("service", ""))
+            key = (w["host"], w["service"])
             counts[key] = counts.get(key, 0) + 1
-            labels = [w.get("host", ""), str(w.get("pid", "")), w.get("service", "")]
-            reported = w.get("reported") or {}
+            labels = [w["host"], str(w["pid"]), w["service"]]
+            reported = w["reported"]
             uptime = reported.get("uptime_s") or 0
             busy.add_metric(labels, (reported.get("busy_s", 0) / uptime) if uptime else 0.0)
-            done.add_metric(labels, w.get("done", 0))
-            service_sizes = sizes.setdefault(w.get("service", ""), {})
+            done.add_metric(labels, w["done"])
+            service_sizes = sizes.setdefault(w["service"], {})
             for size, count in (reported.get("batch_sizes") or {}).items():
                 if str(size).isdigit() and isinstance(count, int):
                     service_sizes[int(size)] = service_sizes.get(int(size), 0) + count
@@ -183,7 +196,7 @@ class BrokerCollector:
         yield batch
 
     @staticmethod
-    def _models(workers: list[dict[str, Any]]) -> Iterator[Metric]:
+    def _models(workers: list[WorkerStatus]) -> Iterator[Metric]:
         """Workers whose API serves many models: models held, loads, evictions, hit rate."""
         labels = ["host", "pid", "service"]
         held = GaugeMetricFamily(
@@ -204,11 +217,11 @@ class BrokerCollector:
             )
         ]
         for w in workers:
-            reported = w.get("reported") or {}
+            reported = w["reported"]
             if "model_loads" not in reported:
                 continue
-            values = [w.get("host", ""), str(w.get("pid", "")), w.get("service", "")]
-            held.add_metric(values, len(w.get("models") or []))
+            values = [w["host"], str(w["pid"]), w["service"]]
+            held.add_metric(values, len(w["models"]))
             hits, misses = reported.get("model_hits", 0), reported.get("model_misses", 0)
             ratio.add_metric(values, hits / (hits + misses) if hits + misses else 0.0)
             for key, family in counts:
@@ -252,6 +265,6 @@ class FrontendMetrics:
         children[0].inc()
         children[1].observe(seconds)
 
-    def render(self, snapshots: list[dict[str, Any]]) -> bytes:
+    def render(self, snapshots: list[Snapshot]) -> bytes:
         self.broker.snapshots = snapshots
         return generate_latest(self.registry)

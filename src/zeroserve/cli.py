@@ -26,6 +26,7 @@ from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.protocol import DEFAULT_TIMEOUT_S
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.security import TOKEN_ENV, token_from_file
+from zeroserve.common.snapshot import Snapshot
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.tracing import check as check_tracing
 from zeroserve.common.tracing import setup as setup_tracing
@@ -768,24 +769,26 @@ def status(brokers: tuple[str, ...], as_json: bool, timeout_s: float, **options:
             click.echo(format_status(snapshot))
             return 0
         # Several brokers: each as it sees the cluster (JSON: one entry per broker).
-        entries: list[dict[str, Any]] = []
+        answers: list[tuple[str, Snapshot | str]] = []
         for endpoint in brokers:
             try:
-                entries.append({"endpoint": endpoint, **fetch_status(endpoint, timeout_s, keys)})
+                answers.append((endpoint, fetch_status(endpoint, timeout_s, keys)))
             except BrokerUnreachable as exc:
-                entries.append({"endpoint": endpoint, "error": str(exc)})
+                answers.append((endpoint, str(exc)))
         if as_json:
+            entries = [
+                {"endpoint": e, "error": a} if isinstance(a, str) else {"endpoint": e, **a}
+                for e, a in answers
+            ]
             click.echo(json.dumps(entries, indent=2))
         else:
             click.echo(
                 "\n\n".join(
-                    f"== {e['endpoint']}: {e['error']}"
-                    if "error" in e
-                    else f"== {e['endpoint']}\n{format_status(e)}"
-                    for e in entries
+                    f"== {e}: {a}" if isinstance(a, str) else f"== {e}\n{format_status(a)}"
+                    for e, a in answers
                 )
             )
-        return 1 if any("error" in e for e in entries) else 0
+        return 1 if any(isinstance(a, str) for _, a in answers) else 0
 
     def watch() -> int:
         keys = take_link(options).client_keys()

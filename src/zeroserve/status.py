@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from zeroserve.common.snapshot import LauncherStatus, Snapshot, WorkerStatus
+
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     cells = [headers] + [[str(c) for c in row] for row in rows]
@@ -13,25 +15,25 @@ def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
     ]
 
 
-def throughput(previous: dict[str, Any] | None, current: dict[str, Any]) -> dict[str, float]:
+def throughput(previous: Snapshot | None, current: Snapshot) -> dict[str, float]:
     """Requests per second of each worker (by id) between two snapshots."""
     if previous is None:
         return {}
     elapsed = current["broker"]["uptime_s"] - previous["broker"]["uptime_s"]
     if elapsed <= 0:
         return {}
-    before = {w["id"]: w.get("done", 0) for w in previous.get("workers", [])}
+    before = {w["id"]: w["done"] for w in previous["workers"]}
     return {
-        w["id"]: max(0, w.get("done", 0) - before[w["id"]]) / elapsed
-        for w in current.get("workers", [])
+        w["id"]: max(0, w["done"] - before[w["id"]]) / elapsed
+        for w in current["workers"]
         if w["id"] in before
     }
 
 
-def _launcher_threads(launcher: dict[str, Any]) -> str:
+def _launcher_threads(launcher: LauncherStatus) -> str:
     """Its processes' threads each, or the user's thread variables when those govern."""
-    threads = launcher.get("threads_per_process")
-    return str(threads) if threads else launcher.get("thread_env") or "-"
+    threads = launcher["threads_per_process"]
+    return str(threads) if threads else launcher["thread_env"] or "-"
 
 
 def hit_rate(reported: dict[str, Any]) -> float | None:
@@ -40,23 +42,23 @@ def hit_rate(reported: dict[str, Any]) -> float | None:
     return hits / (hits + misses) if hits + misses else None
 
 
-def _models_table(workers: list[dict[str, Any]]) -> list[str]:
+def _models_table(workers: list[WorkerStatus]) -> list[str]:
     """Workers whose API serves many models: what each holds, its loads, evictions and hit
     rate."""
-    many = [w for w in workers if (w.get("info") or {}).get("max_models")]
+    many = [w for w in workers if w["info"].get("max_models")]
     if not many:
         return []
     rows = []
-    for w in sorted(many, key=lambda w: (w.get("host", ""), w.get("pid", 0))):
-        reported = w.get("reported") or {}
+    for w in sorted(many, key=_host_pid):
+        reported = w["reported"]
         rate = hit_rate(reported)
         rows.append(
             [
-                w.get("host"),
-                w.get("pid"),
-                w.get("service"),
-                f"{len(w.get('models') or [])}/{w['info']['max_models']}",
-                ",".join(w.get("models") or []) or "-",
+                w["host"],
+                w["pid"],
+                w["service"],
+                f"{len(w['models'])}/{w['info']['max_models']}",
+                ",".join(w["models"]) or "-",
                 reported.get("model_loads", 0),
                 reported.get("model_evictions", 0),
                 "-" if rate is None else f"{rate:.0%}",
@@ -66,16 +68,19 @@ def _models_table(workers: list[dict[str, Any]]) -> list[str]:
     return ["", f"models ({len(many)} worker(s))", *_table(headers, rows)]
 
 
-def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = None) -> str:
+def _host_pid(record: WorkerStatus | LauncherStatus) -> tuple[str, int]:
+    return record["host"], record["pid"]
+
+
+def format_status(snapshot: Snapshot, rates: dict[str, float] | None = None) -> str:
     """The snapshot as tables; with `rates`, a REQ/S column per worker."""
-    broker = snapshot.get("broker", {})
+    broker = snapshot["broker"]
     lines = [
-        f"broker {broker.get('id', '?')} on {broker.get('host', '?')} "
-        f"pid {broker.get('pid', '?')}, "
-        f"version {broker.get('version', '?')}, up {broker.get('uptime_s', 0):.0f} s",
+        f"broker {broker['id']} on {broker['host']} pid {broker['pid']}, "
+        f"version {broker['version']}, up {broker['uptime_s']:.0f} s",
         "",
     ]
-    workers = snapshot.get("workers", [])
+    workers = snapshot["workers"]
     lines.append(f"workers ({len(workers)})")
     if workers:
         headers = [
@@ -85,26 +90,26 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
         if rates is not None:
             headers.append("REQ/S")
         rows = []
-        for w in sorted(workers, key=lambda w: (w.get("host", ""), w.get("pid", 0))):
+        for w in sorted(workers, key=_host_pid):
             row = [
-                w.get("host"),
-                w.get("pid"),
-                w.get("service"),
-                w.get("device") or "-",
-                (w.get("info") or {}).get("threads_per_process") or "-",
-                w.get("state"),
-                f"{w.get('free')}/{w.get('capacity')}",
-                w.get("in_flight"),
-                w.get("done"),
-                f"{w.get('last_heartbeat_s', 0):.1f} s ago",
+                w["host"],
+                w["pid"],
+                w["service"],
+                w["device"] or "-",
+                w["info"].get("threads_per_process") or "-",
+                w["state"],
+                f"{w['free']}/{w['capacity']}",
+                w["in_flight"],
+                w["done"],
+                f"{w['last_heartbeat_s']:.1f} s ago",
             ]
             if rates is not None:
-                rate = rates.get(w.get("id", ""))
+                rate = rates.get(w["id"])
                 row.append("-" if rate is None else f"{rate:.1f}")
             rows.append(row)
         lines += _table(headers, rows)
         lines += _models_table(workers)
-    services = snapshot.get("services", {})
+    services = snapshot["services"]
     lines += ["", f"services ({len(services)})"]
     if services:
         lines += _table(
@@ -112,45 +117,42 @@ def format_status(snapshot: dict[str, Any], rates: dict[str, float] | None = Non
             [
                 [
                     name,
-                    ",".join(s.get("routes", [])),
-                    s.get("workers"),
-                    s.get("ready"),
-                    s.get("queued"),
-                    s.get("in_flight"),
+                    ",".join(s["routes"]),
+                    s["workers"],
+                    s["ready"],
+                    s["queued"],
+                    s["in_flight"],
                 ]
                 for name, s in sorted(services.items())
             ],
         )
-    frontends = snapshot.get("frontends", [])
+    frontends = snapshot["frontends"]
     lines += ["", f"frontends ({len(frontends)})"]
     if frontends:
         lines += _table(
             ["HOST", "PID", "HEARTBEAT"],
-            [
-                [f.get("host"), f.get("pid"), f"{f.get('last_heartbeat_s', 0):.1f} s ago"]
-                for f in frontends
-            ],
+            [[f["host"], f["pid"], f"{f['last_heartbeat_s']:.1f} s ago"] for f in frontends],
         )
-    launchers = snapshot.get("launchers", [])
+    launchers = snapshot["launchers"]
     lines += ["", f"worker launchers ({len(launchers)})"]
     if launchers:
         lines += _table(
             ["HOST", "PID", "SERVICE", "RUNNING", "THREADS", "PROBLEM"],
             [
                 [
-                    r.get("host"),
-                    r.get("pid"),
-                    r.get("service"),
-                    f"{r.get('running')}/{r.get('processes')}"
+                    r["host"],
+                    r["pid"],
+                    r["service"],
+                    f"{r['running']}/{r['processes']}"
                     + (
-                        f" ({r.get('min_processes')}-{r.get('max_processes')})"
-                        if r.get("max_processes")
+                        f" ({r['min_processes']}-{r['max_processes']})"
+                        if r["max_processes"]
                         else ""
                     ),
                     _launcher_threads(r),
-                    r.get("problem") or "-",
+                    r["problem"] or "-",
                 ]
-                for r in sorted(launchers, key=lambda r: (r.get("host", ""), r.get("pid", 0)))
+                for r in sorted(launchers, key=_host_pid)
             ],
         )
     return "\n".join(lines)

@@ -33,6 +33,7 @@ import zmq
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.link import LinkConfig
 from zeroserve.common.security import TOKEN_ENV
+from zeroserve.common.snapshot import Snapshot
 from zeroserve.common.status_client import fetch_status
 from zeroserve.common.supervisor import EXIT_REPORT_ENV, PARENT_ENV, read_exit_report
 
@@ -353,5 +354,5 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def _routes(snapshot: dict[str, Any]) -> list[str]:
-    return [route for s in snapshot.get("services", {}).values() for route in s.get("routes", [])]
+def _routes(snapshot: Snapshot) -> list[str]:
+    return [route for s in snapshot["services"].values() for route in s["routes"]]
