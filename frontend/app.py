@@ -588,7 +588,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         if self.closed:
             return
         if command == p.ERROR:
-            conn.write(_stream_error(self.content_type, meta))
+            conn.write(payload or _stream_error(self.content_type, meta))
         elif payload:
             conn.write(payload)
         conn.finish()
@@ -675,7 +675,8 @@ def http_date() -> str:
 
 
 def _stream_error(content_type: str, meta: p.AnswerMeta) -> bytes:
-    """An error that ends a stream already begun, in the stream's own format."""
+    """An error that ends a stream already begun and brings no last words of its own (the
+    broker's, when the worker is lost), in the stream's own format."""
     status, error = meta.get("status", 502), meta.get("error", "error")
     if content_type.startswith("text/event-stream"):
         # LitServe's shape for an error in a begun OpenAI stream (OpenAI's error object).

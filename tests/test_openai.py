@@ -11,6 +11,10 @@ import openai
 import pytest
 import requests
 
+from zeroserve.common import protocol as p
+from zeroserve.common.errors import INTERNAL_ERROR
+from zeroserve.worker.openai_spec import ChatFramer
+
 from cluster import Cluster
 
 KEY = "sk-test-key"
@@ -84,6 +88,22 @@ def test_a_failure_mid_stream_is_an_error_event(client: openai.OpenAI, cluster: 
     # What the model raised stays in the worker's log.
     assert error == {
         "message": "Internal server error",
+        "type": "internal",
+        "param": None,
+        "code": "internal_error",
+    }
+
+
+def test_the_worker_writes_the_error_event_of_a_begun_stream() -> None:
+    """The frontend writes an ERROR's body as it comes: the event is the worker's."""
+    framer = ChatFramer("m", stream=True, include_usage=False, prompt_tokens=1)
+    assert framer.error(400, "early")[0][0] == p.REPLY  # not begun: a whole answer
+    framer.piece("hi")
+    ((command, meta, body),) = framer.error(500, INTERNAL_ERROR)
+    assert (command, meta["status"]) == (p.ERROR, 500)
+    assert body.startswith(b"data: ") and body.endswith(b"\n\n")
+    assert json.loads(body[len(b"data: ") :])["error"] == {
+        "message": INTERNAL_ERROR,
         "type": "internal",
         "param": None,
         "code": "internal_error",

@@ -54,6 +54,19 @@ def openai_error(status: int, message: str, kind: str | None = None) -> bytes:
     ).encode()
 
 
+def stream_error(status: int, error: Any) -> p.Answer:
+    """An ERROR that ends a begun stream, its last event written here: OpenAI's error object
+    as LitServe sends it. The frontend writes the body as it is."""
+    event = {
+        "error": {"message": error, "type": "internal", "param": None, "code": "internal_error"}
+    }
+    return (
+        p.ERROR,
+        p.error_fields(status, error),
+        b"data: " + json.dumps(event).encode() + b"\n\n",
+    )
+
+
 def openai_error_out(status: int, error: Any) -> p.Answer:
     """A whole answer with that status and OpenAI's error shape."""
     message = error if isinstance(error, str) else json.dumps(error)
@@ -433,7 +446,7 @@ class ChatFramer:
         if self.started:
             if self.litserve_errors:
                 error = litserve_detail(error)
-            return [p.error_answer(status, error)]  # the frontend writes it as an SSE error event
+            return [stream_error(status, error)]
         return [whole_error(status, error, self.litserve_errors)]
 
 
