@@ -436,10 +436,7 @@ class Broker:
         return self._expiry_s(float(announced) if sane else 0.0)  # type: ignore[arg-type]
 
     def _expiry_s(self, peer_interval_s: float) -> float:
-        return (
-            max(peer_interval_s, self.config.link.heartbeat_interval_s)
-            * self.config.link.heartbeat_liveness
-        )
+        return self.config.link.silence_limit_s(peer_interval_s)
 
     def _on_ready(self, identity: bytes, meta: dict[str, Any]) -> None:
         ready = parse_ready(meta)

@@ -34,7 +34,7 @@ class WorkerRecord:
     info: dict[str, Any]
     heartbeat_interval_s: float
     last_seen: float
-    #: Silence longer than this is death: the longer of both intervals, times liveness.
+    #: Silence longer than this is death (``LinkConfig.silence_limit_s``).
     expiry_s: float = 0.0
     joined_at: float = field(default_factory=time.monotonic)
     done: int = 0

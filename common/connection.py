@@ -42,7 +42,7 @@ from zmq.utils.monitor import recv_monitor_message
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
-from zeroserve.common.link import LinkConfig
+from zeroserve.common.link import LinkConfig, silence_limit_s
 from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
 
@@ -234,7 +234,9 @@ class BrokerConnection:
             sock.close()
 
     def _expiry_s(self) -> float:
-        return max(self.broker_interval_s, self.heartbeat_interval_s) * self.heartbeat_liveness
+        return silence_limit_s(
+            self.heartbeat_liveness, self.broker_interval_s, self.heartbeat_interval_s
+        )
 
     # -- sending and receiving ----------------------------------------------
 

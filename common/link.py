@@ -17,6 +17,12 @@ from zeroserve.common.security import (
 )
 
 
+def silence_limit_s(liveness: int, *intervals_s: float) -> float:
+    """How long a peer may stay silent before it counts as dead: the longest heartbeat interval
+    in play (ours, the peer's), times the heartbeats it may miss. Decided here only."""
+    return max(intervals_s) * liveness
+
+
 @dataclass(frozen=True)
 class LinkConfig:
     heartbeat_interval_s: float = p.HEARTBEAT_INTERVAL_S
@@ -44,6 +50,12 @@ class LinkConfig:
             object.__setattr__(self, "token", check_token(self.token))
             if self.curve_secret_key or self.broker_public_key or self.authorized_keys:
                 raise ConfigError("give a join token or CurveZMQ key files, not both")
+
+    def silence_limit_s(self, *peer_intervals_s: float) -> float:
+        """A peer's silence limit, with this process's own interval and liveness."""
+        return silence_limit_s(
+            self.heartbeat_liveness, self.heartbeat_interval_s, *peer_intervals_s
+        )
 
     @property
     def secured(self) -> bool:

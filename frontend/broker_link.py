@@ -148,7 +148,7 @@ class BrokerLink:
         #: Per broker: until when it is settling (LOST: lost; 0: settled). While one settles,
         #: a request of a service no live broker serves is held, not sent.
         self._settle_until = [0.0] * len(config.brokers)
-        self._settle_s = config.link.heartbeat_interval_s * config.link.heartbeat_liveness
+        self._settle_s = config.link.silence_limit_s()
         #: Requests no broker holds (in ``pending`` too), oldest first.
         self.held: dict[bytes, Waiter] = {}
         self._turn = 0

@@ -13,6 +13,7 @@ import time
 from tornado.netutil import bind_sockets
 
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.exits import Exit, final
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import Supervisor
@@ -30,7 +31,6 @@ log = logging.getLogger(__name__)
 STOP_GRACE_S = 5.0
 #: A broker refused this frontend (its worker port, another protocol version): final, as for
 #: a worker launcher.
-EXIT_REFUSED = 77
 
 
 def listen(config: FrontendConfig) -> list:
@@ -59,7 +59,7 @@ def tls_context(config: FrontendConfig) -> ssl.SSLContext | None:
 
 
 async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> int:
-    """Serve HTTP until SIGTERM or SIGINT, or a broker's refusal (exit code EXIT_REFUSED),
+    """Serve HTTP until SIGTERM or SIGINT, or a broker's refusal (exit code Exit.REFUSED),
     then finish what is in flight (briefly) and leave."""
     tls = tls_context(config)
     sockets = listen(config)
@@ -110,7 +110,7 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> int:
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(server.close_all_connections(), 1.0)
     log.info("frontend stopped")
-    return EXIT_REFUSED if refused else 0
+    return Exit.REFUSED if refused else 0
 
 
 def run_frontend_process(config: FrontendConfig) -> None:
@@ -139,5 +139,5 @@ def run_frontend(config: FrontendConfig) -> int:
         (config,),
         config.processes,
         stop_timeout_s=STOP_GRACE_S + 5,
-        final_exits={EXIT_REFUSED: "was refused by the broker"},
+        final_exits=final(Exit.REFUSED),
     ).run()

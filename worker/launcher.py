@@ -15,17 +15,13 @@ import zmq
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import open_dealer
 from zeroserve.common.errors import ProtocolError
+from zeroserve.common.exits import Exit, final
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.supervisor import Supervisor
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
-from zeroserve.worker.process import (
-    EXIT_HUNG,
-    EXIT_REFUSED,
-    EXIT_SETUP_FAILED,
-    run_worker_process,
-)
+from zeroserve.worker.process import run_worker_process
 from zeroserve.worker.scaling import SCALE_DOWN_AFTER_S, Load, Scaler
 from zeroserve.worker.threads import environment_shown, limit_environment, share
 
@@ -70,7 +66,7 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         final_exits=final_exits(config),
         reports=True,
         restart=config.restart,
-        restarted_anyway=frozenset({EXIT_HUNG}),
+        restarted_anyway=frozenset({Exit.HUNG}),
     )
     link = LauncherLink(config, settings.service, supervisor)
     supervisor.on_tick = link.tick
@@ -113,7 +109,7 @@ class LauncherLink:
                 config.min_processes or 1,
                 config.max_processes,
                 config.scale_down_after_s or SCALE_DOWN_AFTER_S,
-                grow_grace_s=config.link.heartbeat_interval_s * config.link.heartbeat_liveness,
+                grow_grace_s=config.link.silence_limit_s(),
             )
 
     def tick(self) -> None:
@@ -201,7 +197,6 @@ def process_config(config: WorkerConfig, device: str) -> WorkerConfig:
 
 def final_exits(config: WorkerConfig) -> dict[int, str]:
     """A refusal by the broker is for good; a failing setup too, when asked (`cluster up`)."""
-    exits = {EXIT_REFUSED: "was refused by the broker"}
     if config.exit_on_setup_failure:
-        exits[EXIT_SETUP_FAILED] = "could not set up the API"
-    return exits
+        return final(Exit.REFUSED, Exit.SETUP_FAILED)
+    return final(Exit.REFUSED)

@@ -19,6 +19,8 @@ import psutil
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import broker_links
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.exits import Exit
+from zeroserve.common.link import silence_limit_s
 from zeroserve.common.logs import configure_logging
 from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import report
@@ -54,11 +56,6 @@ from zeroserve.worker.threads import (
 )
 
 log = logging.getLogger(__name__)
-
-#: Exit codes the launcher tells apart.
-EXIT_SETUP_FAILED = 78
-EXIT_REFUSED = 77
-EXIT_HUNG = 75
 
 #: The largest request schema a worker announces (READY's metadata is at most 64 KiB).
 MAX_SCHEMA_BYTES = 16 * 1024
@@ -253,7 +250,7 @@ class WorkerProcess:
         fails (and is not asked again before it returns)."""
         assert self._health is not None
         health = self._health
-        window_s = self.config.link.heartbeat_interval_s * self.config.link.heartbeat_liveness
+        window_s = self.config.link.silence_limit_s()
         pending: asyncio.Future | None = None
         while True:
             why = "it returned False"
@@ -295,7 +292,7 @@ class WorkerProcess:
             for link in self.links:
                 link.close(p.disconnect("hung", worker=self.identity))
             logging.shutdown()
-            os._exit(EXIT_HUNG)
+            os._exit(Exit.HUNG)
 
     def _on_lost(self, link: int, why: str) -> None:
         log.warning("lost the broker at %s (%s)", self.config.brokers[link], why)
@@ -318,7 +315,7 @@ class WorkerProcess:
             why = p.parse_refusal(args[0])[1]
             log.debug("the broker refused this worker: %s", why)  # its launcher says it
             self.refusal = f"the broker refused it: {why}"
-            self.exit_code = EXIT_REFUSED
+            self.exit_code = Exit.REFUSED
             self.stop()
         elif command == p.ANNOUNCE and not self.is_stopping:
             # A heartbeat may reach a broker before the READY sent with it on the other socket:
@@ -393,11 +390,13 @@ class WorkerProcess:
             self._drain_acked[index].clear()
             self.serving.send(index, p.drain())
         if asked:
-            window_s = max(self.links[i].broker_interval_s for i in asked)
+            window_s = silence_limit_s(
+                self.config.link.heartbeat_liveness,
+                *(self.links[i].broker_interval_s for i in asked),
+            )
             try:
                 await asyncio.wait_for(
-                    asyncio.gather(*(self._drain_acked[i].wait() for i in asked)),
-                    window_s * self.config.link.heartbeat_liveness,
+                    asyncio.gather(*(self._drain_acked[i].wait() for i in asked)), window_s
                 )
             except asyncio.TimeoutError:
                 log.warning("a broker did not acknowledge the drain; finishing what is held")
@@ -431,7 +430,7 @@ def run_worker_process(
     except ConfigError as exc:
         log.error("%s", exc)
         report(said, str(exc))
-        sys.exit(EXIT_SETUP_FAILED)
+        sys.exit(Exit.SETUP_FAILED)
     try:
         prepare_api(api, settings)
         hooks.fire("on_before_setup")
@@ -450,7 +449,7 @@ def run_worker_process(
             exc,
         )
         report(said, f"{type(api).__name__}.setup failed: {type(exc).__name__}: {exc}")
-        sys.exit(EXIT_SETUP_FAILED)
+        sys.exit(Exit.SETUP_FAILED)
     if config.threads_per_process is not None:
         limit_pools(config.threads_per_process)
     hooks.fire("on_after_setup")

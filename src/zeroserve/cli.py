@@ -21,6 +21,7 @@ import click
 
 from zeroserve.broker.config import BrokerConfig
 from zeroserve.common.errors import ConfigError, ZeroserveError
+from zeroserve.common.exits import Exit
 from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
 from zeroserve.common.protocol import DEFAULT_TIMEOUT_S
@@ -476,7 +477,8 @@ def broker(**options: Any) -> None:
 @click.option(
     "--exit-on-setup-failure",
     is_flag=True,
-    help="Stop (exit 78) when a process's setup fails, instead of retrying with back-off.",
+    help=f"Stop (exit {Exit.SETUP_FAILED:d}) when a process's setup fails, instead of retrying "
+    "with back-off.",
 )
 @click.option(
     "--device",

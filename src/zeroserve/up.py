@@ -31,6 +31,7 @@ import click
 import zmq
 
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.exits import MEANINGS
 from zeroserve.common.link import LinkConfig
 from zeroserve.common.security import TOKEN_ENV
 from zeroserve.common.snapshot import Snapshot
@@ -38,12 +39,6 @@ from zeroserve.common.status_client import fetch_status
 from zeroserve.common.supervisor import EXIT_REPORT_ENV, PARENT_ENV, read_exit_report
 
 log = logging.getLogger(__name__)
-
-#: What a child's exit code says, for the line that ends `cluster up`.
-CHILD_EXITS = {
-    77: ": the broker refused the worker",
-    78: ": the API's setup failed in its worker process",
-}
 
 #: Everything is stopped within this, killed if need be.
 STOP_TIMEOUT_S = 8.0
@@ -213,7 +208,8 @@ class Up:
                 if child.poll() is not None:
                     name = str(child.args[3] if isinstance(child.args, list) else child.args)
                     said = read_exit_report(self._exit_reports.get(child.pid, ""))
-                    why = CHILD_EXITS.get(child.returncode, "")
+                    meaning = MEANINGS.get(child.returncode)
+                    why = f": it {meaning}" if meaning else ""
                     if said:
                         why = f": {said}"
                     elif why:
