@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from zeroserve.worker.batcher import Batcher
-from zeroserve.worker.pipeline import Job
+from zeroserve.worker.job import Job
+from zeroserve.worker.loops.batcher import Batcher
 
 
 def job(rid: str, arrived: float, deadline: float = 100.0) -> Job:

@@ -12,8 +12,8 @@ from zeroserve import HTTPException, LitAPI, Response
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 from zeroserve.worker.config import WorkerConfig
+from zeroserve.worker.job import Job
 from zeroserve.worker.loader import load_api, resolve_settings
-from zeroserve.worker.pipeline import Job
 from zeroserve.worker.pipeline import Pipeline as _Pipeline
 
 
@@ -169,6 +169,26 @@ def test_bodies_by_content_type() -> None:
     pipeline.run_batch([job(b"[1]", ct="")])
     pipeline.run_batch([job(b"", method="GET")])
     assert seen == [b"\x00\x01", {"a": "1", "b": "two"}, [1], None]
+
+
+def test_a_malformed_form_is_the_clients_400_and_costs_nothing_else() -> None:
+    pipeline = Pipeline(Doubler(), 1)
+    ct = "multipart/form-data; boundary=xx"
+    [bad, good] = pipeline.run_batch([job(b"no boundary here", ct=ct), job(b'{"x": 2}')])
+    assert bad.status == 400 and "malformed form body" in bad.error
+    assert good.status == 200
+
+
+def test_a_worker_imports_tornado_only_for_a_form() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import zeroserve.worker.pipeline, zeroserve.worker.process; "
+        "print('tornado' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_values_json_cannot_encode_are_a_500() -> None:

@@ -163,12 +163,12 @@ def test_configure_logging_sends_the_librarys_records_to_its_stream() -> None:
     try:
         configure_logging("INFO", format="%(name)s %(message)s", stream=stream)
         add_log_handler(logging.StreamHandler(extra))
-        logging.getLogger("zeroserve.worker.serving").info("hello")
+        logging.getLogger("zeroserve.worker.loops.serving").info("hello")
         set_log_level("WARNING")
-        logging.getLogger("zeroserve.worker.serving").info("hidden")
+        logging.getLogger("zeroserve.worker.loops.serving").info("hidden")
     finally:
         library.handlers[:], library.level, library.propagate = saved
-    assert stream.getvalue() == "zeroserve.worker.serving hello\n"
+    assert stream.getvalue() == "zeroserve.worker.loops.serving hello\n"
     assert extra.getvalue() == "hello\n"
 
 

@@ -16,6 +16,7 @@ from zeroserve.common.errors import ConfigError
 from zeroserve.worker.api import inherits_default, is_async, yields
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.hooks import Hooks
+from zeroserve.worker.loops import LoopKind
 from zeroserve.worker.models import DEFAULT_MAX_MODELS
 from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 
@@ -27,7 +28,7 @@ from zeroserve.worker.openai_spec import openai_spec_for, spec_object_of
 #: (measured: 2 cost a one-worker trivial API a third of its throughput), and no more, so
 #: waiting work stays at the broker, where any free process may take it and the scaler
 #: sees it.
-MIN_CAPACITY = {"batching": 4, "async": 256, "continuous": 64}
+MIN_CAPACITY = {LoopKind.BATCHING: 4, LoopKind.ASYNC: 256, LoopKind.CONTINUOUS: 64}
 #: A sync worker whose requests take less than this each holds twice its capacity: what it
 #: holds still starts within milliseconds, and the broker's hop no longer idles it.
 FAST_REQUEST_S = 0.001
@@ -36,7 +37,7 @@ FAST_REQUEST_S = 0.001
 def capacity_now(settings: ApiSettings, fixed: bool, seconds_per_request: float | None) -> int:
     """What a worker process may hold now: its capacity, doubled for a sync API whose
     requests are measured fast (`fixed`: --capacity was given, and holds)."""
-    if fixed or settings.kind != "batching" or seconds_per_request is None:
+    if fixed or settings.kind is not LoopKind.BATCHING or seconds_per_request is None:
         return settings.capacity
     return settings.capacity * 2 if seconds_per_request < FAST_REQUEST_S else settings.capacity
 
@@ -100,7 +101,7 @@ def uses_default_steps(api: Any) -> bool:
     return default or not _implements(api, "step")
 
 
-def loop_kind(api: Any, name: str, stream: bool) -> str:
+def loop_kind(api: Any, name: str, stream: bool) -> LoopKind:
     """Which loop serves the API, or a ConfigError naming what is wrong with it."""
     loop = continuous_loop_of(api)
     if loop is not None:
@@ -119,17 +120,17 @@ def loop_kind(api: Any, name: str, stream: bool) -> str:
                 "predict(inputs, generated_sequences) and "
                 "has_finished(uid, token, max_sequence_length)"
             )
-        return "continuous"
+        return LoopKind.CONTINUOUS
     if _implements(api, "step") and not _implements(api, "predict"):
         raise ConfigError(
             f"{name} implements step: set loop = ContinuousBatchingLoop() to serve it "
             "with continuous batching"
         )
     if is_async(api.predict):
-        return "async"
+        return LoopKind.ASYNC
     if getattr(api, "enable_async", False) is True:
         raise ConfigError(f"{name}.enable_async is True, so predict must be async (async def)")
-    return "batching"
+    return LoopKind.BATCHING
 
 
 @dataclass
@@ -205,7 +206,7 @@ class ApiSettings:
     stream: bool
     capacity: int
     #: Which loop serves it: a key of MIN_CAPACITY (one class each, see worker/process.py).
-    kind: str = "batching"
+    kind: LoopKind = LoopKind.BATCHING
     #: The spec object wrapping the API, or None.
     spec: Any = None
     models: list[str] = field(default_factory=list)
@@ -256,7 +257,7 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
             raise ConfigError(f"{name}.api_path must start with '/', not {route!r}")
         routes = [{"path": route, "methods": ["POST"]}]
         kind = loop_kind(api, name, stream)
-        predict_yields = kind == "continuous" or yields(api.predict)
+        predict_yields = kind is LoopKind.CONTINUOUS or yields(api.predict)
         if stream and not predict_yields:
             raise ConfigError(f"{name}.stream is True, so predict must yield its output")
         if predict_yields and not stream:
@@ -266,7 +267,7 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         encode = getattr(api, "encode_response", None)
         if (
             stream
-            and kind != "continuous"
+            and kind is not LoopKind.CONTINUOUS
             and encode is not None
             and not inherits_default(encode)
             and not yields(encode)
@@ -290,7 +291,7 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
     )
 
 
-def models_limit(api: Any, name: str, kind: str) -> int:
+def models_limit(api: Any, name: str, kind: LoopKind) -> int:
     """``max_models_per_worker`` of an API that serves many models (``load_model``), checked;
     0 for one that does not."""
     load = getattr(api, "load_model", None)
@@ -306,7 +307,7 @@ def models_limit(api: Any, name: str, kind: str) -> int:
     unload = getattr(api, "unload_model", None)
     if unload is not None and not callable(unload):
         raise ConfigError(f"{name}.unload_model must be a method taking a model id and model")
-    if kind == "continuous":
+    if kind is LoopKind.CONTINUOUS:
         raise ConfigError(f"{name}: load_model is not supported with continuous batching")
     limit = DEFAULT_MAX_MODELS if limit is None else limit
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:

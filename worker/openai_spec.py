@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import INTERNAL_ERROR, ConfigError, HTTPException
 from zeroserve.worker.api import inherits_default, is_async, yields
-from zeroserve.worker.pipeline import Job, RequestError, validate
+from zeroserve.worker.bodies import validate
+from zeroserve.worker.job import Job, RequestError
 
 CHAT_ROUTE = "/v1/chat/completions"
 EMBEDDINGS_ROUTE = "/v1/embeddings"

@@ -6,81 +6,42 @@ generators and every piece is sent as it comes. Methods that name a
 ``context`` parameter get a per-request dict (a list of them where a whole
 batch is handled at once), as in LitServe.
 
-The stages are written once, as coroutines. The async loop awaits them
-(``serve``), so that a coroutine stage suspends its own request only; the
-sync batching and continuous loops drive them to their end at once
-(``run``), which costs no event loop because nothing in them suspends
-there: a sync API's awaitables run on a private loop instead. Either way
-the pipeline runs in the worker's serving thread, never beside the
-heartbeats. Every failure becomes an answer for the requests it touched;
-nothing here raises but ``CancelledError``, which the async loop gives.
+The stages are written once, as coroutines: the async loop awaits them
+(``serve``), the sync batching and continuous loops drive them to their end
+at once (``run``); ``bridge.py`` is how. Either way the pipeline runs in the
+worker's serving thread, never beside the heartbeats. Every failure becomes
+an answer for the requests it touched; nothing here raises but
+``CancelledError``, which the async loop gives.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
-import json
 import logging
-import typing
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-
-from tornado.httputil import parse_body_arguments
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import INTERNAL_ERROR, http_status_of
 from zeroserve.common.tracing import NO_SPAN, Tracing
-from zeroserve.worker.api import STREAM_END, Upload
+from zeroserve.worker.api import STREAM_END
 from zeroserve.worker.auth import Authorizer, has_authorize
+from zeroserve.worker.bodies import parse_body, request_model_of, validate
+from zeroserve.worker.bridge import Bridge, drive
 from zeroserve.worker.framing import Framer
 from zeroserve.worker.hooks import Hooks
+from zeroserve.worker.job import Job, RequestError
 from zeroserve.worker.models import ModelCache, UnknownModel
 
 log = logging.getLogger(__name__)
 
-JSON_TYPES = ("application/json", "")
-FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 MAX_ERROR_CHARS = 300
 
 #: Sends messages for a job at once (a streamed piece), from the batching thread.
 Emit = Callable[["Job", list[p.Answer]], None]
 #: Each job of a batch with the answers it ended with.
 Finished = list[tuple["Job", list[p.Answer]]]
-
-
-@dataclass(slots=True)
-class Job:
-    """One request as a worker process holds it."""
-
-    client: bytes
-    rid: bytes
-    meta: p.RequestMeta
-    body: bytes
-    deadline: float
-    arrived: float
-    #: Which broker sent it (the index of its link): the answer goes back there.
-    link: int
-    cancelled: bool = False
-    #: The async loop's: the task serving this job, and the timer of its deadline.
-    task: Any = None
-    timer: Any = None
-    #: Its span, when tracing is on and the request came with a trace context.
-    span: Any = None
-
-    @property
-    def key(self) -> tuple[int, bytes, bytes]:
-        return (self.link, self.client, self.rid)
-
-
-class RequestError(Exception):
-    """The request itself is unusable: the client's fault. ``outs`` may say how to answer."""
-
-    def __init__(self, status: int, message: str, outs: list[p.Answer] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.outs = outs
 
 
 class _BatchMismatch(Exception):
@@ -105,81 +66,6 @@ def takes_context(method: Any) -> bool:
         return False
 
 
-def parse_body(job: Job) -> Any:
-    """The request as LitServe hands it to decode_request.
-
-    JSON (also when no content type is given) becomes Python values, a form a
-    dict of fields (files as ``Upload`` objects, with LitServe's ``filename``,
-    ``content_type``, ``file``, ``read()`` and ``size``), text a str; any
-    other content type arrives as bytes.
-    """
-    content_type = str(job.meta.get("ct", "")).split(";", 1)[0].strip().lower()
-    body = job.body
-    if not body:
-        if job.meta.get("method", "POST") in ("GET", "DELETE"):
-            return None
-        raise RequestError(400, "the request body is empty")
-    if content_type in JSON_TYPES or content_type.endswith("+json"):
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RequestError(400, f"malformed JSON body: {exc}") from None
-    if content_type in FORM_TYPES:
-        arguments: dict[str, list[bytes]] = {}
-        files: dict[str, list[Any]] = {}
-        parse_body_arguments(str(job.meta.get("ct")), body, arguments, files)
-        form: dict[str, Any] = {k: v[-1].decode(errors="replace") for k, v in arguments.items()}
-        for name, uploaded in files.items():
-            f = uploaded[-1]
-            form[name] = Upload(f.filename, f.content_type, f.body)
-        return form
-    if content_type.startswith("text/"):
-        try:
-            return body.decode()
-        except UnicodeDecodeError:
-            raise RequestError(400, "the text body is not valid UTF-8") from None
-    return body
-
-
-#: Most validation errors an answer lists.
-MAX_VALIDATION_ERRORS = 20
-
-
-def request_model_of(api: Any) -> Any:
-    """The pydantic model (or any class with ``model_validate``) that ``decode_request``'s
-    first parameter is annotated with, as LitServe reads it; None without one. pydantic
-    itself is never imported here."""
-    decode = getattr(api, "decode_request", None)
-    if decode is None:
-        return None
-    try:
-        hints = typing.get_type_hints(decode)
-        first = next(iter(inspect.signature(decode).parameters))
-    except Exception:  # unresolvable annotations, or none: nothing to validate with
-        return None
-    model = hints.get(first)
-    return model if inspect.isclass(model) and hasattr(model, "model_validate") else None
-
-
-def validate(model: Any, request: Any) -> Any:
-    """The body as an instance of `model`, or a 422 with pydantic's list of errors, each
-    located in the body as FastAPI locates them."""
-    # FastAPI validates a body with attributes allowed, which also names a non-object's error.
-    options = {"from_attributes": True} if hasattr(model, "__pydantic_validator__") else {}
-    try:
-        return model.model_validate(request, **options)
-    except Exception as exc:
-        to_json = getattr(exc, "json", None)
-        if not callable(to_json):
-            raise RequestError(422, f"the body does not fit {model.__name__}: {exc}") from None
-        errors = json.loads(to_json(include_url=False))
-        for error in errors:
-            error["loc"] = ["body", *error.get("loc", [])]
-        raise RequestError(
-            422, "invalid body", [p.error_answer(422, errors[:MAX_VALIDATION_ERRORS])]
-        ) from None
-
-
 class Pipeline:
     """Calls the user's methods; one instance per worker process."""
 
@@ -201,8 +87,8 @@ class Pipeline:
         #: A 500 says what was raised; otherwise only LitServe's "Internal server error".
         self.expose_errors = expose_errors
         self.tracing = tracing
-        #: True under the async loop: awaitables are awaited there instead of run to their end.
-        self.concurrent = concurrent
+        #: Awaits what user code returns as the loop in use needs (the async loop: concurrent).
+        self.bridge = Bridge(concurrent)
         self.batched = max_batch_size > 1
         self.stream = stream
         self.hooks = hooks or Hooks(api)
@@ -214,7 +100,6 @@ class Pipeline:
             for name in ("decode_request", "batch", "predict", "unbatch", "encode_response")
             if hasattr(api, name)
         }
-        self._loop: asyncio.AbstractEventLoop | None = None
         #: The pydantic model decode_request is annotated with, which validates each body.
         self.request_model = request_model_of(api) if spec is None else None
         #: The API's ``authorize``, run before anything else of each request.
@@ -271,53 +156,15 @@ class Pipeline:
         result = self._invoke(method, value, context)
         # What async methods return: coroutines, futures (inspect.isawaitable is slower).
         if hasattr(type(result), "__await__"):
-            result = await self._settle(result)
+            result = await self.bridge.settle(result)
         return result
 
     async def invoke(self, func: Callable[..., Any], *args: Any) -> Any:
         """Call one of the API's methods that takes no context (``load_model``)."""
         result = func(*args)
         if hasattr(type(result), "__await__"):
-            result = await self._settle(result)
+            result = await self.bridge.settle(result)
         return result
-
-    async def _settle(self, awaitable: Any) -> Any:
-        """Await here under the async loop; run to its end on the private loop otherwise."""
-        return (await awaitable) if self.concurrent else self._run(awaitable)
-
-    def _run(self, awaitable: Any) -> Any:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop.run_until_complete(_await(awaitable))
-
-    async def _iterate(self, items: Any) -> AsyncIterator[Any]:
-        """Iterate a result: a list, a generator, or an async generator."""
-        if not inspect.isasyncgen(items):
-            for item in items:
-                yield item
-        elif self.concurrent:
-            async for item in items:
-                yield item
-        else:
-            while True:
-                try:
-                    item = self._run(items.__anext__())
-                except StopAsyncIteration:
-                    return
-                yield item
-
-    async def _close(self, *generators: Any) -> None:
-        for gen in generators:
-            try:
-                if inspect.isasyncgen(gen):
-                    if self.concurrent:
-                        await gen.aclose()
-                    else:
-                        self._run(gen.aclose())
-                elif inspect.isgenerator(gen):
-                    gen.close()
-            except Exception:
-                log.exception("%s: closing a generator raised", self.name)
 
     def failure(self, stage: str, exc: BaseException, jobs: list[Job]) -> tuple[int, Any]:
         """The (status, error) an exception of user code answers; anything but an HTTP error
@@ -423,7 +270,7 @@ class Pipeline:
         """decode_request for one job: (value, context, framer), or the answer that ends it
         (``authorize``'s refusal first of all)."""
         if self.authorizer is not None:
-            refused = await self._settle(self.authorizer.check(job.meta, job.body))
+            refused = await self.bridge.settle(self.authorizer.check(job.meta, job.body))
             if refused is not None:
                 return refused
         try:
@@ -512,7 +359,7 @@ class Pipeline:
             self.hooks.fire("on_before_encode_response")
             stage = "encode_response"
             pieces = await self.call("encode_response", steps, contexts)
-            async for step in self._iterate(pieces):
+            async for step in self.bridge.iterate(pieces):
                 per_request = list(step) if self.batched else [step]
                 self._check_count(len(per_request), len(live))
                 for item, piece in zip(live, per_request, strict=True):
@@ -527,7 +374,7 @@ class Pipeline:
                     self.emit(item.job, item.framer.error(*failure))
             return
         finally:
-            await self._close(pieces, generator)
+            await self.bridge.close(self.name, pieces, generator)
         self.hooks.fire("on_after_predict")
         self.hooks.fire("on_after_encode_response")
         for item in live:
@@ -562,17 +409,3 @@ class Pipeline:
                 item.done = True
                 outs = item.framer.error(*self.failure("encode_response", exc, [item.job]))
             self.emit(item.job, outs)
-
-
-async def _await(awaitable: Any) -> Any:
-    return await awaitable
-
-
-def drive(coroutine: Any) -> Any:
-    """Run a coroutine that never suspends to its end, without an event loop."""
-    try:
-        coroutine.send(None)
-    except StopIteration as stop:
-        return stop.value
-    coroutine.close()
-    raise RuntimeError("the pipeline suspended outside an event loop")

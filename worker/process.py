@@ -28,10 +28,7 @@ from zeroserve.common.tracing import Tracing
 from zeroserve.common.tracing import setup as setup_tracing
 from zeroserve.common.version import __version__
 from zeroserve.worker.api import inherits_default
-from zeroserve.worker.async_loop import AsyncLoop
-from zeroserve.worker.batching import BatchingLoop
 from zeroserve.worker.config import WorkerConfig
-from zeroserve.worker.continuous import ContinuousLoop, DefaultSteps
 from zeroserve.worker.devices import isolate
 from zeroserve.worker.hooks import Hooks
 from zeroserve.worker.loader import (
@@ -45,9 +42,13 @@ from zeroserve.worker.loader import (
     resolve_settings,
     uses_default_steps,
 )
+from zeroserve.worker.loops import LoopKind
+from zeroserve.worker.loops.async_loop import AsyncLoop
+from zeroserve.worker.loops.batching import BatchingLoop
+from zeroserve.worker.loops.continuous import ContinuousLoop, DefaultSteps
+from zeroserve.worker.loops.serving import ServingLoop
 from zeroserve.worker.mcp_tool import mcp_tool
 from zeroserve.worker.pipeline import Pipeline
-from zeroserve.worker.serving import ServingLoop
 from zeroserve.worker.threads import (
     environment_shown,
     limit_environment,
@@ -83,9 +84,9 @@ BLOCKED_CHECK_S = 0.25
 def serving_loop(api: Any, settings: ApiSettings, pipeline: Pipeline, **kwargs: Any) -> ServingLoop:
     """The loop of the API's kind, chosen once at start."""
     args = (pipeline, settings.max_batch_size, settings.batch_timeout_s)
-    if settings.kind == "async":
+    if settings.kind is LoopKind.ASYNC:
         return AsyncLoop(*args, **kwargs)
-    if settings.kind == "continuous":
+    if settings.kind is LoopKind.CONTINUOUS:
         steps = api
         if uses_default_steps(api):
             length = getattr(continuous_loop_of(api), "max_sequence_length", 2048)
@@ -139,7 +140,7 @@ class WorkerProcess:
             stream=settings.stream,
             hooks=hooks,
             spec=settings.spec,
-            concurrent=settings.kind == "async",
+            concurrent=settings.kind is LoopKind.ASYNC,
             tracing=tracing,
             expose_errors=config.expose_errors,
             max_models=settings.max_models,
@@ -187,7 +188,7 @@ class WorkerProcess:
             "max_batch_size": s.max_batch_size,
             "batch_timeout_s": s.batch_timeout_s,
             "stream": s.stream,
-            "loop": s.kind,
+            "loop": s.kind.value,
             "headers": self.pipeline.wants_headers,
             "authorize": self.pipeline.authorizer is not None,
             "request_schema": request_schema(self.pipeline.request_model),

@@ -34,7 +34,8 @@ from zeroserve.common.errors import ProtocolError
 from zeroserve.common.frames import has_input, recv_frames, send_frames
 from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
-from zeroserve.worker.pipeline import Job, Pipeline
+from zeroserve.worker.job import Job
+from zeroserve.worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

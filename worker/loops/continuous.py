@@ -26,9 +26,10 @@ from typing import Any
 from zeroserve.common import protocol as p
 from zeroserve.common.logs import LogThrottle
 from zeroserve.worker.api import LitAPIStatus, Output
-from zeroserve.worker.batching import ThreadedLoop
-from zeroserve.worker.pipeline import Job, drive
-from zeroserve.worker.serving import cancelled_out
+from zeroserve.worker.bridge import drive
+from zeroserve.worker.job import Job
+from zeroserve.worker.loops.batching import ThreadedLoop
+from zeroserve.worker.loops.serving import cancelled_out
 
 log = logging.getLogger(__name__)
 

@@ -30,9 +30,10 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.logs import LogThrottle
-from zeroserve.worker.batcher import Batcher
-from zeroserve.worker.pipeline import Job, Pipeline
-from zeroserve.worker.serving import ServingLoop, cancelled_out
+from zeroserve.worker.job import Job
+from zeroserve.worker.loops.batcher import Batcher
+from zeroserve.worker.loops.serving import ServingLoop, cancelled_out
+from zeroserve.worker.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 

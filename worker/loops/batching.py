@@ -23,9 +23,9 @@ import zmq
 
 from zeroserve.common import protocol as p
 from zeroserve.common.frames import recv_frames
-from zeroserve.worker.batcher import Batcher
-from zeroserve.worker.pipeline import Job
-from zeroserve.worker.serving import MAILBOX_WAKE_MS, ServingLoop, cancelled_out
+from zeroserve.worker.job import Job
+from zeroserve.worker.loops.batcher import Batcher
+from zeroserve.worker.loops.serving import MAILBOX_WAKE_MS, ServingLoop, cancelled_out
 
 log = logging.getLogger(__name__)
 

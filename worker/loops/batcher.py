@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from zeroserve.worker.pipeline import Job
+from zeroserve.worker.job import Job
 
 
 class Batcher:
