@@ -3,7 +3,9 @@
 A broker builds it (``broker.snapshot.build``); ``protocol.unpack_status`` checks it
 against these records once, at the door, so that ``cluster status``, ``cluster up``, the
 dashboard and ``/metrics`` read fields without guessing. To add a field, declare it in its
-record here and fill it in ``broker.snapshot``: the check follows the declaration.
+record here and fill it in ``broker.snapshot``: the check follows the declaration. A field
+that an older broker of the same protocol does not send goes in a ``total=False`` base of
+its record (``_WorkerStatusAdded``): checked when present, not required.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ class BrokerStatus(TypedDict):
     requests_held: int
 
 
-class WorkerStatus(TypedDict):
+class _WorkerStatusAdded(TypedDict, total=False):
+    """Fields of a worker's record that a broker may not send yet (none so far)."""
+
+
+class WorkerStatus(_WorkerStatusAdded):
     """One worker process as this broker knows it (a worker joins every broker)."""
 
     #: A digest of its identity (the identity itself would let a peer speak for it).
@@ -134,14 +140,16 @@ def _checker(kind: Any) -> _Check:
     plain type), made once per type from its declaration."""
     if typing.is_typeddict(kind):
         fields = {name: _checker(t) for name, t in typing.get_type_hints(kind).items()}
+        required = kind.__required_keys__
 
         def check_record(value: Any, where: str) -> None:
             if not isinstance(value, dict):
                 _fail(where, "a map", value)
             for name, check in fields.items():
-                if name not in value:
+                if name in value:
+                    check(value[name], f"{where}.{name}")
+                elif name in required:
                     raise ProtocolError(f"malformed status answer: {where} has no {name!r}")
-                check(value[name], f"{where}.{name}")
 
         return check_record
     origin, args = typing.get_origin(kind), typing.get_args(kind)

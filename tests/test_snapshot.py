@@ -4,7 +4,7 @@ it is read, and read field by field by ``cluster status`` and ``/metrics``."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, TypedDict
 
 import pytest
 
@@ -12,7 +12,7 @@ from zeroserve.broker.registry import FrontendRecord, Registry, parse_ready
 from zeroserve.broker.snapshot import build
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-from zeroserve.common.snapshot import BrokerStatus, Snapshot
+from zeroserve.common.snapshot import BrokerStatus, Snapshot, _checker
 from zeroserve.frontend.metrics import merge_snapshots
 from zeroserve.status import format_status, throughput
 
@@ -93,6 +93,22 @@ def test_an_int_where_a_float_is_declared_and_no_device_are_fine() -> None:
     data["broker"]["uptime_s"] = 3
     data["workers"][0]["device"] = None
     assert roundtrip(data)["broker"]["uptime_s"] == 3
+
+
+def test_a_field_declared_optional_is_checked_only_when_present() -> None:
+    class Later(TypedDict, total=False):
+        added: int
+
+    class Record(Later):
+        name: str
+
+    check = _checker(Record)
+    check({"name": "x"}, "status")
+    check({"name": "x", "added": 1}, "status")
+    with pytest.raises(ProtocolError, match=r"status\.added is str, not int"):
+        check({"name": "x", "added": "1"}, "status")
+    with pytest.raises(ProtocolError, match="status has no 'name'"):
+        check({"added": 1}, "status")
 
 
 def test_status_table_and_rates_read_the_records() -> None:
