@@ -150,6 +150,22 @@ def test_a_port_in_use_is_one_line_naming_it(command: str) -> None:
     assert "Traceback" not in out.stderr
 
 
+def test_a_silent_peer_lives_the_longest_interval_in_play_times_liveness() -> None:
+    link = LinkConfig(heartbeat_interval_s=0.5, heartbeat_liveness=4)
+    assert link.silence_limit_s() == 2.0
+    assert link.silence_limit_s(2.0) == 8.0  # the peer's interval is longer
+    assert link.silence_limit_s(0.1, 0.0) == 2.0  # ours is
+
+
+def test_the_exit_codes_that_mean_more_than_failure_are_named_once() -> None:
+    from zeroserve.common.exits import MEANINGS, Exit, final
+
+    assert (Exit.HUNG, Exit.REFUSED, Exit.SETUP_FAILED) == (75, 77, 78)
+    assert final(Exit.REFUSED) == {77: "was refused by the broker"}
+    assert set(MEANINGS) == set(Exit)
+    assert "(exit 78)" in " ".join(run_cli("worker", "--help").stdout.split())
+
+
 def test_every_process_takes_one_link_config_checked_the_same_way() -> None:
     """Heartbeats, logging and CurveZMQ are one LinkConfig inside each process's config, and
     each flag's default is that config's field."""
