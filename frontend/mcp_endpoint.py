@@ -19,7 +19,7 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.version import __version__
-from zeroserve.frontend.app import GuardedHandler
+from zeroserve.frontend.admin import GuardedHandler
 
 log = logging.getLogger(__name__)
 
