@@ -24,6 +24,11 @@ def error_json(error: Any) -> bytes:
     return json.dumps(error_body(error), separators=(",", ":")).encode()
 
 
+#: LitServe's MaxSizeMiddleware's words for a body over the limit, and its whole answer.
+PAYLOAD_TOO_LARGE = "Payload too large"
+TOO_LARGE = error_json(PAYLOAD_TOO_LARGE)
+
+
 class JSONErrorMixin(tornado.web.RequestHandler):
     request_id: str | None = None
 
@@ -51,7 +56,11 @@ class JSONErrorMixin(tornado.web.RequestHandler):
 
 
 def stream_error(content_type: str, meta: p.AnswerMeta) -> bytes:
-    """An error that ends a stream already begun, in the stream's own format."""
+    """An error that ends a stream already begun, in the stream's own format.
+
+    Here because the frontend ends streams itself (a lost broker: 502, the deadline: 504);
+    a worker's error in a stream could be framed by its spec instead (worker/openai_spec.py).
+    """
     status, error = meta.get("status", 502), meta.get("error", "error")
     if content_type.startswith("text/event-stream"):
         # LitServe's shape for an error in a begun OpenAI stream (OpenAI's error object).

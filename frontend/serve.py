@@ -25,7 +25,7 @@ from zeroserve.frontend.access import CREDENTIAL_HEADERS, litserve_refusal, zero
 from zeroserve.frontend.broker_link import BROKER_UNREACHABLE, BrokerLink, Route, Waiter
 from zeroserve.frontend.config import PROBE_PATHS, FrontendConfig
 from zeroserve.frontend.dashboard import Recent
-from zeroserve.frontend.errors import error_json, stream_error
+from zeroserve.frontend.errors import PAYLOAD_TOO_LARGE, error_json, stream_error
 from zeroserve.frontend.http1 import Connection
 from zeroserve.frontend.metrics import FrontendMetrics
 from zeroserve.frontend.middlewares import preflight, shape
@@ -97,8 +97,6 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         self.request_id = request_id_of(request)
         self.route: Route | None = None
         self.chunks: list[bytes] = []
-        self.size = 0
-        self.too_large = False
         #: The answer has begun; nothing else may be written.
         self.answered = False
         self.closed = False
@@ -111,6 +109,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         # A client that leaves before its answer is told here (the delegate only hears of it
         # while the request is read).
         self.conn.set_close_callback(self.on_connection_close)
+        self.conn.set_too_large_callback(self.reject_too_large)
 
     # -- reading the request (Tornado calls these) -----------------------------------
 
@@ -151,27 +150,14 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         if not route.authorize and (refused := litserve_refusal(headers, config.lit_api_key)):
             self._write_whole(*refused)
             return
-        length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > front.config.max_body_bytes:
-            self._reject_too_large()
-            return
         self.route = route
 
     def data_received(self, chunk: bytes) -> None:
-        if self.answered:
-            return
-        self.size += len(chunk)
-        if self.size > self.front.config.max_body_bytes:
-            self.too_large = True
-            self.chunks.clear()
-        elif not self.too_large:
+        if not self.answered:
             self.chunks.append(chunk)
 
     def finish(self) -> None:
         if self.answered or self.route is None:
-            return
-        if self.too_large:
-            self._reject_too_large()
             return
         chunks, self.chunks = self.chunks, []
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -359,9 +345,11 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             extra["Retry-After"] = str(max(1, round(retry_after)))
         self._write_error(status, meta.get("error", "error"), extra)
 
-    def _reject_too_large(self) -> None:
-        # LitServe's MaxSizeMiddleware's words.
-        self._write_error(413, "Payload too large")
+    def reject_too_large(self) -> None:
+        """The connection found the body over the limit (``http1.Connection``): LitServe's
+        413, written as every answer of this delegate is (its headers, CORS)."""
+        self.chunks.clear()
+        self._write_error(413, PAYLOAD_TOO_LARGE)
 
     def _done(self, status: int) -> None:
         request = self.request

@@ -194,6 +194,7 @@ def test_a_client_that_sends_a_body_too_large_whole_reads_its_413(
         answer = read_to_close(s)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert answer.endswith(b'\r\n\r\n{"detail":"Payload too large"}'), answer[-200:]
+    assert b"\r\nX-Request-Id: " in answer.split(b"\r\n\r\n")[0], "written as every answer is"
     assert frontend.post({"value": 1}).ok
 
 
