@@ -143,7 +143,7 @@ class InfoHandler(GuardedHandler):
                 "model": config.model_metadata,
                 "server": server,
                 "brokers": self.link.describe_brokers(),
-                "services": self.link.services,
+                "services": {name: s.describe() for name, s in self.link.services.items()},
                 "routes": {path: r.service for path, r in self.link.routes.items()},
                 "workers": self.link.ready_workers(),
             }
@@ -160,8 +160,8 @@ class ModelsHandler(GuardedHandler):
             {
                 model
                 for service in self.link.services.values()
-                if isinstance(service, dict) and service.get("workers")
-                for model in service.get("models") or []
+                if service.workers
+                for model in service.models
             }
         )
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "zeroserve"} for m in models]

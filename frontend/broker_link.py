@@ -90,7 +90,7 @@ class BrokerLink:
         return self.core.routes
 
     @property
-    def services(self) -> dict[str, dict[str, Any]]:
+    def services(self) -> dict[str, p.ServiceRoutes]:
         return self.core.services
 
     def route(self, path: str) -> Route | None:
@@ -190,7 +190,9 @@ class BrokerLink:
         if command in p.ANSWERS:
             self.core.answer(index, command, args[0], p.unpack_answer_meta(args[1]), args[2])
         elif command == p.ROUTES:
-            self.core.set_routes(index, p.unpack_meta(args[0]), time.monotonic())
+            services = p.parse_routes(args[0])
+            if services is not None:
+                self.core.set_routes(index, services, time.monotonic())
         elif command == p.STATUS:
             future = self._status_waiters.get(args[0])
             if future is not None and not future.done():

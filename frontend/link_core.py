@@ -26,7 +26,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from zeroserve.common import protocol as p
@@ -145,16 +145,16 @@ class LinkCore:
         self.names = list(names) or [str(i) for i in range(len(peers))]
         self.pending: dict[bytes, Waiter] = {}
         self.routes: dict[str, Route] = {}
-        self.services: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, p.ServiceRoutes] = {}
         self._ids = itertools.count(1)
         #: (deadline, rid) in submission order, which is deadline order: every
         #: request gets the same timeout, so one sweep replaces a timer per request.
         self._deadlines: deque[tuple[float, bytes]] = deque()
         #: Each live broker's own route table (its "services"), merged into ``services``.
-        self._tables: list[dict[str, Any]] = [{} for _ in peers]
+        self._tables: list[dict[str, p.ServiceRoutes]] = [{} for _ in peers]
         #: Each broker's services as last known, kept while it is lost or settling, so that
         #: their paths still resolve and their requests are held rather than refused.
-        self._known: list[dict[str, Any]] = [{} for _ in peers]
+        self._known: list[dict[str, p.ServiceRoutes]] = [{} for _ in peers]
         #: Per broker: until when it is settling (LOST: lost; 0: settled). While one settles,
         #: a request of a service no live broker serves is held, not sent.
         self._settle_until = [0.0] * len(peers)
@@ -174,11 +174,10 @@ class LinkCore:
 
     def ready_workers(self) -> int:
         return sum(
-            s.get("workers", 0)
+            s.workers
             for peer, table in zip(self.peers, self._tables, strict=True)
             if peer.alive
             for s in table.values()
-            if isinstance(s, dict)
         )
 
     def services_without_workers(self) -> list[str]:
@@ -186,7 +185,7 @@ class LinkCore:
         return [
             name
             for name, service in self.services.items()
-            if service.get("routes") and not service.get("workers")
+            if service.routes and not service.workers
         ]
 
     def submit(self, meta: p.RequestMeta, body: Any, now: float) -> Waiter:
@@ -251,7 +250,7 @@ class LinkCore:
 
     def _serves(self, index: int, service: Any) -> bool:
         entry = self._tables[index].get(service) if isinstance(service, str) else None
-        return isinstance(entry, dict) and bool(entry.get("workers"))
+        return entry is not None and entry.workers > 0
 
     def _settling(self, now: float) -> bool:
         """Some broker is lost, or back for less than its heartbeat window."""
@@ -366,11 +365,8 @@ class LinkCore:
         if command in p.TERMINAL:
             del self.pending[rid]
 
-    def set_routes(self, index: int, table: dict[str, Any], now: float) -> None:
+    def set_routes(self, index: int, services: dict[str, p.ServiceRoutes], now: float) -> None:
         """Broker `index`'s route table came: merge it, and send what is held if it can."""
-        services = table.get("services")
-        if not isinstance(services, dict):
-            return
         if self._settle_until[index] == LOST:
             self._settle_until[index] = now + self.settle_s
         self._tables[index] = services
@@ -385,27 +381,26 @@ class LinkCore:
     def _merge_routes(self) -> None:
         """One route table from every broker's: a service's live workers are summed, and the
         services of a broker lost or settling are kept, with no workers."""
-        services: dict[str, dict[str, Any]] = {}
+        services: dict[str, p.ServiceRoutes] = {}
         for table in (*self._tables, *self._known):  # live ones first: their details win
             for name, service in table.items():
-                if isinstance(service, dict):
-                    services.setdefault(name, {**service, "workers": 0})
+                if name not in services:
+                    services[name] = replace(service, workers=0)
         for table in self._tables:  # a lost broker's is empty
             for name, service in table.items():
-                if isinstance(service, dict):
-                    services[name]["workers"] += service.get("workers", 0) or 0
+                if service.workers:
+                    services[name] = replace(
+                        services[name], workers=services[name].workers + service.workers
+                    )
         routes: dict[str, Route] = {}
         for name, service in services.items():
-            for route in service.get("routes", []):
-                path = route.get("path") if isinstance(route, dict) else None
-                methods = route.get("methods") if isinstance(route, dict) else None
-                if isinstance(path, str) and isinstance(methods, list):
-                    routes[path] = Route(
-                        name,
-                        frozenset(str(m) for m in methods),
-                        headers=service.get("headers") is True,
-                        authorize=service.get("authorize") is True,
-                    )
+            for route in service.routes:
+                routes[route.path] = Route(
+                    name,
+                    frozenset(route.methods),
+                    headers=service.headers,
+                    authorize=service.authorize,
+                )
         if routes.keys() != self.routes.keys():
             log.info(
                 "routes: %s",

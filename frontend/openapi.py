@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from zeroserve.common import protocol as p
 from zeroserve.common.version import __version__
 from zeroserve.frontend.admin import GuardedHandler
 
@@ -18,23 +19,18 @@ class OpenAPIHandler(GuardedHandler):
         self.finish(openapi_document(self.link.services, __version__))
 
 
-def openapi_document(services: dict[str, Any], version: str) -> dict[str, Any]:
+def openapi_document(services: dict[str, p.ServiceRoutes], version: str) -> dict[str, Any]:
     paths: dict[str, Any] = {}
     components: dict[str, Any] = {}
     for name, service in sorted(services.items()):
-        if not isinstance(service, dict):
-            continue
-        schema = service.get("request_schema")
         body_schema: dict[str, Any] = {}
-        if isinstance(schema, dict):
-            schema = dict(schema)
+        if service.request_schema is not None:
+            schema = dict(service.request_schema)
             components.update(schema.pop("$defs", None) or {})
             title = str(schema.get("title") or name)
             components[title] = schema
             body_schema = {"$ref": f"#/components/schemas/{title}"}
-        for route in service.get("routes") or []:
-            if not isinstance(route, dict) or not isinstance(route.get("path"), str):
-                continue
+        for route in service.routes:
             operation = {
                 "summary": name,
                 "requestBody": {"content": {"application/json": {"schema": body_schema}}},
@@ -43,9 +39,7 @@ def openapi_document(services: dict[str, Any], version: str) -> dict[str, Any]:
                     "422": {"description": "the body does not fit the request schema"},
                 },
             }
-            paths[route["path"]] = {
-                str(method).lower(): operation for method in route.get("methods") or ["POST"]
-            }
+            paths[route.path] = {method.lower(): operation for method in route.methods or ("POST",)}
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {"title": "zeroserve", "version": version},

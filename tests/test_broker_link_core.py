@@ -35,10 +35,14 @@ class Peer:
         return [m[2] for m in self.sent if m[1] == p.CANCEL]
 
 
-def service_table(workers: int = 1, service: str = "svc") -> dict[str, Any]:
-    return {
+def service_table(workers: int = 1, service: str = "svc") -> dict[str, p.ServiceRoutes]:
+    """A broker's ROUTES, as the link parses it where it comes in."""
+    table: p.RoutesMeta = {
         "services": {service: {"routes": [{"path": "/p", "methods": ["POST"]}], "workers": workers}}
     }
+    services = p.parse_routes(p.routes(table)[2])
+    assert services is not None
+    return services
 
 
 def core_of(brokers: int = 2, workers: tuple[int, ...] = ()) -> tuple[LinkCore, list[Peer]]:
@@ -205,9 +209,9 @@ def test_while_a_broker_settles_a_request_of_a_service_nobody_serves_is_held() -
 
 def test_the_merged_route_table_sums_workers_and_keeps_a_lost_broker_s_services() -> None:
     core, peers = core_of(2, workers=(2, 3))
-    assert core.services["svc"]["workers"] == 5 and core.ready_workers() == 5
+    assert core.services["svc"].workers == 5 and core.ready_workers() == 5
     peers[1].alive = False
     core.lost(1, "the broker was lost", now=0.0)
-    assert core.services["svc"]["workers"] == 2 and "/p" in core.routes
+    assert core.services["svc"].workers == 2 and "/p" in core.routes
     route = core.routes["/p"]
     assert (route.service, route.methods) == ("svc", frozenset({"POST"}))
