@@ -82,10 +82,6 @@ class BrokerLink:
         return self.core.pending
 
     @property
-    def held(self) -> dict[bytes, Waiter]:
-        return self.core.held
-
-    @property
     def routes(self) -> dict[str, Route]:
         return self.core.routes
 
