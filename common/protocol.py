@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, TypedDict, cast
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypedDict, cast
 
 import msgpack
 
@@ -340,6 +341,41 @@ class RoutesMeta(TypedDict, total=False):
     services: dict[str, dict[str, Any]]
 
 
+class RoutePath(NamedTuple):
+    """A path a service serves, and the methods it takes there."""
+
+    path: str
+    methods: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRoutes:
+    """One service of a ROUTES table, as ``parse_routes`` reads it (once, where it comes in)."""
+
+    routes: tuple[RoutePath, ...] = ()
+    #: Its ready workers at the broker that sent the table.
+    workers: int = 0
+    models: tuple[str, ...] = ()
+    #: Its requests carry their headers and query string.
+    headers: bool = False
+    #: Its API's ``authorize()`` decides who may call it.
+    authorize: bool = False
+    request_schema: dict[str, Any] | None = None
+    mcp_tool: dict[str, Any] | None = None
+
+    def describe(self) -> dict[str, Any]:
+        """As the broker wrote it (the frontend's ``/info`` shows it)."""
+        return {
+            "routes": [{"path": r.path, "methods": list(r.methods)} for r in self.routes],
+            "workers": self.workers,
+            "models": list(self.models),
+            "headers": self.headers,
+            "authorize": self.authorize,
+            "request_schema": self.request_schema,
+            "mcp_tool": self.mcp_tool,
+        }
+
+
 #: One answer as a frontend's waiter and a worker's framer both hold it: command, its
 #: metadata, and the body.
 Answer = tuple[bytes, AnswerMeta, bytes]
@@ -462,6 +498,40 @@ def parse_disconnect(frame: Any) -> DisconnectMeta:
     parsed: DisconnectMeta = {"reason": reason[:255] if isinstance(reason, str) else ""}
     if isinstance(worker, bytes) and worker:
         parsed["worker"] = worker
+    return parsed
+
+
+def parse_routes(frame: Any) -> dict[str, ServiceRoutes] | None:
+    """A ROUTES frame's services by name (None: it names none); an entry or a route of the
+    wrong shape is left out."""
+    services = unpack_meta(frame).get("services")
+    if not isinstance(services, dict):
+        return None
+    parsed: dict[str, ServiceRoutes] = {}
+    for name, entry in services.items():
+        if not isinstance(name, str) or not isinstance(entry, dict):
+            continue
+        listed = entry.get("routes")
+        routes = tuple(
+            RoutePath(r["path"], tuple(str(m) for m in r["methods"]))
+            for r in (listed if isinstance(listed, list) else ())
+            if isinstance(r, dict)
+            and isinstance(r.get("path"), str)
+            and isinstance(r.get("methods"), list)
+        )
+        workers, models = entry.get("workers"), entry.get("models")
+        schema, tool = entry.get("request_schema"), entry.get("mcp_tool")
+        parsed[name] = ServiceRoutes(
+            routes=routes,
+            workers=max(0, workers) if type(workers) is int else 0,
+            models=tuple(m for m in models if isinstance(m, str))
+            if isinstance(models, list)
+            else (),
+            headers=entry.get("headers") is True,
+            authorize=entry.get("authorize") is True,
+            request_schema=schema if isinstance(schema, dict) else None,
+            mcp_tool=tool if isinstance(tool, dict) else None,
+        )
     return parsed
 
 

@@ -35,6 +35,8 @@ import tornado.httpserver
 import tornado.httputil
 import tornado.iostream
 
+from zeroserve.frontend.errors import TOO_LARGE
+
 log = logging.getLogger(__name__)
 
 #: What one read asks the stream for.
@@ -43,13 +45,14 @@ READ_BYTES = 64 * 1024
 #: connection closes, so a client still sending its body reads the answer instead of a
 #: reset connection (nginx's lingering close).
 LINGER_S = 10.0
-TOO_LARGE = b'{"detail":"Payload too large"}'
+#: A body or chunk this long is written after its head, not joined to it (a copy).
+COPY_BELOW = 128 * 1024
 #: Most bytes of a request's start line and headers.
 MAX_HEADER_BYTES = 64 * 1024
 CR_OR_LF = re.compile(rb"[\r\n]")
 CONTINUE = b"HTTP/1.1 100 (Continue)\r\n\r\n"
-#: A request's parts, delivered in order: ("headers", start line, headers), ("body", bytes),
-#: ("end",).
+#: A request's parts, delivered in order: ("headers", start line, headers, keep-alive, body
+#: too large), ("body", bytes), ("end",).
 Event = tuple[Any, ...]
 
 
@@ -148,6 +151,7 @@ class Connection(tornado.httputil.HTTPConnection):
         self._lingering = False
         self._last_write: asyncio.Future | None = None
         self._close_callback: Callable[[], None] | None = None
+        self._too_large_callback: Callable[[], None] | None = None
         self._resume: asyncio.Future | None = None
         self._closed = asyncio.get_running_loop().create_future()
 
@@ -201,6 +205,18 @@ class Connection(tornado.httputil.HTTPConnection):
             self.stream.close()
         else:
             self._close_after = True
+
+    def _too_large(self) -> bool:
+        """The body is over the limit (the one place that decides): LitServe's 413, written by
+        the request's delegate when it said how (``set_too_large_callback``: True), else here
+        (False). A delegate that answered first (404, 401) keeps its answer."""
+        reject = self._too_large_callback
+        if reject is not None and not (self._answering or self._held or self._response_started):
+            reject()
+            return True
+        if not self._response_started:
+            self._refuse(413, "the request body is too large")
+        return False
 
     def _refuse(self, status: int, why: str) -> None:
         """Answer a request that cannot be read (only before its answer began), then close."""
@@ -275,23 +291,27 @@ class Connection(tornado.httputil.HTTPConnection):
         for name, value in self._headers:
             headers.add(name.decode("latin1"), value.decode("latin1"))
         length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > self.server.max_body_bytes:
-            self._refuse(413, "the request body is too large")
+        too_large = (
+            length is not None and length.isdigit() and int(length) > self.server.max_body_bytes
+        )
+        if too_large and (self._answering or self._held):
+            self._too_large()
             raise _Refused
         start_line = tornado.httputil.RequestStartLine(
             parser.get_method().decode("latin1"),
             self._url.decode("latin1"),
             f"HTTP/{parser.get_http_version()}",
         )
-        self._event(("headers", start_line, headers, parser.should_keep_alive()))
+        self._event(("headers", start_line, headers, parser.should_keep_alive(), too_large))
 
     def on_body(self, body: bytes) -> None:
         self._body_bytes += len(body)
         if self._response_started:
             return  # answered early: the rest is dropped, then the connection lingers
         if self._body_bytes > self.server.max_body_bytes:
-            self._refuse(413, "the request body is too large")
-            raise _Refused
+            if not self._too_large():
+                raise _Refused
+            return  # answered by its delegate: the rest is dropped, then it lingers
         self._event(("body", body))
 
     def on_message_complete(self) -> None:
@@ -307,7 +327,7 @@ class Connection(tornado.httputil.HTTPConnection):
     def _deliver(self, event: Event) -> None:
         kind = event[0]
         if kind == "headers":
-            self._begin(event[1], event[2], event[3])
+            self._begin(event[1], event[2], event[3], event[4])
         elif kind == "body":
             if self._delegate is not None:
                 self._delegate.data_received(event[1])
@@ -322,17 +342,24 @@ class Connection(tornado.httputil.HTTPConnection):
         start_line: tornado.httputil.RequestStartLine,
         headers: tornado.httputil.HTTPHeaders,
         keep_alive: bool,
+        too_large: bool,
     ) -> None:
         self._start_line = start_line
         self._keep_alive = keep_alive and not self.server.conn_params.no_keep_alive
         self._read_done = self._response_started = self._chunked = False
         self._close_after = not self._keep_alive or self.server.draining
         self._head = start_line.method == "HEAD"
-        self._close_callback = None
-        if headers.get("Expect", "").lower() == "100-continue" and start_line.version == "HTTP/1.1":
+        self._close_callback = self._too_large_callback = None
+        if (
+            not too_large
+            and headers.get("Expect", "").lower() == "100-continue"
+            and start_line.version == "HTTP/1.1"
+        ):
             self.stream.write(CONTINUE)
         self._delegate = self.server.start_request(self, self)
         self._delegate.headers_received(start_line, headers)
+        if too_large and not self._response_started and not self._too_large():
+            raise _Refused
 
     # -- writing (Tornado's HTTPConnection) ------------------------------------------
 
@@ -369,13 +396,15 @@ class Connection(tornado.httputil.HTTPConnection):
         for line in lines:
             if CR_OR_LF.search(line):
                 raise ValueError(f"Illegal characters (CR or LF) in header: {line!r}")
-        data = b"\r\n".join(lines) + b"\r\n\r\n"
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
         if chunk and not self._head:
-            data += self._frame(chunk)
-        return self._write(data)
+            return self._write_framed(head, chunk)
+        return self._write(head)
 
     def write(self, chunk: bytes) -> asyncio.Future:
-        return self._write(self._frame(chunk) if chunk and not self._head else b"")
+        if chunk and not self._head:
+            return self._write_framed(b"", chunk)
+        return self._write(b"")
 
     def finish(self) -> None:
         if self._chunked:
@@ -388,10 +417,19 @@ class Connection(tornado.httputil.HTTPConnection):
         else:
             last.add_done_callback(lambda _: self._finished())
 
-    def _frame(self, chunk: bytes) -> bytes:
+    def _write_framed(self, head: bytes, chunk: bytes) -> asyncio.Future:
+        """`head`, then `chunk` framed as the answer is (chunked or not): one write when the
+        chunk is small, else the chunk written apart, so that it is not copied."""
+        tail = b""
         if self._chunked:
-            return b"%x\r\n%b\r\n" % (len(chunk), chunk)
-        return chunk
+            head += b"%x\r\n" % len(chunk)
+            tail = b"\r\n"
+        if len(chunk) < COPY_BELOW:
+            return self._write(head + chunk + tail)
+        if head:
+            self._write(head)
+        written = self._write(chunk)
+        return self._write(tail) if tail else written
 
     def _write(self, data: bytes) -> asyncio.Future:
         if self.stream.closed():
@@ -405,7 +443,7 @@ class Connection(tornado.httputil.HTTPConnection):
     def _finished(self) -> None:
         """The answer is on its way: close, or take the next request."""
         self._delegate = None
-        self._close_callback = None
+        self._close_callback = self._too_large_callback = None
         self._last_write = None
         if self._close_after:
             if self._read_done:
@@ -429,15 +467,23 @@ class Connection(tornado.httputil.HTTPConnection):
     # -- closing ---------------------------------------------------------------------
 
     def set_close_callback(self, callback: Callable[[], None] | None) -> None:
-        """Called once if the client goes before the current request is answered."""
+        """Called once if the client goes before the current request is answered (in place
+        of the delegate's ``on_connection_close``)."""
         self._close_callback = callback
 
+    def set_too_large_callback(self, callback: Callable[[], None] | None) -> None:
+        """Called, in place of the answer written here, when the current request's body is
+        over the limit (a delegate that writes its answers itself, with their headers)."""
+        self._too_large_callback = callback
+
     def _on_stream_closed(self) -> None:
+        """A client gone is told once: to the close callback when the request's delegate set
+        one, else to the delegate while its request is being read."""
         self.server.idle.waiting.pop(self, None)
         callback, self._close_callback = self._close_callback, None
         if callback is not None:
             callback()
-        if self._delegate is not None and not self._read_done:
+        elif self._delegate is not None and not self._read_done:
             self._delegate.on_connection_close()
         self._delegate = None
         if self._resume is not None and not self._resume.done():

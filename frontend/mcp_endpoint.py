@@ -19,7 +19,7 @@ from typing import Any
 
 from zeroserve.common import protocol as p
 from zeroserve.common.version import __version__
-from zeroserve.frontend.app import GuardedHandler
+from zeroserve.frontend.admin import GuardedHandler
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,12 @@ INVALID_REQUEST = -32600
 INVALID_PARAMS = -32602
 
 
-def tools_of(services: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def tools_of(services: dict[str, p.ServiceRoutes]) -> dict[str, dict[str, Any]]:
     """Every announced tool by name, from the brokers' merged route table."""
     tools: dict[str, dict[str, Any]] = {}
     for service in services.values():
-        tool = service.get("mcp_tool") if isinstance(service, dict) else None
-        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
+        tool = service.mcp_tool
+        if tool is not None and isinstance(tool.get("name"), str):
             tools[tool["name"]] = tool
     return tools
 

@@ -1,5 +1,5 @@
 """LitServer's served middlewares (CORS, GZip) applied to every answer of the frontend: the
-forwarded ones (``app.ServeDelegate``) and the frontend's own endpoints (``Transform``)."""
+forwarded ones (``serve.ServeDelegate``) and the frontend's own endpoints (``Transform``)."""
 
 from __future__ import annotations
 

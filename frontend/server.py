@@ -75,7 +75,7 @@ async def serve(config: FrontendConfig, tracing: Tracing | None = None) -> int:
     router = make_app(link, config, tracing)
     server = Server(
         router,
-        max_body_size=config.max_body_bytes + 1024 * 1024,
+        max_body_size=config.max_body_bytes,
         # Waiting on a client (between requests, for headers, for a body) is limited by this.
         idle_connection_timeout=config.idle_timeout_s,
         decompress_request=False,

@@ -12,7 +12,7 @@ import signal
 import tornado.ioloop
 
 from zeroserve.common.errors import ConfigError
-from zeroserve.frontend.app import JSONErrorMixin
+from zeroserve.frontend.errors import JSONErrorMixin
 
 log = logging.getLogger(__name__)
 

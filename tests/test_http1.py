@@ -167,6 +167,10 @@ def test_a_stream_is_chunked(frontend: Cluster) -> None:
         (b"GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n", 404),
         (b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n", 431),
         (post(b"", "Content-Length: 5000000"), 413),
+        # As LitServe's MaxSizeMiddleware, which acts when the body is read: routes first.
+        (post(b"", "Content-Length: 5000000", path="/nowhere"), 404),
+        # The frontend's own endpoints: the same limit, the same 413, from the connection.
+        (post(b"", "Content-Length: 5000000", path="/mcp"), 413),
     ],
 )
 def test_unreadable_requests_are_refused_and_the_frontend_serves_on(
@@ -194,6 +198,7 @@ def test_a_client_that_sends_a_body_too_large_whole_reads_its_413(
         answer = read_to_close(s)
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert answer.endswith(b'\r\n\r\n{"detail":"Payload too large"}'), answer[-200:]
+    assert b"\r\nX-Request-Id: " in answer.split(b"\r\n\r\n")[0], "written as every answer is"
     assert frontend.post({"value": 1}).ok
 
 

@@ -219,3 +219,31 @@ def test_a_blocking_receive_waits_for_a_message_or_the_receive_timeout(
     sender.start()
     assert recv_frames(b, block=True) == [p.SIGNATURE, p.HEARTBEAT, b"{}"]
     sender.join()
+
+
+def test_a_routes_table_is_parsed_once_into_typed_records() -> None:
+    table: p.RoutesMeta = {
+        "broker_id": "b",
+        "services": {
+            "svc": {
+                "routes": [{"path": "/p", "methods": ["POST", "GET"]}, {"path": 3}, "junk"],
+                "workers": 2,
+                "models": ["m1", 7],
+                "headers": True,
+                "authorize": "yes",
+                "request_schema": {"title": "In"},
+                "mcp_tool": None,
+            },
+            "bare": {},
+            "broken": [1, 2],
+        },
+    }
+    services = p.parse_routes(p.routes(table)[2])
+    assert services is not None and set(services) == {"svc", "bare"}
+    svc = services["svc"]
+    assert svc.routes == (p.RoutePath("/p", ("POST", "GET")),)
+    assert (svc.workers, svc.models, svc.headers, svc.authorize) == (2, ("m1",), True, False)
+    assert svc.request_schema == {"title": "In"} and svc.mcp_tool is None
+    assert services["bare"] == p.ServiceRoutes()
+    assert svc.describe()["routes"] == [{"path": "/p", "methods": ["POST", "GET"]}]
+    assert p.parse_routes(p.pack_meta({"services": "none"})) is None
