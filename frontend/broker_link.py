@@ -243,6 +243,7 @@ class BrokerLink:
         query: str = "",
         trace: dict[str, str] | None = None,
         model: str = "",
+        version: str = "",
     ) -> Waiter:
         """Send a request to a broker; the returned waiter yields its answer."""
         rid = next(self._ids).to_bytes(8, "big")
@@ -263,6 +264,8 @@ class BrokerLink:
             meta["trace"] = trace
         if model:
             meta["model"] = model
+        if version:
+            meta["version"] = version
         self.pending[rid] = waiter
         waiter.deadline = time.monotonic() + self.config.request_timeout_s
         self._deadlines.append((waiter.deadline, rid))
