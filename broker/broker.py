@@ -80,6 +80,8 @@ class Broker:
         self.inflight = Inflight(self.registry, self, policy, self.counters)
         self.started_at = time.monotonic()
         self._next_heartbeat = 0.0
+        for service, weights in config.weights.items():
+            self.registry.set_weights(service, dict(weights))
         self._routes_dirty = False
         self._bad_logs = {"frontend": LogThrottle(), "worker": LogThrottle()}
         self.keys = config.link.server_keys()
@@ -203,6 +205,10 @@ class Broker:
                 self.counters["cancelled"] += 1
         elif command == p.STATUS:
             self._send(self.frontend, p.status_reply(client, args[0], self.snapshot()))
+        elif command == p.ROUTE:
+            self._send(self.frontend, p.route_reply(client, args[0], self._on_route(args[1])))
+        elif command == p.RETIRE:
+            self._send(self.frontend, p.retire_reply(client, args[0], self._on_retire(args[1])))
         elif command == p.DISCONNECT:
             self._drop_frontend(client)
 
@@ -451,15 +457,60 @@ class Broker:
         worker = self.registry.add_worker(identity, ready, info, time.monotonic())
         worker.expiry_s = self._expiry_s(worker.heartbeat_interval_s)
         log.info(
-            "worker joined: %s pid %s serves %r on %s with %d slot(s)",
+            "worker joined: %s pid %s serves %r version %s on %s with %d slot(s)",
             worker.host,
             worker.pid,
             worker.service,
+            worker.model_version,
             ", ".join(r["path"] for r in worker.routes),
             worker.capacity,
         )
         self._routes_dirty = True
         self.inflight.dispatch(self.registry.services[worker.service])
+
+    def set_weights(self, service: str, weights: dict[str, int]) -> None:
+        """A service's traffic split between its versions (empty: the newest takes all)."""
+        record = self.registry.set_weights(service, weights)
+        log.info(
+            "traffic of %r: %s",
+            service,
+            ", ".join(f"version {v} {w}" for v, w in record.weights.items())
+            or "all to the newest version",
+        )
+        if len(record.queue):
+            self.inflight.dispatch(record)
+
+    def _on_route(self, frame: Any) -> p.RouteMeta:
+        """`cluster route`: set the split here, answered with it (or with why not)."""
+        try:
+            asked = p.parse_route(frame)
+        except ProtocolError as exc:
+            return {"error": str(exc)}
+        self.set_weights(asked["service"], asked["weights"])
+        return {"service": asked["service"], "weights": asked["weights"]}
+
+    def _on_retire(self, frame: Any) -> p.RetireMeta:
+        """`cluster drain`: every worker of the version here takes no new work from now on,
+        and is told to finish what it holds and exit."""
+        try:
+            asked = p.parse_retire(frame)
+        except ProtocolError as exc:
+            return {"error": str(exc)}
+        service = self.registry.services.get(asked["service"])
+        name, version = asked["service"], asked["version"]
+        chosen = [
+            w for w in (service.workers.values() if service else ()) if w.model_version == version
+        ]
+        for worker in chosen:
+            if not worker.draining:
+                self.registry.service_of(worker).set_serving(worker, draining=True)
+            self._send(self.backend, p.retire_worker(worker.heartbeat_to))
+        if chosen:
+            self._routes_dirty = True
+            assert service is not None
+            self.inflight.dispatch(service)  # its waiting requests go to another version
+        log.info("version %s of %r drains: %d worker(s) told", version, name, len(chosen))
+        return {"service": name, "version": version, "workers": len(chosen)}
 
     def _on_drain(self, worker: WorkerRecord) -> None:
         if not worker.draining:

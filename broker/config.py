@@ -28,6 +28,9 @@ class BrokerConfig:
     #: Send a request naming a model (X-Model-Id) to a worker holding it first; off, the
     #: broker routes as if no request named one (benchmarks/models.py compares both).
     model_routing: bool = True
+    #: Traffic splits to start with, by service: version -> weight (``--weights``); each
+    #: ``cluster route`` replaces its service's.
+    weights: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Listen beyond loopback with neither a token nor keys: anyone who reaches it may join.
     insecure: bool = False
 

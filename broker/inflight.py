@@ -119,8 +119,23 @@ class Inflight:
                 self.policy.retry_after_s,
             )
             return
+        pinned = meta.get("version")
+        if isinstance(pinned, str) and pinned:
+            if not service.serves_version(pinned):
+                self.counters["rejected_version"] += 1
+                status, why = (
+                    (503, "no worker of it takes new work now")
+                    if service.has_version(pinned)
+                    else (404, "it has no worker of that version")
+                )
+                self.wire.refuse(frontend, rid, status, f"version {pinned!r} of {name!r}: {why}")
+                return
+            version = pinned
+        else:
+            version = service.choose_version()
         deadline = p.deadline_from(meta, self.policy.default_timeout_s, now=now)
         request = BrokerRequest(frontend, rid, service.name, meta, body, deadline, now)
+        request.version, request.pinned = version, bool(pinned)
         self.requests[key] = request
         heapq.heappush(self._deadlines, (deadline, next(self._seq), key))
         service.queue.push(key)
@@ -132,18 +147,41 @@ class Inflight:
         A request naming a model goes to a free worker holding it. When none is free, the
         worker picked instead first looks for a request near the front whose model it holds
         (``LOOKAHEAD``), which goes before the oldest, at most ``MAX_PASSED`` times; else the
-        oldest goes to it, and it loads that model."""
+        oldest goes to it, and it loads that model.
+
+        Each request goes to a worker of its version, chosen when it was accepted. While the
+        oldest one's version has no free worker, a request near the front (``LOOKAHEAD``) of
+        a version that has one goes instead; the oldest loses nothing by it. A request whose
+        version no longer takes new work (drained, gone) is given the version the rule picks
+        now, unless it pinned its own (then it is answered 503)."""
         queue = service.queue
         routing = self.policy.model_routing and service.multiplexed
         while len(queue):
             key = queue.peek()
             assert key is not None  # the queue was not empty
             request = self.requests[key]
+            if not service.serves_version(request.version or ""):
+                if request.pinned:
+                    queue.pop()
+                    self._fail(
+                        request,
+                        503,
+                        f"version {request.version!r} of {service.name!r}: no worker of it "
+                        "takes new work now",
+                    )
+                    continue
+                request.version = service.choose_version()
+                if request.version is None:
+                    return
             model = _model_of(request) if routing else None
-            worker = service.pick(model)
+            worker = service.pick(model, request.version)
             if worker is None:
-                return
-            if model is not None and model not in worker.models and request.passed < MAX_PASSED:
+                found = self._other_version(service, queue, routing)
+                if found is None:
+                    return
+                request, worker = found
+                model = _model_of(request) if routing else None
+            elif model is not None and model not in worker.models and request.passed < MAX_PASSED:
                 other = self._held_by(worker, queue)
                 if other is not None:
                     request.passed += 1
@@ -157,6 +195,21 @@ class Inflight:
             service.assign(worker, request.key, model)
             self.wire.send_request(worker, request)
 
+    def _other_version(
+        self, service: ServiceRecord, queue: ServiceQueue, routing: bool
+    ) -> tuple[BrokerRequest, WorkerRecord] | None:
+        """A request near the front of `queue` whose version has a free worker, with it."""
+        if len(service.versions()) < 2:
+            return None
+        for key in itertools.islice(queue.front(LOOKAHEAD + 1), 1, None):
+            request = self.requests[key]
+            model = _model_of(request) if routing else None
+            if request.version is not None and service.serves_version(request.version):
+                worker = service.pick(model, request.version)
+                if worker is not None:
+                    return request, worker
+        return None
+
     def _held_by(self, worker: WorkerRecord, queue: ServiceQueue) -> BrokerRequest | None:
         """A request near the front of `queue`, after the oldest, whose model `worker` holds."""
         held = worker.models
@@ -164,7 +217,7 @@ class Inflight:
             return None
         for key in queue.front(LOOKAHEAD + 1):
             request = self.requests[key]
-            if _model_of(request) in held:
+            if _model_of(request) in held and request.version == worker.model_version:
                 return request
         return None
 

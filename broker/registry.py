@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -21,6 +22,18 @@ _HTTP_METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
 MAX_CAPACITY = 100_000
 #: The most models one worker may say it holds.
 MAX_MODELS_HELD = 1024
+#: The version of a worker whose READY names none.
+DEFAULT_VERSION = "1"
+
+
+@functools.lru_cache(maxsize=1024)
+def version_order(label: str) -> tuple[tuple[int, int | str], ...]:
+    """The order "newest" follows: runs of digits compare as numbers, the rest as text, so
+    that 2 < 10, 1.9 < 1.10 and v2 < v10. Every broker orders alike, restarted or not."""
+    return tuple((0, int(part)) if part.isdigit() else (1, part) for part in _RUNS.findall(label))
+
+
+_RUNS = re.compile(r"\d+|\D+")
 
 
 @dataclass(eq=False)
@@ -49,6 +62,8 @@ class WorkerRecord:
     models: frozenset[str] = frozenset()
     #: How many models it holds at most (its READY; 0: its API serves one model).
     max_models: int = 0
+    #: The version of its service it serves (``cluster worker --version``).
+    model_version: str = DEFAULT_VERSION
     # Changed only through ServiceRecord (assign, release, set_serving), which keeps its
     # ready heap in step with them.
     _assigned: set[RequestKey] = field(default_factory=set)
@@ -185,10 +200,18 @@ class ServiceRecord:
     #: The MCP tool its API is (``LitAPI(mcp=MCP(...))``), which frontends serve at /mcp/.
     mcp_tool: dict[str, Any] | None = None
     workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
-    #: Workers with credit, best first: (-credit, picked, version, worker). An entry whose
-    #: version is not its worker's is stale and skipped; so no request walks the workers.
-    _ready: list[tuple[int, int, int, WorkerRecord]] = field(default_factory=list)
+    #: The traffic split between its versions (``cluster route``); empty: the newest takes all.
+    weights: dict[str, int] = field(default_factory=dict)
+    #: Per version of the service, its workers with credit, best first: (-credit, picked,
+    #: version, worker). An entry whose version is not its worker's is stale and skipped; so
+    #: no request walks the workers.
+    _ready: dict[str, list[tuple[int, int, int, WorkerRecord]]] = field(default_factory=dict)
     _serving: int = 0
+    #: Workers per version, and those of them that may take new work.
+    _members: dict[str, int] = field(default_factory=dict)
+    _serving_by: dict[str, int] = field(default_factory=dict)
+    #: Smooth weighted round robin: each weighted version's running score.
+    _scores: dict[str, int] = field(default_factory=dict)
     _clock: Iterator[int] = field(default_factory=itertools.count)
     #: The workers holding each model (``WorkerRecord.models``, indexed).
     _holders: dict[str, set[WorkerRecord]] = field(default_factory=dict)
@@ -211,6 +234,60 @@ class ServiceRecord:
         """Asked for every request: whether a worker may take work, now or once it has a slot."""
         return self._serving > 0
 
+    # -- versions ------------------------------------------------------------------------
+
+    def versions(self) -> dict[str, int]:
+        """Each version with workers here, and how many of them may take new work."""
+        return {v: self._serving_by.get(v, 0) for v in self._members}
+
+    def has_version(self, version: str) -> bool:
+        return version in self._members
+
+    def serves_version(self, version: str) -> bool:
+        return self._serving_by.get(version, 0) > 0
+
+    def newest(self) -> str | None:
+        """The newest version (``version_order``) with a worker that may take new work."""
+        serving = [v for v, n in self._serving_by.items() if n > 0]
+        return max(serving, key=version_order) if serving else None
+
+    def set_weights(self, weights: dict[str, int]) -> None:
+        self.weights = {v: w for v, w in weights.items() if w > 0}
+        self._scores = dict.fromkeys(self.weights, 0)
+
+    def choose_version(self) -> str | None:
+        """The version a new request (pinning none) goes to: by the weights, among the
+        weighted versions that have a worker taking new work (smooth weighted round robin, so
+        that the split holds over a few requests); when none has, or no weights are set, the
+        newest version that has. O(versions)."""
+        if len(self._serving_by) == 1:
+            only = next(iter(self._serving_by))
+            if not self.weights or only in self.weights:
+                return only if self._serving_by[only] > 0 else None
+        live = [v for v in self.weights if self._serving_by.get(v, 0) > 0]
+        if not live:
+            return self.newest()
+        if len(live) == 1:
+            return live[0]
+        scores, total = self._scores, 0
+        for version in live:
+            weight = self.weights[version]
+            scores[version] += weight
+            total += weight
+        chosen = max(live, key=scores.__getitem__)
+        scores[chosen] -= total
+        return chosen
+
+    def _count(self, worker: WorkerRecord, sign: int) -> None:
+        """`worker` joins (1) or leaves (-1) its version's counts."""
+        version = worker.model_version
+        self._members[version] = self._members.get(version, 0) + sign
+        self._serving_by[version] = self._serving_by.get(version, 0) + sign * worker.serves
+        if self._members[version] <= 0:
+            del self._members[version]
+            self._serving_by.pop(version, None)
+            self._ready.pop(version, None)
+
     # -- the only ways a worker's credit or state changes ------------------------------
 
     def add(self, worker: WorkerRecord) -> None:
@@ -218,6 +295,7 @@ class ServiceRecord:
         self.workers[worker.identity] = worker
         worker._picked = next(self._clock)
         self._serving += worker.serves
+        self._count(worker, 1)
         self._multiplexed += worker.max_models > 0
         self._offer(worker)
 
@@ -225,6 +303,7 @@ class ServiceRecord:
         """A worker leaves: no new work; what it holds stays in ``assigned`` for the caller."""
         if self.workers.pop(worker.identity, None) is not None:
             self._serving -= worker.serves
+            self._count(worker, -1)
             self._multiplexed -= worker.max_models > 0
             worker._version += 1
             self.set_models(worker, frozenset())
@@ -245,17 +324,26 @@ class ServiceRecord:
                 self._holders.setdefault(new, set()).add(worker)
         worker.models = models
 
-    def pick(self, model: str | None = None) -> WorkerRecord | None:
-        """For a request naming `model`: the holder of it with the most free slots, if one has
-        any. Otherwise (and for every request naming none): the worker with the most free
-        slots; among equals, the one picked least recently."""
+    def pick(self, model: str | None = None, version: str | None = None) -> WorkerRecord | None:
+        """A worker of `version` (None: of the version ``choose_version`` gives) for a request.
+        For one naming `model`: the holder of it with the most free slots, if one has any.
+        Otherwise (and for every request naming none): the worker with the most free slots;
+        among equals, the one picked least recently."""
+        if version is None:
+            version = self.choose_version()
+            if version is None:
+                return None
         if model is not None:
             holders = self._holders.get(model)
             if holders:
-                best = max(holders, key=_free_then_oldest)
-                if best.credit > 0:
+                best = max(
+                    (h for h in holders if h.model_version == version),
+                    key=_free_then_oldest,
+                    default=None,
+                )
+                if best is not None and best.credit > 0:
                     return best
-        ready = self._ready
+        ready = self._ready.get(version)
         while ready:
             _, _, version, worker = ready[0]
             if version == worker._version:
@@ -298,12 +386,17 @@ class ServiceRecord:
     ) -> None:
         """Its health or drain changed: it stops, or starts again, taking new work."""
         member = self.workers.get(worker.identity) is worker
-        self._serving -= member and worker.serves
+        version = worker.model_version
+        if member:
+            self._serving -= worker.serves
+            self._serving_by[version] -= worker.serves
         if healthy is not None:
             worker._healthy = healthy
         if draining is not None:
             worker._draining = draining
-        self._serving += member and worker.serves
+        if member:
+            self._serving += worker.serves
+            self._serving_by[version] += worker.serves
         self._offer(worker)
 
     def _offer(self, worker: WorkerRecord) -> None:
@@ -312,13 +405,17 @@ class ServiceRecord:
         credit = worker.credit
         if credit <= 0 or self.workers.get(worker.identity) is not worker:
             return
-        heapq.heappush(self._ready, (-credit, worker._picked, worker._version, worker))
-        if len(self._ready) > 2 * len(self.workers) + 64:
+        version = worker.model_version
+        ready = self._ready.setdefault(version, [])
+        heapq.heappush(ready, (-credit, worker._picked, worker._version, worker))
+        if len(ready) > 2 * self._members.get(version, 0) + 64:
             # Stale entries outnumber the live ones: rebuild (amortized, once per many pushes).
-            self._ready = [
-                (-w.credit, w._picked, w._version, w) for w in self.workers.values() if w.credit > 0
+            ready[:] = [
+                (-w.credit, w._picked, w._version, w)
+                for w in self.workers.values()
+                if w.credit > 0 and w.model_version == version
             ]
-            heapq.heapify(self._ready)
+            heapq.heapify(ready)
 
 
 def _free_then_oldest(worker: WorkerRecord) -> tuple[int, int]:
@@ -377,6 +474,9 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
     pid = meta.get("pid", 0)
     host = meta.get("host", "")
     models = meta.get("models") or []
+    version = meta.get("model_version", DEFAULT_VERSION)
+    if not isinstance(version, str) or not p.VERSION_LABEL.match(version):
+        raise ProtocolError(f"bad version label {version!r}")
     schema = meta.get("request_schema")
     device = meta.get("device")
     if (
@@ -400,6 +500,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         "host": host[:255] if isinstance(host, str) else "",
         "loaded_models": parse_models(meta.get("loaded_models")),
         "max_models": _count(meta, "max_models", MAX_MODELS_HELD),
+        "model_version": version,
     }
 
 
@@ -466,11 +567,21 @@ class Registry:
             heartbeat_interval_s=ready["heartbeat_interval_s"],
             last_seen=now,
             max_models=ready["max_models"],
+            model_version=ready["model_version"],
         )
         self.workers[identity] = worker
         service.add(worker)
         service.set_models(worker, ready["loaded_models"])
         return worker
+
+    def set_weights(self, name: str, weights: dict[str, int]) -> ServiceRecord:
+        """`cluster route`: the traffic split of service `name`, kept even before its first
+        worker joins (a broker started with --weights)."""
+        service = self.services.get(name)
+        if service is None:
+            service = self.services[name] = ServiceRecord(name, [], ServiceQueue(self.max_queue))
+        service.set_weights(weights)
+        return service
 
     def remove_worker(self, identity: bytes) -> WorkerRecord | None:
         worker = self.workers.pop(identity, None)

@@ -28,6 +28,10 @@ class BrokerRequest:
     expired: bool = False
     #: Times a request behind it went first, to a worker holding that one's model.
     passed: int = 0
+    #: The version of its service it goes to (chosen when accepted), and whether its
+    #: X-Model-Version header pinned it.
+    version: str | None = None
+    pinned: bool = False
 
     @property
     def key(self) -> tuple[bytes, bytes]:

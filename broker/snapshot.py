@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from zeroserve.broker.registry import LauncherRecord, Registry, WorkerRecord
+from zeroserve.broker.registry import LauncherRecord, Registry, WorkerRecord, version_order
 from zeroserve.common.snapshot import (
     BrokerStatus,
     FrontendStatus,
@@ -34,6 +34,7 @@ def worker_status(w: WorkerRecord, now: float) -> WorkerStatus:
         "info": w.info,
         "reported": w.reported,
         "models": sorted(w.models),
+        "model_version": w.model_version,
     }
 
 
@@ -71,6 +72,9 @@ def build(
             "queued": len(s.queue),
             "in_flight": s.in_flight(),
             "model_routing": model_routing,
+            "versions": dict(sorted(s.versions().items(), key=lambda v: version_order(v[0]))),
+            "weights": s.weights,
+            "newest": s.newest(),
         }
         for s in registry.iter_services()
     }

@@ -13,6 +13,9 @@ import enum
 class Exit(enum.IntEnum):
     #: A worker process whose batch ran past all its deadlines (its launcher starts another).
     HUNG = 75
+    #: A worker process drained for good (``cluster drain``): done, not restarted; its
+    #: launcher exits 0 once every process has.
+    DRAINED = 76
     #: A broker refused the process (a route taken, another protocol version): final.
     REFUSED = 77
     #: The API's setup failed in a worker process (final under --exit-on-setup-failure).
@@ -22,6 +25,7 @@ class Exit(enum.IntEnum):
 #: Each code's meaning, as the end of "<process> ...".
 MEANINGS: dict[int, str] = {
     Exit.HUNG: "hung past all its requests' deadlines",
+    Exit.DRAINED: "drained for good (cluster drain)",
     Exit.REFUSED: "was refused by the broker",
     Exit.SETUP_FAILED: "could not set up the API",
 }

@@ -12,6 +12,7 @@ bytes passed through untouched. Nothing here ever unpickles.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +45,12 @@ DRAIN = b"\x0c"
 REFUSED = b"\x0d"
 #: Broker -> worker: this broker does not know you (it restarted): say READY again.
 ANNOUNCE = b"\x0e"
+#: Admin -> broker: set a service's traffic split between its versions (``cluster route``);
+#: answered with the same command.
+ROUTE = b"\x0f"
+#: Admin -> broker: retire a version of a service (``cluster drain``), answered with the same
+#: command; broker -> worker: finish what you hold, take nothing new, and exit.
+RETIRE = b"\x10"
 
 COMMAND_NAMES: dict[bytes, str] = {
     READY: "READY",
@@ -60,6 +67,8 @@ COMMAND_NAMES: dict[bytes, str] = {
     DRAIN: "DRAIN",
     REFUSED: "REFUSED",
     ANNOUNCE: "ANNOUNCE",
+    ROUTE: "ROUTE",
+    RETIRE: "RETIRE",
 }
 
 #: Commands that end a request: each frees the worker slot that carried it.
@@ -69,8 +78,16 @@ ANSWERS = frozenset({REPLY, CHUNK, END, ERROR})
 
 # Frames after [signature, command], per direction.
 #: frontend or status client -> broker: HEARTBEAT [meta], REQUEST [rid, meta, body],
-#: CANCEL [rid], STATUS [rid], DISCONNECT [meta].
-FROM_FRONTEND: dict[bytes, int] = {HEARTBEAT: 1, REQUEST: 3, CANCEL: 1, STATUS: 1, DISCONNECT: 1}
+#: CANCEL [rid], STATUS [rid], DISCONNECT [meta]; an admin's ROUTE and RETIRE [rid, meta].
+FROM_FRONTEND: dict[bytes, int] = {
+    HEARTBEAT: 1,
+    REQUEST: 3,
+    CANCEL: 1,
+    STATUS: 1,
+    DISCONNECT: 1,
+    ROUTE: 2,
+    RETIRE: 2,
+}
 #: broker -> frontend: answers are [rid, meta, body]; STATUS is [rid, meta].
 TO_FRONTEND: dict[bytes, int] = {
     HEARTBEAT: 1,
@@ -82,6 +99,8 @@ TO_FRONTEND: dict[bytes, int] = {
     STATUS: 2,
     DISCONNECT: 1,
     REFUSED: 1,
+    ROUTE: 2,
+    RETIRE: 2,
 }
 #: worker -> broker: answers are [client, rid, meta, body]. A worker process has two
 #: DEALERs: its data socket (READY, answers, DRAIN and its goodbye; its identity is the
@@ -107,6 +126,7 @@ TO_WORKER: dict[bytes, int] = {
     REFUSED: 1,
     ANNOUNCE: 0,
     DISCONNECT: 1,
+    RETIRE: 0,
 }
 
 MAX_META_BYTES = 64 * 1024
@@ -117,6 +137,12 @@ MAX_ID_BYTES = 255
 MAX_ITEMS = 4096
 #: The longest model id a request may name (X-Model-Id).
 MAX_MODEL_ID = 256
+#: A version label (``cluster worker --version``): short, and safe in a header and a log.
+VERSION_LABEL = re.compile(r"^[A-Za-z0-9_.+\-]{1,64}$")
+#: The largest weight of one version in a traffic split.
+MAX_WEIGHT = 1_000_000
+#: The header naming a version: on every answer of a worker, and on a request that pins one.
+VERSION_HEADER = "X-Model-Version"
 #: Budget of a request whose sender gave none (and the frontend's default timeout).
 DEFAULT_TIMEOUT_S = 30.0
 #: Heartbeats: every peer's default interval, and how many may be missed before death.
@@ -233,6 +259,8 @@ class RequestMeta(TypedDict, total=False):
     query: str
     #: The model it names (its X-Model-Id header): the broker prefers a worker holding it.
     model: str
+    #: The version of its service it pins (its X-Model-Version header).
+    version: str
     #: Set by the broker: 1 on the first worker, more after a worker was lost.
     attempt: int
     #: The trace context (W3C ``traceparent``, ``tracestate``) when tracing is on.
@@ -264,7 +292,9 @@ class ReadyMeta(TypedDict, total=False):
     pid: int
     host: str
     device: str
+    #: zeroserve's own version; ``model_version`` is the served version of its service.
     version: str
+    model_version: str
     heartbeat_interval_s: float
     loop: str
     models: list[str]
@@ -325,6 +355,25 @@ class HeartbeatMeta(TypedDict, total=False):
     #: A worker's slots at this broker now (its READY said them first; a sync worker whose
     #: requests are measured fast holds more).
     capacity: int
+
+
+class RouteMeta(TypedDict, total=False):
+    """ROUTE, admin -> broker: a service's weights by version (empty: the newest version takes
+    all). The broker's answer carries them back as set, or an ``error``."""
+
+    service: str
+    weights: dict[str, int]
+    error: str
+
+
+class RetireMeta(TypedDict, total=False):
+    """RETIRE, admin -> broker: a version of a service to drain. The broker's answer says how
+    many of its workers were told to, or an ``error``."""
+
+    service: str
+    version: str
+    workers: int
+    error: str
 
 
 class DisconnectMeta(TypedDict, total=False):
@@ -472,6 +521,29 @@ def announce() -> list[Any]:
     return [SIGNATURE, ANNOUNCE]
 
 
+def route(rid: bytes, service: str, weights: Mapping[str, int]) -> list[Any]:
+    """Admin -> broker: split `service`'s new requests between its versions by `weights`."""
+    return [SIGNATURE, ROUTE, rid, pack_meta({"service": service, "weights": dict(weights)})]
+
+
+def route_reply(client: bytes, rid: bytes, meta: RouteMeta) -> list[Any]:
+    return [client, SIGNATURE, ROUTE, rid, pack_meta(meta)]
+
+
+def retire(rid: bytes, service: str, version: str) -> list[Any]:
+    """Admin -> broker: drain every worker of `version` of `service`."""
+    return [SIGNATURE, RETIRE, rid, pack_meta({"service": service, "version": version})]
+
+
+def retire_reply(client: bytes, rid: bytes, meta: RetireMeta) -> list[Any]:
+    return [client, SIGNATURE, RETIRE, rid, pack_meta(meta)]
+
+
+def retire_worker(worker: bytes) -> list[Any]:
+    """Broker -> worker: finish what you hold, take nothing new, and exit."""
+    return [worker, SIGNATURE, RETIRE]
+
+
 def disconnect(reason: str = "", worker: bytes | None = None) -> list[Any]:
     meta: DisconnectMeta = {"reason": reason} if reason else {}
     if worker is not None:
@@ -489,6 +561,51 @@ def parse_refusal(frame: Any) -> tuple[int, str]:
     if not isinstance(status, int) or isinstance(status, bool):
         status = 400
     return status, str(why) if why is not None else "no reason given"
+
+
+def parse_weights(raw: Any) -> dict[str, int]:
+    """A traffic split: version label -> weight (0 to MAX_WEIGHT), or ProtocolError."""
+    if not isinstance(raw, dict) or len(raw) > 64:
+        raise ProtocolError("weights must be a map of at most 64 versions")
+    for label, weight in raw.items():
+        if not isinstance(label, str) or not VERSION_LABEL.match(label):
+            raise ProtocolError(f"bad version label {label!r}")
+        if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= MAX_WEIGHT:
+            raise ProtocolError(f"weight of version {label!r} must be 0 to {MAX_WEIGHT}")
+    if raw and not any(raw.values()):
+        raise ProtocolError("at least one version needs a weight above 0")
+    return dict(raw)
+
+
+def _service_of(meta: Mapping[str, Any]) -> str:
+    service = meta.get("service")
+    if not isinstance(service, str) or not 0 < len(service) <= 128:
+        raise ProtocolError(f"bad service name {service!r}")
+    return service
+
+
+def parse_route(frame: Any) -> RouteMeta:
+    """A ROUTE (either way): its service, its weights, and an error when it is an answer."""
+    meta = unpack_meta(frame)
+    if isinstance(meta.get("error"), str):
+        return {"error": meta["error"][:1000]}
+    return {"service": _service_of(meta), "weights": parse_weights(meta.get("weights"))}
+
+
+def parse_retire(frame: Any) -> RetireMeta:
+    """A RETIRE (either way): its service and version, and when an answer, the workers told
+    or an error."""
+    meta = unpack_meta(frame)
+    if isinstance(meta.get("error"), str):
+        return {"error": meta["error"][:1000]}
+    version = meta.get("version")
+    if not isinstance(version, str) or not VERSION_LABEL.match(version):
+        raise ProtocolError(f"bad version label {version!r}")
+    parsed: RetireMeta = {"service": _service_of(meta), "version": version}
+    workers = meta.get("workers")
+    if isinstance(workers, int) and not isinstance(workers, bool) and workers >= 0:
+        parsed["workers"] = workers
+    return parsed
 
 
 def parse_disconnect(frame: Any) -> DisconnectMeta:

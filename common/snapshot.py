@@ -33,7 +33,10 @@ class BrokerStatus(TypedDict):
 
 
 class _WorkerStatusAdded(TypedDict, total=False):
-    """Fields of a worker's record that a broker may not send yet (none so far)."""
+    """Fields of a worker's record that a broker may not send yet."""
+
+    #: The version of its service it serves (``cluster worker --version``).
+    model_version: str
 
 
 class WorkerStatus(_WorkerStatusAdded):
@@ -63,7 +66,18 @@ class WorkerStatus(_WorkerStatusAdded):
     models: list[str]
 
 
-class ServiceStatus(TypedDict):
+class _ServiceStatusAdded(TypedDict, total=False):
+    """Fields of a service's record that a broker may not send yet."""
+
+    #: Each version with workers at this broker, oldest first, and how many of them take
+    #: new work; the split set by ``cluster route`` (empty: none); the newest version that
+    #: takes new work (None: none does).
+    versions: dict[str, int]
+    weights: dict[str, int]
+    newest: str | None
+
+
+class ServiceStatus(_ServiceStatusAdded):
     routes: list[str]
     workers: int
     ready: int

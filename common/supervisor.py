@@ -83,6 +83,7 @@ class Supervisor:
         reports: bool = False,
         restart: bool = True,
         restarted_anyway: frozenset[int] = frozenset(),
+        done_exits: frozenset[int] = frozenset(),
     ) -> None:
         self.name = name
         self.target = target
@@ -100,6 +101,9 @@ class Supervisor:
         self.restart = restart
         #: Exit codes restarted even so: ends this system chose (a hung process killed).
         self.restarted_anyway = restarted_anyway
+        #: Exit codes of a copy whose work is done (a drained worker): it is not restarted,
+        #: and once every copy has ended so, the supervisor stops with 0.
+        self.done_exits = done_exits
         self._final_code = 0
         self.stop_timeout_s = stop_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -210,6 +214,14 @@ class Supervisor:
         if slot.retiring:
             self.slots.remove(slot)
             log.info("%s: process %d removed (exit code %s)", self.name, pid, code)
+            return
+        if code in self.done_exits:
+            slot.retiring = True  # for good: never started again
+            self.slots.remove(slot)
+            log.info("%s: process %d is done (%d left)", self.name, pid, len(self.slots))
+            if not self.slots:
+                log.info("%s: every process is done; stopping", self.name)
+                self._stop_signal = signal.SIGTERM
             return
         if code in self.final_exits or not (self.restart or code in self.restarted_anyway):
             why = self.final_exits.get(code, f"ended (exit code {code}), restarts are off")

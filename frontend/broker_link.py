@@ -139,6 +139,7 @@ class BrokerLink:
         query: str = "",
         trace: dict[str, str] | None = None,
         model: str = "",
+        version: str = "",
     ) -> Waiter:
         """Send a request to a broker; the returned waiter yields its answer."""
         meta: p.RequestMeta = {
@@ -155,6 +156,8 @@ class BrokerLink:
             meta["trace"] = trace
         if model:
             meta["model"] = model
+        if version:
+            meta["version"] = version
         return self.core.submit(meta, body, time.monotonic())
 
     def cancel(self, waiter: Waiter) -> None:

@@ -166,6 +166,10 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         if len(model) > p.MAX_MODEL_ID:
             self._write_error(400, f"X-Model-Id is at most {p.MAX_MODEL_ID} characters")
             return
+        version = request.headers.get(p.VERSION_HEADER, "")
+        if version and not p.VERSION_LABEL.match(version):
+            self._write_error(400, f"{p.VERSION_HEADER} is 1 to 64 letters, digits and . _ + -")
+            return
         headers = None
         if self.route.headers:
             config = self.front.config
@@ -190,6 +194,7 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
             query=request.query,
             trace=trace,
             model=model,
+            version=version,
         )
         self.waiter.listen(self._on_first)
 
@@ -343,6 +348,10 @@ class ServeDelegate(tornado.httputil.HTTPMessageDelegate):
         retry_after = meta.get("retry_after")
         if isinstance(retry_after, (int, float)):
             extra["Retry-After"] = str(max(1, round(retry_after)))
+        given = meta.get("headers")
+        version = given.get(p.VERSION_HEADER) if isinstance(given, dict) else None
+        if isinstance(version, str) and p.VERSION_LABEL.match(version):
+            extra[p.VERSION_HEADER] = version  # a worker's error names its version too
         self._write_error(status, meta.get("error", "error"), extra)
 
     def reject_too_large(self) -> None:

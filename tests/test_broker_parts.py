@@ -7,14 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from zeroserve.broker.queue import ServiceQueue
-from zeroserve.broker.registry import Registry, WorkerRecord, parse_ready
+from zeroserve.broker.registry import Registry, WorkerRecord, parse_ready, version_order
 from zeroserve.common.errors import ProtocolError
 
 
-def ready(service: str = "svc", path: str = "/predict", capacity: int = 2) -> dict:
-    return parse_ready(
-        {"service": service, "routes": [{"path": path, "methods": ["POST"]}], "capacity": capacity}
-    )
+def ready(
+    service: str = "svc", path: str = "/predict", capacity: int = 2, version: str | None = None
+) -> dict:
+    meta = {"service": service, "routes": [{"path": path, "methods": ["POST"]}]}
+    meta["capacity"] = capacity
+    if version is not None:
+        meta["model_version"] = version
+    return parse_ready(meta)
 
 
 def test_queue_is_bounded_but_takes_resends_in_front() -> None:
@@ -95,9 +99,11 @@ class ReferencePicker:
     def remove(self, identity: bytes) -> None:
         self.order.remove(identity)
 
-    def pick(self, workers: dict[bytes, WorkerRecord]) -> bytes | None:
+    def pick(self, workers: dict[bytes, WorkerRecord], version: str | None = None) -> bytes | None:
         best = None
         for identity in self.order:
+            if version is not None and workers[identity].model_version != version:
+                continue
             if workers[identity].credit > 0 and (
                 best is None or workers[identity].credit > workers[best].credit
             ):
@@ -187,3 +193,105 @@ def test_routes_belong_to_one_service() -> None:
     registry.add_worker(b"b", ready("two", "/x"), {}, 0.0)
     table = registry.route_table()
     assert list(table) == ["two"]
+
+
+VERSIONED_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(
+            ["pick", "pick", "pick", "answer", "drain", "sick", "well", "join", "leave"]
+        ),
+        st.integers(0, 15),
+        st.sampled_from(["1", "2", "10"]),
+    ),
+    max_size=120,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(VERSIONED_OPS)
+def test_each_versions_heap_picks_as_a_walk_over_its_workers_would(
+    ops: list[tuple[str, int, str]],
+) -> None:
+    """Workers of several versions: a pick for a version is the one of a walk over that
+    version's workers, and the per-version counts agree with the workers."""
+    registry = Registry(max_queue=10)
+    reference = ReferencePicker()
+    keys = iter(range(10**6))
+    joined = 0
+
+    def join(size: int, version: str) -> None:
+        nonlocal joined
+        identity = b"w%d" % joined
+        joined += 1
+        registry.add_worker(identity, ready(capacity=size, version=version), {}, 0.0)
+        reference.add(identity)
+
+    for version in ("1", "2"):
+        join(2, version)
+    service = registry.services["svc"]
+    for op, n, version in ops:
+        live = list(service.workers.values())
+        worker = live[n % len(live)] if live else None
+        if op == "pick":
+            expected = reference.pick(service.workers, version)
+            picked = service.pick(None, version)
+            assert (picked.identity if picked else None) == expected
+            if picked is not None:
+                service.assign(picked, (b"f", b"%d" % next(keys)))
+        elif op == "answer" and worker is not None and worker.assigned:
+            assert service.release(worker, sorted(worker.assigned)[n % len(worker.assigned)])
+        elif op == "drain" and worker is not None:
+            service.set_serving(worker, draining=True)
+        elif op in ("sick", "well") and worker is not None:
+            service.set_serving(worker, healthy=op == "well")
+        elif op == "join":
+            join(1 + n % 3, version)
+        elif op == "leave" and worker is not None:
+            registry.remove_worker(worker.identity)
+            reference.remove(worker.identity)
+            service.release_all(worker)
+        members = {w.model_version for w in service.workers.values()}
+        expected_counts = {
+            v: sum(w.serves for w in service.workers.values() if w.model_version == v)
+            for v in members
+        }
+        assert service.versions() == expected_counts
+        serving = [v for v, count in expected_counts.items() if count]
+        assert service.newest() == (max(serving, key=version_order) if serving else None)
+
+
+def test_newest_compares_digit_runs_as_numbers() -> None:
+    ordered = ["1", "1.9", "1.10", "2", "10", "v2", "v10"]
+    assert sorted(reversed(ordered), key=version_order) == ordered
+
+
+def test_weights_split_requests_exactly_between_versions_with_ready_workers() -> None:
+    registry = Registry(max_queue=10)
+    a = registry.add_worker(b"a", ready(capacity=100, version="1"), {}, 0.0)
+    registry.add_worker(b"b", ready(capacity=100, version="2"), {}, 0.0)
+    service = registry.services["svc"]
+    assert [service.choose_version() for _ in range(3)] == ["2", "2", "2"]  # newest takes all
+    registry.set_weights("svc", {"1": 90, "2": 10})
+    chosen = [service.choose_version() for _ in range(100)]
+    assert chosen.count("2") == 10
+    # One in ten, spread out: never two of version 2 in a row.
+    assert "2,2" not in ",".join(chosen)
+    registry.set_weights("svc", {"1": 0, "2": 1})
+    assert {service.choose_version() for _ in range(10)} == {"2"}
+    registry.set_weights("svc", {"3": 1})  # no worker of the weighted one: the newest
+    assert service.choose_version() == "2"
+    service.set_serving(registry.workers[b"b"], draining=True)
+    assert service.choose_version() == "1" and service.newest() == "1"
+    service.set_serving(a, healthy=False)
+    assert service.choose_version() is None and not service.has_ready_worker()
+
+
+def test_weights_set_before_any_worker_wait_for_it() -> None:
+    registry = Registry(max_queue=10)
+    registry.set_weights("svc", {"1": 1, "2": 3})
+    assert registry.route_table() == {}
+    registry.add_worker(b"a", ready(capacity=4, version="1"), {}, 0.0)
+    registry.add_worker(b"b", ready(capacity=4, version="2"), {}, 0.0)
+    service = registry.services["svc"]
+    assert [service.choose_version() for _ in range(4)].count("2") == 3
+    assert list(registry.route_table()) == ["svc"]

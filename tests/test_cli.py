@@ -20,9 +20,12 @@ from zeroserve.worker.config import WorkerConfig
 from cluster import Cluster, free_port, run_cli
 
 run = run_cli
+ECHO = "tests/apis.py:EchoAPI"
 
 
-@pytest.mark.parametrize("command", ["broker", "worker", "frontend", "up", "status"])
+@pytest.mark.parametrize(
+    "command", ["broker", "worker", "frontend", "up", "status", "route", "drain"]
+)
 def test_every_command_has_help(command: str) -> None:
     out = run(command, "--help")
     assert out.returncode == 0
@@ -57,6 +60,41 @@ def test_bad_arguments_are_refused() -> None:
     out = run("worker", "--api", "x:y")
     assert out.returncode == 2
     assert "Missing option '--broker'" in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (("route", "svc", "--weights", "1=90,2"), "write VERSION=WEIGHT"),
+        (("route", "svc", "--weights", "1=0"), "at least one version needs a weight"),
+        (("route", "svc", "--weights", "a b=1"), "bad version label"),
+        (("route", "svc"), "give --weights V=W,... or --newest"),
+        (("route", "svc", "--weights", "1=1", "--newest"), "give --weights V=W,... or --newest"),
+        (("drain", "svc", "--version", "a b"), "1 to 64 letters"),
+        (("drain", "svc"), "Missing option '--version'"),
+        (("broker", "--weights", "1=90"), "write SERVICE:VERSION=WEIGHT"),
+        (
+            ("worker", "--broker", "tcp://127.0.0.1:1", "--api", ECHO, "--version", "a/b"),
+            "--version",
+        ),
+    ],
+)
+def test_bad_versions_and_weights_are_one_line(args: tuple[str, ...], says: str) -> None:
+    out = run(*args)
+    assert out.returncode == 2, out.stderr
+    assert says in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [("route", "svc", "--weights", "1=1"), ("drain", "svc", "--version", "1")]
+)
+def test_route_and_drain_name_a_broker_that_does_not_answer_and_exit_1(
+    args: tuple[str, ...],
+) -> None:
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    out = run(*args, "--broker", endpoint, "--timeout", "0.3")
+    assert out.returncode == 1
+    assert out.stderr.startswith(f"{endpoint}: error: no answer from the broker")
 
 
 def test_status_of_an_unreachable_broker_is_one_line_and_exit_1() -> None:
@@ -160,7 +198,7 @@ def test_a_silent_peer_lives_the_longest_interval_in_play_times_liveness() -> No
 def test_the_exit_codes_that_mean_more_than_failure_are_named_once() -> None:
     from zeroserve.common.exits import MEANINGS, Exit, final
 
-    assert (Exit.HUNG, Exit.REFUSED, Exit.SETUP_FAILED) == (75, 77, 78)
+    assert (Exit.HUNG, Exit.DRAINED, Exit.REFUSED, Exit.SETUP_FAILED) == (75, 76, 77, 78)
     assert final(Exit.REFUSED) == {77: "was refused by the broker"}
     assert set(MEANINGS) == set(Exit)
     assert "(exit 78)" in " ".join(run_cli("worker", "--help").stdout.split())

@@ -73,7 +73,7 @@ def compose_command_lines() -> list[tuple[str, list[str]]]:
 
 def kubernetes_command_lines() -> list[tuple[str, list[str]]]:
     lines = []
-    for path in sorted((DEPLOY / "kubernetes").glob("*.yaml")):
+    for path in sorted((DEPLOY / "kubernetes").rglob("*.yaml")):
         for doc in yaml_documents(path):
             spec = doc.get("spec", {}).get("template", {}).get("spec", {})
             for container in spec.get("containers", []):

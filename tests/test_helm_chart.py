@@ -205,7 +205,7 @@ def test_values_place_pods_and_size_them() -> None:
     values["exampleApi"] = False
     values["worker"]["api"] = "my_model:MyAPI"
     objects = by_name(rendered(values))
-    worker = objects[("Deployment", "zeroserve-worker")]["spec"]["template"]["spec"]
+    worker = objects[("Deployment", "zeroserve-worker-1")]["spec"]["template"]["spec"]
     assert worker["nodeSelector"] == {"accelerator": "nvidia-l4"}
     assert worker["tolerations"] == [{"key": "gpu", "operator": "Exists"}]
     [container] = worker["containers"]
@@ -214,7 +214,7 @@ def test_values_place_pods_and_size_them() -> None:
     assert "my_model:MyAPI" in container["args"]
     assert all(v["name"] != "api" for v in worker["volumes"])
     assert ("Service", "zeroserve-broker-c") in objects
-    assert ("HorizontalPodAutoscaler", "zeroserve-worker") not in objects
+    assert ("HorizontalPodAutoscaler", "zeroserve-worker-1") not in objects
     assert ("ConfigMap", "zeroserve-api") not in objects
     frontend = objects[("Deployment", "zeroserve-frontend")]["spec"]["template"]["spec"]
     assert "nodeSelector" not in frontend
@@ -222,6 +222,40 @@ def test_values_place_pods_and_size_them() -> None:
     version = kubernetes_validate.latest_version()
     for obj in objects.values():
         kubernetes_validate.validate(obj, version, strict=True)
+
+
+def test_versions_are_values_each_a_deployment_with_its_replicas_image_and_weight() -> None:
+    values = default_values()
+    values["worker"]["service"] = "Predictor"
+    values["worker"]["versions"] = [
+        {"name": "2026-01", "replicas": 3, "image": "", "weight": 90, "autoscale": True},
+        {"name": "2026-02", "replicas": 1, "image": "reg/zs:2", "weight": 10, "autoscale": False},
+    ]
+    objects = by_name(rendered(values))
+    workers = {
+        name: obj
+        for (kind, name), obj in objects.items()
+        if kind == "Deployment" and "worker" in name
+    }
+    assert sorted(workers) == ["zeroserve-worker-2026-01", "zeroserve-worker-2026-02"]
+    selectors = []
+    for label, image, replicas in (("2026-01", "zeroserve:latest", 3), ("2026-02", "reg/zs:2", 1)):
+        deployment = workers[f"zeroserve-worker-{label}"]
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        args = container["args"]
+        assert (container["image"], deployment["spec"]["replicas"]) == (image, replicas)
+        assert args[args.index("--version") + 1] == label
+        selector = deployment["spec"]["selector"]["matchLabels"]
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+        selectors.append(selector)
+    # Neither Deployment's selector takes the other's pods.
+    assert selectors[0]["zeroserve/version"] != selectors[1]["zeroserve/version"]
+    hpas = [name for kind, name in objects if kind == "HorizontalPodAutoscaler"]
+    assert hpas == ["zeroserve-worker-2026-01"]
+    for name in ("zeroserve-broker-a", "zeroserve-broker-b"):
+        args = objects[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]["args"]
+        given = [args[i + 1] for i, a in enumerate(args) if a == "--weights"]
+        assert given == ["Predictor:2026-01=90", "Predictor:2026-02=10"]
 
 
 def test_the_renderer_keeps_helms_meaning_and_refuses_the_rest() -> None:

@@ -245,3 +245,60 @@ def test_every_request_ends_once_and_credit_never_drifts(ops: list[tuple[str, in
         assert len(wire.terminal(rid)) <= 1, wire.to_frontend
     assert len(inflight) == 0
     assert not any(worker.assigned for worker in registry.workers.values())
+
+
+def versioned(*versions: str, capacity: int = 1) -> tuple[Inflight, RecordingWire, Registry]:
+    """One worker of each version, in that order (identities A, B, ...)."""
+    registry = Registry(10)
+    for i, version in enumerate(versions):
+        ready = parse_ready(
+            {
+                "service": "svc",
+                "routes": [{"path": "/p", "methods": ["POST"]}],
+                "capacity": capacity,
+                "model_version": version,
+            }
+        )
+        registry.add_worker(bytes([65 + i]), ready, {}, 0.0)
+    wire = RecordingWire()
+    return Inflight(registry, wire, Policy(), Counter()), wire, registry
+
+
+def test_a_pinned_version_goes_to_its_workers_or_is_refused_naming_it() -> None:
+    inflight, wire, registry = versioned("1", "2", capacity=4)
+    for rid, pinned in ((b"1", "1"), (b"2", "2"), (b"3", "3")):
+        inflight.accept(F, rid, {"service": "svc", "version": pinned}, b"", 0.0)
+    assert [(w, r) for w, r, _ in wire.requests] == [(b"A", b"1"), (b"B", b"2")]
+    assert wire.terminal(b"3") == [(p.ERROR, 404)]
+    service = registry.services["svc"]
+    service.set_serving(registry.workers[b"A"], draining=True)
+    inflight.accept(F, b"4", {"service": "svc", "version": "1"}, b"", 0.0)
+    assert wire.terminal(b"4") == [(p.ERROR, 503)]
+
+
+def test_without_weights_the_newest_version_takes_new_requests() -> None:
+    inflight, wire, _ = versioned("9", "10", capacity=4)
+    for rid in (b"1", b"2", b"3"):
+        accept(inflight, rid)
+    assert {w for w, _, _ in wire.requests} == {b"B"}  # "10" is newer than "9"
+
+
+def test_a_busy_version_does_not_hold_up_another_and_a_drained_one_hands_its_queue_on() -> None:
+    inflight, wire, registry = versioned("1", "2", capacity=1)
+    service = registry.services["svc"]
+    registry.set_weights("svc", {"1": 1, "2": 1})
+    for rid in (b"1", b"2", b"3", b"4"):
+        accept(inflight, rid)  # 1 -> A, 2 -> B, 3 and 4 wait (A and B are full)
+    assert len(wire.requests) == 2 and len(service.queue) == 2
+    waiting = [inflight.requests[k].version for k in service.queue.front(2)]
+    b = registry.workers[b"B"]
+    # B answers: the next request of version 2 goes, even if the oldest waits for version 1.
+    assert reply(inflight, b, wire.requests[1][1])
+    inflight.dispatch(service)
+    assert wire.requests[-1][0] == b"B" and len(service.queue) == 1
+    assert waiting.count("2") == 1
+    # Version 1 drains: its waiting request moves to version 2 (it pinned none).
+    service.set_serving(registry.workers[b"A"], draining=True)
+    assert reply(inflight, b, wire.requests[-1][1])
+    inflight.dispatch(service)
+    assert wire.requests[-1][0] == b"B" and not len(service.queue)

@@ -130,6 +130,11 @@ BUILT = [
     (p.disconnect("stopping"), p.FROM_FRONTEND, False),
     (p.disconnect("hung", worker=b"w"), p.FROM_WORKER, False),
     (p.disconnect(), p.TO_WORKER, False),
+    (p.route(b"rid", "s", {"1": 90, "2": 10}), p.FROM_FRONTEND, False),
+    (p.route_reply(b"f", b"rid", {"service": "s", "weights": {}}), p.TO_FRONTEND, True),
+    (p.retire(b"rid", "s", "1"), p.FROM_FRONTEND, False),
+    (p.retire_reply(b"f", b"rid", {"service": "s", "version": "1"}), p.TO_FRONTEND, True),
+    (p.retire_worker(b"w"), p.TO_WORKER, True),
 ]
 
 
@@ -154,6 +159,25 @@ def test_refusals_and_goodbyes_are_parsed_in_one_place() -> None:
         "worker": b"w",
     }
     assert p.parse_disconnect(p.pack_meta({"reason": 5, "worker": ""})) == {"reason": ""}
+
+
+def test_route_and_retire_are_parsed_in_one_place() -> None:
+    assert p.parse_route(p.route(b"r", "s", {"1": 90, "2": 10})[3]) == {
+        "service": "s",
+        "weights": {"1": 90, "2": 10},
+    }
+    assert p.parse_route(p.route(b"r", "s", {})[3]) == {"service": "s", "weights": {}}
+    assert p.parse_route(p.pack_meta({"error": "no"})) == {"error": "no"}
+    for weights in ({"1": -1}, {"bad label!": 1}, {"1": 0, "2": 0}, {"1": True}, [1]):
+        with pytest.raises(ProtocolError):
+            p.parse_route(p.pack_meta({"service": "s", "weights": weights}))
+    with pytest.raises(ProtocolError):
+        p.parse_route(p.pack_meta({"service": "", "weights": {}}))
+    assert p.parse_retire(p.retire(b"r", "s", "v2")[3]) == {"service": "s", "version": "v2"}
+    answer = p.retire_reply(b"f", b"r", {"service": "s", "version": "2", "workers": 3})
+    assert p.parse_retire(answer[4])["workers"] == 3
+    with pytest.raises(ProtocolError):
+        p.parse_retire(p.retire(b"r", "s", "a b")[3])
 
 
 _PAIR_NAMES = itertools.count()

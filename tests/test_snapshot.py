@@ -117,7 +117,10 @@ def test_status_table_and_rates_read_the_records() -> None:
     assert rates == {after["workers"][0]["id"]: 4.0}
     table = format_status(after, rates)
     assert "broker b1 on here pid 7, version 0.1.0, up 12 s" in table
-    row = "h1    11   svc      cpu     -        ready  2/2   0          8     12.0 s ago  4.0"
+    row = (
+        "h1    11   svc      1        cpu     -        ready  2/2   0          8     12.0 s ago"
+        "  4.0"
+    )
     assert row in table.splitlines()
 
 

@@ -268,3 +268,17 @@ def test_ctrl_c_under_load_drains_quietly(tmp_path) -> None:
     log = (tmp_path / "up.log").read_text()
     assert log.count("503 POST /predict") <= 4, log[-3000:]
     assert log.count("draining: no new connections or requests") == 1, log[-3000:]
+
+
+def test_up_passes_its_version_on_and_every_answer_names_it(tmp_path) -> None:
+    proc, port = _start_up(tmp_path, "--api", api("EchoAPI"), "--workers", "1", "--version", "3")
+    family = psutil.Process(proc.pid).children(recursive=True)
+    try:
+        answer = requests.post(f"http://127.0.0.1:{port}/predict", json={"value": 1}, timeout=10)
+        assert (answer.json()["echo"], answer.headers["X-Model-Version"]) == (1, "3")
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        _kill_family(proc, family)
+    out = run_cli("up", "--api", api("EchoAPI"), "--version", "a b", "--port", "1")
+    assert out.returncode == 2 and "--version must be" in out.stderr

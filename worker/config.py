@@ -16,6 +16,9 @@ class WorkerConfig:
     api: str
     #: Service name; defaults to the API class's name.
     service: str | None = None
+    #: The version of the service it serves (any label); None: the API's ``version``
+    #: attribute, else "1".
+    version: str | None = None
     #: Worker processes on this host; None means one per physical core.
     processes: int | None = None
     #: Autoscaling: between these many processes, by the work waiting at the brokers; an idle

@@ -46,11 +46,13 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
     scaling = config.max_processes is not None
     count = (config.min_processes or 1) if scaling else len(devices)
     log.info(
-        "starting %d worker process(es)%s for %s (service %s, route %s, on %s, %s) against %s",
+        "starting %d worker process(es)%s for %s (service %s version %s, route %s, on %s, %s) "
+        "against %s",
         count,
         f" (autoscaling up to {config.max_processes})" if scaling else "",
         config.api,
         settings.service,
+        settings.version,
         settings.route,
         ", ".join(sorted(set(devices))),
         f"{threads} thread(s) each" if threads else f"threads from {environment_shown()}",
@@ -67,6 +69,7 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         reports=True,
         restart=config.restart,
         restarted_anyway=frozenset({Exit.HUNG}),
+        done_exits=frozenset({Exit.DRAINED}),
     )
     link = LauncherLink(config, settings.service, supervisor)
     supervisor.on_tick = link.tick

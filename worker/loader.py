@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zeroserve.common import protocol as p
 from zeroserve.common.errors import ConfigError
 from zeroserve.worker.api import inherits_default, is_async, yields
 from zeroserve.worker.config import WorkerConfig
@@ -212,6 +213,8 @@ class ApiSettings:
     models: list[str] = field(default_factory=list)
     #: Models a process holds at once when the API defines ``load_model`` (0: it does not).
     max_models: int = 0
+    #: The version of the service it serves.
+    version: str = "1"
 
     @property
     def route(self) -> str:
@@ -288,7 +291,21 @@ def resolve_settings(api: Any, config: WorkerConfig) -> ApiSettings:
         spec,
         models,
         max_models,
+        version_of(api, name, config.version),
     )
+
+
+def version_of(api: Any, name: str, flag: str | None) -> str:
+    """--version, else the API's ``version`` attribute (when not None), else "1"; a label safe
+    in a header."""
+    given = flag if flag is not None else getattr(api, "version", None)
+    if given is None:
+        return "1"
+    label = str(given) if isinstance(given, (str, int, float)) else ""
+    if not p.VERSION_LABEL.match(label):
+        where = "--version" if flag is not None else f"{name}.version"
+        raise ConfigError(f"{where} must be 1 to 64 letters, digits and . _ + -, not {given!r}")
+    return label
 
 
 def models_limit(api: Any, name: str, kind: LoopKind) -> int:

@@ -113,6 +113,8 @@ class WorkerProcess:
         self.hooks = hooks
         self.mcp_tool = mcp_tool(api, settings.routes[0]["path"])
         self.exit_code = 0
+        #: A broker told it to retire (``cluster drain``): it drains, then exits Exit.DRAINED.
+        self.retired = False
         #: Why the broker refused this worker, if it did.
         self.refusal = ""
         #: Names this process to the broker on both of its sockets.
@@ -154,6 +156,7 @@ class WorkerProcess:
             on_control=self._on_message,
             on_failed=self._on_batching_failed,
             keys=keys,
+            version=settings.version,
         )
         #: A control link to each broker; the serving loop has a data socket to each.
         self.links = broker_links(
@@ -195,6 +198,7 @@ class WorkerProcess:
             "mcp_tool": self.mcp_tool,
             "device": self.config.device or "cpu",
             "version": __version__,
+            "model_version": s.version,
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
             "threads_per_process": threads_per_process(),
             "thread_env": environment_shown()[:1000],
@@ -325,6 +329,11 @@ class WorkerProcess:
             if since_s > self.config.link.heartbeat_interval_s:
                 log.info("the broker does not know this worker (it restarted?); announcing again")
                 self._announce(link)
+        elif command == p.RETIRE:
+            if not self.retired:
+                log.info("version %s is retired (cluster drain): draining", self.settings.version)
+            self.retired = True
+            self.stop()
         elif command == p.DISCONNECT:
             log.info("the broker said goodbye: %s", p.parse_disconnect(args[0])["reason"] or "-")
             self._no_ack_coming(link)
@@ -358,10 +367,11 @@ class WorkerProcess:
         if self._health is not None:
             watchdogs.append(aloop.create_task(self._watch_health()))
         log.info(
-            "worker %d set up for %s (%s), %s loop, batch %d / %.3f s, %d slots; it serves "
-            "once a broker answers (%s)",
+            "worker %d set up for %s version %s (%s), %s loop, batch %d / %.3f s, %d slots; it "
+            "serves once a broker answers (%s)",
             os.getpid(),
             self.settings.service,
+            self.settings.version,
             self.settings.route,
             self.settings.kind,
             self.settings.max_batch_size,
@@ -378,7 +388,7 @@ class WorkerProcess:
         self.hooks.fire("on_server_end")
         for link in self.links:
             link.close()
-        return self.exit_code
+        return Exit.DRAINED if self.retired and self.exit_code == 0 else self.exit_code
 
     async def _drain(self) -> None:
         """Stop taking work, finish what is held, then say goodbye."""

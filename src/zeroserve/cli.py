@@ -146,6 +146,7 @@ SERVING_FLAGS = {
     "callbacks": "--callback",
     "loggers": "--logger",
     "expose_errors": "--expose-errors",
+    "version": "--version",
 }
 serving_options = _options(
     click.option(
@@ -199,7 +200,53 @@ serving_options = _options(
         help="Tell clients what your code raised (type and message) instead of LitServe's "
         "'Internal server error'; the log has the traceback either way.",
     ),
+    click.option(
+        "--version",
+        default=None,
+        metavar="LABEL",
+        help="The version of its service the workers serve; every answer names it in "
+        "X-Model-Version [default: the API's version attribute, else 1].",
+    ),
 )
+
+
+def _split_text(text: str) -> dict[str, int]:
+    """``1=90,2=10`` as {version: weight}, not yet checked as a whole."""
+    weights: dict[str, int] = {}
+    for part in text.split(","):
+        label, sep, weight = part.strip().partition("=")
+        if not sep or not weight.strip().isdigit():
+            raise click.BadParameter(f"write VERSION=WEIGHT[,VERSION=WEIGHT...], not {text!r}")
+        weights[label.strip()] = int(weight)
+    return weights
+
+
+def _checked(weights: dict[str, int]) -> dict[str, int]:
+    """A split checked as the broker checks it."""
+    from zeroserve.common.errors import ProtocolError
+    from zeroserve.common.protocol import parse_weights
+
+    try:
+        return parse_weights(weights)
+    except ProtocolError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def parse_weights_text(text: str) -> dict[str, int]:
+    """``1=90,2=10`` as {version: weight}, checked as the broker checks it."""
+    return _checked(_split_text(text))
+
+
+def _broker_weights(_ctx: Any, _param: Any, value: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """--weights SERVICE:1=90,2=10, repeatable: one per service, or one per version of a
+    service (the deploy files write one per version)."""
+    weights: dict[str, dict[str, int]] = {}
+    for one in value:
+        service, sep, split = one.partition(":")
+        if not sep or not service:
+            raise click.BadParameter(f"write SERVICE:VERSION=WEIGHT,..., not {one!r}")
+        weights.setdefault(service, {}).update(_split_text(split))
+    return {service: _checked(split) for service, split in weights.items()}
 
 
 def _parse_devices(_ctx: Any, _param: Any, value: str | None) -> int | tuple[int, ...] | None:
@@ -383,6 +430,15 @@ def main() -> None:
     default=None,
     help="CurveZMQ: folder of the public keys (NAME.key) the broker admits.",
 )
+@click.option(
+    "--weights",
+    "start_weights",
+    multiple=True,
+    callback=_broker_weights,
+    metavar="SERVICE:V=W,...",
+    help="A service's traffic split to start with (as `cluster route` sets it), e.g. "
+    "predictor:1=90,2=10; repeat it for each service.",
+)
 @heartbeat_options
 @log_level_option
 def broker(**options: Any) -> None:
@@ -394,7 +450,10 @@ def broker(**options: Any) -> None:
     batch_io_threads()
 
     def run() -> int:
-        config = BrokerConfig(link=take_link(options, create_token=True), **options)
+        weights = options.pop("start_weights")
+        config = BrokerConfig(
+            link=take_link(options, create_token=True), weights=weights, **options
+        )
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -807,6 +866,103 @@ def status(brokers: tuple[str, ...], as_json: bool, timeout_s: float, **options:
             return 0
 
     _run_guarded(watch if options["watch"] else run)
+
+
+def _each_broker(
+    brokers: tuple[str, ...], options: dict[str, Any], ask: Callable[..., Any]
+) -> Callable[[], int]:
+    """Run `ask(endpoint, keys)` at every broker, one line each; exit 1 when one failed (the
+    others did it)."""
+    from zeroserve.up import local_cluster
+
+    endpoints = brokers or (local_cluster() or "tcp://127.0.0.1:5555",)
+
+    def run() -> int:
+        keys = take_link(options).client_keys()
+        failed = 0
+        for endpoint in endpoints:
+            try:
+                click.echo(f"{endpoint}: {ask(endpoint, keys)}")
+            except ZeroserveError as exc:
+                failed += 1
+                click.echo(f"{endpoint}: error: {exc}", err=True)
+        return 1 if failed else 0
+
+    return run
+
+
+@main.command()
+@click.argument("service")
+@brokers_option(
+    None,
+    "frontend",
+    " (set it at every one) [default: the newest `cluster up` running on this machine, else "
+    "tcp://127.0.0.1:5555]",
+    required=False,
+)
+@click.option(
+    "--weights",
+    metavar="V=W,...",
+    default=None,
+    help="The split of new requests between versions, e.g. 1=90,2=10.",
+)
+@click.option(
+    "--newest",
+    is_flag=True,
+    help="Drop the split: the newest version with ready workers takes all new requests.",
+)
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.01), default=3.0)
+@curve_client_options
+@log_level_option
+def route(
+    service: str, brokers: tuple[str, ...], weights: str | None, newest: bool, **options: Any
+) -> None:
+    """Split SERVICE's new requests between its versions, at every broker."""
+    from zeroserve.common.status_client import set_weights
+
+    configure_logging(options["log_level"], "route")
+    if (weights is None) == (not newest):
+        raise click.UsageError("give --weights V=W,... or --newest")
+    split = parse_weights_text(weights) if weights is not None else {}
+    timeout_s = options.pop("timeout_s")
+
+    def ask(endpoint: str, keys: Any) -> str:
+        set_weights(endpoint, service, split, timeout_s, keys)
+        shown = ", ".join(f"version {v} {w}" for v, w in split.items())
+        return f"{service}: {shown or 'the newest version takes all'}"
+
+    _run_guarded(_each_broker(brokers, options, ask))
+
+
+@main.command()
+@click.argument("service")
+@brokers_option(
+    None,
+    "frontend",
+    " (tell every one) [default: the newest `cluster up` running on this machine, else "
+    "tcp://127.0.0.1:5555]",
+    required=False,
+)
+@click.option("--version", "version", required=True, metavar="LABEL", help="The version to drain.")
+@click.option("--timeout", "timeout_s", type=click.FloatRange(min=0.01), default=3.0)
+@curve_client_options
+@log_level_option
+def drain(service: str, brokers: tuple[str, ...], version: str, **options: Any) -> None:
+    """Retire a version of SERVICE: its workers finish what they hold, take nothing new, and
+    stop (their launchers exit 0 once all their processes have)."""
+    from zeroserve.common.protocol import VERSION_LABEL
+    from zeroserve.common.status_client import retire
+
+    configure_logging(options["log_level"], "drain")
+    if not VERSION_LABEL.match(version):
+        raise click.BadParameter("1 to 64 letters, digits and . _ + -", param_hint="--version")
+    timeout_s = options.pop("timeout_s")
+
+    def ask(endpoint: str, keys: Any) -> str:
+        told = retire(endpoint, service, version, timeout_s, keys)
+        return f"{service} version {version}: {told} worker(s) draining"
+
+    _run_guarded(_each_broker(brokers, options, ask))
 
 
 @main.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from zeroserve.common.snapshot import LauncherStatus, Snapshot, WorkerStatus
+from zeroserve.common.snapshot import LauncherStatus, ServiceStatus, Snapshot, WorkerStatus
 
 
 def _table(headers: list[str], rows: list[list[Any]]) -> list[str]:
@@ -72,6 +72,19 @@ def _host_pid(record: WorkerStatus | LauncherStatus) -> tuple[str, int]:
     return record["host"], record["pid"]
 
 
+def versions_shown(service: ServiceStatus) -> str:
+    """Its versions with their ready workers, and how new requests split between them:
+    ``1:2 2:1 (weights 1=90,2=10)``, or ``(newest 2)`` without weights."""
+    versions = service.get("versions") or {}
+    if not versions:
+        return "-"
+    counts = " ".join(f"{v}:{n}" for v, n in versions.items())  # the broker's order, oldest first
+    weights = service.get("weights") or {}
+    if weights:
+        return f"{counts} (weights {','.join(f'{v}={w}' for v, w in weights.items())})"
+    return f"{counts} (newest {service.get('newest') or '-'})"
+
+
 def format_status(snapshot: Snapshot, rates: dict[str, float] | None = None) -> str:
     """The snapshot as tables; with `rates`, a REQ/S column per worker."""
     broker = snapshot["broker"]
@@ -84,8 +97,8 @@ def format_status(snapshot: Snapshot, rates: dict[str, float] | None = None) -> 
     lines.append(f"workers ({len(workers)})")
     if workers:
         headers = [
-            "HOST", "PID", "SERVICE", "DEVICE", "THREADS", "STATE", "FREE", "IN FLIGHT", "DONE",
-            "HEARTBEAT",
+            "HOST", "PID", "SERVICE", "VERSION", "DEVICE", "THREADS", "STATE", "FREE", "IN FLIGHT",
+            "DONE", "HEARTBEAT",
         ]  # fmt: skip
         if rates is not None:
             headers.append("REQ/S")
@@ -95,6 +108,7 @@ def format_status(snapshot: Snapshot, rates: dict[str, float] | None = None) -> 
                 w["host"],
                 w["pid"],
                 w["service"],
+                w.get("model_version") or "-",
                 w["device"] or "-",
                 w["info"].get("threads_per_process") or "-",
                 w["state"],
@@ -113,7 +127,7 @@ def format_status(snapshot: Snapshot, rates: dict[str, float] | None = None) -> 
     lines += ["", f"services ({len(services)})"]
     if services:
         lines += _table(
-            ["SERVICE", "ROUTES", "WORKERS", "READY", "QUEUED", "IN FLIGHT"],
+            ["SERVICE", "ROUTES", "WORKERS", "READY", "QUEUED", "IN FLIGHT", "VERSIONS"],
             [
                 [
                     name,
@@ -122,6 +136,7 @@ def format_status(snapshot: Snapshot, rates: dict[str, float] | None = None) -> 
                     s["ready"],
                     s["queued"],
                     s["in_flight"],
+                    versions_shown(s),
                 ]
                 for name, s in sorted(services.items())
             ],

@@ -74,8 +74,11 @@ class ServingLoop:
         on_failed: Callable[[], None],
         keys: CurveKeys | None = None,
         context: zmq.Context | None = None,
+        version: str = "1",
     ) -> None:
         self.pipeline = pipeline
+        #: Added to every answer: the version of its service this worker serves.
+        self.version_header = {p.VERSION_HEADER: version}
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
         self.endpoints = endpoints
@@ -322,7 +325,10 @@ class ServingLoop:
         True when the job has ended."""
         if self.jobs.get(job.key) is not job:
             return True
-        for command, meta, body in outs:
+        for command, given, body in outs:
+            meta = given
+            if meta and "status" in meta:  # an answer's first message: it names the version
+                meta = {**meta, "headers": {**meta.get("headers", {}), **self.version_header}}
             self._send(job.link, p.answer(command, job.client, job.rid, meta, body))
             if command in p.TERMINAL:
                 if job.span is not None:
