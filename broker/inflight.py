@@ -119,6 +119,7 @@ class Inflight:
                 self.policy.retry_after_s,
             )
             return
+        version: str | None
         pinned = meta.get("version")
         if isinstance(pinned, str) and pinned:
             if not service.serves_version(pinned):

@@ -345,8 +345,8 @@ class ServiceRecord:
                     return best
         ready = self._ready.get(version)
         while ready:
-            _, _, version, worker = ready[0]
-            if version == worker._version:
+            _, _, stamp, worker = ready[0]
+            if stamp == worker._version:
                 return worker
             heapq.heappop(ready)
         return None
