@@ -146,15 +146,21 @@ class EchoChatAPI(LitAPI):
 
 
 class AsyncChatAPI(LitAPI):
-    """An async generator chat model: each word after awaiting a remote model."""
+    """An async generator chat model: each word after awaiting a remote model; a system
+    message "gate:PATH" holds the words after the first until that file exists."""
 
     #: What the remote model takes per word (not a wait in a test).
     word_s = 0.1
 
     async def predict(self, messages: list[dict[str, Any]]) -> Any:
+        gates = [m["content"][5:] for m in messages if m["content"].startswith("gate:")]
         for n, word in enumerate(messages[-1]["content"].split()):
             await asyncio.sleep(self.word_s)
             yield word if n == 0 else " " + word
+            for gate in gates:
+                deadline = time.monotonic() + 30
+                while not Path(gate).exists() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # poll
 
 
 class UsageChatAPI(LitAPI):
