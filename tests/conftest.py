@@ -1,11 +1,55 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from cluster import Cluster
+
+#: Test files whose tests run on one worker: they share a module-scoped cluster or servers
+#: (started once there, not once per worker), or a fixed port and file.
+ONE_WORKER_FILES = {
+    "tests/test_http1.py",
+    "tests/test_openai.py",
+    "tests/test_oracle_answers.py",
+    "tests/test_oracle_auth.py",
+    "tests/test_oracle_middlewares.py",
+    # LitServe's e2e scripts serve on port 8000 and write client.py in the suite's folder.
+    "tests/litserve_suite/tests/e2e/test_e2e.py",
+}
+
+#: Test files run one after the other on a single worker, never beside each other: each
+#: loads the machine as a whole (a chaos run, hundreds of simulated workers, a browser).
+HEAVY_FILES = {
+    "tests/test_chaos.py",
+    "tests/test_status_scale.py",
+    "tests/test_dashboard.py",
+}
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """`-n auto`: twice the usable cores, as most tests wait on the processes they start."""
+    return 2 * len(os.sched_getaffinity(0))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """`--dist loadscope` as this suite needs it: each test on its own (the best balance),
+    except those of ONE_WORKER_FILES, each file together, and HEAVY_FILES, all together.
+    (pytest-xdist's `xdist_group` marks do not work with pytest 9.2, which fixed node ids.)"""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Scheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if path in HEAVY_FILES:
+                return "heavy"
+            return path if path in ONE_WORKER_FILES else nodeid
+
+    return Scheduling(config, log)  # type: ignore[arg-type]
 
 
 @pytest.fixture
