@@ -11,6 +11,7 @@ from cluster import Cluster
 #: Test files whose tests run on one worker: they share a module-scoped cluster or servers
 #: (started once there, not once per worker), or a fixed port and file.
 ONE_WORKER_FILES = {
+    "tests/test_hostile.py",
     "tests/test_http1.py",
     "tests/test_openai.py",
     "tests/test_oracle_answers.py",
@@ -20,13 +21,16 @@ ONE_WORKER_FILES = {
     "tests/litserve_suite/tests/e2e/test_e2e.py",
 }
 
-#: Test files run one after the other on a single worker, never beside each other: each
-#: loads the machine as a whole (a chaos run, hundreds of simulated workers, a browser).
-HEAVY_FILES = {
+#: Tests run one after the other on a single worker, never beside each other (node id
+#: prefixes): those that load the machine as a whole (a chaos run, hundreds of simulated
+#: workers, a browser), and LitServe's whose wall-clock bounds count their server's start.
+ONE_AFTER_ANOTHER = (
     "tests/test_chaos.py",
     "tests/test_status_scale.py",
     "tests/test_dashboard.py",
-}
+    "tests/litserve_suite/tests/unit/test_simple.py::test_workers_health",
+    "tests/litserve_suite/tests/unit/test_openai_embedding.py::test_openai_embedding_spec_with_batching",
+)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -36,7 +40,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`--dist loadscope` as this suite needs it: each test on its own (the best balance),
-    except those of ONE_WORKER_FILES, each file together, and HEAVY_FILES, all together.
+    except those of ONE_WORKER_FILES, each file together, and ONE_AFTER_ANOTHER, all together.
     (pytest-xdist's `xdist_group` marks do not work with pytest 9.2, which fixed node ids.)"""
     if config.getvalue("dist") != "loadscope":
         return None
@@ -44,9 +48,9 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
 
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(ONE_AFTER_ANOTHER):
+                return "one after another"
             path = nodeid.split("::", 1)[0]
-            if path in HEAVY_FILES:
-                return "heavy"
             return path if path in ONE_WORKER_FILES else nodeid
 
     return Scheduling(config, log)  # type: ignore[arg-type]
