@@ -22,15 +22,42 @@ ONE_WORKER_FILES = {
 }
 
 #: Tests run one after the other on a single worker, never beside each other (node id
-#: prefixes): those that load the machine as a whole (a chaos run, hundreds of simulated
-#: workers, a browser), and LitServe's whose wall-clock bounds count their server's start.
+#: prefixes): they load the machine as a whole (a chaos run, hundreds of simulated workers,
+#: a browser).
 ONE_AFTER_ANOTHER = (
     "tests/test_chaos.py",
     "tests/test_status_scale.py",
     "tests/test_dashboard.py",
+)
+
+#: Tests run last, one after the other, when the other workers are done: LitServe's whose
+#: wall-clock bounds count their server's start (tests/litserve_suite/conftest.py).
+LAST = (
     "tests/litserve_suite/tests/unit/test_simple.py::test_workers_health",
     "tests/litserve_suite/tests/unit/test_openai_embedding.py::test_openai_embedding_spec_with_batching",
 )
+
+
+def _scope(nodeid: str) -> str:
+    """What runs together on one worker: a test alone, or its file, or its group."""
+    if nodeid.startswith(LAST):
+        return "last"
+    if nodeid.startswith(ONE_AFTER_ANOTHER):
+        return "one after another"
+    path = nodeid.split("::", 1)[0]
+    return path if path in ONE_WORKER_FILES else nodeid
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The groups first (the longest), then single tests, and LAST at the end: the workers
+    take the tests in this order."""
+
+    def rank(item: pytest.Item) -> int:
+        scope = _scope(item.nodeid)
+        return 2 if scope == "last" else 1 if scope == item.nodeid else 0
+
+    items.sort(key=rank)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
@@ -40,18 +67,18 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
     """`--dist loadscope` as this suite needs it: each test on its own (the best balance),
-    except those of ONE_WORKER_FILES, each file together, and ONE_AFTER_ANOTHER, all together.
+    except those of ONE_WORKER_FILES, each file together, and of ONE_AFTER_ANOTHER and LAST,
+    each group together, in the order pytest_collection_modifyitems gives.
     (pytest-xdist's `xdist_group` marks do not work with pytest 9.2, which fixed node ids.)"""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
+    config.option.loadscopereorder = False
+
     class Scheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            if nodeid.startswith(ONE_AFTER_ANOTHER):
-                return "one after another"
-            path = nodeid.split("::", 1)[0]
-            return path if path in ONE_WORKER_FILES else nodeid
+            return _scope(nodeid)
 
     return Scheduling(config, log)  # type: ignore[arg-type]
 

@@ -83,8 +83,8 @@ BY_DESIGN = {
 #: LitServe's tests whose assertions are wall-clock bounds that count the start of the
 #: server's processes: a worker ready within 4 s of the server's start (its setup sleeps 2 s),
 #: ten 2-second batches answered within 20 s of it. On a loaded machine (the suite's own
-#: parallel workers) a start can outlast them: they run one after the other (tests/conftest.py,
-#: ONE_AFTER_ANOTHER), and are tried again, as LitServe's own suite does with its timing-bound
+#: parallel workers) a start can outlast them: they run last, one after the other
+#: (tests/conftest.py, LAST), and are tried again, as LitServe's own suite does with its timing-bound
 #: tests (flaky(retries=3), pytest-retry).
 TIMING_BOUND = {
     "test_workers_health",
