@@ -146,15 +146,21 @@ class EchoChatAPI(LitAPI):
 
 
 class AsyncChatAPI(LitAPI):
-    """An async generator chat model: each word after awaiting a remote model."""
+    """An async generator chat model: each word after awaiting a remote model; a system
+    message "gate:PATH" holds the words after the first until that file exists."""
 
     #: What the remote model takes per word (not a wait in a test).
     word_s = 0.1
 
     async def predict(self, messages: list[dict[str, Any]]) -> Any:
+        gates = [m["content"][5:] for m in messages if m["content"].startswith("gate:")]
         for n, word in enumerate(messages[-1]["content"].split()):
             await asyncio.sleep(self.word_s)
             yield word if n == 0 else " " + word
+            for gate in gates:
+                deadline = time.monotonic() + 30
+                while not Path(gate).exists() and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)  # poll
 
 
 class UsageChatAPI(LitAPI):
@@ -252,18 +258,25 @@ class AsyncSleepAPI(LitAPI):
             raise HTTPException(422, "send a JSON object")
         return request
 
+    #: How many predicts await at once now, and at most so far, in this process.
+    awaiting = most_awaiting = 0
+
     async def predict(self, x: dict[str, Any]) -> dict[str, Any]:
         if x.get("block"):
             time.sleep(float(x["block"]))  # the mistake under test: a blocking call in async def
         if x.get("op") == "fail":
             raise ValueError("boom")
+        self.awaiting += 1
+        self.most_awaiting = max(self.most_awaiting, self.awaiting)
         try:
             await asyncio.sleep(float(x.get("seconds", 0)))
         except asyncio.CancelledError:
             if x.get("progress"):
                 Path(x["progress"]).write_text("cancelled")
             raise
-        return {"echo": x.get("value"), "pid": os.getpid()}
+        finally:
+            self.awaiting -= 1
+        return {"echo": x.get("value"), "pid": os.getpid(), "most_awaiting": self.most_awaiting}
 
     async def encode_response(self, output: Any) -> Any:
         return output
@@ -292,9 +305,17 @@ class AsyncBatchAPI(LitAPI):
     #: What the remote service takes per batch (not a wait in a test).
     remote_s = 0.5
 
+    #: How many batches await at once now, and at most so far, in this process.
+    awaiting = most_awaiting = 0
+
     async def predict(self, xs: list[Any]) -> list[dict[str, Any]]:
-        await asyncio.sleep(self.remote_s)
-        return [{"value": x["value"], "batch": len(xs)} for x in xs]
+        self.awaiting += 1
+        self.most_awaiting = max(self.most_awaiting, self.awaiting)
+        try:
+            await asyncio.sleep(self.remote_s)
+        finally:
+            self.awaiting -= 1
+        return [{"value": x["value"], "batch": len(xs), "most": self.most_awaiting} for x in xs]
 
 
 class CountingSteps(LitAPI):

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import requests
 
-from apis import AsyncBatchAPI
 from cluster import Cluster, wait_until, worker_pids
 
 
@@ -27,8 +26,10 @@ def test_awaits_of_one_process_overlap(cluster: Cluster) -> None:
     assert [a.status_code for a in answers] == [200] * 32
     assert [a.json()["echo"] for a in answers] == list(range(32))
     assert len({a.json()["pid"] for a in answers}) == 1
-    # One after the other they would take 9.6 s.
-    assert took_s < 1.5, took_s
+    # The process says how many of its predicts awaited at once; one after the other, they
+    # would take 9.6 s (half of it: a bound with room for a loaded machine).
+    assert max(a.json()["most_awaiting"] for a in answers) >= 4
+    assert took_s < 4.8, took_s
 
 
 def test_async_streams_overlap(cluster: Cluster) -> None:
@@ -44,16 +45,16 @@ def test_async_streams_overlap(cluster: Cluster) -> None:
         streams = list(pool.map(stream, range(8)))
     took_s = time.monotonic() - began
     assert streams == [[{"i": k, "value": i} for k in range(4)] for i in range(8)]
-    assert took_s < 2.5, took_s  # one after the other: 6.4 s
+    assert took_s < 3.2, took_s  # one after the other: 6.4 s (half: room for a loaded machine)
 
 
 def test_async_batches_form_while_others_run(cluster: Cluster) -> None:
     cluster.up("AsyncBatchAPI")
-    answers, took_s = timed_posts(cluster, [{"value": i} for i in range(16)])
+    answers, _ = timed_posts(cluster, [{"value": i} for i in range(16)])
     assert [a.json()["value"] for a in answers] == list(range(16))
     assert max(a.json()["batch"] for a in answers) > 1
-    # At least four batches: one after the other they would take four remote calls.
-    assert took_s < 2.8 * AsyncBatchAPI.remote_s, took_s
+    # At least four batches, and the process says that some of them awaited at once.
+    assert max(a.json()["most"] for a in answers) > 1
 
 
 def test_a_client_that_leaves_cancels_its_awaiting_predict(

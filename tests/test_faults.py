@@ -136,7 +136,8 @@ def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
         cluster.stop(broker, signal.SIGKILL)
         killed_at = time.monotonic()
         wait_until(lambda: cluster.health() == 503, what="the frontend to see the loss")
-        assert time.monotonic() - killed_at < 1.0, "the loss waited for the heartbeats"
+        # Heartbeats would take 6 s (3 of 2 s) to tell.
+        assert time.monotonic() - killed_at < 3.0, "the loss waited for the heartbeats"
         came_after = pool.submit(cluster.post, {"value": 1}, timeout=30)
         assert "the connection to the broker at" in cluster.logs()
         cluster.broker(*slow, ports=ports)  # type: ignore[arg-type]

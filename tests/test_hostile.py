@@ -9,6 +9,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import msgpack
+import pytest
 import requests
 import zmq
 from hypothesis import given, settings
@@ -63,9 +64,16 @@ def test_any_metadata_is_a_map_or_a_protocol_error(value: object) -> None:
         parse_ready(meta)
 
 
-def test_hostile_http(cluster: Cluster) -> None:
-    cluster.up("EchoAPI", frontend_args=("--max-body", "4096"))
-    url = cluster.url()
+@pytest.fixture(scope="module")
+def echo(module_cluster: Cluster) -> Cluster:
+    """Two echo workers behind a frontend, for the tests that send it hostile input but neither
+    stop nor reconfigure it."""
+    module_cluster.up("EchoAPI", 2, frontend_args=("--max-body", "4096"))
+    return module_cluster
+
+
+def test_hostile_http(echo: Cluster) -> None:
+    url = echo.url()
     wrong_type = requests.post(
         url, data=b"hello", headers={"Content-Type": "text/plain"}, timeout=5
     )
@@ -76,7 +84,7 @@ def test_hostile_http(cluster: Cluster) -> None:
     assert bad_utf8.status_code == 400 and "malformed JSON" in bad_utf8.json()["detail"]
     not_json = requests.post(url, data=b"\x00" * 100, headers={"Content-Type": "application/json"})
     assert not_json.status_code == 400
-    with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
+    with socket.create_connection(("127.0.0.1", echo.http_port)) as s:
         s.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n")
         s.settimeout(5)
         try:
@@ -85,18 +93,17 @@ def test_hostile_http(cluster: Cluster) -> None:
             # Closed with the rest of the header unread: the kernel resets instead of a FIN.
             answer = b""
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
-    with socket.create_connection(("127.0.0.1", cluster.http_port)) as s:
+    with socket.create_connection(("127.0.0.1", echo.http_port)) as s:
         s.sendall(b"GARBAGE\r\n\r\n")
         s.settimeout(5)
         answer = s.recv(1024)
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer
-    assert cluster.post({"value": "unharmed"}).json()["echo"] == "unharmed"
+    assert echo.post({"value": "unharmed"}).json()["echo"] == "unharmed"
 
 
-def test_many_concurrent_connections(cluster: Cluster) -> None:
-    cluster.up("EchoAPI", 2)
+def test_many_concurrent_connections(echo: Cluster) -> None:
     summary = run_bench(
-        BenchConfig(url=cluster.url(), concurrency=300, duration_s=3, warmup_s=0.5)
+        BenchConfig(url=echo.url(), concurrency=300, duration_s=3, warmup_s=0.5)
     ).summary()
     assert summary["ok"] > 0 and set(summary["statuses"]) == {"200"}, summary
     assert not summary["errors"], summary
@@ -109,9 +116,8 @@ def _dealer(endpoint: str) -> zmq.Socket:
     return sock
 
 
-def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
-    cluster.up("EchoAPI")
-    front = _dealer(cluster.frontend_endpoint)
+def test_bad_frames_get_answers_where_they_can(echo: Cluster) -> None:
+    front = _dealer(echo.frontend_endpoint)
     try:
         front.send_multipart([b"ZS01", p.HEARTBEAT, b""])
         assert front.poll(5000)
@@ -126,7 +132,7 @@ def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
         assert args[0] == b"rid-1" and p.unpack_meta(args[1])["status"] == 400
     finally:
         front.close()
-    back = _dealer(cluster.backend_endpoint)
+    back = _dealer(echo.backend_endpoint)
     try:
         # A reply for a request nobody sent, from a worker nobody knows: dropped and counted;
         # that worker's heartbeat is told to announce itself.
@@ -137,9 +143,9 @@ def test_bad_frames_get_answers_where_they_can(cluster: Cluster) -> None:
         assert command == p.ANNOUNCE
     finally:
         back.close()
-    counters = (cluster.status() or {})["counters"]
+    counters = (echo.status() or {})["counters"]
     assert counters.get("dropped_answers", 0) >= 1
-    assert cluster.post({"value": "still"}).json()["echo"] == "still"
+    assert echo.post({"value": "still"}).json()["echo"] == "still"
 
 
 def test_random_frames_while_real_traffic_flows(cluster: Cluster) -> None:
@@ -287,11 +293,10 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
         impostor.close()
 
 
-def test_a_worker_answer_that_is_not_valid_http_is_a_502(cluster: Cluster) -> None:
+def test_a_worker_answer_that_is_not_valid_http_is_a_502(echo: Cluster) -> None:
     """Headers a worker sets cannot split the answer; the client gets 502, nobody else is hurt."""
-    cluster.up("EchoAPI")
     fine = {"status_code": 201, "media_type": "text/plain", "headers": {"X-Model": "v2"}}
-    answer = cluster.post({"value": {"response": fine}})
+    answer = echo.post({"value": {"response": fine}})
     assert (answer.status_code, answer.headers["Content-Type"]) == (
         201,
         "text/plain; charset=utf-8",
@@ -303,7 +308,7 @@ def test_a_worker_answer_that_is_not_valid_http_is_a_502(cluster: Cluster) -> No
         {"headers": {"Bad Name": "x"}},
         {"status_code": 99},
     ):
-        answer = cluster.post({"value": {"response": bad}}, timeout=5)
+        answer = echo.post({"value": {"response": bad}}, timeout=5)
         assert answer.status_code == 502, bad
         assert "X-Injected" not in answer.headers
-    assert cluster.post({"value": "still"}).json()["echo"] == "still"
+    assert echo.post({"value": "still"}).json()["echo"] == "still"

@@ -75,10 +75,11 @@ def closed_by_server(sock: socket.socket, timeout_s: float = 10) -> bool:
     return True
 
 
-@pytest.fixture
-def frontend(cluster: Cluster) -> Cluster:
-    cluster.up("EchoAPI", frontend_args=("--idle-timeout", "2", "--max-body", "100000"))
-    return cluster
+@pytest.fixture(scope="module")
+def frontend(module_cluster: Cluster) -> Cluster:
+    """One cluster for the tests that only talk to its frontend."""
+    module_cluster.up("EchoAPI", frontend_args=("--idle-timeout", "2", "--max-body", "100000"))
+    return module_cluster
 
 
 def connect(cluster: Cluster) -> socket.socket:
@@ -140,10 +141,9 @@ def test_connection_close_and_http_1_0(frontend: Cluster) -> None:
         assert read_answers(s, 1)[0][1]["echo"] == 2
 
 
-def test_a_stream_is_chunked(frontend: Cluster) -> None:
-    frontend.stop_all()
-    frontend.up("StreamAPI")
-    with connect(frontend) as s:
+def test_a_stream_is_chunked(cluster: Cluster) -> None:
+    cluster.up("StreamAPI")
+    with connect(cluster) as s:
         s.sendall(post(b'{"n": 3}'))
         s.settimeout(10)
         data = b""
@@ -225,17 +225,24 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(frontend: Clu
         assert 1.5 <= time.monotonic() - began <= 6  # --idle-timeout 2, swept each half second
 
 
+def left_mid_answer(cluster: Cluster) -> float:
+    """The frontend's count of /predict answers its client did not wait for (499)."""
+    text = requests.get(cluster.url("/metrics"), timeout=5).text
+    line = 'zeroserve_http_requests_total{route="/predict",status="499"} '
+    counts = [float(row[len(line) :]) for row in text.splitlines() if row.startswith(line)]
+    return counts[0] if counts else 0.0
+
+
 def test_a_client_that_leaves_mid_answer_is_counted_as_499(frontend: Cluster) -> None:
+    before = left_mid_answer(frontend)
     with connect(frontend) as s:
         s.sendall(post(b'{"op": "sleep", "seconds": 1.5, "value": 1}'))
         wait_until(
             lambda: (frontend.status() or {}).get("broker", {}).get("requests_held") == 1,
             what="the request to reach the worker before its client goes",
         )
-
-    def counted() -> bool:
-        text = requests.get(frontend.url("/metrics"), timeout=5).text
-        return 'zeroserve_http_requests_total{route="/predict",status="499"} 1.0' in text
-
-    wait_until(counted, what="the frontend to count the client that left")
+    wait_until(
+        lambda: left_mid_answer(frontend) == before + 1,
+        what="the frontend to count the client that left",
+    )
     assert frontend.post({"value": 2}).json()["echo"] == 2

@@ -6,15 +6,19 @@ import contextlib
 import json
 import os
 import selectors
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
+import pytest
 import requests
 
 from cluster import ROOT, api, free_port, run_cli, wait_until
@@ -43,9 +47,20 @@ def _dead_socket_dir(parent: Path, name: str) -> Path:
     return folder
 
 
-def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary folder whose path leaves room for Unix sockets (`cluster up` falls back to
+    TCP past 90 characters): pytest's own, deeper under xdist (popen-gwN), may not."""
+    folder = Path(tempfile.mkdtemp(prefix="zs-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path, short_tmp: Path) -> None:
     port = free_port()
-    left_by_a_kill = _dead_socket_dir(tmp_path, "zeroserve-k1")
+    left_by_a_kill = _dead_socket_dir(short_tmp, "zeroserve-k1")
     with open(tmp_path / "up.log", "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "zeroserve", "up", "--port", str(port), "--workers", "2"],
@@ -54,14 +69,14 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
             text=True,
             cwd=ROOT,
             start_new_session=True,
-            env={**os.environ, "TMPDIR": str(tmp_path)},
+            env={**os.environ, "TMPDIR": str(short_tmp)},
         )
     try:
         line = _read_line_with(proc, "serving on", 60)
         # The broker listens on Unix sockets in a folder only this user may enter; what a
         # killed one left was removed at start.
         assert not left_by_a_kill.exists()
-        (socket_dir,) = tmp_path.glob("zeroserve-*")
+        (socket_dir,) = short_tmp.glob("zeroserve-*")
         assert socket_dir.stat().st_mode & 0o777 == 0o700
         assert sorted(p.name for p in socket_dir.iterdir()) == ["frontends", "workers"]
         assert f"http://127.0.0.1:{port}" in line
@@ -73,20 +88,20 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path) -> None:
                 capture_output=True,
                 text=True,
                 timeout=30,
-                env={**os.environ, "TMPDIR": str(tmp_path)},
+                env={**os.environ, "TMPDIR": str(short_tmp)},
                 check=False,
             )
             return len(json.loads(status.stdout)["workers"]) if status.returncode == 0 else 0
 
         wait_until(lambda: workers_shown() == 2, what="plain `cluster status` to find it")
         # A newer folder of a dead one is passed over, and the text says which cluster it is.
-        _dead_socket_dir(tmp_path, "zeroserve-k2")
+        _dead_socket_dir(short_tmp, "zeroserve-k2")
         shown = subprocess.run(
             [sys.executable, "-m", "zeroserve", "status"],
             capture_output=True,
             text=True,
             timeout=30,
-            env={**os.environ, "TMPDIR": str(tmp_path)},
+            env={**os.environ, "TMPDIR": str(short_tmp)},
             check=True,
         )
         assert shown.stdout.splitlines()[0] == f"broker ipc://{socket_dir}/frontends"

@@ -80,8 +80,24 @@ BY_DESIGN = {
 }
 
 
+#: LitServe's tests whose assertions are wall-clock bounds that count the start of the
+#: server's processes: a worker ready within 4 s of the server's start (its setup sleeps 2 s),
+#: ten 2-second batches answered within 20 s of it. On a loaded machine (the suite's own
+#: parallel workers) a start can outlast them: they run last, one after the other
+#: (tests/conftest.py, LAST), and are tried again, as LitServe's own suite does with its timing-bound
+#: tests (flaky(retries=3), pytest-retry).
+TIMING_BOUND = {
+    "test_workers_health",
+    "test_workers_health_custom_path",
+    "test_workers_health_with_async_health_method",
+    "test_openai_embedding_spec_with_batching",
+}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
+        if item.originalname in TIMING_BOUND and str(SUITE) in str(item.fspath):
+            item.add_marker(pytest.mark.flaky(retries=2))
         reason = BY_DESIGN.get(item.originalname)
         if reason is not None and str(SUITE) in str(item.fspath):
             item.add_marker(pytest.mark.skip(reason=f"by design: {reason}"))
