@@ -501,14 +501,21 @@ class Broker:
         chosen = [
             w for w in (service.workers.values() if service else ()) if w.model_version == version
         ]
+        if not chosen:
+            known = ", ".join(sorted(self.registry.services)) or "none"
+            what = (
+                f"no worker of {name!r} has version {version!r} here"
+                if service is not None
+                else f"no service {name!r} here (services: {known})"
+            )
+            return {"error": what}
         for worker in chosen:
             if not worker.draining:
                 self.registry.service_of(worker).set_serving(worker, draining=True)
             self._send(self.backend, p.retire_worker(worker.heartbeat_to))
-        if chosen:
-            self._routes_dirty = True
-            assert service is not None
-            self.inflight.dispatch(service)  # its waiting requests go to another version
+        self._routes_dirty = True
+        assert service is not None
+        self.inflight.dispatch(service)  # its waiting requests go to another version
         log.info("version %s of %r drains: %d worker(s) told", version, name, len(chosen))
         return {"service": name, "version": version, "workers": len(chosen)}
 

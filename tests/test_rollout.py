@@ -137,6 +137,14 @@ def test_without_weights_the_newest_version_takes_all_and_a_request_may_pin_one(
     assert (refused.status_code, refused.headers["X-Model-Version"]) == (418, "10")
     table = run_cli("status", "--broker", cluster.frontend_endpoint)
     assert "9:1 10:1 (newest 10)" in table.stdout, table.stdout
+    # A misspelt service: a drain says so and fails; a split is kept for it, with a word.
+    broker = ("--broker", cluster.frontend_endpoint)
+    typo = run_cli("drain", "EchoAP", *broker, "--version", "9")
+    assert typo.returncode == 1 and "no service 'EchoAP' here (services: EchoAPI)" in typo.stderr
+    nothing = run_cli("drain", "EchoAPI", *broker, "--version", "8")
+    assert nothing.returncode == 1 and "no worker of 'EchoAPI' has version '8'" in nothing.stderr
+    kept = run_cli("route", "EchoAP", *broker, "--weights", "1=100")
+    assert kept.returncode == 0 and "no worker of it has joined" in kept.stdout, kept.stderr
 
 
 def test_the_version_is_the_flag_else_the_apis_attribute_else_1() -> None:

@@ -918,7 +918,7 @@ def route(
     service: str, brokers: tuple[str, ...], weights: str | None, newest: bool, **options: Any
 ) -> None:
     """Split SERVICE's new requests between its versions, at every broker."""
-    from zeroserve.common.status_client import set_weights
+    from zeroserve.common.status_client import fetch_status, set_weights
 
     configure_logging(options["log_level"], "route")
     if (weights is None) == (not newest):
@@ -929,7 +929,12 @@ def route(
     def ask(endpoint: str, keys: Any) -> str:
         set_weights(endpoint, service, split, timeout_s, keys)
         shown = ", ".join(f"version {v} {w}" for v, w in split.items())
-        return f"{service}: {shown or 'the newest version takes all'}"
+        said = f"{service}: {shown or 'the newest version takes all'}"
+        known = fetch_status(endpoint, timeout_s, keys)["services"].get(service)
+        if known is None or not known["workers"]:
+            # Kept for when it joins (a broker may be set up first), but it may be a typo.
+            said += " (kept; no worker of it has joined this broker yet)"
+        return said
 
     _run_guarded(_each_broker(brokers, options, ask))
 
