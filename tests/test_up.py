@@ -291,8 +291,15 @@ def test_up_passes_its_version_on_and_every_answer_names_it(tmp_path) -> None:
     try:
         answer = requests.post(f"http://127.0.0.1:{port}/predict", json={"value": 1}, timeout=10)
         assert (answer.json()["echo"], answer.headers["X-Model-Version"]) == (1, "3")
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
+        # Draining the version it runs ends `cluster up`, 0, saying why.
+        (broker,) = [c.cmdline() for c in family if "broker" in c.cmdline()]
+        endpoint = broker[broker.index("--frontend-bind") + 1]
+        out = run_cli("drain", "EchoAPI", "--broker", endpoint, "--version", "3")
+        assert out.returncode == 0 and "1 worker(s) draining" in out.stdout, out.stderr
+        assert proc.wait(30) == 0
+        log = (tmp_path / "up.log").read_text()
+        assert "its workers were drained (`cluster drain`): stopping" in log, log[-2000:]
+        assert "exited with code" not in log, log[-2000:]
     finally:
         _kill_family(proc, family)
     out = run_cli("up", "--api", api("EchoAPI"), "--version", "a b", "--port", "1")

@@ -207,6 +207,10 @@ class Up:
             for child in self.children:
                 if child.poll() is not None:
                     name = str(child.args[3] if isinstance(child.args, list) else child.args)
+                    if name == "worker" and child.returncode == 0:
+                        # A launcher ends by itself, 0, only once `cluster drain` drained it.
+                        log.info("its workers were drained (`cluster drain`): stopping")
+                        return 0
                     said = read_exit_report(self._exit_reports.get(child.pid, ""))
                     meaning = MEANINGS.get(child.returncode)
                     why = f": it {meaning}" if meaning else ""
