@@ -20,9 +20,8 @@ REFUSED_BACKOFF_MAX_S, not by ZeroMQ many times a second. A broker host name
 that does not resolve is said once too, and tried again each heartbeat (names
 of containers and services often resolve only once they are up).
 
-The socket is a plain pyzmq socket read through ``loop.add_reader`` on its
-edge-triggered FD: the reader drains until EAGAIN, and every send schedules
-one more drain, because a send can swallow the FD's edge.
+The socket is a plain pyzmq socket read by ``frames.EdgeReader`` on its
+edge-triggered FD.
 """
 
 from __future__ import annotations
@@ -41,14 +40,12 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
-from zeroserve.common.frames import has_input, recv_frames, send_frames
+from zeroserve.common.frames import EdgeReader, has_input, send_frames
 from zeroserve.common.link import LinkConfig, silence_limit_s
 from zeroserve.common.logs import LogThrottle
 from zeroserve.common.security import CurveKeys
 
 log = logging.getLogger(__name__)
-
-DRAIN_BATCH = 512
 
 
 #: Messages a DEALER to the broker may queue either way before sends are refused.
@@ -162,7 +159,7 @@ class BrokerConnection:
         self.dropped = False
         self._refused_log = LogThrottle(30.0)
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._drain_scheduled = False
+        self._reader: EdgeReader | None = None
         self._task: asyncio.Task | None = None
         self._closed = False
         self._bad_log = LogThrottle()
@@ -211,13 +208,12 @@ class BrokerConnection:
         self.dropped = self._handshaken = False
         self._expires_at = time.monotonic() + self._expiry_s()
         assert self._loop is not None
-        self._loop.add_reader(sock.fileno(), self._drain)
+        self._reader = EdgeReader(self._loop, sock, self._receive)
         self._monitor = sock.get_monitor_socket(MONITORED)
         self._loop.add_reader(self._monitor.fileno(), self._read_monitor)
         # Events that came before the reader was in place raise no edge: look once.
         self._loop.call_soon(self._read_monitor)
         self.on_connect()
-        self._kick()
 
     def _shut(self) -> None:
         sock, self._sock = self._sock, None
@@ -229,8 +225,9 @@ class BrokerConnection:
                 sock.disable_monitor()
             monitor.close(0)
         if sock is not None:
-            if self._loop is not None:
-                self._loop.remove_reader(sock.fileno())
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
             sock.close()
 
     def _expiry_s(self) -> float:
@@ -249,24 +246,9 @@ class BrokerConnection:
             send_frames(sock, frames)
         except zmq.Again:
             return False
-        # A send may have taken in what arrived and with it the FD's edge: look, don't wait.
-        if has_input(sock):
-            self._kick()
+        if self._reader is not None:
+            self._reader.after_send()
         return True
-
-    def _kick(self) -> None:
-        if not self._drain_scheduled and self._loop is not None:
-            self._drain_scheduled = True
-            self._loop.call_soon(self._drain)
-
-    def _drain(self) -> None:
-        self._drain_scheduled = False
-        sock = self._sock
-        for _ in range(DRAIN_BATCH):
-            if sock is None or sock is not self._sock or not has_input(sock):
-                return
-            self._receive(recv_frames(sock))
-        self._kick()  # more may wait; let other callbacks run first
 
     def _receive(self, frames: list[bytes]) -> None:
         try:
@@ -349,7 +331,8 @@ class BrokerConnection:
                 self._expires_at = time.monotonic() + self._expiry_s()
                 log.debug("%s: connected to the broker at %s again", self.name, self.endpoint)
                 self.on_connect()
-                self._kick()
+                if self._reader is not None:
+                    self._reader.kick()
         elif event & HANDSHAKE_FAILED:
             # Without detail it may be a connection cut mid-handshake (a broker going down):
             # with keys it counts from the second in a row; without keys it is never about a

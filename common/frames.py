@@ -13,7 +13,8 @@ copied on its way out; the broker receives them without a copy too.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
@@ -63,3 +64,52 @@ def recv_frames(sock: zmq.Socket, *, block: bool = False, keep_large: bool = Fal
         part = _recv(sock, _NOBLOCK, False)
         parts.append(part if keep_large and len(part) >= ZERO_COPY_BYTES else part.bytes)
     return parts
+
+
+class EdgeReader:
+    """A socket read on an asyncio loop through ZeroMQ's edge-triggered descriptor.
+
+    The descriptor signals only a change, so the reader drains until nothing waits (a batch
+    at a time, so other callbacks run between), looks once when put in place (what came
+    before raised no edge), and once more after a send that took input in with it
+    (``after_send``): a send can swallow the edge.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        sock: zmq.Socket,
+        on_frames: Callable[[list[Any]], None],
+        batch: int = 512,
+    ) -> None:
+        self._loop, self._sock, self._on_frames, self._batch = loop, sock, on_frames, batch
+        self._due = self._closed = False
+        self._fd = sock.FD
+        loop.add_reader(self._fd, self._drain)
+        self.kick()
+
+    def kick(self) -> None:
+        """Look for input soon, whatever the descriptor says."""
+        if not self._due and not self._closed:
+            self._due = True
+            self._loop.call_soon(self._drain)
+
+    def after_send(self) -> None:
+        if has_input(self._sock):
+            self.kick()
+
+    def close(self) -> None:
+        """Stop reading (before the socket closes)."""
+        if not self._closed:
+            self._closed = True
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+
+    def _drain(self) -> None:
+        self._due = False
+        sock = self._sock
+        for _ in range(self._batch):
+            if self._closed or not has_input(sock):
+                return
+            self._on_frames(recv_frames(sock))
+        self.kick()

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 import zmq
 
 from zeroserve.common import protocol as p
+from zeroserve.common.frames import EdgeReader
 from zeroserve.common.logs import LogThrottle
 from zeroserve.worker.job import Job
 from zeroserve.worker.loops.batcher import Batcher
@@ -57,7 +59,8 @@ class AsyncLoop(ServingLoop):
         #: The tasks at work, each with the jobs it serves.
         self._tasks: dict[asyncio.Task, list[Job]] = {}
         self._batch_timer: asyncio.TimerHandle | None = None
-        self._read_due = False
+        #: Per link: its data socket's reader.
+        self._readers: dict[int, EdgeReader] = {}
         self._blocked_log = LogThrottle()
         self._blocked_since: float | None = None
         #: Since when some task has been at work (busy time is wall time with any at work).
@@ -107,28 +110,20 @@ class AsyncLoop(ServingLoop):
 
     # -- the socket ------------------------------------------------------------------------------
 
-    def _opened(self, sock: zmq.Socket) -> None:
+    def _opened(self, link: int, sock: zmq.Socket) -> None:
         assert self._aloop is not None
-        self._aloop.add_reader(sock.FD, self._read_now)
-        self._read_soon()
+        self._readers[link] = EdgeReader(self._aloop, sock, functools.partial(self._receive, link))
 
-    def _closing(self, sock: zmq.Socket) -> None:
-        if self._aloop is not None and not self._aloop.is_closed():
-            self._aloop.remove_reader(sock.FD)
-
-    def _read_now(self) -> None:
-        self._read_due = False
-        self._read_socket()
-
-    def _read_soon(self) -> None:
-        """ZeroMQ's descriptor only signals changes: after a send, look for input anyway."""
-        if not self._read_due and self._aloop is not None:
-            self._read_due = True
-            self._aloop.call_soon(self._read_now)
+    def _closing(self, link: int, sock: zmq.Socket) -> None:
+        reader = self._readers.pop(link, None)
+        if reader is not None:
+            reader.close()
 
     def _send(self, link: int, message: list[Any]) -> None:
         super()._send(link, message)
-        self._read_soon()
+        reader = self._readers.get(link)
+        if reader is not None:
+            reader.after_send()
 
     # -- requests ----------------------------------------------------------------------------------
 

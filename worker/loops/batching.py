@@ -47,10 +47,10 @@ class ThreadedLoop(ServingLoop):
         working = self.working
         return max(0.0, now - max(job.deadline for job in working)) if working else 0.0
 
-    def _opened(self, sock: zmq.Socket) -> None:
+    def _opened(self, link: int, sock: zmq.Socket) -> None:
         self._sockets_changed()
 
-    def _closing(self, sock: zmq.Socket) -> None:
+    def _closing(self, link: int, sock: zmq.Socket) -> None:
         self._sockets_changed()
 
     def _sockets_changed(self) -> None:

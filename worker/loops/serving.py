@@ -233,27 +233,27 @@ class ServingLoop:
             reconnect_max_s=0.0,
         )
         self._socks[link] = sock
-        self._opened(sock)
+        self._opened(link, sock)
         self._send(link, ready)
 
     def _forget(self, dropped: list[Job]) -> None:
         """The jobs of a broker session that ended are gone from ``jobs`` (that broker re-sends
         them): the kind drops them from its own structures too."""
 
-    def _opened(self, sock: zmq.Socket) -> None:
+    def _opened(self, link: int, sock: zmq.Socket) -> None:
         """A fresh data socket is in place."""
 
     def _close_socket(self, link: int) -> None:
         sock, self._socks[link] = self._socks[link], None
         if sock is not None:
-            self._closing(sock)
+            self._closing(link, sock)
             sock.close()
 
     def _close_sockets(self) -> None:
         for link in range(len(self._socks)):
             self._close_socket(link)
 
-    def _closing(self, sock: zmq.Socket) -> None:
+    def _closing(self, link: int, sock: zmq.Socket) -> None:
         """A data socket is about to close."""
 
     def _read_socket(self) -> None:
