@@ -218,7 +218,7 @@ class Cluster:
     def _http_up(self) -> bool:
         try:
             requests.get(self.url("/health"), timeout=1)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # not listening, or still starting
             return False
         return True
 
@@ -228,7 +228,7 @@ class Cluster:
         headers = {"X-API-Key": key} if key else {}
         try:
             return requests.get(self.url("/health"), headers=headers, timeout=2).status_code
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             return 0
 
     def ready_workers(self, service: str | None = None) -> list[dict[str, Any]]:

@@ -455,7 +455,7 @@ def probe_passes(platform: Platform, container: Container, spec: dict, probe: di
         port = platform.port(container.host, named.get(port, port))
         try:
             answer = requests.get(f"http://127.0.0.1:{port}{probe['httpGet']['path']}", timeout=2)
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):  # a probe's timeout fails it
             return False
         return 200 <= answer.status_code < 400
     if "tcpSocket" in probe:

@@ -155,7 +155,7 @@ def test_the_frontend_serves_https_with_a_certificate(cluster: Cluster, tmp_path
     def healthy() -> bool:
         try:
             return requests.get(f"{url}/health", verify=str(ca_file), timeout=2).ok
-        except requests.ConnectionError:
+        except (requests.ConnectionError, requests.Timeout):
             return False
 
     wait_until(healthy, what="/health over HTTPS")
