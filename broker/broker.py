@@ -1,5 +1,8 @@
 """The broker: routes requests from frontends to workers by credit, and answers back.
 
+This module is the I/O glue: the peer rules are `peers.Peers`' and the request life cycle is
+`inflight.Inflight`'s; neither touches a socket, both speak through this class.
+
 One thread owns both ROUTER sockets. Each turn of the loop drains what
 arrived, hands queued work to workers with free slots, and on every tick
 sends heartbeats, purges silent peers and expires requests past their
@@ -24,13 +27,10 @@ from zmq.utils.monitor import recv_monitor_message
 
 from zeroserve.broker.config import BrokerConfig
 from zeroserve.broker.inflight import Inflight, Policy
+from zeroserve.broker.peers import Peers
 from zeroserve.broker.registry import (
-    MAX_CAPACITY,
-    FrontendRecord,
     Registry,
     WorkerRecord,
-    parse_models,
-    parse_ready,
 )
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.broker.snapshot import build as build_snapshot
@@ -79,10 +79,17 @@ class Broker:
         )
         self.inflight = Inflight(self.registry, self, policy, self.counters)
         self.started_at = time.monotonic()
+        self.peers = Peers(
+            self.registry,
+            self.inflight,
+            self,
+            self.counters,
+            link=config.link,
+            broker_id=self.broker_id,
+        )
         self._next_heartbeat = 0.0
         for service, weights in config.weights.items():
             self.registry.set_weights(service, dict(weights))
-        self._routes_dirty = False
         self._bad_logs = {"frontend": LogThrottle(), "worker": LogThrottle()}
         self.keys = config.link.server_keys()
         self.authenticator: Authenticator | None = None
@@ -160,7 +167,7 @@ class Broker:
             if now >= next_tick:
                 self._tick(now)
                 next_tick = now + TICK_S
-            if self._routes_dirty:
+            if self.peers.routes_dirty:
                 self._broadcast_routes()
         self._say_goodbye()
 
@@ -192,14 +199,10 @@ class Broker:
         command, args = p.parse(frames, p.FROM_FRONTEND)
         if command == p.REQUEST:
             if client not in self.registry.frontends:
-                self._touch_frontend(client, None)
+                self.peers.touch_frontend(client, None, time.monotonic())
             self._on_request(client, args)
         elif command == p.HEARTBEAT:
-            meta = p.unpack_meta(args[0])
-            if "worker" in meta or meta.get("launcher") is True:
-                self._wrong_port(self.frontend, client, "worker")
-                return
-            self._touch_frontend(client, meta)
+            self.peers.on_frontend_heartbeat(client, p.unpack_meta(args[0]), time.monotonic())
         elif command == p.CANCEL:
             if self.inflight.cancel((client, p.identity(args[0]))):
                 self.counters["cancelled"] += 1
@@ -210,137 +213,15 @@ class Broker:
         elif command == p.RETIRE:
             self._send(self.frontend, p.retire_reply(client, args[0], self._on_retire(args[1])))
         elif command == p.DISCONNECT:
-            self._drop_frontend(client)
+            self.peers.drop_frontend(client)
 
     def _on_worker_message(self, sender: bytes, frames: list[Any]) -> None:
-        """A worker's data socket sends READY, answers, DRAIN and its goodbye; its control
-        socket sends heartbeats (and a last goodbye) that name the worker."""
+        """The worker port: a frontend's command here is refused; the rest is `Peers`'."""
         if _is_other_side(frames, FRONTEND_ONLY, p.FROM_FRONTEND):
             self._wrong_port(self.backend, sender, "frontend")
             return
         command, args = p.parse(frames, p.FROM_WORKER)
-        if command == p.READY:
-            self._on_ready(sender, p.unpack_meta(args[0]))
-            return
-        if command in p.ANSWERS or command == p.DRAIN:
-            worker = self.registry.workers.get(sender)
-            if worker is None:
-                # A late message of a worker this broker forgot; its heartbeats bring it back.
-                self.counters["dropped_answers"] += 1
-                return
-            worker.last_seen = time.monotonic()
-            if command == p.DRAIN:
-                self._on_drain(worker)
-                return
-            key = (p.identity(args[0]), p.identity(args[1]))
-            if self.inflight.answer(worker, command, key, args[2:]):
-                self.inflight.dispatch(self.registry.services[worker.service])
-            return
-        if command == p.HEARTBEAT:
-            meta = p.unpack_meta(args[0])
-            if meta.get("launcher") is True:
-                self._touch_launcher(sender, meta)
-                return
-            if "worker" not in meta:  # a frontend's: only a worker's names its worker
-                self._wrong_port(self.backend, sender, "frontend")
-                return
-            named = meta.pop("worker", None)
-        else:
-            meta = dict(p.parse_disconnect(args[0]))
-            named = meta.get("worker")
-            if self.registry.launchers.pop(sender, None) is not None:
-                return
-        identity = named if isinstance(named, bytes) and named else sender
-        worker = self.registry.workers.get(identity)
-        if worker is None:
-            if command == p.HEARTBEAT:
-                self._send(self.backend, [sender, *p.announce()])
-            return
-        if not self._speaks_for(worker, sender, command):
-            return
-        worker.last_seen = time.monotonic()
-        if command == p.HEARTBEAT:
-            worker.reported = meta
-            self._set_health(worker, meta.get("healthy", True) is not False)
-            capacity = meta.get("capacity")
-            if isinstance(capacity, int) and not isinstance(capacity, bool):
-                service = self.registry.service_of(worker)
-                service.set_capacity(worker, min(max(capacity, 1), MAX_CAPACITY))
-                if len(service.queue):
-                    self.inflight.dispatch(service)
-            if "loaded_models" in meta:
-                service = self.registry.service_of(worker)
-                service.set_models(worker, parse_models(meta["loaded_models"]))
-        else:
-            self._remove_worker(worker.identity, "said goodbye")
-
-    def _touch_launcher(self, sender: bytes, meta: dict[str, Any]) -> None:
-        before = self.registry.launchers.get(sender)
-        had_problem = before is not None and bool(before.problem)
-        record, new = self.registry.touch_launcher(
-            sender, meta, time.monotonic(), self._expiry_of(meta)
-        )
-        if new:
-            log.info(
-                "worker launcher joined: %s pid %s runs %d process(es) of %s",
-                record.host,
-                record.pid,
-                record.processes,
-                record.api,
-            )
-        service = self.registry.services.get(record.service)
-        load: p.HeartbeatMeta = {
-            **self._heartbeat_meta(),  # type: ignore[typeddict-item]
-            "queued": len(service.queue) if service is not None else 0,
-            "in_flight": service.in_flight() if service is not None else 0,
-        }
-        self._send(self.backend, [sender, *p.heartbeat(load)])  # for its autoscaling
-        if bool(record.problem) != had_problem:
-            log.log(
-                logging.WARNING if record.problem else logging.INFO,
-                "worker launcher %s pid %s: %s",
-                record.host,
-                record.pid,
-                record.problem or "its processes run again",
-            )
-
-    def _speaks_for(self, worker: WorkerRecord, sender: bytes, command: bytes) -> bool:
-        """Only a worker's own sockets speak for it: its data socket, and the control socket
-        its first heartbeat came from. Another that names it is refused and counted."""
-        if sender in (worker.identity, worker.control):
-            return True
-        if worker.control is None and command == p.HEARTBEAT:
-            worker.control = sender
-            # Let the new control socket hear from the broker at once.
-            self._send(self.backend, [sender, *p.heartbeat(self._heartbeat_meta())])
-            return True
-        self.counters["impostor_messages"] += 1
-        if self._bad_logs["worker"].ready():
-            log.warning(
-                "refused a %s that names worker %s pid %s from a socket not its own (%d so far)",
-                p.command_name(command),
-                worker.host,
-                worker.pid,
-                self.counters["impostor_messages"],
-            )
-        return False
-
-    def _set_health(self, worker: WorkerRecord, healthy: bool) -> None:
-        """A worker whose health() fails takes no new work until it passes again."""
-        if healthy == worker.healthy:
-            return
-        self.registry.service_of(worker).set_serving(worker, healthy=healthy)
-        self._routes_dirty = True
-        log.warning(
-            "worker %s pid %s of %r is %s",
-            worker.host,
-            worker.pid,
-            worker.service,
-            "healthy again" if healthy else "unhealthy (its health() failed); no new work",
-        )
-        service = self.registry.services.get(worker.service)
-        if healthy and service is not None:
-            self.inflight.dispatch(service)
+        self.peers.on_worker_message(sender, command, args, time.monotonic())
 
     def _wrong_port(self, sock: zmq.Socket, peer: bytes, role: str) -> None:
         """A peer of the other side on this port: refused, naming the port it wants, so that it
@@ -389,31 +270,6 @@ class Broker:
 
     # -- frontends -------------------------------------------------------
 
-    def _touch_frontend(self, identity: bytes, meta: dict[str, Any] | None) -> None:
-        now = time.monotonic()
-        record = self.registry.frontends.get(identity)
-        if record is None:
-            record = FrontendRecord(
-                identity=identity, host="", pid=0, expires_at=now, last_seen=now
-            )
-            self.registry.frontends[identity] = record
-            self._name_frontend(record, meta)
-            log.info("frontend joined: %s pid %s", record.host or "?", record.pid or "?")
-            self._send_routes(identity)
-        elif not record.pid:
-            # It joined by a request (after a restart of this broker): its heartbeat names it.
-            self._name_frontend(record, meta)
-        record.last_seen = now
-        record.expires_at = now + self._expiry_of(meta)
-
-    @staticmethod
-    def _name_frontend(record: FrontendRecord, meta: dict[str, Any] | None) -> None:
-        host, pid = (meta or {}).get("host", ""), (meta or {}).get("pid", 0)
-        if isinstance(host, str) and host:
-            record.host = host[:255]
-        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
-            record.pid = pid
-
     def _on_request(self, client: bytes, args: list[Any]) -> None:
         rid = p.identity(args[0])
         try:
@@ -423,50 +279,7 @@ class Broker:
             raise
         self.inflight.accept(client, rid, meta, args[2], time.monotonic())
 
-    def _drop_frontend(self, identity: bytes) -> None:
-        record = self.registry.frontends.pop(identity, None)
-        if record is None:
-            return
-        dropped = self.inflight.drop_frontend(identity)
-        log.info(
-            "frontend left: %s pid %s (%d request(s) dropped)", record.host, record.pid, dropped
-        )
-
-    # -- workers ---------------------------------------------------------
-
-    def _expiry_of(self, meta: dict[str, Any] | None) -> float:
-        """How long a peer may be silent, from the heartbeat interval it announced (when sane)
-        and ours."""
-        announced = (meta or {}).get("heartbeat_interval_s")
-        sane = isinstance(announced, (int, float)) and 0 < announced <= 3600
-        return self._expiry_s(float(announced) if sane else 0.0)  # type: ignore[arg-type]
-
-    def _expiry_s(self, peer_interval_s: float) -> float:
-        return self.config.link.silence_limit_s(peer_interval_s)
-
-    def _on_ready(self, identity: bytes, meta: dict[str, Any]) -> None:
-        ready = parse_ready(meta)
-        if identity in self.registry.workers:
-            self._remove_worker(identity, "announced itself again")
-        conflict = self.registry.route_conflict(ready["service"], ready["routes"])
-        if conflict:
-            log.error("refused worker %s pid %s: %s", ready["host"], ready["pid"], conflict)
-            self._send(self.backend, [identity, *p.refused(409, conflict)])
-            return
-        info = {k: v for k, v in meta.items() if k not in ("routes",) and _is_plain(v)}
-        worker = self.registry.add_worker(identity, ready, info, time.monotonic())
-        worker.expiry_s = self._expiry_s(worker.heartbeat_interval_s)
-        log.info(
-            "worker joined: %s pid %s serves %r version %s on %s with %d slot(s)",
-            worker.host,
-            worker.pid,
-            worker.service,
-            worker.model_version,
-            ", ".join(r["path"] for r in worker.routes),
-            worker.capacity,
-        )
-        self._routes_dirty = True
-        self.inflight.dispatch(self.registry.services[worker.service])
+    # -- versions --------------------------------------------------------
 
     def set_weights(self, service: str, weights: dict[str, int]) -> None:
         """A service's traffic split between its versions (empty: the newest takes all)."""
@@ -496,56 +309,16 @@ class Broker:
             asked = p.parse_retire(frame)
         except ProtocolError as exc:
             return {"error": str(exc)}
-        service = self.registry.services.get(asked["service"])
         name, version = asked["service"], asked["version"]
-        chosen = [
-            w for w in (service.workers.values() if service else ()) if w.model_version == version
-        ]
-        if not chosen:
+        told = self.peers.retire(name, version)
+        if not told:
             known = ", ".join(sorted(self.registry.services)) or "none"
-            what = (
-                f"no worker of {name!r} has version {version!r} here"
-                if service is not None
+            return {
+                "error": f"no worker of {name!r} has version {version!r} here"
+                if name in self.registry.services
                 else f"no service {name!r} here (services: {known})"
-            )
-            return {"error": what}
-        for worker in chosen:
-            if not worker.draining:
-                self.registry.service_of(worker).set_serving(worker, draining=True)
-            self._send(self.backend, p.retire_worker(worker.heartbeat_to))
-        self._routes_dirty = True
-        assert service is not None
-        self.inflight.dispatch(service)  # its waiting requests go to another version
-        log.info("version %s of %r drains: %d worker(s) told", version, name, len(chosen))
-        return {"service": name, "version": version, "workers": len(chosen)}
-
-    def _on_drain(self, worker: WorkerRecord) -> None:
-        if not worker.draining:
-            self.registry.service_of(worker).set_serving(worker, draining=True)
-            self._routes_dirty = True
-            log.info("worker %s pid %s is draining", worker.host, worker.pid)
-        # Everything sent before this acknowledgement is on the wire already.
-        self._send(self.backend, [worker.identity, *p.drain()])
-
-    def _remove_worker(self, identity: bytes, why: str) -> None:
-        """Forget a worker; work it held and had not begun to answer goes to the queue's front."""
-        worker = self.registry.remove_worker(identity)
-        if worker is None:
-            return
-        self._routes_dirty = True
-        held = len(worker.assigned)
-        resent, failed = self.inflight.requeue(worker)
-        level = logging.INFO if why == "said goodbye" and not held else logging.WARNING
-        log.log(
-            level,
-            "worker %s pid %s removed (%s): %d request(s) re-queued, %d failed",
-            worker.host,
-            worker.pid,
-            why,
-            resent,
-            failed,
-        )
-        self.inflight.dispatch(self.registry.services[worker.service])
+            }
+        return {"service": name, "version": version, "workers": told}
 
     # -- the wire the request table speaks through -------------------------------------------
 
@@ -608,6 +381,15 @@ class Broker:
     ) -> None:
         self._send(self.frontend, p.error(frontend, rid, status, why, retry_after_s))
 
+    def to_worker_port(self, frames: list[Any]) -> None:
+        self._send(self.backend, frames)
+
+    def wrong_port(self, port: str, peer: bytes, role: str) -> None:
+        self._wrong_port(self.frontend if port == "frontend" else self.backend, peer, role)
+
+    def send_routes(self, frontend: bytes) -> None:
+        self._send(self.frontend, [frontend, *self._routes_message()])
+
     def _send(self, sock: zmq.Socket, frames: list[Any]) -> bool:
         try:
             send_frames(sock, frames)
@@ -621,20 +403,11 @@ class Broker:
             return False
         return True
 
-    def _heartbeat_meta(self) -> dict[str, Any]:
-        return {
-            "broker_id": self.broker_id,
-            "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
-        }
-
     def _routes_message(self) -> list[Any]:
         return p.routes({"broker_id": self.broker_id, "services": self.registry.route_table()})
 
-    def _send_routes(self, identity: bytes) -> None:
-        self._send(self.frontend, [identity, *self._routes_message()])
-
     def _broadcast_routes(self) -> None:
-        self._routes_dirty = False
+        self.peers.routes_dirty = False
         message = self._routes_message()
         for identity in list(self.registry.frontends):
             self._send(self.frontend, [identity, *message])
@@ -642,17 +415,12 @@ class Broker:
     # -- the clock -----------------------------------------------------------
 
     def _tick(self, now: float) -> None:
-        for worker in self.registry.expired_workers(now):
-            self.counters["dead_workers"] += 1
-            self._remove_worker(worker.identity, "missed its heartbeats")
-        for frontend in self.registry.expired_frontends(now):
-            self._drop_frontend(frontend.identity)
-        self.registry.expire_launchers(now)
+        self.peers.expire(now)
         for service in self.inflight.expire(now):
             self.inflight.dispatch(service)
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + self.config.link.heartbeat_interval_s
-            beat = p.heartbeat(self._heartbeat_meta())
+            beat = p.heartbeat(self.peers.heartbeat_meta())
             for worker in list(self.registry.workers.values()):
                 self._send(self.backend, [worker.heartbeat_to, *beat])
             for identity in list(self.registry.frontends):
@@ -726,7 +494,3 @@ def _bind(sock: zmq.Socket, endpoint: str) -> str:
         endpoint = endpoint.rsplit(":", 1)[0] + ":*"
     sock.bind(endpoint)
     return sock.getsockopt_string(zmq.LAST_ENDPOINT)
-
-
-def _is_plain(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool)) or value is None
