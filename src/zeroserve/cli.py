@@ -930,7 +930,10 @@ def route(
         set_weights(endpoint, service, split, timeout_s, keys)
         shown = ", ".join(f"version {v} {w}" for v, w in split.items())
         said = f"{service}: {shown or 'the newest version takes all'}"
-        known = fetch_status(endpoint, timeout_s, keys)["services"].get(service)
+        try:
+            known = fetch_status(endpoint, timeout_s, keys)["services"].get(service)
+        except ZeroserveError:  # the split is set; only the word on the name is missing
+            return said
         if known is None or not known["workers"]:
             # Kept for when it joins (a broker may be set up first), but it may be a typo.
             said += " (kept; no worker of it has joined this broker yet)"
