@@ -31,6 +31,7 @@ import os
 import select
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,7 +48,13 @@ from zeroserve.broker.registry import MAX_CAPACITY, Registry, WorkerRecord, pars
 from zeroserve.broker.requests import BrokerRequest
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import open_dealer
-from zeroserve.common.security import TOKEN_ENV, CurveKeys, peer_token_keys, token_from_file
+from zeroserve.common.security import (
+    TOKEN_ENV,
+    CurveKeys,
+    broker_token_keys,
+    peer_token_keys,
+    token_from_file,
+)
 from zeroserve.up import free_port
 
 SERVICE = "bench"
@@ -177,13 +184,64 @@ def play_workers(
         dirty = [socks[fd] for fd, _ in poller.poll(max(0.0, next_beat - now))]
 
 
+# -- the baseline: the least a relay on the same sockets can do (a process of its own) --------
+
+
+def play_relay(front: str, back: str, token: str) -> None:
+    """A relay with none of the broker's rules: the same two ROUTERs, keys and frames, each
+    request sent to the next worker in turn (every worker has a window's slots, as in the
+    broker runs). What it costs is what ZeroMQ and the frames cost; what the broker spends
+    beyond it is the broker's own. Runs until killed."""
+    context = zmq.Context()
+    keys = broker_token_keys(token)
+    frontends, backends = context.socket(zmq.ROUTER), context.socket(zmq.ROUTER)
+    for sock, endpoint in ((frontends, front), (backends, back)):
+        sock.setsockopt(zmq.LINGER, 0)
+        keys.apply_server(sock)
+        sock.bind(endpoint)
+    workers: list[bytes] = []
+    known: set[bytes] = set()
+    turn = 0
+    poller = zmq.Poller()
+    poller.register(frontends, zmq.POLLIN)
+    poller.register(backends, zmq.POLLIN)
+    while True:
+        for sock, _ in poller.poll():
+            while True:
+                try:
+                    frames = sock.recv_multipart(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                peer = frames[0]
+                if sock is frontends:
+                    command, args = p.parse(frames[1:], p.FROM_FRONTEND)
+                    if command == p.REQUEST and workers:
+                        worker = workers[turn % len(workers)]
+                        turn += 1
+                        meta = p.unpack_request_meta(args[1])
+                        backends.send_multipart(
+                            p.request_to_worker(worker, peer, args[0], meta, args[2])
+                        )
+                    elif command == p.HEARTBEAT:
+                        table: p.RoutesMeta = {"services": {SERVICE: {"workers": len(workers)}}}
+                        frontends.send_multipart([peer, *p.routes(table)])
+                    continue
+                command, args = p.parse(frames[1:], p.FROM_WORKER)
+                if command in p.ANSWERS:
+                    frontends.send_multipart(p.answer_to_frontend(args[0], command, *args[1:]))
+                elif command == p.READY and peer not in known:
+                    known.add(peer)
+                    workers.append(peer)
+
+
 # -- the brokers -------------------------------------------------------------------------------
 
 
 class Brokers:
     """`count` `cluster broker` processes sharing one token, each in its own process group."""
 
-    def __init__(self, count: int, folder: Path, heartbeat_s: float) -> None:
+    def __init__(self, count: int, folder: Path, heartbeat_s: float, bare: bool = False) -> None:
+        self.bare = bare
         self.procs: list[subprocess.Popen] = []
         self.frontends: list[str] = []
         self.backends: list[str] = []
@@ -201,16 +259,23 @@ class Brokers:
         for n in range(count):
             front = f"tcp://127.0.0.1:{free_port()}"
             back = f"tcp://127.0.0.1:{free_port()}"
+            if self.bare:
+                token = token_from_file(str(self.token_file), create=True)
+                command = [sys.executable, __file__, "--play-relay", f"{front},{back}"]
+            else:
+                token = None
+                command = [
+                    *(sys.executable, "-m", "zeroserve", "broker", "--frontend-bind", front),
+                    *("--backend-bind", back, "--token-file", str(self.token_file)),
+                    *("--heartbeat-interval", str(heartbeat_s), "--log-level", "WARNING"),
+                ]
             with open(self.logs[n], "wb") as log:
                 proc = subprocess.Popen(
-                    [
-                        *(sys.executable, "-m", "zeroserve", "broker", "--frontend-bind", front),
-                        *("--backend-bind", back, "--token-file", str(self.token_file)),
-                        *("--heartbeat-interval", str(heartbeat_s), "--log-level", "WARNING"),
-                    ],
+                    command,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env={**os.environ, TOKEN_ENV: token} if token else None,
                 )
             self.procs.append(proc)
             self.frontends.append(front)
@@ -362,14 +427,16 @@ class Frontends:
 # -- one run, and the table ------------------------------------------------------------------
 
 
-def run(brokers: int, workers: int, args: argparse.Namespace) -> tuple[float, float, float, int]:
+def run(
+    brokers: int, workers: int, args: argparse.Namespace, bare: bool = False
+) -> tuple[float, float, float, int]:
     """Requests per second, the brokers' CPU seconds per request (all threads, and the main
-    ones), and errors, of one configuration."""
+    ones), and errors, of one configuration; `bare`: of the baseline relay instead."""
     # By default each worker has a window's worth of slots at each broker: even one worker
     # never makes a request wait, so every count measures the broker alone.
     capacity = args.capacity or args.window * brokers
     with tempfile.TemporaryDirectory(prefix="broker-scale-") as folder, _cleanup() as procs:
-        cluster = Brokers(brokers, Path(folder), args.heartbeat_interval)
+        cluster = Brokers(brokers, Path(folder), args.heartbeat_interval, bare)
         procs.append(cluster)
         player = subprocess.Popen(
             [
@@ -427,6 +494,9 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=2.0, help="seconds measured per run")
     parser.add_argument("--warmup", type=float, default=0.5, help="seconds before measuring")
     parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of every run, interleaved; medians shown"
+    )
+    parser.add_argument(
         "--window", type=int, default=64, help="requests outstanding at each broker"
     )
     parser.add_argument(
@@ -441,10 +511,20 @@ def main() -> None:
         default=HEARTBEAT_S,
         help="seconds between heartbeats of brokers, workers and frontends",
     )
+    parser.add_argument(
+        "--no-baseline",
+        action="store_true",
+        help="leave out the baseline relay (ZeroMQ and the frames alone, no broker rules)",
+    )
     parser.add_argument("--play-workers", metavar="ENDPOINTS", help=argparse.SUPPRESS)
+    parser.add_argument("--play-relay", metavar="FRONT,BACK", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if not 0 < args.heartbeat_interval <= 3600:
         parser.error("--heartbeat-interval must be above 0 and at most 3600")
+    if args.play_relay:
+        front, back = args.play_relay.split(",")
+        play_relay(front, back, os.environ[TOKEN_ENV])
+        return
     worker_counts = [int(n) for n in args.workers.split(",")]
     if args.play_workers:
         (count,) = worker_counts
@@ -471,22 +551,53 @@ def main() -> None:
         f"{slots} per worker, heartbeats every {args.heartbeat_interval:g} s; "
         "CPU is the brokers' (user + system)"
     )
+    kinds = ["broker"] if args.no_baseline else ["broker", "relay"]
     for brokers in broker_counts:
-        print(f"\n{brokers} broker(s)", flush=True)
+        # Rounds interleave every count and both kinds, so that a machine busy for a while
+        # weighs on all of them alike; each cell is the median of its rounds.
+        runs: dict[tuple[str, int], list[tuple[float, float, float, int]]] = {}
+        for _ in range(args.rounds):
+            for workers in worker_counts:
+                for kind in kinds:
+                    runs.setdefault((kind, workers), []).append(
+                        run(brokers, workers, args, bare=kind == "relay")
+                    )
+        print(f"\n{brokers} broker(s), median of {args.rounds} round(s)", flush=True)
+        relay_head = f" | {'baseline relay':>27} | {'broker / relay':>14}"
+        print(f"{'':>8} {'broker':>41}" + (relay_head if "relay" in kinds else ""))
         print(
-            f"{'workers':>8} {'req/s':>9} {'CPU us/req':>11} {'vs 1st':>7}"
-            f" {'main thread us/req':>19} {'vs 1st':>7}"
-        )
-        first = first_main = None
-        for workers in worker_counts:
-            rate, cpu, main, errors = run(brokers, workers, args)
-            first, first_main = first or cpu, first_main or main
-            note = f"  ({errors} errors)" if errors else ""
-            print(
-                f"{workers:>8} {rate:>9.0f} {cpu * 1e6:>11.1f} {cpu / first:>6.2f}x"
-                f" {main * 1e6:>19.1f} {main / first_main:>6.2f}x{note}",
-                flush=True,
+            f"{'workers':>8} {'req/s':>8} {'CPU us/req':>10} {'vs 1st':>6} {'main us/req':>11}"
+            f" {'vs 1st':>6}"
+            + (
+                f" | {'req/s':>8} {'CPU us/req':>10} {'vs 1st':>6} | {'CPU':>6} {'main':>6}"
+                if "relay" in kinds
+                else ""
             )
+        )
+        first: dict[str, tuple[float, float]] = {}
+        for workers in worker_counts:
+            cells = {}
+            for kind in kinds:
+                rounds = runs[(kind, workers)]
+                rate = statistics.median(r[0] for r in rounds)
+                cpu = statistics.median(r[1] for r in rounds)
+                main_cpu = statistics.median(r[2] for r in rounds)
+                errors = sum(r[3] for r in rounds)
+                first.setdefault(kind, (cpu, main_cpu))
+                cells[kind] = (rate, cpu, main_cpu, errors)
+            rate, cpu, main_cpu, errors = cells["broker"]
+            line = (
+                f"{workers:>8} {rate:>8.0f} {cpu * 1e6:>10.1f} {cpu / first['broker'][0]:>5.2f}x"
+                f" {main_cpu * 1e6:>11.1f} {main_cpu / first['broker'][1]:>5.2f}x"
+            )
+            if "relay" in cells:
+                r_rate, r_cpu, r_main, r_errors = cells["relay"]
+                errors += r_errors
+                line += (
+                    f" | {r_rate:>8.0f} {r_cpu * 1e6:>10.1f} {r_cpu / first['relay'][0]:>5.2f}x"
+                    f" | {cpu / r_cpu:>5.2f}x {main_cpu / r_main:>5.2f}x"
+                )
+            print(line + (f"  ({errors} errors)" if errors else ""), flush=True)
 
 
 if __name__ == "__main__":
