@@ -141,7 +141,6 @@ TO_WORKER: dict[bytes, int] = {
 TO_LAUNCHER: dict[bytes, int] = {
     LAUNCHER: 1,
     REFUSED: 1,
-    DISCONNECT: 1,
 }
 
 MAX_META_BYTES = 64 * 1024
@@ -166,7 +165,7 @@ HEARTBEAT_LIVENESS = 3
 #: The hop frame of a REQUEST to a worker: the budget left in ms, and the attempt (network
 #: byte order, unsigned).
 HOP = struct.Struct("!QI")
-#: The most processes (and slots) a launcher's word may name.
+#: The most processes a launcher's LAUNCHER may name (a larger count is left out).
 MAX_PROCESSES = 100_000
 
 EMPTY_META = msgpack.packb({})
