@@ -609,19 +609,14 @@ def disconnect(reason: str = "", worker: bytes | None = None) -> list[Any]:
 # -- parsers of what the builders make -------------------------------------------------
 
 
-class Hop(NamedTuple):
-    """A hop frame, read."""
-
-    timeout_ms: int
-    attempt: int
-
-
-def parse_hop(frame: Any) -> Hop:
-    """A REQUEST's hop frame (see ``hop``), or ProtocolError when it is not one."""
+def parse_hop(frame: Any) -> tuple[int, int]:
+    """A REQUEST's hop frame (see ``hop``): its (timeout_ms, attempt), or ProtocolError when
+    it is not one. A plain tuple: this runs on every request a worker takes."""
     data = _as_bytes(frame)
     if len(data) != HOP.size:
         raise ProtocolError(f"hop frame of {len(data)} bytes, not {HOP.size}")
-    return Hop(*HOP.unpack(data))
+    timeout_ms, attempt = HOP.unpack(data)
+    return timeout_ms, attempt
 
 
 #: A LAUNCHER's fields: text (and its longest) or count (and its largest).
