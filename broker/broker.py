@@ -277,7 +277,8 @@ class Broker:
         except ProtocolError as exc:
             self.refuse(client, rid, 400, f"malformed request metadata: {exc}")
             raise
-        self.inflight.accept(client, rid, meta, args[2], time.monotonic())
+        # The metadata frame goes on to the worker as it came; only the hop frame is new.
+        self.inflight.accept(client, rid, meta, args[2], time.monotonic(), meta_frame=args[1])
 
     # -- versions --------------------------------------------------------
 
@@ -323,38 +324,41 @@ class Broker:
     # -- the wire the request table speaks through -------------------------------------------
 
     def send_request(self, worker: WorkerRecord, request: BrokerRequest) -> None:
-        meta: p.RequestMeta = dict(request.meta)  # type: ignore[assignment]
-        meta["timeout_ms"] = p.remaining_ms(request.deadline)
-        meta["attempt"] = request.attempt
         if log.isEnabledFor(logging.DEBUG):
             log.debug(
                 "request_id=%s to worker %s pid %s (attempt %d)",
-                meta.get("request_id") or "-",
+                request.meta.get("request_id") or "-",
                 worker.host,
                 worker.pid,
                 request.attempt,
             )
         self._send(
             self.backend,
-            p.request_to_worker(worker.identity, request.frontend, request.rid, meta, request.body),
+            p.request_to_worker(
+                worker.identity,
+                request.frontend,
+                request.rid,
+                request.meta_frame,
+                request.body,
+                timeout_ms=p.remaining_ms(request.deadline),
+                attempt=request.attempt,
+            ),
         )
-        if self.tracing is not None and "trace" in meta:
-            self._trace_dispatch(worker, request, meta)
+        if self.tracing is not None and "trace" in request.meta:
+            self._trace_dispatch(worker, request)
 
-    def _trace_dispatch(
-        self, worker: WorkerRecord, request: BrokerRequest, meta: p.RequestMeta
-    ) -> None:
+    def _trace_dispatch(self, worker: WorkerRecord, request: BrokerRequest) -> None:
         """A span of the request's time here, from its acceptance to this worker."""
         assert self.tracing is not None
         waited_ns = int((time.monotonic() - request.accepted) * 1e9)
         now_ns = time.time_ns()
         span = self.tracing.remote_span(
-            meta["trace"],
+            request.meta["trace"],
             "broker.dispatch",
             start_ns=now_ns - waited_ns,
             attributes={
                 "zeroserve.service": request.service,
-                "zeroserve.request_id": str(meta.get("request_id", "")),
+                "zeroserve.request_id": str(request.meta.get("request_id", "")),
                 "zeroserve.attempt": request.attempt,
                 "zeroserve.worker.host": worker.host,
                 "zeroserve.worker.pid": worker.pid,
@@ -458,7 +462,7 @@ class Broker:
 
 
 #: Commands only a worker sends, and only a frontend (or a status client) sends.
-WORKER_ONLY = frozenset({p.READY, p.DRAIN, *p.ANSWERS})
+WORKER_ONLY = frozenset({p.READY, p.DRAIN, p.LAUNCHER, *p.ANSWERS})
 FRONTEND_ONLY = frozenset({p.REQUEST, p.STATUS, p.CANCEL})
 
 

@@ -96,9 +96,17 @@ class Inflight:
     # -- transitions -------------------------------------------------------------------
 
     def accept(
-        self, frontend: bytes, rid: bytes, meta: dict[str, Any], body: Any, now: float
+        self,
+        frontend: bytes,
+        rid: bytes,
+        meta: dict[str, Any],
+        body: Any,
+        now: float,
+        *,
+        meta_frame: Any,
     ) -> None:
-        """A frontend's request: queued and dispatched, or answered 503 at once."""
+        """A frontend's request: queued and dispatched, or answered 503 at once. `meta` is
+        `meta_frame` unpacked; the frame itself goes on to the worker as it came."""
         key = (frontend, rid)
         if key in self.requests:
             raise ProtocolError("request id already in use")
@@ -135,7 +143,7 @@ class Inflight:
         else:
             version = service.choose_version()
         deadline = p.deadline_from(meta, self.policy.default_timeout_s, now=now)
-        request = BrokerRequest(frontend, rid, service.name, meta, body, deadline, now)
+        request = BrokerRequest(frontend, rid, service.name, meta, meta_frame, body, deadline, now)
         request.version, request.pinned = version, bool(pinned)
         self.requests[key] = request
         heapq.heappush(self._deadlines, (deadline, next(self._seq), key))

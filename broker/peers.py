@@ -3,15 +3,16 @@ counts as gone.
 
 There is no socket and no clock here. Three kinds of peer share the broker's ports: frontends
 (on the frontend port), workers (a data socket and a control socket each, on the worker port)
-and worker launchers (on the worker port too, told apart by ``launcher: true`` in their
-heartbeat). What has to be said goes to a ``PeerWire`` (the broker's sockets, or a stand-in in
-tests); the time is always passed in.
+and worker launchers (on the worker port too, told apart by their own command, LAUNCHER).
+What has to be said goes to a ``PeerWire`` (the broker's sockets, or a stand-in in tests);
+the time is always passed in.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 from zeroserve.broker.inflight import Inflight
@@ -69,7 +70,7 @@ class Peers:
     def heartbeat_meta(self) -> dict[str, Any]:
         return {"broker_id": self.broker_id, "heartbeat_interval_s": self.link.heartbeat_interval_s}
 
-    def expiry_of(self, meta: dict[str, Any] | None) -> float:
+    def expiry_of(self, meta: Mapping[str, Any] | None) -> float:
         """How long a peer may be silent, from the heartbeat interval it announced (when sane)
         and ours."""
         announced = (meta or {}).get("heartbeat_interval_s")
@@ -81,9 +82,12 @@ class Peers:
     def on_worker_message(self, sender: bytes, command: bytes, args: list[Any], now: float) -> None:
         """A parsed message from the worker port. A worker's data socket sends READY, answers,
         DRAIN and its goodbye; its control socket sends heartbeats (and a last goodbye) that
-        name the worker; a launcher sends heartbeats flagged as its own."""
+        name the worker; a launcher sends LAUNCHER (and its goodbye)."""
         if command == p.READY:
             self.on_ready(sender, p.unpack_meta(args[0]), now)
+            return
+        if command == p.LAUNCHER:
+            self.touch_launcher(sender, p.parse_launcher(args[0]), now)
             return
         if command in p.ANSWERS or command == p.DRAIN:
             worker = self.registry.workers.get(sender)
@@ -101,9 +105,6 @@ class Peers:
             return
         if command == p.HEARTBEAT:
             meta = p.unpack_meta(args[0])
-            if meta.get("launcher") is True:
-                self.touch_launcher(sender, meta, now)
-                return
             if "worker" not in meta:  # a frontend's: only a worker's names its worker
                 self.wire.wrong_port("worker", sender, "frontend")
                 return
@@ -161,8 +162,8 @@ class Peers:
             )
         return False
 
-    def touch_launcher(self, sender: bytes, meta: dict[str, Any], now: float) -> None:
-        """A launcher's heartbeat: it is (re)known, and hears its service's load back."""
+    def touch_launcher(self, sender: bytes, meta: p.LauncherMeta, now: float) -> None:
+        """A launcher's LAUNCHER: it is (re)known, and hears its service's load back."""
         before = self.registry.launchers.get(sender)
         had_problem = before is not None and bool(before.problem)
         record, new = self.registry.touch_launcher(sender, meta, now, self.expiry_of(meta))
@@ -175,12 +176,13 @@ class Peers:
                 record.api,
             )
         service = self.registry.services.get(record.service)
-        load: p.HeartbeatMeta = {
-            **self.heartbeat_meta(),  # type: ignore[typeddict-item]
+        load: p.LauncherMeta = {
+            "broker_id": self.broker_id,
+            "heartbeat_interval_s": self.link.heartbeat_interval_s,
             "queued": len(service.queue) if service is not None else 0,
             "in_flight": service.in_flight() if service is not None else 0,
         }
-        self.wire.to_worker_port([sender, *p.heartbeat(load)])  # for its autoscaling
+        self.wire.to_worker_port([sender, *p.launcher(load)])  # for its autoscaling
         if bool(record.problem) != had_problem:
             log.log(
                 logging.WARNING if record.problem else logging.INFO,
@@ -281,7 +283,7 @@ class Peers:
     # -- the frontend port -------------------------------------------------
 
     def on_frontend_heartbeat(self, frontend: bytes, meta: dict[str, Any], now: float) -> None:
-        if "worker" in meta or meta.get("launcher") is True:
+        if "worker" in meta:  # a worker's control socket: only a worker's names its worker
             self.wire.wrong_port("frontend", frontend, "worker")
             return
         self.touch_frontend(frontend, meta, now)

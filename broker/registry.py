@@ -8,7 +8,7 @@ import heapq
 import itertools
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
@@ -155,11 +155,6 @@ class LauncherRecord:
     expires_at: float
 
 
-def _text(meta: dict[str, Any], key: str, limit: int) -> str:
-    value = meta.get(key)
-    return value[:limit] if isinstance(value, str) else ""
-
-
 def _count(meta: dict[str, Any], key: str, maximum: int = MAX_CAPACITY) -> int:
     value = meta.get(key)
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum:
@@ -167,21 +162,21 @@ def _count(meta: dict[str, Any], key: str, maximum: int = MAX_CAPACITY) -> int:
     return 0
 
 
-def parse_launcher(meta: dict[str, Any]) -> dict[str, Any]:
-    """What a launcher's heartbeat says, each field checked (a peer's frames are not trusted)."""
-    return {
-        "host": _text(meta, "host", 255),
-        "pid": _count(meta, "pid", 2**31),
-        "api": _text(meta, "api", 256),
-        "service": _text(meta, "service", 128),
-        "processes": _count(meta, "processes"),
-        "running": _count(meta, "running"),
-        "problem": _text(meta, "problem", 1000),
-        "min_processes": _count(meta, "min_processes"),
-        "max_processes": _count(meta, "max_processes"),
-        "threads_per_process": _count(meta, "threads_per_process"),
-        "thread_env": _text(meta, "thread_env", 1000),
-    }
+#: A launcher record's fields, and each one's value when its LAUNCHER leaves it out (or had it
+#: wrong: ``p.parse_launcher`` drops such a field).
+LAUNCHER_DEFAULTS: dict[str, Any] = {
+    "host": "",
+    "pid": 0,
+    "api": "",
+    "service": "",
+    "processes": 0,
+    "running": 0,
+    "problem": "",
+    "min_processes": 0,
+    "max_processes": 0,
+    "threads_per_process": 0,
+    "thread_env": "",
+}
 
 
 @dataclass(eq=False)
@@ -601,10 +596,11 @@ class Registry:
         return [f for f in self.frontends.values() if f.expires_at < now]
 
     def touch_launcher(
-        self, identity: bytes, meta: dict[str, Any], now: float, expiry_s: float
+        self, identity: bytes, meta: Mapping[str, Any], now: float, expiry_s: float
     ) -> tuple[LauncherRecord, bool]:
-        """Record a launcher's heartbeat; returns the record and whether it is new."""
-        fields = parse_launcher(meta)
+        """Record a launcher's LAUNCHER (as ``p.parse_launcher`` read it); returns the record
+        and whether it is new."""
+        fields = {name: meta.get(name, default) for name, default in LAUNCHER_DEFAULTS.items()}
         record = self.launchers.get(identity)
         new = record is None
         if record is None:

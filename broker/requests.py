@@ -11,7 +11,10 @@ class BrokerRequest:
     frontend: bytes
     rid: bytes
     service: str
+    #: Its metadata, unpacked once at acceptance (service, model, version, budget, trace).
     meta: dict[str, Any]
+    #: The metadata frame as it arrived: passed on to each worker untouched (never re-packed).
+    meta_frame: Any
     #: The body frame as it arrived; forwarded without a copy, again on a re-send.
     body: Any
     deadline: float

@@ -13,6 +13,7 @@ bytes passed through untouched. Nothing here ever unpickles.
 from __future__ import annotations
 
 import re
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import msgpack
 from zeroserve.common.errors import ProtocolError, VersionMismatch
 from zeroserve.common.snapshot import Snapshot, parse_snapshot
 
-SIGNATURE = b"ZS02"
+SIGNATURE = b"ZS03"
 SIGNATURE_PREFIX = b"ZS"
 
 READY = b"\x01"
@@ -51,6 +52,9 @@ ROUTE = b"\x0f"
 #: Admin -> broker: retire a version of a service (``cluster drain``), answered with the same
 #: command; broker -> worker: finish what you hold, take nothing new, and exit.
 RETIRE = b"\x10"
+#: Launcher -> broker (worker port): what it runs, once a heartbeat; broker -> launcher: its
+#: service's load, by which it autoscales.
+LAUNCHER = b"\x11"
 
 COMMAND_NAMES: dict[bytes, str] = {
     READY: "READY",
@@ -69,6 +73,7 @@ COMMAND_NAMES: dict[bytes, str] = {
     ANNOUNCE: "ANNOUNCE",
     ROUTE: "ROUTE",
     RETIRE: "RETIRE",
+    LAUNCHER: "LAUNCHER",
 }
 
 #: Commands that end a request: each frees the worker slot that carried it.
@@ -102,11 +107,12 @@ TO_FRONTEND: dict[bytes, int] = {
     ROUTE: 2,
     RETIRE: 2,
 }
-#: worker -> broker: answers are [client, rid, meta, body]. A worker process has two
-#: DEALERs: its data socket (READY, answers, DRAIN and its goodbye; its identity is the
-#: worker's) and its control socket, whose HEARTBEAT and DISCONNECT meta name the worker as
-#: ``{"worker": <data socket identity>}``. Broker heartbeats go to the control socket, which
-#: is bound to its worker by its first heartbeat.
+#: worker (or launcher) -> broker, on its worker port: answers are [client, rid, meta, body].
+#: A worker process has two DEALERs: its data socket (READY, answers, DRAIN and its goodbye;
+#: its identity is the worker's) and its control socket, whose HEARTBEAT and DISCONNECT meta
+#: name the worker as ``{"worker": <data socket identity>}``. Broker heartbeats go to the
+#: control socket, which is bound to its worker by its first heartbeat. A worker launcher
+#: says LAUNCHER [meta] once a heartbeat, and DISCONNECT [meta] when it stops.
 FROM_WORKER: dict[bytes, int] = {
     READY: 1,
     HEARTBEAT: 1,
@@ -116,17 +122,25 @@ FROM_WORKER: dict[bytes, int] = {
     ERROR: 4,
     DRAIN: 0,
     DISCONNECT: 1,
+    LAUNCHER: 1,
 }
-#: broker -> worker: REQUEST is [client, rid, meta, body], CANCEL is [client, rid].
+#: broker -> worker: REQUEST is [client, rid, meta, hop, body]: the frontend's metadata
+#: frame as it came, and the hop frame (``hop``) with the budget left and the attempt;
+#: CANCEL is [client, rid].
 TO_WORKER: dict[bytes, int] = {
     HEARTBEAT: 1,
-    REQUEST: 4,
+    REQUEST: 5,
     CANCEL: 2,
     DRAIN: 0,
     REFUSED: 1,
     ANNOUNCE: 0,
     DISCONNECT: 1,
     RETIRE: 0,
+}
+#: broker -> launcher: LAUNCHER [meta] answers its LAUNCHER; REFUSED [meta] on the wrong port.
+TO_LAUNCHER: dict[bytes, int] = {
+    LAUNCHER: 1,
+    REFUSED: 1,
 }
 
 MAX_META_BYTES = 64 * 1024
@@ -148,6 +162,11 @@ DEFAULT_TIMEOUT_S = 30.0
 #: Heartbeats: every peer's default interval, and how many may be missed before death.
 HEARTBEAT_INTERVAL_S = 1.0
 HEARTBEAT_LIVENESS = 3
+#: The hop frame of a REQUEST to a worker: the budget left in ms, and the attempt (network
+#: byte order, unsigned).
+HOP = struct.Struct("!QI")
+#: The most processes a launcher's LAUNCHER may name (a larger count is left out).
+MAX_PROCESSES = 100_000
 
 EMPTY_META = msgpack.packb({})
 
@@ -220,9 +239,13 @@ def unpack_status(frame: Any) -> Snapshot:
     return parse_snapshot(unpack_meta(frame, MAX_STATUS_BYTES, MAX_STATUS_BYTES // 16))
 
 
-def unpack_request_meta(frame: Any) -> RequestMeta:
-    """A REQUEST's metadata, typed; its fields are checked where they are used."""
-    return cast(RequestMeta, unpack_meta(frame))
+def unpack_request_meta(frame: Any, hop_frame: Any = None) -> RequestMeta:
+    """A REQUEST's metadata, typed; its fields are checked where they are used. A worker
+    passes the broker's hop frame too, whose budget and attempt win over the metadata's."""
+    meta = cast(RequestMeta, unpack_meta(frame))
+    if hop_frame is not None:
+        meta["timeout_ms"], meta["attempt"] = parse_hop(hop_frame)
+    return meta
 
 
 def unpack_answer_meta(frame: Any) -> AnswerMeta:
@@ -251,7 +274,7 @@ class RequestMeta(TypedDict, total=False):
     method: str
     #: The request's Content-Type.
     ct: str
-    #: The budget left, in ms (never a wall-clock time).
+    #: The budget left, in ms (never a wall-clock time). To a worker, the hop frame's.
     timeout_ms: int
     request_id: str
     #: Request headers and query string, only for a service whose API reads them.
@@ -261,7 +284,8 @@ class RequestMeta(TypedDict, total=False):
     model: str
     #: The version of its service it pins (its X-Model-Version header).
     version: str
-    #: Set by the broker: 1 on the first worker, more after a worker was lost.
+    #: 1 on the first worker, more after a worker was lost: the hop frame's, set by the
+    #: broker (the metadata frame is passed on as the frontend sent it).
     attempt: int
     #: The trace context (W3C ``traceparent``, ``tracestate``) when tracing is on.
     trace: dict[str, str]
@@ -322,8 +346,7 @@ class ReadyMeta(TypedDict, total=False):
 
 class HeartbeatMeta(TypedDict, total=False):
     """HEARTBEAT, any way. A worker's names its data socket and reports its counters; a
-    frontend's names its host; a broker's names itself; a worker launcher's (on a socket of
-    its own to the worker side) says what it runs and, when its processes keep failing, why."""
+    frontend's names its host; a broker's names itself."""
 
     heartbeat_interval_s: float
     broker_id: str
@@ -331,18 +354,7 @@ class HeartbeatMeta(TypedDict, total=False):
     host: str
     pid: int
     healthy: bool
-    launcher: bool
-    api: str
-    service: str
-    processes: int
-    running: int
-    problem: str
-    min_processes: int
-    max_processes: int
-    #: A launcher's processes' threads (0: the environment's thread variables govern).
-    threads_per_process: int
-    thread_env: str
-    #: A broker's answer to a launcher: its service's requests waiting, and in flight.
+    #: A worker's requests waiting in it, and those it holds.
     queued: int
     in_flight: int
     #: A worker whose API serves many models: those it holds (or is loading), and its
@@ -355,6 +367,31 @@ class HeartbeatMeta(TypedDict, total=False):
     #: A worker's slots at this broker now (its READY said them first; a sync worker whose
     #: requests are measured fast holds more).
     capacity: int
+
+
+class LauncherMeta(TypedDict, total=False):
+    """LAUNCHER, both ways on the worker port. A worker launcher's (on a socket of its own)
+    says what it runs and, when its processes keep failing, why; the broker's answer names
+    itself and carries the launcher's service's load."""
+
+    heartbeat_interval_s: float
+    host: str
+    pid: int
+    api: str
+    service: str
+    processes: int
+    running: int
+    problem: str
+    #: Its autoscaling range (absent: a fixed count).
+    min_processes: int
+    max_processes: int
+    #: Its processes' threads (0: the environment's thread variables govern).
+    threads_per_process: int
+    thread_env: str
+    #: The broker's answer: itself, and its service's requests waiting, and in flight.
+    broker_id: str
+    queued: int
+    in_flight: int
 
 
 class RouteMeta(TypedDict, total=False):
@@ -461,10 +498,23 @@ def request(rid: bytes, meta: RequestMeta, body: Any) -> list[Any]:
 
 
 def request_to_worker(
-    worker: bytes, client: bytes, rid: bytes, meta: RequestMeta, body: Any
+    worker: bytes,
+    client: bytes,
+    rid: bytes,
+    meta_frame: Any,
+    body: Any,
+    *,
+    timeout_ms: int,
+    attempt: int,
 ) -> list[Any]:
-    """Broker -> worker: the frontend's request, with the budget left and the attempt."""
-    return [worker, SIGNATURE, REQUEST, client, rid, pack_meta(meta), body]
+    """Broker -> worker: the frontend's request, its metadata frame as it came, and a hop
+    frame with the budget left and the attempt (so the metadata is never re-packed)."""
+    return [worker, SIGNATURE, REQUEST, client, rid, meta_frame, hop(timeout_ms, attempt), body]
+
+
+def hop(timeout_ms: int, attempt: int) -> bytes:
+    """The hop frame: what the broker says of a request beyond the frontend's metadata."""
+    return HOP.pack(min(max(timeout_ms, 0), 2**64 - 1), min(max(attempt, 0), 2**32 - 1))
 
 
 def cancel(rid: bytes) -> list[Any]:
@@ -544,6 +594,11 @@ def retire_worker(worker: bytes) -> list[Any]:
     return [worker, SIGNATURE, RETIRE]
 
 
+def launcher(meta: LauncherMeta) -> list[Any]:
+    """A launcher's word to a broker, and the broker's answer (it prefixes the launcher)."""
+    return [SIGNATURE, LAUNCHER, pack_meta(meta)]
+
+
 def disconnect(reason: str = "", worker: bytes | None = None) -> list[Any]:
     meta: DisconnectMeta = {"reason": reason} if reason else {}
     if worker is not None:
@@ -552,6 +607,56 @@ def disconnect(reason: str = "", worker: bytes | None = None) -> list[Any]:
 
 
 # -- parsers of what the builders make -------------------------------------------------
+
+
+def parse_hop(frame: Any) -> tuple[int, int]:
+    """A REQUEST's hop frame (see ``hop``): its (timeout_ms, attempt), or ProtocolError when
+    it is not one. A plain tuple: this runs on every request a worker takes."""
+    data = _as_bytes(frame)
+    if len(data) != HOP.size:
+        raise ProtocolError(f"hop frame of {len(data)} bytes, not {HOP.size}")
+    timeout_ms, attempt = HOP.unpack(data)
+    return timeout_ms, attempt
+
+
+#: A LAUNCHER's fields: text (and its longest) or count (and its largest).
+_LAUNCHER_TEXT = {
+    "host": 255,
+    "api": 256,
+    "service": 128,
+    "problem": 1000,
+    "thread_env": 1000,
+    "broker_id": 255,
+}
+_LAUNCHER_COUNT = {
+    "pid": 2**31,
+    "processes": MAX_PROCESSES,
+    "running": MAX_PROCESSES,
+    "min_processes": MAX_PROCESSES,
+    "max_processes": MAX_PROCESSES,
+    "threads_per_process": MAX_PROCESSES,
+    "queued": 2**63,
+    "in_flight": 2**63,
+}
+
+
+def parse_launcher(frame: Any) -> LauncherMeta:
+    """A LAUNCHER frame (either way): each field it carries, checked; a field of the wrong
+    type or out of range is left out (a peer's frames are not trusted)."""
+    meta = unpack_meta(frame)
+    parsed: dict[str, Any] = {}
+    for key, longest in _LAUNCHER_TEXT.items():
+        text = meta.get(key)
+        if isinstance(text, str):
+            parsed[key] = text[:longest]
+    for key, largest in _LAUNCHER_COUNT.items():
+        count = meta.get(key)
+        if isinstance(count, int) and not isinstance(count, bool) and 0 <= count <= largest:
+            parsed[key] = count
+    interval = meta.get("heartbeat_interval_s")
+    if isinstance(interval, (int, float)) and not isinstance(interval, bool):
+        parsed["heartbeat_interval_s"] = float(interval)
+    return cast(LauncherMeta, parsed)
 
 
 def parse_refusal(frame: Any) -> tuple[int, str]:

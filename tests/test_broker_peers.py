@@ -115,24 +115,44 @@ def test_a_frontend_heartbeat_on_the_worker_port_is_sent_to_its_port() -> None:
     assert wire.wrong[-1] == ("frontend", OTHER, "worker") and not rules.registry.frontends
 
 
-def test_a_launcher_is_told_apart_hears_the_load_and_expires() -> None:
+def test_a_launcher_is_told_apart_by_its_command_hears_the_load_and_expires() -> None:
     rules, wire = peers()
+    join(rules)
     launcher = b"launcher"
-    meta = {"launcher": True, "service": "svc", "processes": 2, "heartbeat_interval_s": 1.0}
-    say(rules, launcher, p.heartbeat(meta), now=0.0)
-    assert launcher in rules.registry.launchers and not rules.registry.workers
-    assert wire.commands_to(launcher) == [p.HEARTBEAT]
-    assert p.unpack_meta(wire.worker_port[-1][3])["queued"] == 0
+    meta: p.LauncherMeta = {"service": "svc", "processes": 2, "heartbeat_interval_s": 1.0}
+    say(rules, launcher, p.launcher(meta), now=0.0)
+    record = rules.registry.launchers[launcher]
+    assert (record.service, record.processes, record.problem) == ("svc", 2, "")
+    assert list(rules.registry.workers) == [DATA] and not wire.wrong
+    assert wire.commands_to(launcher) == [p.LAUNCHER]
+    command, args = p.parse(wire.worker_port[-1][1:], p.TO_LAUNCHER)
+    assert command == p.LAUNCHER
+    assert p.parse_launcher(args[0]) == {
+        "broker_id": "b1",
+        "heartbeat_interval_s": 1.0,
+        "queued": 0,
+        "in_flight": 0,
+    }
     rules.expire(2.9)
     assert launcher in rules.registry.launchers
     rules.expire(3.1)
     assert launcher not in rules.registry.launchers
 
 
+def test_a_heartbeat_is_never_a_launcher_s() -> None:
+    """What was a launcher's word (a HEARTBEAT flagged ``launcher``) is a frontend's now: it
+    names no worker, so it is sent to the frontend port."""
+    rules, wire = peers()
+    say(rules, OTHER, p.heartbeat({"launcher": True, "service": "svc"}), now=0.0)
+    assert not rules.registry.launchers
+    assert wire.wrong == [("worker", OTHER, "frontend")]
+
+
 def test_a_launcher_goodbye_forgets_it_and_touches_no_worker() -> None:
     rules, _ = peers()
     join(rules)
-    say(rules, b"launcher", p.heartbeat({"launcher": True}), now=0.0)
+    say(rules, b"launcher", p.launcher({}), now=0.0)
+    assert b"launcher" in rules.registry.launchers
     say(rules, b"launcher", p.disconnect("bye"), now=1.0)
     assert not rules.registry.launchers and DATA in rules.registry.workers
 

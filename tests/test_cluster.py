@@ -232,12 +232,12 @@ def test_garbage_on_broker_sockets_hurts_no_one(cluster: Cluster) -> None:
         sock.connect(endpoint)
         for junk in (
             [b"junk"],
-            [b"ZS02", b"\xff"],
-            [b"ZS02", b"\x03", b"id"],
+            [b"ZS03", b"\xff"],
+            [b"ZS03", b"\x03", b"id"],
             [b"ZS99", b"\x02", b""],
         ):
             sock.send_multipart(junk)
-        sock.send_multipart([b"ZS02", b"\x03", b"rid", b"\xc1not msgpack", b"{}"])
+        sock.send_multipart([b"ZS03", b"\x03", b"rid", b"\xc1not msgpack", b"{}"])
         sock.close()
 
     def counted() -> bool:

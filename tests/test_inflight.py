@@ -59,8 +59,15 @@ def table(
     return Inflight(registry, wire, Policy(**policy), Counter()), wire, added
 
 
+def offer(
+    inflight: Inflight, rid: bytes, meta: dict[str, Any], frontend: bytes = F, now: float = 0.0
+) -> None:
+    """A frontend's request as the broker accepts it: its metadata and the frame it came in."""
+    inflight.accept(frontend, rid, meta, b"body", now, meta_frame=p.pack_meta(meta))
+
+
 def accept(inflight: Inflight, rid: bytes, timeout_ms: int = 1000, now: float = 0.0) -> None:
-    inflight.accept(F, rid, {"service": "svc", "timeout_ms": timeout_ms}, b"body", now)
+    offer(inflight, rid, {"service": "svc", "timeout_ms": timeout_ms}, now=now)
 
 
 def reply(inflight: Inflight, worker: WorkerRecord, rid: bytes, command: bytes = p.REPLY) -> bool:
@@ -81,7 +88,7 @@ def test_accept_assigns_by_credit_and_queues_the_rest() -> None:
 
 def test_accept_refuses_without_a_worker_a_full_queue_and_a_reused_id() -> None:
     inflight, wire, (a,) = table(capacity=1, max_queue=1)
-    inflight.accept(F, b"x", {"service": "nobody"}, b"", 0.0)
+    offer(inflight, b"x", {"service": "nobody"})
     accept(inflight, b"1")
     accept(inflight, b"2")  # queued
     accept(inflight, b"3")  # the queue is full
@@ -124,7 +131,7 @@ def test_a_frontend_that_leaves_takes_its_requests_with_it() -> None:
     inflight, wire, _ = table(capacity=1)
     accept(inflight, b"1")
     accept(inflight, b"2")
-    inflight.accept(b"other", b"1", {"service": "svc"}, b"", 0.0)
+    offer(inflight, b"1", {"service": "svc"}, b"other")
     assert inflight.drop_frontend(F) == 2
     # The assigned one stays until its worker gives the slot back; the queued one is gone.
     assert set(inflight.requests) == {(F, b"1"), (b"other", b"1")}
@@ -267,12 +274,12 @@ def versioned(*versions: str, capacity: int = 1) -> tuple[Inflight, RecordingWir
 def test_a_pinned_version_goes_to_its_workers_or_is_refused_naming_it() -> None:
     inflight, wire, registry = versioned("1", "2", capacity=4)
     for rid, pinned in ((b"1", "1"), (b"2", "2"), (b"3", "3")):
-        inflight.accept(F, rid, {"service": "svc", "version": pinned}, b"", 0.0)
+        offer(inflight, rid, {"service": "svc", "version": pinned})
     assert [(w, r) for w, r, _ in wire.requests] == [(b"A", b"1"), (b"B", b"2")]
     assert wire.terminal(b"3") == [(p.ERROR, 404)]
     service = registry.services["svc"]
     service.set_serving(registry.workers[b"A"], draining=True)
-    inflight.accept(F, b"4", {"service": "svc", "version": "1"}, b"", 0.0)
+    offer(inflight, b"4", {"service": "svc", "version": "1"})
     assert wire.terminal(b"4") == [(p.ERROR, 503)]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 from apis_models import ModelsAPI
-from test_inflight import F, reply, table
+from test_inflight import offer, reply, table
 
 from zeroserve.broker.inflight import MAX_PASSED
 from zeroserve.broker.queue import ServiceQueue
@@ -202,7 +202,7 @@ def test_heartbeats_replace_what_a_worker_holds_and_a_leaver_holds_nothing() -> 
 
 
 def accept_for(inflight: Any, rid: bytes, model: str) -> None:
-    inflight.accept(F, rid, {"service": "svc", "timeout_ms": 1000, "model": model}, b"", 0.0)
+    offer(inflight, rid, {"service": "svc", "timeout_ms": 1000, "model": model})
 
 
 def model_table(**kwargs: Any) -> tuple[Any, Any, list[WorkerRecord]]:

@@ -17,7 +17,7 @@ from zeroserve.common.frames import ZERO_COPY_BYTES, recv_frames, send_frames
 
 
 def test_every_table_names_known_commands() -> None:
-    for table in (p.FROM_FRONTEND, p.TO_FRONTEND, p.FROM_WORKER, p.TO_WORKER):
+    for table in (p.FROM_FRONTEND, p.TO_FRONTEND, p.FROM_WORKER, p.TO_WORKER, p.TO_LAUNCHER):
         for command in table:
             assert command in p.COMMAND_NAMES
     assert len(set(p.COMMAND_NAMES)) == len(p.COMMAND_NAMES)
@@ -112,7 +112,11 @@ BUILT = [
     (p.heartbeat({"worker": b"w"}), p.FROM_WORKER, False),
     (p.heartbeat(), p.TO_FRONTEND, False),
     (p.request(b"rid", {"service": "s", "ct": "application/json"}, b"{}"), p.FROM_FRONTEND, False),
-    (p.request_to_worker(b"w", b"c", b"rid", {"attempt": 1}, b"{}"), p.TO_WORKER, True),
+    (
+        p.request_to_worker(b"w", b"c", b"rid", p.EMPTY_META, b"{}", timeout_ms=900, attempt=1),
+        p.TO_WORKER,
+        True,
+    ),
     (p.cancel(b"rid"), p.FROM_FRONTEND, False),
     (p.cancel_to_worker(b"w", b"c", b"rid"), p.TO_WORKER, True),
     (p.answer(p.REPLY, b"c", b"rid", {"status": 200}, b"ok"), p.FROM_WORKER, False),
@@ -135,6 +139,9 @@ BUILT = [
     (p.retire(b"rid", "s", "1"), p.FROM_FRONTEND, False),
     (p.retire_reply(b"f", b"rid", {"service": "s", "version": "1"}), p.TO_FRONTEND, True),
     (p.retire_worker(b"w"), p.TO_WORKER, True),
+    (p.launcher({"service": "s", "processes": 2}), p.FROM_WORKER, False),
+    (p.launcher({"queued": 1, "in_flight": 2}), p.TO_LAUNCHER, False),
+    (p.refused(421, "wrong port"), p.TO_LAUNCHER, False),
 ]
 
 
@@ -178,6 +185,49 @@ def test_route_and_retire_are_parsed_in_one_place() -> None:
     assert p.parse_retire(answer[4])["workers"] == 3
     with pytest.raises(ProtocolError):
         p.parse_retire(p.retire(b"r", "s", "a b")[3])
+
+
+def test_a_request_reaches_a_worker_with_its_frame_untouched_and_the_hop_on_top() -> None:
+    sent = p.request(b"rid", {"service": "s", "timeout_ms": 5000, "attempt": 9}, b"{}")
+    _, (rid, meta_frame, body) = p.parse(sent, p.FROM_FRONTEND)
+    frames = p.request_to_worker(b"w", b"c", rid, meta_frame, body, timeout_ms=1234, attempt=2)
+    command, args = p.parse(frames[1:], p.TO_WORKER)
+    assert command == p.REQUEST and args[2] is meta_frame  # passed on, never re-packed
+    assert p.parse_hop(args[3]) == (1234, 2)
+    meta = p.unpack_request_meta(args[2], args[3])
+    assert meta == {"service": "s", "timeout_ms": 1234, "attempt": 2}  # the hop's values win
+    assert p.unpack_request_meta(meta_frame)["timeout_ms"] == 5000
+    assert p.parse_hop(p.hop(-5, 2**40)) == (0, 2**32 - 1)  # clamped, never a struct error
+
+
+@pytest.mark.parametrize("frame", [b"", b"\x00" * (p.HOP.size - 1), b"\x00" * (p.HOP.size + 1)])
+def test_a_malformed_hop_frame_is_a_protocol_error(frame: bytes) -> None:
+    with pytest.raises(ProtocolError, match="hop frame"):
+        p.parse_hop(frame)
+    with pytest.raises(ProtocolError, match="hop frame"):
+        p.unpack_request_meta(p.EMPTY_META, frame)
+
+
+def test_a_launcher_frame_is_parsed_in_one_place() -> None:
+    said: p.LauncherMeta = {
+        "host": "h",
+        "pid": 7,
+        "service": "s",
+        "processes": 2,
+        "problem": "x" * 2000,
+        "heartbeat_interval_s": 1,
+    }
+    parsed = p.parse_launcher(p.launcher(said)[2])
+    assert parsed == {**said, "problem": "x" * 1000, "heartbeat_interval_s": 1.0}
+    wrong = {"pid": -1, "processes": True, "running": 10**6, "host": 5, "queued": "many"}
+    assert p.parse_launcher(p.pack_meta(wrong)) == {}
+    assert "launcher" not in p.HeartbeatMeta.__annotations__
+
+
+def test_an_old_peer_is_told_the_version_not_misread() -> None:
+    old = [b"ZS02", p.REQUEST, b"c", b"rid", p.EMPTY_META, b"{}"]
+    with pytest.raises(VersionMismatch, match="ZS02"):
+        p.parse(old, p.TO_WORKER)
 
 
 _PAIR_NAMES = itertools.count()

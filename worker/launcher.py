@@ -80,10 +80,10 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
 
 
 class LauncherLink:
-    """The launcher's word to each broker, once a heartbeat: what it runs and, while its
-    processes keep failing (a setup that raises, a refusal), why, so that ``cluster status``
-    can say why a service has no worker. Each broker answers with its service's load, by
-    which an autoscaling launcher adds and removes processes."""
+    """The launcher's word to each broker, a LAUNCHER once a heartbeat interval: what it runs
+    and, while its processes keep failing (a setup that raises, a refusal), why, so that
+    ``cluster status`` can say why a service has no worker. Each broker answers LAUNCHER with
+    its service's load, by which an autoscaling launcher adds and removes processes."""
 
     def __init__(self, config: WorkerConfig, service: str, supervisor: Supervisor) -> None:
         self.config = config
@@ -133,8 +133,7 @@ class LauncherLink:
                 self.supervisor.grow()
             elif step < 0:
                 self.supervisor.shrink()
-        meta: p.HeartbeatMeta = {
-            "launcher": True,
+        meta: p.LauncherMeta = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "api": self.config.api[-256:],
@@ -149,7 +148,7 @@ class LauncherLink:
         if self.scaler is not None:
             meta["min_processes"] = self.scaler.minimum
             meta["max_processes"] = self.scaler.maximum
-        beat = p.heartbeat(meta)
+        beat = p.launcher(meta)
         for sock in self._socks:
             with contextlib.suppress(zmq.Again):
                 send_frames(sock, beat)
@@ -163,18 +162,17 @@ class LauncherLink:
 
 
 def _load_of(frames: list[bytes], last: Load) -> Load:
-    """A broker's answer to the launcher's heartbeat: its service's load (anything else, a
-    goodbye say, leaves the last word as it was)."""
+    """A broker's answer to the launcher's LAUNCHER: its service's load (anything else, a
+    refusal say, leaves the last word as it was)."""
     try:
-        command, args = p.parse(frames, p.TO_WORKER)
-        if command != p.HEARTBEAT:
+        command, args = p.parse(frames, p.TO_LAUNCHER)
+        if command != p.LAUNCHER:
             return last
-        meta = p.unpack_meta(args[0])
+        meta = p.parse_launcher(args[0])
     except ProtocolError:
         return last
-    queued, in_flight = meta.get("queued", 0), meta.get("in_flight", 0)
-    if isinstance(queued, int) and isinstance(in_flight, int):
-        return Load(queued=max(0, queued), in_flight=max(0, in_flight))
+    if "queued" in meta and "in_flight" in meta:
+        return Load(queued=meta["queued"], in_flight=meta["in_flight"])
     return last
 
 

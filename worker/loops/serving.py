@@ -283,9 +283,10 @@ class ServingLoop:
 
     def _on_request(self, link: int, args: list[Any]) -> None:
         client, rid = p.identity(args[0]), p.identity(args[1])
-        meta = p.unpack_request_meta(args[2])
+        # The frontend's metadata, with the broker's budget and attempt (its hop frame) on top.
+        meta = p.unpack_request_meta(args[2], args[3])
         now = time.monotonic()
-        job = Job(client, rid, meta, args[3], p.deadline_from(meta, now=now), now, link)
+        job = Job(client, rid, meta, args[4], p.deadline_from(meta, now=now), now, link)
         if self.tracing is not None and "trace" in meta:
             job.span = self.tracing.remote_span(
                 meta["trace"],
