@@ -219,10 +219,12 @@ def play_relay(front: str, back: str, token: str) -> None:
                     if command == p.REQUEST and workers:
                         worker = workers[turn % len(workers)]
                         turn += 1
-                        meta = p.unpack_request_meta(args[1])
-                        backends.send_multipart(
-                            p.request_to_worker(worker, peer, args[0], meta, args[2])
-                        )
+                        meta = p.unpack_request_meta(args[1])  # as a broker reads it
+                        frames = p.request_to_worker(
+                            worker, peer, args[0], args[1], args[2],
+                            timeout_ms=meta.get("timeout_ms", 0), attempt=1,
+                        )  # fmt: skip
+                        backends.send_multipart(frames)
                     elif command == p.HEARTBEAT:
                         table: p.RoutesMeta = {"services": {SERVICE: {"workers": len(workers)}}}
                         frontends.send_multipart([peer, *p.routes(table)])
