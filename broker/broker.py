@@ -12,6 +12,7 @@ worker and without ever trusting a peer's frames).
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import os
@@ -105,6 +106,9 @@ class Broker:
         self.backend: zmq.Socket = self._router()
         #: Where refused handshakes are seen (a peer without the token or an admitted key).
         self.monitors: dict[zmq.Socket, str] = {}
+        #: Frontends an answer could not reach (their connection is gone): their requests are
+        #: dropped once the message at hand is handled.
+        self._unreachable: set[bytes] = set()
         if self.keys is not None:
             for sock, side in ((self.frontend, "frontend"), (self.backend, "worker")):
                 self.monitors[sock.get_monitor_socket(HANDSHAKE_FAILED)] = side
@@ -163,6 +167,8 @@ class Broker:
             for monitor, side in self.monitors.items():
                 if monitor in events:
                     self._refused_handshakes(monitor, side)
+            while self._unreachable:
+                self.peers.drop_frontend(self._unreachable.pop(), "unreachable")
             now = time.monotonic()
             if now >= next_tick:
                 self._tick(now)
@@ -371,9 +377,10 @@ class Broker:
         self._send(self.backend, p.cancel_to_worker(worker, request.frontend, request.rid))
 
     def forward(self, request: BrokerRequest, command: bytes, meta: Any, body: Any) -> None:
-        self._send(
-            self.frontend, p.answer_to_frontend(request.frontend, command, request.rid, meta, body)
-        )
+        frames = p.answer_to_frontend(request.frontend, command, request.rid, meta, body)
+        if self._send(self.frontend, frames) is Sent.GONE:
+            # Dropped after the message at hand, not inside the request table's transition.
+            self._unreachable.add(request.frontend)
 
     def refuse(
         self,
@@ -394,18 +401,18 @@ class Broker:
     def send_routes(self, frontend: bytes) -> None:
         self._send(self.frontend, [frontend, *self._routes_message()])
 
-    def _send(self, sock: zmq.Socket, frames: list[Any]) -> bool:
+    def _send(self, sock: zmq.Socket, frames: list[Any]) -> Sent:
         try:
             send_frames(sock, frames)
         except zmq.Again:
             self.counters["send_dropped_full"] += 1
-            return False
+            return Sent.FULL
         except zmq.ZMQError as exc:
             if exc.errno != zmq.EHOSTUNREACH:
                 raise
             self.counters["send_dropped_gone"] += 1
-            return False
-        return True
+            return Sent.GONE
+        return Sent.OK
 
     def _routes_message(self) -> list[Any]:
         return p.routes({"broker_id": self.broker_id, "services": self.registry.route_table()})
@@ -459,6 +466,16 @@ class Broker:
             model_routing=self.config.model_routing,
             now=now,
         )
+
+
+class Sent(enum.Enum):
+    """What became of a message the broker sent."""
+
+    OK = "ok"
+    #: The peer's queue is full (its high-water mark): dropped.
+    FULL = "full"
+    #: No connection has the peer's identity (ROUTER_MANDATORY): dropped.
+    GONE = "gone"
 
 
 #: Commands only a worker sends, and only a frontend (or a status client) sends.

@@ -268,6 +268,10 @@ class Inflight:
             self.wire.send_cancel(request.worker, request)
         return True
 
+    def held_for(self, frontend: bytes) -> int:
+        """How many of `frontend`'s requests are held."""
+        return sum(1 for key in self.requests if key[0] == frontend)
+
     def drop_frontend(self, frontend: bytes) -> int:
         """A frontend left: every request of its own is cancelled."""
         mine = [key for key in self.requests if key[0] == frontend]

@@ -304,13 +304,26 @@ class Peers:
         record.last_seen = now
         record.expires_at = now + self.expiry_of(meta)
 
-    def drop_frontend(self, identity: bytes) -> None:
+    def drop_frontend(self, identity: bytes, why: str = "left") -> None:
+        """A frontend said goodbye, or an answer could not reach it (its connection is gone, so
+        it re-sends what it still waits for): its requests are cancelled."""
         record = self.registry.frontends.pop(identity, None)
-        if record is None:
-            return
         dropped = self.inflight.drop_frontend(identity)
+        if record is not None or dropped:
+            host, pid = (record.host, record.pid) if record is not None else ("?", "?")
+            log.info("frontend %s: %s pid %s (%d request(s) dropped)", why, host, pid, dropped)
+
+    def forget_frontend(self, identity: bytes) -> None:
+        """A frontend silent past its limit gets no more routes or heartbeats, but its requests
+        stay: one starved of CPU for a moment still waits for them, and a silence it did not
+        choose must not lose them. An answer that cannot reach it drops them
+        (`drop_frontend`); their deadlines bound the rest."""
+        record = self.registry.frontends.pop(identity)
         log.info(
-            "frontend left: %s pid %s (%d request(s) dropped)", record.host, record.pid, dropped
+            "frontend silent: %s pid %s (%d request(s) kept until answered or past their deadline)",
+            record.host,
+            record.pid,
+            self.inflight.held_for(identity),
         )
 
     # -- the clock -----------------------------------------------------------
@@ -321,7 +334,7 @@ class Peers:
             self.counters["dead_workers"] += 1
             self.remove_worker(worker.identity, "missed its heartbeats")
         for frontend in self.registry.expired_frontends(now):
-            self.drop_frontend(frontend.identity)
+            self.forget_frontend(frontend.identity)
         self.registry.expire_launchers(now)
 
 

@@ -27,7 +27,8 @@ THREADS_AT_IMPORT = {name: os.environ.get(name) for name in THREAD_VARIABLES}
 
 
 class EchoAPI(LitAPI):
-    """{"value": V} -> {"echo": V, "pid": ...}; "op" asks for a failure, a sleep, an HTTP error."""
+    """{"value": V} -> {"echo": V, "pid": ...}; "op" asks for a failure, a sleep, an HTTP error;
+    "gate" holds the request until that file exists."""
 
     def setup(self, device: str) -> None:
         self.device = device
@@ -45,6 +46,8 @@ class EchoAPI(LitAPI):
             raise ValueError("boom")
         if op == "sleep":
             time.sleep(float(x["seconds"]))  # the model's work time the request asks for
+        if "gate" in x:
+            _wait_for(x["gate"])
         if "mark" in x:
             Path(x["mark"]).write_text(str(os.getpid()))
         return {"echo": x.get("value"), "pid": os.getpid(), "host": socket.gethostname()}

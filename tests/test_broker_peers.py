@@ -171,6 +171,31 @@ def test_a_frontend_joins_is_named_and_expires() -> None:
     assert not rules.registry.frontends
 
 
+def test_a_silent_frontend_keeps_its_requests_until_an_answer_cannot_reach_it() -> None:
+    """A frontend starved of CPU past its heartbeat window is alive: forgetting it must not
+    cancel what it waits for (it did, and the chaos run saw a request answered 504 after its
+    frontend came back). Only an answer that cannot reach it (`drop_frontend`, "unreachable")
+    cancels them."""
+    rules, wire = peers()
+    sent: list[Any] = []
+    wire.send_request = wire.send_cancel = lambda *args: sent.append(args)  # type: ignore[method-assign]
+    join(rules)
+    rules.on_frontend_heartbeat(b"f", {"host": "h", "pid": 7}, now=0.0)
+    meta: p.RequestMeta = {"service": "svc", "timeout_ms": 60_000}
+    rules.inflight.accept(b"f", b"r1", meta, b"body", 0.0, meta_frame=p.pack_meta(meta))
+    assert len(sent) == 1 and (b"f", b"r1") in rules.inflight.requests  # at its worker
+    say(rules, CONTROL, beat(), now=9.0)  # the worker stays
+    rules.expire(10.0)
+    assert b"f" not in rules.registry.frontends
+    assert (b"f", b"r1") in rules.inflight.requests, "its request is kept"
+    rules.on_frontend_heartbeat(b"f", {"host": "h", "pid": 7}, now=10.5)  # back: joins again
+    assert b"f" in rules.registry.frontends and wire.routes_to == [b"f", b"f"]
+    rules.drop_frontend(b"f", "unreachable")
+    assert rules.inflight.requests[(b"f", b"r1")].cancelled and len(sent) == 2  # its worker told
+    assert b"f" not in rules.registry.frontends
+    rules.drop_frontend(b"f", "unreachable")  # twice: nothing left, nothing raised
+
+
 def test_a_draining_worker_takes_no_new_work_and_is_acknowledged() -> None:
     rules, wire = peers()
     join(rules)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import requests
 
@@ -65,6 +67,75 @@ def test_a_stopped_worker_rejoins_on_sigcont(cluster: Cluster) -> None:
 
     wait_until(served_by_it, what="the woken worker to serve again")
     assert (cluster.status() or {})["broker"]["requests_held"] == 0
+
+
+def test_a_frontend_stopped_past_its_heartbeats_still_gets_its_answer(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A frontend starved of CPU (here SIGSTOP) past its heartbeat window is forgotten by the
+    broker, but what it waits for is not cancelled: the answer that comes meanwhile reaches it
+    once it runs again. (The broker used to cancel a silent frontend's requests; the frontend,
+    reading the heartbeats queued while it was stopped, never knew, and its request ended 504
+    at its deadline.)"""
+    cluster.broker()
+    cluster.worker("EchoAPI", 1)
+    frontend = cluster.frontend("--request-timeout", "20")
+    cluster.wait_healthy(1)
+    gate = tmp_path / "gate"
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(cluster.post, {"value": 7, "gate": str(gate)})
+        wait_until(
+            lambda: any(w["in_flight"] for w in cluster.ready_workers()),
+            what="the worker to hold the request",
+        )
+        os.killpg(frontend.pid, signal.SIGSTOP)
+        try:
+            wait_until(
+                lambda: re.search(r"frontend (left|silent): ", cluster.logs()),
+                what="the broker to forget the stopped frontend",
+            )
+            gate.write_text("open")
+            wait_until(
+                lambda: (cluster.status() or {})["broker"]["requests_held"] == 0,
+                what="the worker's answer to pass the broker",
+            )
+        finally:
+            os.killpg(frontend.pid, signal.SIGCONT)
+        answer = pending.result(timeout=60)
+    assert (answer.status_code, answer.json()["echo"]) == (200, 7), answer.text
+
+
+def test_a_killed_frontends_requests_are_dropped_once_an_answer_cannot_reach_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """The other side of the rule above: a frontend that is gone (kill -9) is forgotten by its
+    silence with its requests kept, and the first answer that cannot reach it (its connection
+    is gone) cancels the rest, so the broker holds nothing for it."""
+    cluster.broker()
+    cluster.worker("EchoAPI", 1)
+    frontend = cluster.frontend()
+    cluster.wait_healthy(1)
+    first, rest = tmp_path / "first", tmp_path / "rest"
+    clients = ThreadPoolExecutor(3)
+    for value in range(3):
+        clients.submit(cluster.post, {"value": value, "gate": str(rest if value else first)})
+    wait_until(
+        lambda: (cluster.status() or {})["broker"]["requests_held"] == 3,
+        what="the broker to hold the three requests",
+    )
+    os.killpg(frontend.pid, signal.SIGKILL)
+    wait_until(
+        lambda: "frontend silent: " in cluster.logs(), what="the broker to forget the frontend"
+    )
+    assert (cluster.status() or {})["broker"]["requests_held"] == 3, "kept while only silent"
+    first.write_text("open")  # its answer finds no connection: the other two are dropped
+    wait_until(
+        lambda: re.search(r"frontend unreachable: .*\(2 request\(s\) dropped\)", cluster.logs()),
+        what="the broker to drop what the gone frontend waited for",
+    )
+    rest.write_text("open")  # a cancelled request's answer still frees its worker's slot
+    wait_until(lambda: (cluster.status() or {})["broker"]["requests_held"] == 0, what="none held")
+    clients.shutdown(wait=True)
 
 
 def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
