@@ -38,7 +38,7 @@ def served_by(cluster: Cluster, count: int = 20) -> set[int]:
     return {cluster.post({"value": i}).json()["pid"] for i in range(count)}
 
 
-def test_requests_are_spread_over_both_brokers_and_a_kill_9_of_one_loses_none(
+def test_kill_9_of_one_broker_under_load_loses_no_request_and_it_rejoins(
     cluster: Cluster,
 ) -> None:
     """Both brokers serve and `cluster status` shows each; one killed under load loses no
