@@ -21,11 +21,12 @@ def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
     cluster.wait_healthy(3)
     results = cluster.load(150, 40, lambda: os.killpg(doomed.pid, signal.SIGKILL))
     assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(150)]
-    # Work held by the dead moved within the heartbeat window (0.6 s here), not a timeout.
-    assert max(seconds for *_, seconds in results) < 5
+    # Work held by the dead was re-sent once the broker gave them up for their silence (the
+    # rule, with its clock passed in: test_broker_peers.py), not left to a timeout.
     snapshot = cluster.status() or {}
     assert {w["pid"] for w in snapshot["workers"]} == worker_pids(survivor)
     assert snapshot["counters"].get("dead_workers", 0) >= 2
+    assert snapshot["counters"].get("resent", 0) >= 1
     assert snapshot["broker"]["requests_held"] == 0
 
 
@@ -134,12 +135,13 @@ def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
             lambda: any(w["in_flight"] for w in cluster.ready_workers()), what="the held request"
         )
         cluster.stop(broker, signal.SIGKILL)
-        killed_at = time.monotonic()
         wait_until(lambda: cluster.health() == 503, what="the frontend to see the loss")
-        # Heartbeats would take 6 s (3 of 2 s) to tell.
-        assert time.monotonic() - killed_at < 3.0, "the loss waited for the heartbeats"
+        # The socket monitor told (heartbeats would take 6 s, 3 of 2 s, and say so in a line
+        # of their own).
+        frontend = cluster.procs[2][2].read_text()
+        assert "the connection to the broker at" in frontend, frontend
+        assert "no word from the broker" not in frontend, frontend
         came_after = pool.submit(cluster.post, {"value": 1}, timeout=30)
-        assert "the connection to the broker at" in cluster.logs()
         cluster.broker(*slow, ports=ports)  # type: ignore[arg-type]
         cluster.wait_healthy(1)
         assert [held.result().json()["echo"], came_after.result().json()["echo"]] == [0, 1]
