@@ -99,7 +99,9 @@ def test_status_watch_refreshes_with_throughput(cluster: Cluster) -> None:
         assert len(refreshes) >= 4, refreshes
         assert any(rate not in ("-", "0.0") for rate in refreshes[1:]), refreshes
         watcher.send_signal(signal.SIGINT)
-        assert watcher.wait(10) == 0
+        # Read what it has yet to write: a full pipe would hold its last screens, and its exit.
+        watcher.communicate(timeout=10)
+        assert watcher.returncode == 0
     finally:
         if watcher.poll() is None:
             watcher.kill()
