@@ -18,6 +18,7 @@ ONE_WORKER_FILES = {
     "tests/test_http1.py",
     "tests/test_openai.py",
     "tests/test_streaming.py",
+    "tests/test_tracing.py",
     "tests/test_oracle_answers.py",
     "tests/test_oracle_auth.py",
     "tests/test_oracle_middlewares.py",
