@@ -84,7 +84,7 @@ def close(topology: Topology, request: pytest.FixtureRequest) -> None:
 
 def status(hosts: Topology) -> dict:
     endpoint = f"tcp://{hosts.address('broker')}:5555"
-    return hosts.client("client", "status", endpoint, str(hosts.logs / "token")) or {}
+    return hosts.status("client", endpoint, hosts.logs / "token") or {}
 
 
 def workers_by_host(hosts: Topology) -> dict[str, set[int]]:
@@ -215,7 +215,7 @@ def test_a_broker_host_whose_link_goes_down_loses_no_request(two_brokers: Topolo
 
     def workers_of(broker: str) -> list[dict]:
         endpoint = f"tcp://{hosts.address(broker)}:5555"
-        snapshot = hosts.client("client", "status", endpoint, str(hosts.logs / "token")) or {}
+        snapshot = hosts.status("client", endpoint, hosts.logs / "token") or {}
         return snapshot.get("workers", [])
 
     wait_until(
