@@ -162,6 +162,9 @@ def test_random_frames_while_real_traffic_flows(echo: Cluster) -> None:
                 if rng.random() < 0.7:
                     parts[:2] = [p.SIGNATURE, rng.choice(list(p.COMMAND_NAMES))]
                 sock.send_multipart(parts)
+                # Hundreds a second, not a flood: one that starves the broker of the CPU past
+                # the tests' heartbeat window (0.6 s) on a loaded machine tests that instead.
+                stop.wait(0.002)
         finally:
             sock.close(0)
 
