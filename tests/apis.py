@@ -261,7 +261,8 @@ class AsyncSleepAPI(LitAPI):
             raise HTTPException(422, "send a JSON object")
         return request
 
-    #: How many predicts await at once now, and at most so far, in this process.
+    #: How many predicts await at once now, and at most so far, in this process; each answer
+    #: says both, "awaiting" as it was when its predict began to await.
     awaiting = most_awaiting = 0
 
     async def predict(self, x: dict[str, Any]) -> dict[str, Any]:
@@ -270,6 +271,7 @@ class AsyncSleepAPI(LitAPI):
         if x.get("op") == "fail":
             raise ValueError("boom")
         self.awaiting += 1
+        began_with = self.awaiting
         self.most_awaiting = max(self.most_awaiting, self.awaiting)
         try:
             await asyncio.sleep(float(x.get("seconds", 0)))
@@ -279,21 +281,32 @@ class AsyncSleepAPI(LitAPI):
             raise
         finally:
             self.awaiting -= 1
-        return {"echo": x.get("value"), "pid": os.getpid(), "most_awaiting": self.most_awaiting}
+        return {
+            "echo": x.get("value"),
+            "pid": os.getpid(),
+            "most_awaiting": self.most_awaiting,
+            "awaiting": began_with,
+        }
 
     async def encode_response(self, output: Any) -> Any:
         return output
 
 
 class AsyncStreamAPI(LitAPI):
-    """An async generator: n pieces, each after awaiting {"seconds"}."""
+    """An async generator: n pieces, each after awaiting {"seconds"}; each piece says how many
+    generators of this process were running when it was made."""
 
     stream = True
+    running = 0
 
     async def predict(self, x: dict[str, Any]) -> Any:
-        for i in range(int(x.get("n", 3))):
-            await asyncio.sleep(float(x.get("seconds", 0)))
-            yield {"i": i, "value": x.get("value")}
+        self.running += 1
+        try:
+            for i in range(int(x.get("n", 3))):
+                await asyncio.sleep(float(x.get("seconds", 0)))
+                yield {"i": i, "value": x.get("value"), "running": self.running}
+        finally:
+            self.running -= 1
 
     async def encode_response(self, output: Any) -> Any:
         async for item in output:

@@ -11,9 +11,14 @@ from cluster import Cluster
 #: Test files whose tests run on one worker: they share a module-scoped cluster or servers
 #: (started once there, not once per worker), or a fixed port and file.
 ONE_WORKER_FILES = {
+    "tests/test_async.py",
+    "tests/test_cluster.py",
+    "tests/test_continuous.py",
     "tests/test_hostile.py",
     "tests/test_http1.py",
     "tests/test_openai.py",
+    "tests/test_streaming.py",
+    "tests/test_tracing.py",
     "tests/test_oracle_answers.py",
     "tests/test_oracle_auth.py",
     "tests/test_oracle_middlewares.py",

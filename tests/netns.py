@@ -46,6 +46,8 @@ class Topology:
         self.logs = logs
         self.hosts: dict[str, int] = {}
         self.procs: list[tuple[str, subprocess.Popen, Path]] = []
+        #: The status askers started on hosts, by host (Topology.status).
+        self._askers: dict[str, subprocess.Popen] = {}
         self.switch = f"{self.prefix}-sw"
         _ip("netns", "add", self.switch)
         _ip("-n", self.switch, "link", "add", "br0", "type", "bridge")
@@ -126,6 +128,25 @@ class Topology:
             return None
         return json.loads(done.stdout)
 
+    def status(self, host: str, endpoint: str, token_file: Path) -> dict[str, Any] | None:
+        """A broker's status, asked from `host` by one process kept there for the test's polls
+        (a process started for each would cost its start each time)."""
+        asker = self._askers.get(host)
+        if asker is None or asker.poll() is not None:
+            asker = subprocess.Popen(
+                ["ip", "netns", "exec", self.ns(host), sys.executable, str(CLIENT), "statuses"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+            self._askers[host] = asker
+        assert asker.stdin is not None and asker.stdout is not None
+        asker.stdin.write(f"{endpoint} {token_file}\n")
+        asker.stdin.flush()
+        answer = asker.stdout.readline()
+        return json.loads(answer) if answer else None
+
     def run_cli(self, host: str, *args: str, timeout_s: float = 60) -> str:
         """Run a `cluster` command on `host` to its end; return what it printed."""
         done = subprocess.run(
@@ -153,6 +174,10 @@ class Topology:
         )
 
     def close(self) -> None:
+        for asker in self._askers.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(asker.pid, signal.SIGKILL)
+            asker.wait(10)
         for _, proc, _ in self.procs:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)

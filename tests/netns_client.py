@@ -1,9 +1,11 @@
 """Run inside a test host's network namespace: ask the broker for its status, or send load.
 
-    python netns_client.py status tcp://HOST:PORT [TOKEN_FILE]
+    python netns_client.py statuses
     python netns_client.py load URL COUNT CONCURRENCY [SECONDS_EACH]
 
-Prints one JSON document on stdout.
+`statuses` reads lines "tcp://HOST:PORT [TOKEN_FILE]" and answers each with a line of JSON (null
+when the broker did not answer): one process for all of a test's status polls. `load` prints
+one JSON document.
 """
 
 from __future__ import annotations
@@ -46,11 +48,22 @@ def load(url: str, count: int, concurrency: int, seconds: float) -> list[dict]:
         return list(pool.map(call, range(count)))
 
 
+def statuses() -> None:
+    for line in sys.stdin:
+        endpoint, *token_file = line.split()
+        token = Path(token_file[0]).read_text().strip() if token_file else None
+        try:
+            snapshot = fetch_status(
+                endpoint, timeout_s=1.0, keys=peer_token_keys(token) if token else None
+            )
+        except Exception:  # unreachable, or refused: the test sees null and asks again
+            snapshot = None
+        print(json.dumps(snapshot), flush=True)
+
+
 def main() -> None:
-    if sys.argv[1] == "status":
-        token = Path(sys.argv[3]).read_text().strip() if len(sys.argv) > 3 else None
-        keys = peer_token_keys(token) if token else None
-        print(json.dumps(fetch_status(sys.argv[2], timeout_s=1.0, keys=keys)))
+    if sys.argv[1] == "statuses":
+        statuses()
     else:
         url, count, concurrency = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
         seconds = float(sys.argv[5]) if len(sys.argv) > 5 else 0.02

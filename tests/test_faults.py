@@ -23,11 +23,12 @@ def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
     cluster.wait_healthy(3)
     results = cluster.load(150, 40, lambda: os.killpg(doomed.pid, signal.SIGKILL))
     assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(150)]
-    # Work held by the dead moved within the heartbeat window (0.6 s here), not a timeout.
-    assert max(seconds for *_, seconds in results) < 5
+    # Work held by the dead was re-sent once the broker gave them up for their silence (the
+    # rule, with its clock passed in: test_broker_peers.py), not left to a timeout.
     snapshot = cluster.status() or {}
     assert {w["pid"] for w in snapshot["workers"]} == worker_pids(survivor)
     assert snapshot["counters"].get("dead_workers", 0) >= 2
+    assert snapshot["counters"].get("resent", 0) >= 1
     assert snapshot["broker"]["requests_held"] == 0
 
 
@@ -172,9 +173,9 @@ def test_broker_kill_9_and_restart_under_load(cluster: Cluster) -> None:
         for f in clients:
             f.result()
     # Nothing had begun to answer: what the broker held, and what came while it was gone,
-    # waited at the frontend and was served once it was back.
+    # waited at the frontend and was served once it was back (none hung to its client's
+    # timeout, -1).
     assert {code for _, code, _ in seen} == {200}
-    assert max(took for *_, took in seen) < 5, "a request hung past the broker's return"
     # The frontend, back by a request before its heartbeat, is named by that heartbeat.
     [front] = wait_until(
         lambda: [f for f in (cluster.status() or {}).get("frontends", []) if f.get("pid")],
@@ -205,12 +206,13 @@ def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
             lambda: any(w["in_flight"] for w in cluster.ready_workers()), what="the held request"
         )
         cluster.stop(broker, signal.SIGKILL)
-        killed_at = time.monotonic()
         wait_until(lambda: cluster.health() == 503, what="the frontend to see the loss")
-        # Heartbeats would take 6 s (3 of 2 s) to tell.
-        assert time.monotonic() - killed_at < 3.0, "the loss waited for the heartbeats"
+        # The socket monitor told (heartbeats would take 6 s, 3 of 2 s, and say so in a line
+        # of their own).
+        frontend = cluster.procs[2][2].read_text()
+        assert "the connection to the broker at" in frontend, frontend
+        assert "no word from the broker" not in frontend, frontend
         came_after = pool.submit(cluster.post, {"value": 1}, timeout=30)
-        assert "the connection to the broker at" in cluster.logs()
         cluster.broker(*slow, ports=ports)  # type: ignore[arg-type]
         cluster.wait_healthy(1)
         assert [held.result().json()["echo"], came_after.result().json()["echo"]] == [0, 1]
@@ -219,7 +221,8 @@ def test_a_dead_broker_is_noticed_at_once_not_after_the_heartbeat_window(
 
 def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: Cluster) -> None:
     cluster.broker()
-    launcher_process = cluster.worker("BadSetupAPI", 1)
+    # Heartbeats 5 s apart: silent, the launcher would be forgotten after 15 s.
+    launcher_process = cluster.worker("BadSetupAPI", 1, "--heartbeat-interval", "5")
     cluster.frontend()
     message = "BadSetupAPI.setup failed (RuntimeError: the model file is missing); this worker"
     wait_until(lambda: cluster.logs().count(message) >= 1, what="the first attempt")
@@ -245,9 +248,11 @@ def test_a_failing_setup_is_retried_with_back_off_not_in_a_tight_loop(cluster: C
     assert "worker launchers (1)" in table and "the model file is missing" in table
     # A launcher that stops says goodbye, and the broker forgets it at once.
     launcher_process.terminate()
-    stopped = time.monotonic()
-    wait_until(lambda: (cluster.status() or {}).get("launchers") == [], what="the goodbye")
-    assert time.monotonic() - stopped < 2.5, "forgotten by its silence (3 s), not its goodbye"
+    wait_until(
+        lambda: (cluster.status() or {}).get("launchers") == [],
+        timeout_s=10,
+        what="the goodbye (its silence would take 15 s)",
+    )
 
 
 def test_a_hung_predict_gets_504_and_its_process_recycled(cluster: Cluster) -> None:

@@ -148,8 +148,9 @@ def test_bad_frames_get_answers_where_they_can(echo: Cluster) -> None:
     assert echo.post({"value": "still"}).json()["echo"] == "still"
 
 
-def test_random_frames_while_real_traffic_flows(cluster: Cluster) -> None:
-    cluster.up("EchoAPI", 2)
+def test_random_frames_while_real_traffic_flows(echo: Cluster) -> None:
+    cluster = echo
+    before = (cluster.status() or {})["counters"]
     rng = random.Random(1234)
     stop = threading.Event()
 
@@ -161,6 +162,9 @@ def test_random_frames_while_real_traffic_flows(cluster: Cluster) -> None:
                 if rng.random() < 0.7:
                     parts[:2] = [p.SIGNATURE, rng.choice(list(p.COMMAND_NAMES))]
                 sock.send_multipart(parts)
+                # Hundreds a second, not a flood: one that starves the broker of the CPU past
+                # the tests' heartbeat window (0.6 s) on a loaded machine tests that instead.
+                stop.wait(0.002)
         finally:
             sock.close(0)
 
@@ -179,8 +183,8 @@ def test_random_frames_while_real_traffic_flows(cluster: Cluster) -> None:
             t.join()
     assert [(a.status_code, a.json()["echo"]) for a in answers] == [(200, i) for i in range(300)]
     counters = (cluster.status() or {})["counters"]
-    assert counters.get("bad_messages_frontend", 0) > 0
-    assert counters.get("bad_messages_worker", 0) > 0
+    for side in ("bad_messages_frontend", "bad_messages_worker"):
+        assert counters.get(side, 0) > before.get(side, 0), side
 
 
 def test_a_worker_survives_garbage_from_its_broker(cluster: Cluster) -> None:
@@ -271,8 +275,12 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
         assert worker["reported"] == {"done": 7}
         assert b"Wtest-data".hex() not in str(worker), "status must not reveal identities"
         control.send_multipart(p.heartbeat({"worker": b"Wsomeone-else"}))
-        assert control.poll(5000)
-        command, _ = p.parse(control.recv_multipart(), p.TO_WORKER)
+        # (The broker's heartbeats to the worker, 0.2 s apart, may come first.)
+        while True:
+            assert control.poll(5000)
+            command, _ = p.parse(control.recv_multipart(), p.TO_WORKER)
+            if command != p.HEARTBEAT:
+                break
         assert command == p.ANNOUNCE
         assert not data.poll(100), "nothing for the data socket"
         # Another socket that names the worker can neither redirect nor remove it.

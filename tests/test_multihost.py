@@ -84,7 +84,7 @@ def close(topology: Topology, request: pytest.FixtureRequest) -> None:
 
 def status(hosts: Topology) -> dict:
     endpoint = f"tcp://{hosts.address('broker')}:5555"
-    return hosts.client("client", "status", endpoint, str(hosts.logs / "token")) or {}
+    return hosts.status("client", endpoint, hosts.logs / "token") or {}
 
 
 def workers_by_host(hosts: Topology) -> dict[str, set[int]]:
@@ -143,7 +143,9 @@ def test_requests_are_served_by_workers_of_both_hosts(hosts: Topology) -> None:
 
 def test_a_host_whose_link_goes_down_loses_no_request_and_rejoins(hosts: Topology) -> None:
     wait_for_both_hosts(hosts)
-    background = hosts.client_background("client", "load", url(hosts), "400", "8", "0.02")
+    # 400 requests of 50 ms on four processes: seconds of load, for a status (a process
+    # started in the client's namespace each time) to see host-b at work.
+    background = hosts.client_background("client", "load", url(hosts), "400", "8", "0.05")
     wait_until(
         lambda: any(w["host"] == "host-b" and w["in_flight"] for w in status(hosts)["workers"]),
         what="host-b to hold work",
@@ -152,9 +154,13 @@ def test_a_host_whose_link_goes_down_loses_no_request_and_rejoins(hosts: Topolog
     out, err = background.communicate(timeout=120)
     results = json.loads(out)
     assert [(r["status"], r["echo"]) for r in results] == [(200, i) for i in range(400)], err
+    # What host-b held moved to host-c once the broker gave its workers up for their missed
+    # heartbeats (the rule, clock passed in: test_broker_peers.py), and was re-sent.
+    snapshot = status(hosts)
+    assert "host-b" not in {w["host"] for w in snapshot["workers"]}
+    assert snapshot["counters"].get("dead_workers", 0) >= 2, snapshot["counters"]
+    assert snapshot["counters"].get("resent", 0) >= 1, snapshot["counters"]
     slowest = max(r["seconds"] for r in results)
-    assert slowest < 5, f"work moved to host-c only after {slowest:.1f} s"
-    assert "host-b" not in workers_by_host(hosts)
     print(f"link down: 400/400 answered, slowest {slowest:.2f} s")
 
     hosts.set_link("host-b", up=True)
@@ -209,7 +215,7 @@ def test_a_broker_host_whose_link_goes_down_loses_no_request(two_brokers: Topolo
 
     def workers_of(broker: str) -> list[dict]:
         endpoint = f"tcp://{hosts.address(broker)}:5555"
-        snapshot = hosts.client("client", "status", endpoint, str(hosts.logs / "token")) or {}
+        snapshot = hosts.status("client", endpoint, hosts.logs / "token") or {}
         return snapshot.get("workers", [])
 
     wait_until(

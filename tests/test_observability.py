@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import selectors
 import signal
 import socket
 import subprocess
 import sys
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import requests
@@ -85,21 +84,26 @@ def test_status_watch_refreshes_with_throughput(cluster: Cluster) -> None:
         cwd=ROOT,
         start_new_session=True,
     )
+    refreshes: list[str] = []
+
+    def read() -> None:
+        """Every line it writes, as it comes (unread, a full pipe would stop it)."""
+        for line in watcher.stdout:  # type: ignore[union-attr]
+            if re.match(r"\S+\s+\d+\s+EchoAPI", line):
+                refreshes.append(line.split()[-1])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
     try:
-        selector = selectors.DefaultSelector()
-        selector.register(watcher.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
-        refreshes = []
-        deadline = time.monotonic() + 30
-        while len(refreshes) < 4 and time.monotonic() < deadline:
-            cluster.post({"value": 1})
-            if selector.select(0.1):
-                line = watcher.stdout.readline()  # type: ignore[union-attr]
-                if re.match(r"\S+\s+\d+\s+EchoAPI", line):
-                    refreshes.append(line.split()[-1])
-        assert len(refreshes) >= 4, refreshes
+        wait_until(
+            lambda: cluster.post({"value": 1}).ok and len(refreshes) >= 4,
+            timeout_s=60,
+            what="four refreshes while requests are served",
+        )
         assert any(rate not in ("-", "0.0") for rate in refreshes[1:]), refreshes
         watcher.send_signal(signal.SIGINT)
         assert watcher.wait(10) == 0
+        reader.join(10)
     finally:
         if watcher.poll() is None:
             watcher.kill()

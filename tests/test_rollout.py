@@ -19,6 +19,9 @@ SERVICE = "EchoAPI"
 #: Answers to requests sent within this long of a change may follow the split before it
 #: (a heartbeat of the test clusters, and then some for the CLI's round trips).
 SETTLE_S = 0.5
+#: Each client's pause between its requests: a steady load that leaves the machine's cores to
+#: the cluster's processes (the assertions count answers, never their rate).
+PACE_S = 0.01
 
 
 @dataclass
@@ -71,6 +74,7 @@ class Load:
             with self._lock:
                 self.answers.append(answer)
             i += self.clients
+            self._stop.wait(PACE_S)
 
     def since(self, t: float) -> list[Answer]:
         with self._lock:

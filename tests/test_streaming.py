@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 import requests
 
 from cluster import Cluster, run_cli, wait_until
@@ -18,10 +19,20 @@ def lines_of(response: requests.Response) -> list[dict]:
     return [json.loads(line) for line in response.iter_lines() if line]
 
 
-def test_first_piece_arrives_before_the_generator_finishes(
-    cluster: Cluster, tmp_path: Path
-) -> None:
-    cluster.up("StreamAPI")
+@pytest.fixture(scope="module")
+def served(module_cluster: Cluster) -> Cluster:
+    """StreamAPI (/predict, --expose-errors) and BatchStreamAPI (/batch), served to this
+    module's tests that only send requests: one cluster in place of one each."""
+    module_cluster.broker()
+    module_cluster.worker("StreamAPI", 1, "--expose-errors")
+    module_cluster.worker("BatchStreamAPI", 1, "--route", "/batch")
+    module_cluster.frontend()
+    module_cluster.wait_healthy(2)
+    return module_cluster
+
+
+def test_first_piece_arrives_before_the_generator_finishes(served: Cluster, tmp_path: Path) -> None:
+    cluster = served
     gate = tmp_path / "gate"
     with cluster.post({"n": 3, "gate": str(gate)}, stream=True) as response:
         assert response.status_code == 200
@@ -35,8 +46,8 @@ def test_first_piece_arrives_before_the_generator_finishes(
     assert [p["i"] for p in rest] == [1, 2]
 
 
-def test_a_client_that_leaves_stops_the_generator(cluster: Cluster, tmp_path: Path) -> None:
-    cluster.up("StreamAPI")
+def test_a_client_that_leaves_stops_the_generator(served: Cluster, tmp_path: Path) -> None:
+    cluster = served
     progress = tmp_path / "progress"
     with cluster.post({"n": 1000, "sleep": 0.05, "progress": str(progress)}, stream=True) as r:
         pieces = r.iter_lines()
@@ -63,12 +74,12 @@ def test_a_worker_killed_mid_stream_ends_it_with_an_error(cluster: Cluster, tmp_
     assert "lost" in rest[0]["error"]
 
 
-def test_streams_are_batched_and_a_short_one_leaves_early(cluster: Cluster) -> None:
-    cluster.up("BatchStreamAPI")
+def test_streams_are_batched_and_a_short_one_leaves_early(served: Cluster) -> None:
+    cluster = served
     lengths = [2, 6, 6, 6]
 
     def stream(n: int) -> tuple[list[dict], float]:
-        with cluster.post({"n": n}, stream=True) as r:
+        with cluster.post({"n": n}, "/batch", stream=True) as r:
             pieces = lines_of(r)
         return pieces, time.monotonic()
 
@@ -81,9 +92,9 @@ def test_streams_are_batched_and_a_short_one_leaves_early(cluster: Cluster) -> N
     assert all(short_done < done for _, done in results[1:])
 
 
-def test_pieces_leave_at_once_on_a_kept_alive_connection(cluster: Cluster, tmp_path: Path) -> None:
+def test_pieces_leave_at_once_on_a_kept_alive_connection(served: Cluster, tmp_path: Path) -> None:
     """Small pieces close together must not wait for the client's acknowledgements (Nagle)."""
-    cluster.up("StreamAPI")
+    cluster = served
     payload = tmp_path / "payload.json"
     payload.write_text(json.dumps({"n": 16, "sleep": 0.002}))
     out = run_cli(
@@ -98,8 +109,8 @@ def test_pieces_leave_at_once_on_a_kept_alive_connection(cluster: Cluster, tmp_p
     assert summary["first_chunk_p50_ms"] < summary["p50_ms"] - 15, summary
 
 
-def test_a_predict_that_raises_mid_stream_is_named_in_the_error(cluster: Cluster) -> None:
-    cluster.up("StreamAPI", worker_args=("--expose-errors",))
+def test_a_predict_that_raises_mid_stream_is_named_in_the_error(served: Cluster) -> None:
+    cluster = served
     with cluster.post({"n": 5, "fail_at": 2}, stream=True) as r:
         pieces = lines_of(r)
     assert [p.get("i") for p in pieces[:2]] == [0, 1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -20,13 +21,33 @@ SERVER, CONSUMER = 2, 5  # OTLP span kinds
 STATUS_ERROR = 2
 
 
-@pytest.fixture
-def collector(monkeypatch: pytest.MonkeyPatch) -> Iterator[Collector]:
-    with Collector() as c:
-        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", c.endpoint)
-        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
-        monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
-        yield c
+@dataclass
+class Traced:
+    """The module's cluster, its processes exporting to `collector`: TracedBatchAPI
+    (/predict), StreamAPI (/stream), CountingSteps (/steps) and EchoAPI (/echo)."""
+
+    cluster: Cluster
+    collector: Collector
+
+
+@pytest.fixture(scope="module")
+def traced(module_cluster: Cluster) -> Iterator[Traced]:
+    """Served to this module's tests, which only send requests and find their own spans by
+    their trace: one cluster in place of one each."""
+    with Collector() as collector:
+        with pytest.MonkeyPatch.context() as env:  # what the processes started here inherit
+            env.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint)
+            env.setenv("OTEL_BSP_SCHEDULE_DELAY", "50")
+            env.delenv("OTEL_SERVICE_NAME", raising=False)
+            c = module_cluster
+            c.broker()
+            c.worker("TracedBatchAPI", 1)
+            c.worker("StreamAPI", 1, "--route", "/stream")
+            c.worker("CountingSteps", 1, "--route", "/steps")
+            c.worker("EchoAPI", 1, "--route", "/echo")
+            c.frontend()
+        c.wait_healthy(4)
+        yield Traced(c, collector)
 
 
 def traceparent() -> tuple[str, str, str]:
@@ -48,10 +69,8 @@ def spans_of(collector: Collector, trace_id: str, names: set[str]) -> list[dict[
     return wait_until(complete, what=f"spans {sorted(names)} of trace {trace_id}")
 
 
-def test_a_batch_of_requests_is_traced_through_every_process(
-    cluster: Cluster, collector: Collector
-) -> None:
-    cluster.up("TracedBatchAPI")
+def test_a_batch_of_requests_is_traced_through_every_process(traced: Traced) -> None:
+    cluster, collector = traced.cluster, traced.collector
     given = [traceparent() for _ in range(3)]
 
     def post(i: int) -> requests.Response:
@@ -105,13 +124,15 @@ def test_a_batch_of_requests_is_traced_through_every_process(
     assert any(p["attributes"]["zeroserve.batch_size"] >= 2 for p, _ in predicts)
 
 
-@pytest.mark.parametrize("api_name", ["StreamAPI", "CountingSteps"])
+@pytest.mark.parametrize(
+    ("api_name", "route"), [("StreamAPI", "/stream"), ("CountingSteps", "/steps")]
+)
 def test_a_stream_is_one_trace_that_ends_with_the_stream(
-    cluster: Cluster, collector: Collector, api_name: str
+    traced: Traced, api_name: str, route: str
 ) -> None:
-    cluster.up(api_name)
+    cluster, collector = traced.cluster, traced.collector
     body = {"n": 4, "sleep": 0.05}
-    with requests.post(cluster.url(), json=body, stream=True, timeout=10) as answer:
+    with requests.post(cluster.url(route), json=body, stream=True, timeout=10) as answer:
         assert answer.status_code == 200
         trace_id = answer.headers["X-Request-Id"]  # not a trace id: found below
         pieces = [line for line in answer.iter_lines() if line]
@@ -121,7 +142,7 @@ def test_a_stream_is_one_trace_that_ends_with_the_stream(
         found = [
             s
             for s in collector.spans
-            if s["name"] == "POST /predict"
+            if s["name"] == f"POST {route}"
             and s["attributes"].get("zeroserve.request_id") == trace_id
         ]
         return found[0] if found else None
@@ -143,13 +164,12 @@ def test_a_stream_is_one_trace_that_ends_with_the_stream(
     assert worker["end"] - worker["start"] >= 60_000_000
 
 
-def test_a_failed_request_marks_its_spans(cluster: Cluster, collector: Collector) -> None:
-    cluster.up("EchoAPI")
+def test_a_failed_request_marks_its_spans(traced: Traced) -> None:
     header, trace_id, _ = traceparent()
-    answer = cluster.post({"op": "fail"}, headers={"traceparent": header})
+    answer = traced.cluster.post({"op": "fail"}, "/echo", headers={"traceparent": header})
     assert answer.status_code == 500
-    spans = spans_of(collector, trace_id, {"POST /predict", "worker.request", "predict"})
-    for name in ("POST /predict", "worker.request"):
+    spans = spans_of(traced.collector, trace_id, {"POST /echo", "worker.request", "predict"})
+    for name in ("POST /echo", "worker.request"):
         span = one(spans, name)
         assert span["status"] == STATUS_ERROR
         assert span["attributes"]["http.response.status_code"] == 500

@@ -111,10 +111,8 @@ def test_up_serves_the_demo_and_stops_cleanly_on_sigint(tmp_path, short_tmp: Pat
         assert bad.status_code == 422
         family = psutil.Process(proc.pid).children(recursive=True)
         assert len(family) >= 4  # worker launcher, 2 workers, frontend
-        started = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
-        assert time.monotonic() - started < 10
+        assert proc.wait(15) == 0  # not the drain timeout's 30 s: nothing was held
         wait_until(
             lambda: not [p for p in family if p.is_running() and p.status() != "zombie"],
             timeout_s=5,
@@ -231,11 +229,12 @@ def test_up_refuses_a_bad_api_in_one_line() -> None:
 
 
 def test_up_whose_setup_fails_stops_at_once_naming_it(tmp_path) -> None:
-    started = time.monotonic()
     out = run_cli("up", "--api", api("BadSetupAPI"), "--port", str(free_port()), "--workers", "1")
     assert out.returncode == 1
-    assert time.monotonic() - started < 20
-    assert "BadSetupAPI.setup failed (RuntimeError: the model file is missing)" in out.stderr
+    # At once: one attempt, not retried with back-off.
+    assert (
+        out.stderr.count("BadSetupAPI.setup failed (RuntimeError: the model file is missing)") == 1
+    )
     last = out.stderr.strip().splitlines()[-1]
     assert "setup failed: RuntimeError: the model file is missing; stopped" in last, last
 
