@@ -195,6 +195,11 @@ class _Proxy:
 def _serve(server: Any, port: int, api_key: str | None, shutdown_key: str | None) -> None:
     from zeroserve import server as server_module
 
+    # A fork of the test's process: its standard streams may be the test runner's capture
+    # objects, in this process's memory; what the server prints goes to the descriptors.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
     if api_key:
         os.environ["LIT_SERVER_API_KEY"] = api_key
     server_module.SHUTDOWN_API_KEY = shutdown_key
@@ -231,7 +236,11 @@ def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[A
     port = free_port()
     api_key = getattr(server_module, "LIT_SERVER_API_KEY", None)
     keys = (api_key, getattr(server_module, "SHUTDOWN_API_KEY", None))
-    context = multiprocessing.get_context("spawn")
+    # Forked, where the system can: the server process then has the test's module (and what it
+    # imports) in hand, where a spawned one would import it all again, the server's objects
+    # through a pipe. Everything it starts in turn is spawned or executed afresh.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
     process = context.Process(target=_serve, args=(server, port, *keys), name="LitServer")
     process.start()
     base = f"http://127.0.0.1:{port}"
