@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import psutil
 import zmq
@@ -86,7 +87,7 @@ def build_launcher(
     )
     supervisor = Supervisor(
         "worker",
-        run_worker_process,
+        _embedded_worker if embedded else run_worker_process,
         (config, given),
         count,
         stop_timeout_s=config.drain_timeout_s + 2.0,
@@ -102,6 +103,14 @@ def build_launcher(
     link = LauncherLink(config, settings.service, supervisor, _changed(env))
     supervisor.on_tick = link.tick
     return supervisor, link
+
+
+def _embedded_worker(config: WorkerConfig, given: GivenAPI | None, said: Any) -> None:
+    """A worker process of an embedded launcher, in a process group of its own (as a launcher
+    process keeps its workers in its own): a Ctrl-C at the terminal reaches the process that
+    runs the launcher, which stops them."""
+    os.setpgid(0, 0)
+    run_worker_process(config, given, said)
 
 
 def serve_launcher(supervisor: Supervisor, link: LauncherLink) -> int:

@@ -311,7 +311,6 @@ class _LauncherThread:
         self.pid = os.getpid()
         self.returncode: int | None = None
         self.supervisor, self._link = build_launcher(config, given, embedded=True)
-        self.supervisor.target = _worker_main
         self._thread = threading.Thread(target=self._run, name=self.args, daemon=True)
         self._thread.start()
 
@@ -338,9 +337,13 @@ class _LauncherThread:
         return self.returncode
 
     def kill(self) -> None:
+        """Its worker processes and their process groups (one that has not yet made its own
+        is killed all the same)."""
         for pid in self.supervisor.pids():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class _InProcessUp(Up):
@@ -371,15 +374,6 @@ class _InProcessUp(Up):
                 ) from None
             launchers.append(_LauncherThread(config, given))
         return launchers
-
-
-def _worker_main(config: WorkerConfig, given: GivenAPI, said: Any) -> None:
-    """A worker process of ``LitServer``, in a process group of its own as `cluster up`'s
-    launchers keep theirs: a Ctrl-C at the terminal reaches the server, which stops it."""
-    from zeroserve.worker.process import run_worker_process
-
-    os.setpgid(0, 0)
-    run_worker_process(config, given, said)
 
 
 def _check_paths(apis: list[Any], healthcheck_path: str, info_path: str) -> None:

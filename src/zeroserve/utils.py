@@ -240,7 +240,7 @@ def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[A
     # imports) in hand, where a spawned one would import it all again, the server's objects
     # through a pipe. Everything it starts in turn is spawned or executed afresh.
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
+    context: Any = multiprocessing.get_context(method)
     process = context.Process(target=_serve, args=(server, port, *keys), name="LitServer")
     process.start()
     base = f"http://127.0.0.1:{port}"
