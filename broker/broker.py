@@ -47,7 +47,7 @@ from zeroserve.common.security import (
 )
 from zeroserve.common.snapshot import BrokerStatus, Snapshot
 from zeroserve.common.tracing import Tracing
-from zeroserve.common.version import __version__
+from zeroserve.common.version import version as zeroserve_version
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ class Broker:
         now = time.monotonic()
         broker: BrokerStatus = {
             "id": self.broker_id,
-            "version": __version__,
+            "version": zeroserve_version(),
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "uptime_s": round(now - self.started_at, 3),

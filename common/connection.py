@@ -171,6 +171,9 @@ class BrokerConnection:
         self._reopen_at = 0.0
         #: The current connection's handshake succeeded; connections cut before theirs did.
         self._handshaken = False
+        #: A message was dropped before the current connection's handshake ended (IMMEDIATE
+        #: drops them): the greeting is said again once it ends.
+        self._unsent = False
         self._cut_short = 0
         self._host = endpoint_host(endpoint)
         self._resolve_failed = False
@@ -205,7 +208,7 @@ class BrokerConnection:
             reconnect_max_s=self._zmq_reconnect_max_s,
         )
         self._sock = sock
-        self.dropped = self._handshaken = False
+        self.dropped = self._handshaken = self._unsent = False
         self._expires_at = time.monotonic() + self._expiry_s()
         assert self._loop is not None
         self._reader = EdgeReader(self._loop, sock, self._receive)
@@ -245,6 +248,8 @@ class BrokerConnection:
         try:
             send_frames(sock, frames)
         except zmq.Again:
+            if not self._handshaken:
+                self._unsent = True
             return False
         if self._reader is not None:
             self._reader.after_send()
@@ -326,6 +331,13 @@ class BrokerConnection:
         elif event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self._handshaken = True
             self._refusals = self._cut_short = 0
+            if self._unsent and not self.dropped:
+                # The greeting said at open went nowhere (no connection yet): say it now,
+                # not a heartbeat later.
+                self._unsent = False
+                self.on_connect()
+                if self._reader is not None:
+                    self._reader.kick()
             if self.dropped:
                 self.dropped = False
                 self._expires_at = time.monotonic() + self._expiry_s()

@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +26,31 @@ PARENT_ENV = "ZEROSERVE_PARENT_PID"
 #: started it (``cluster up`` ends with that line).
 EXIT_REPORT_ENV = "ZEROSERVE_EXIT_REPORT"
 PARENT_CHECK_S = 0.5
+#: Held while this process's environment is changed for a child being started, and by whoever
+#: copies it for a child of its own, so that no other child inherits the change.
+ENVIRON_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
+    """This process's environment with `changes` (None: removed) for the block, under
+    ENVIRON_LOCK: what a child started in it inherits, when its start method takes no
+    environment of its own (multiprocessing's)."""
+    with ENVIRON_LOCK:
+        saved = {name: os.environ.get(name) for name in changes}
+        try:
+            _apply(changes)
+            yield
+        finally:
+            _apply(saved)
+
+
+def _apply(changes: Mapping[str, str | None]) -> None:
+    for name, value in changes.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def stop_with_parent(parent_pid: int | None = None) -> None:
@@ -84,6 +109,8 @@ class Supervisor:
         restart: bool = True,
         restarted_anyway: frozenset[int] = frozenset(),
         done_exits: frozenset[int] = frozenset(),
+        env: Mapping[str, str | None] | None = None,
+        signals: bool = True,
     ) -> None:
         self.name = name
         self.target = target
@@ -104,6 +131,10 @@ class Supervisor:
         #: Exit codes of a copy whose work is done (a drained worker): it is not restarted,
         #: and once every copy has ended so, the supervisor stops with 0.
         self.done_exits = done_exits
+        #: Changes to the environment each process starts with (None: this one's as it is).
+        self.env = env
+        #: SIGTERM and SIGINT stop it (run in a process of its own); else ``request_stop``.
+        self.signals = signals
         self._final_code = 0
         self.stop_timeout_s = stop_timeout_s
         self.backoff_initial_s = backoff_initial_s
@@ -118,8 +149,9 @@ class Supervisor:
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT, then stop every child; returns the exit code."""
-        signal.signal(signal.SIGTERM, self.request_stop)
-        signal.signal(signal.SIGINT, self.request_stop)
+        if self.signals:
+            signal.signal(signal.SIGTERM, self.request_stop)
+            signal.signal(signal.SIGINT, self.request_stop)
         for slot in self.slots:
             self._start(slot)
         while self._stop_signal is None:
@@ -198,7 +230,8 @@ class Supervisor:
         process = self._context.Process(
             target=self.target, args=args, name=f"{self.name}-{slot.index}"
         )
-        process.start()
+        with environment(self.env or {}):
+            process.start()
         if writer is not None:
             writer.close()
         slot.process = process

@@ -19,11 +19,10 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
-from importlib.metadata import entry_points
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
-from zeroserve.common.version import __version__
+from zeroserve.common.version import version as zeroserve_version
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +67,8 @@ def _entry_point_of(name: str, environ: Mapping[str, str]) -> Any:
         name = OTLP_EXPORTERS[protocol]
     else:
         extra = f"install the package that provides the {name!r} trace exporter"
+    from importlib.metadata import entry_points  # only when traces are asked for
+
     found = list(entry_points(group="opentelemetry_traces_exporter", name=name))
     if not found:
         raise ConfigError(f"traces are asked for with {name!r}, which is not installed: {extra}")
@@ -107,7 +108,7 @@ def setup(role: str, environ: Mapping[str, str] = os.environ) -> Tracing | None:
         "host.name": socket.gethostname(),
         "process.pid": os.getpid(),
         "zeroserve.role": role,
-        "service.version": __version__,
+        "service.version": zeroserve_version(),
     }
     named = "service.name=" in environ.get("OTEL_RESOURCE_ATTRIBUTES", "")
     if not environ.get("OTEL_SERVICE_NAME") and not named:
@@ -131,7 +132,7 @@ class Tracing:
         self.provider = provider
         self._trace = trace
         self._propagate = propagate
-        self.tracer = provider.get_tracer("zeroserve", __version__)
+        self.tracer = provider.get_tracer("zeroserve", zeroserve_version())
 
     def server_span(
         self, name: str, headers: Mapping[str, str], start_ns: int, attributes: dict[str, Any]

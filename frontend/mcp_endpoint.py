@@ -12,13 +12,13 @@ the way LitServe's ``_convert_to_content`` does.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
-from importlib import metadata
 from typing import Any
 
 from zeroserve.common import protocol as p
-from zeroserve.common.version import __version__
+from zeroserve.common.version import version as zeroserve_version
 from zeroserve.frontend.admin import GuardedHandler
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,17 @@ PROTOCOL_VERSIONS = ("2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25")
 SERVER_NAME = "mcp-streamable-http-stateless"
 
 
-def _server_version() -> str:
-    """LitServe's server reports the ``mcp`` package's version; ours when it is absent."""
+@functools.cache
+def server_version() -> str:
+    """LitServe's server reports the ``mcp`` package's version; ours when it is absent. Read
+    when first asked: importlib.metadata costs the frontend's start tens of milliseconds."""
+    from importlib import metadata
+
     try:
         return metadata.version("mcp")
     except metadata.PackageNotFoundError:
-        return __version__
+        return zeroserve_version()
 
-
-SERVER_VERSION = _server_version()
 
 NOT_JSON = "Not Acceptable: Client must accept application/json"
 NOT_SSE = "Not Acceptable: Client must accept text/event-stream"
@@ -160,7 +162,7 @@ class MCPHandler(GuardedHandler):
             result: dict[str, Any] = {
                 "protocolVersion": version,
                 "capabilities": {"experimental": {}, "tools": {"listChanged": False}},
-                "serverInfo": {"name": SERVER_NAME, "version": SERVER_VERSION},
+                "serverInfo": {"name": SERVER_NAME, "version": server_version()},
             }
         elif method == "ping":
             result = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from zeroserve.common import protocol as p
-from zeroserve.common.version import __version__
+from zeroserve.common.version import version as zeroserve_version
 from zeroserve.frontend.admin import GuardedHandler
 
 
@@ -16,7 +16,7 @@ class OpenAPIHandler(GuardedHandler):
     def get(self) -> None:
         if not self.check_api_key():
             return
-        self.finish(openapi_document(self.link.services, __version__))
+        self.finish(openapi_document(self.link.services, zeroserve_version()))
 
 
 def openapi_document(services: dict[str, p.ServiceRoutes], version: str) -> dict[str, Any]:

@@ -51,10 +51,28 @@ class Server:
 
 
 @contextlib.contextmanager
-def serve(
-    script: Path, flavour: str, folder: Path, env: dict[str, str] | None = None
-) -> Iterator[Server]:
-    """Run `script` under `flavour` ("litserve" or "zeroserve") until the block ends."""
+def serve_pair(
+    script: Path, folder: Path, env: dict[str, str] | None = None
+) -> Iterator[tuple[Server, Server]]:
+    """`script` under LitServe and under zeroserve (in `folder`'s ``litserve`` and
+    ``zeroserve``), started side by side, until the block ends."""
+    flavours = ("litserve", "zeroserve")
+    started: list[tuple[Server, threading.Event]] = []
+    try:
+        for flavour in flavours:
+            started.append(_start(script, flavour, folder / flavour, env))
+        for (server, ready), flavour in zip(started, flavours, strict=True):
+            _wait_ready(server, ready, flavour, env)
+        yield started[0][0], started[1][0]
+    finally:
+        for server, _ in started:
+            _stop(server.process)
+
+
+def _start(
+    script: Path, flavour: str, folder: Path, env: dict[str, str] | None
+) -> tuple[Server, threading.Event]:
+    """The server's process, and an event set once it printed uvicorn's startup line."""
     folder.mkdir(parents=True, exist_ok=True)
     source = script.read_text()
     (folder / "server.py").write_text(renamed(source) if flavour == "zeroserve" else source)
@@ -80,6 +98,14 @@ def serve(
                 started.set()
 
     threading.Thread(target=read, daemon=True).start()
+    return server, started
+
+
+def _wait_ready(
+    server: Server, started: threading.Event, flavour: str, env: dict[str, str] | None
+) -> None:
+    """Its startup line, then its health check's 200."""
+    process = server.process
     key = (env or {}).get("LIT_SERVER_API_KEY")
     headers = {"X-API-Key": key} if key else {}
 
@@ -88,17 +114,13 @@ def serve(
             return requests.get(f"{server.base}/health", headers=headers, timeout=2).ok
         return False
 
-    try:
-        wait_until(
-            lambda: started.is_set() or process.poll() is not None,
-            timeout_s=120,
-            what=f"{flavour}'s startup line",
-        )
-        assert process.poll() is None, f"{flavour} exited:\n{server.output()}"
-        wait_until(healthy, timeout_s=60, what=f"{flavour}'s health check")
-        yield server
-    finally:
-        _stop(process)
+    wait_until(
+        lambda: started.is_set() or process.poll() is not None,
+        timeout_s=120,
+        what=f"{flavour}'s startup line",
+    )
+    assert process.poll() is None, f"{flavour} exited:\n{server.output()}"
+    wait_until(healthy, timeout_s=60, what=f"{flavour}'s health check")
 
 
 def _stop(process: subprocess.Popen) -> None:

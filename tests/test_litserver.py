@@ -249,3 +249,39 @@ def test_a_pydantic_annotated_request_is_validated_and_described(cluster: Cluste
     schemas = document["components"]["schemas"]
     assert schemas["Order"]["properties"]["item"] == {"$ref": "#/components/schemas/Item"}
     assert set(schemas["Item"]["properties"]) == {"name", "weight_kg"}
+
+
+BATCHED_EMBEDDINGS = """
+import zeroserve as ls
+
+
+class Embed(ls.LitAPI):
+    def setup(self, device):
+        pass
+
+    def predict(self, batch):
+        return [[0.0, 1.0] for _ in batch]
+
+    def encode_response(self, output):
+        return {"embeddings": output}
+
+
+#: A batch waits longer for its second request than the test waits for its answer.
+API = Embed(max_batch_size=2, batch_timeout=30, spec=ls.OpenAIEmbeddingSpec())
+"""
+
+
+def test_several_inputs_to_a_batching_embeddings_api_are_refused_as_they_arrive(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """LitServe refuses them before the request is queued; here too, not once its batch has
+    waited its batch_timeout."""
+    (tmp_path / "embed.py").write_text(BATCHED_EMBEDDINGS)
+    cluster.up(f"{tmp_path / 'embed.py'}:API")
+    answer = requests.post(
+        cluster.url("/v1/embeddings"),
+        json={"input": ["one", "two"], "model": "m"},
+        timeout=15,
+    )
+    assert answer.status_code == 400
+    assert "does not support dynamic batching" in answer.json()["detail"]

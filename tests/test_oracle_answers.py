@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from oracle import APPS, Server, ask, serve
+from oracle import APPS, Server, ask, serve_pair
 
 SCRIPT = APPS / "answers.py"
 
@@ -15,11 +15,8 @@ SCRIPT = APPS / "answers.py"
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
     tmp = tmp_path_factory.mktemp("answers")
-    with (
-        serve(SCRIPT, "litserve", tmp / "litserve") as lit,
-        serve(SCRIPT, "zeroserve", tmp / "zeroserve") as zero,
-    ):
-        yield lit, zero
+    with serve_pair(SCRIPT, tmp) as pair:
+        yield pair
 
 
 CHAT = "/v1/chat/completions"

@@ -9,18 +9,15 @@ from typing import Any
 
 import pytest
 
-from oracle import APPS, Server, ask, serve
+from oracle import APPS, Server, ask, serve_pair
 
 SCRIPT = APPS / "auth.py"
 BODY = {"json": {"input": 4.0}}
 
 
 def _pair(tmp: Path, env: dict[str, str] | None = None) -> Iterator[tuple[Server, Server]]:
-    with (
-        serve(SCRIPT, "litserve", tmp / "litserve", env) as lit,
-        serve(SCRIPT, "zeroserve", tmp / "zeroserve", env) as zero,
-    ):
-        yield lit, zero
+    with serve_pair(SCRIPT, tmp, env) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

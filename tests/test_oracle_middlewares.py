@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from oracle import APPS, Server, serve
+from oracle import APPS, Server, serve_pair
 
 #: The headers these middlewares set, compared besides status, content type and body.
 HEADERS = (
@@ -28,11 +28,8 @@ ORIGIN = {"Origin": "https://a.example"}
 
 
 def _pair(tmp: Any, script: str) -> Iterator[tuple[Server, Server]]:
-    with (
-        serve(APPS / script, "litserve", tmp / "litserve") as lit,
-        serve(APPS / script, "zeroserve", tmp / "zeroserve") as zero,
-    ):
-        yield lit, zero
+    with serve_pair(APPS / script, tmp) as pair:
+        yield pair
 
 
 @pytest.fixture(scope="module")

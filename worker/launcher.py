@@ -7,7 +7,9 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import psutil
 import zmq
@@ -23,7 +25,12 @@ from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
 from zeroserve.worker.process import run_worker_process
 from zeroserve.worker.scaling import SCALE_DOWN_AFTER_S, Load, Scaler
-from zeroserve.worker.threads import environment_shown, limit_environment, share
+from zeroserve.worker.threads import (
+    environment_shown,
+    limit_environment,
+    share,
+    thread_environment,
+)
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +44,27 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
 
     The processes' share of the cores goes into this process's environment, which each
     inherits as it starts, before anything of the user's is imported in it."""
+    supervisor, link = build_launcher(config, given)
+    return serve_launcher(supervisor, link)
+
+
+def build_launcher(
+    config: WorkerConfig,
+    given: GivenAPI | None = None,
+    *,
+    embedded: bool = False,
+) -> tuple[Supervisor, LauncherLink]:
+    """The supervisor of the worker processes and the link that reports them; an unusable
+    API raises ConfigError here.
+
+    `embedded`: run in a thread of a process that does other things (``LitServer``'s), whose
+    environment is left as it is (each worker process gets the thread variables as it
+    starts) and whose signals are its own (``Supervisor.request_stop`` stops it)."""
     devices = device_plan(config)
     threads = share(len(devices), config.threads_per_process)
-    limit_environment(threads)
+    env = thread_environment(threads)
+    if not embedded:
+        limit_environment(threads)
     config = replace(config, threads_per_process=threads)
     api = given.api if given is not None else load_api(config.api)
     settings = resolve_settings(api, config)
@@ -55,12 +80,14 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         settings.version,
         settings.route,
         ", ".join(sorted(set(devices))),
-        f"{threads} thread(s) each" if threads else f"threads from {environment_shown()}",
+        f"{threads} thread(s) each"
+        if threads
+        else f"threads from {environment_shown(_changed(env))}",
         ", ".join(config.brokers),
     )
     supervisor = Supervisor(
         "worker",
-        run_worker_process,
+        _embedded_worker if embedded else run_worker_process,
         (config, given),
         count,
         stop_timeout_s=config.drain_timeout_s + 2.0,
@@ -70,13 +97,36 @@ def run_launcher(config: WorkerConfig, given: GivenAPI | None = None) -> int:
         restart=config.restart,
         restarted_anyway=frozenset({Exit.HUNG}),
         done_exits=frozenset({Exit.DRAINED}),
+        env=env if embedded else None,
+        signals=not embedded,
     )
-    link = LauncherLink(config, settings.service, supervisor)
+    link = LauncherLink(config, settings.service, supervisor, _changed(env))
     supervisor.on_tick = link.tick
+    return supervisor, link
+
+
+def _embedded_worker(config: WorkerConfig, given: GivenAPI | None, said: Any) -> None:
+    """A worker process of an embedded launcher, in a process group of its own (as a launcher
+    process keeps its workers in its own): a Ctrl-C at the terminal reaches the process that
+    runs the launcher, which stops them."""
+    os.setpgid(0, 0)
+    run_worker_process(config, given, said)
+
+
+def serve_launcher(supervisor: Supervisor, link: LauncherLink) -> int:
+    """Supervise until stopped; the link says goodbye at the end."""
     try:
         return supervisor.run()
     finally:
         link.close()
+
+
+def _changed(env: Mapping[str, str | None]) -> dict[str, str]:
+    """This process's environment as `env` changes it: what the worker processes see."""
+    changed = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
+    for name in (k for k, v in env.items() if v is None):
+        changed.pop(name, None)
+    return changed
 
 
 class LauncherLink:
@@ -85,8 +135,16 @@ class LauncherLink:
     ``cluster status`` can say why a service has no worker. Each broker answers LAUNCHER with
     its service's load, by which an autoscaling launcher adds and removes processes."""
 
-    def __init__(self, config: WorkerConfig, service: str, supervisor: Supervisor) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        service: str,
+        supervisor: Supervisor,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.config = config
+        #: The thread variables its processes run with, shown by ``cluster status``.
+        self.thread_env = environment_shown(os.environ if environ is None else environ)
         self.service = service
         self.supervisor = supervisor
         keys = config.link.client_keys()
@@ -143,7 +201,7 @@ class LauncherLink:
             "problem": self.supervisor.problem()[:1000],
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
             "threads_per_process": self.config.threads_per_process or 0,
-            "thread_env": environment_shown()[:1000],
+            "thread_env": self.thread_env[:1000],
         }
         if self.scaler is not None:
             meta["min_processes"] = self.scaler.minimum

@@ -204,6 +204,11 @@ class _OpenAISpec:
     def routes(self) -> list[dict[str, Any]]:
         return [{"path": self.route, "methods": ["POST"]}]
 
+    def refusal(self, job: Job) -> list[p.Answer] | None:
+        """The answer to give a request as it arrives, before it waits for a batch; None: it is
+        served as usual."""
+        return None
+
     def request_object(self, job: Job, fallback: type[Record]) -> tuple[dict[str, Any], Any]:
         """The body, and the request as LitServe hands it to ``decode_request``: its pydantic
         model when pydantic is installed (a body that is not JSON or does not fit is a 422
@@ -460,6 +465,19 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
         from zeroserve.specs.openai_embedding import EmbeddingRequest as Model
 
         return Model
+
+    def refusal(self, job: Job) -> list[p.Answer] | None:
+        """LitServe's refusal of several inputs to a batching API, said as the request arrives
+        (LitServe's endpoint says it before queueing), not once its batch has waited its
+        ``batch_timeout``; None for any other request."""
+        if not (self.request_objects and self.max_batch_size > 1):
+            return None
+        try:
+            self.decode(job)
+        except RequestError as exc:
+            if str(exc) == CLIENT_BATCHING:
+                return exc.outs
+        return None
 
     def check(self, api: Any) -> None:
         """Embeddings are not streamed: LitServe's phrases kept, as for chat."""

@@ -249,6 +249,14 @@ class Pipeline:
             raise RequestError(400, f"a model id is at most {p.MAX_MODEL_ID} characters")
         return named
 
+    def refusal(self, job: Job) -> list[p.Answer] | None:
+        """The spec's answer to a request it refuses as it arrives, before it waits for a
+        batch (None: it is served as usual). An API with authorize() decides first, in its
+        batch: a client it refuses never learns more."""
+        if self.spec is None or self.authorizer is not None:
+            return None
+        return self.spec.refusal(job)
+
     def open(self, job: Job) -> tuple[Any, dict[str, Any], Any]:
         """The request as decode_request receives it, its context and its framer; a request
         that cannot be read raises RequestError."""

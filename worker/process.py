@@ -26,7 +26,7 @@ from zeroserve.common.runtime import batch_io_threads, tune_gc
 from zeroserve.common.supervisor import report
 from zeroserve.common.tracing import Tracing
 from zeroserve.common.tracing import setup as setup_tracing
-from zeroserve.common.version import __version__
+from zeroserve.common.version import version as zeroserve_version
 from zeroserve.worker.api import inherits_default
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import isolate
@@ -197,7 +197,7 @@ class WorkerProcess:
             "request_schema": request_schema(self.pipeline.request_model),
             "mcp_tool": self.mcp_tool,
             "device": self.config.device or "cpu",
-            "version": __version__,
+            "version": zeroserve_version(),
             "model_version": s.version,
             "heartbeat_interval_s": self.config.link.heartbeat_interval_s,
             "threads_per_process": threads_per_process(),

@@ -70,15 +70,26 @@ def refuse_disagreement(given: int | None) -> None:
 def limit_environment(threads: int | None) -> None:
     """Before the user's module is imported: the thread variables say `threads` (None: the
     user's are kept as they are), and THREADS_ENV the number in effect."""
+    for name, value in thread_environment(threads).items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def thread_environment(
+    threads: int | None, environ: Mapping[str, str] = os.environ
+) -> dict[str, str | None]:
+    """What ``limit_environment`` changes in `environ` (None: a variable it removes), for a
+    launcher that hands it to its processes without changing its own environment."""
+    changes: dict[str, str | None] = {}
     if threads is not None:
         for name in THREAD_VARIABLES:
-            if not os.environ.get(name, "").strip():
-                os.environ[name] = str(threads)
-    in_effect = threads if threads is not None else _user_number()
-    if in_effect is None:
-        os.environ.pop(THREADS_ENV, None)
-    else:
-        os.environ[THREADS_ENV] = str(in_effect)
+            if not environ.get(name, "").strip():
+                changes[name] = str(threads)
+    in_effect = threads if threads is not None else _user_number(environ)
+    changes[THREADS_ENV] = None if in_effect is None else str(in_effect)
+    return changes
 
 
 def limit_pools(threads: int) -> None:
@@ -106,14 +117,14 @@ def threads_per_process() -> int:
     return _user_number() or usable_cores()
 
 
-def environment_shown() -> str:
+def environment_shown(environ: Mapping[str, str] = os.environ) -> str:
     """The thread variables in effect, for ``cluster status``."""
-    return " ".join(f"{name}={value}" for name, value in user_settings().items())
+    return " ".join(f"{name}={value}" for name, value in user_settings(environ).items())
 
 
-def _user_number() -> int | None:
+def _user_number(environ: Mapping[str, str] = os.environ) -> int | None:
     """The first of the user's thread variables that is a count (OMP_NUM_THREADS first)."""
-    for value in user_settings().values():
+    for value in user_settings(environ).values():
         if value.strip().isdigit() and int(value) > 0:
             return int(value)
     return None

@@ -31,7 +31,6 @@ from zeroserve.common.snapshot import Snapshot
 from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.tracing import check as check_tracing
 from zeroserve.common.tracing import setup as setup_tracing
-from zeroserve.common.version import __version__
 from zeroserve.frontend.config import FrontendConfig
 from zeroserve.http_flags import forwarded, http_options, take_http
 from zeroserve.worker.config import WorkerConfig
@@ -370,7 +369,7 @@ def _run_guarded(func: Callable[[], int], *, serves: bool = False) -> None:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(__version__, prog_name="zeroserve")
+@click.version_option(package_name="zeroserve", prog_name="zeroserve")
 def main() -> None:
     """zeroserve: serve model APIs over HTTP from a ZeroMQ cluster."""
 

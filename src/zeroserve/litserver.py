@@ -16,23 +16,24 @@ to do instead; none is silently dropped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-import multiprocessing
 import os
 import re
 import secrets
+import signal
 import subprocess
-import sys
+import threading
 import warnings
 from dataclasses import replace
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 from typing import Any
 
 from zeroserve.common.errors import ConfigError
 from zeroserve.common.link import LinkConfig
 from zeroserve.common.logs import LEVELS, configure_logging
-from zeroserve.common.supervisor import stop_with_parent
 from zeroserve.common.tracing import check as check_tracing
 from zeroserve.middlewares import frontend_flags as middleware_flags
 from zeroserve.up import Up, UpConfig
@@ -296,29 +297,53 @@ class LitServer:
         return server.SHUTDOWN_API_KEY
 
 
-class _SpawnedChild:
-    """A launcher started with multiprocessing, watched and stopped like a ``Popen``."""
+class _LauncherThread:
+    """A worker launcher run as a thread of this process, watched and stopped like a
+    ``Popen``: its worker processes are ``spawn`` children of this process, so the API
+    objects reach them through multiprocessing's pipe, and no launcher process imports
+    ``server.py`` (and what it imports) only to hand them on."""
 
-    def __init__(self, process: Any, name: str) -> None:
-        self.process = process
-        self.args = name
-        self.pid = process.pid
+    def __init__(self, config: WorkerConfig, given: GivenAPI) -> None:
+        from zeroserve.worker.launcher import build_launcher
 
-    @property
-    def returncode(self) -> int | None:
-        return self.process.exitcode
+        self.args = f"worker ({config.service})"
+        #: No process of its own: the kill of a stop that overruns goes to its workers.
+        self.pid = os.getpid()
+        self.returncode: int | None = None
+        self.supervisor, self._link = build_launcher(config, given, embedded=True)
+        self._thread = threading.Thread(target=self._run, name=self.args, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        from zeroserve.worker.launcher import serve_launcher
+
+        try:
+            code = serve_launcher(self.supervisor, self._link)
+        except Exception:
+            log.exception("the worker launcher of %s failed", self.args)
+            code = 1
+        self.returncode = code
 
     def poll(self) -> int | None:
-        return self.process.exitcode
+        return self.returncode
 
     def send_signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
+        self.supervisor.request_stop(signum)
 
     def wait(self, timeout: float | None = None) -> int | None:
-        self.process.join(timeout)
-        if self.process.exitcode is None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
             raise subprocess.TimeoutExpired(self.args, timeout or 0)
-        return self.process.exitcode
+        return self.returncode
+
+    def kill(self) -> None:
+        """Its worker processes and their process groups (one that has not yet made its own
+        is killed all the same)."""
+        for pid in self.supervisor.pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class _InProcessUp(Up):
@@ -330,7 +355,6 @@ class _InProcessUp(Up):
         self.given = given
 
     def _start_launchers(self, common: list[str]) -> list[Any]:
-        context = multiprocessing.get_context("spawn")
         launchers = []
         for named, given in zip(self.workers, self.given, strict=True):
             config = replace(
@@ -340,37 +364,16 @@ class _InProcessUp(Up):
                 link=self.config.link,
                 drain_timeout_s=5.0,
             )
-            process = context.Process(
-                target=_launcher_main,
-                args=(config, given, os.getpid()),
-                name=f"launcher {config.service}",
-            )
             try:
-                process.start()
+                ForkingPickler.dumps(given)
             except Exception as exc:
                 raise ConfigError(
                     f"{type(given.api).__name__} cannot be handed to its worker processes "
                     f"({type(exc).__name__}: {exc}); create such state in setup(), which "
                     "runs in each of them"
                 ) from None
-            launchers.append(_SpawnedChild(process, f"worker ({config.service})"))
+            launchers.append(_LauncherThread(config, given))
         return launchers
-
-
-def _launcher_main(config: WorkerConfig, given: GivenAPI, parent_pid: int) -> None:
-    """A worker launcher in a process of its own, in its own process group, as `cluster up`
-    runs it."""
-    from zeroserve.worker.launcher import run_launcher
-
-    os.setpgid(0, 0)
-    configure_logging(config.link.log_level, "worker")
-    stop_with_parent(parent_pid)
-    try:
-        code = run_launcher(config, given)
-    except ConfigError as exc:
-        log.error("%s", exc)
-        code = 2
-    sys.exit(code)
 
 
 def _check_paths(apis: list[Any], healthcheck_path: str, info_path: str) -> None:

@@ -36,7 +36,12 @@ from zeroserve.common.link import LinkConfig
 from zeroserve.common.security import TOKEN_ENV
 from zeroserve.common.snapshot import Snapshot
 from zeroserve.common.status_client import fetch_status
-from zeroserve.common.supervisor import EXIT_REPORT_ENV, PARENT_ENV, read_exit_report
+from zeroserve.common.supervisor import (
+    ENVIRON_LOCK,
+    EXIT_REPORT_ENV,
+    PARENT_ENV,
+    read_exit_report,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +190,8 @@ class Up:
         """Each child ends itself should this process end without stopping it (kill -9). A join
         token of another cluster in the environment is not theirs: this one's sockets are
         private."""
-        env = {**os.environ, PARENT_ENV: str(os.getpid())}
+        with ENVIRON_LOCK:
+            env = {**os.environ, PARENT_ENV: str(os.getpid())}
         env.pop(TOKEN_ENV, None)
         return env
 
@@ -263,7 +269,10 @@ class Up:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("pid %d did not stop in time; killing its process group", child.pid)
-                os.killpg(child.pid, signal.SIGKILL)
+                if isinstance(child, subprocess.Popen):
+                    os.killpg(child.pid, signal.SIGKILL)
+                else:
+                    child.kill()  # a launcher thread: its worker processes
                 child.wait()
 
 

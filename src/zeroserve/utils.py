@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import importlib.util
 import json
@@ -33,6 +34,9 @@ __all__ = [
     "wrap_litserve_start",
 ]
 
+
+#: Requests ``wrap_litserve_start``'s proxy forwards at once.
+MAX_REQUESTS_AT_ONCE = 256
 
 #: The library's logger: every zeroserve module logs under it.
 LIBRARY_LOGGER = "zeroserve"
@@ -113,12 +117,18 @@ class _Proxy:
     ASGI test client (``TestClient(server.app)``, httpx's ``ASGITransport``) reaches the
     real processes."""
 
-    def __init__(self, base: str, paths: set[str], routed: Any) -> None:
+    def __init__(self, base: str, paths: set[str], started: Any, routed: Any) -> None:
         self.base = base
         self.paths = paths
+        #: Waits until the server answers; called before the first request.
+        self.started = started
         #: Waits until every API's route is served; called before the first request to one.
         self.routed = routed
-        self.waited = False
+        self.waited_start = self.waited = False
+        #: Each request waits for its answer in a thread of its own: as many at once as the
+        #: test sends (asyncio's default executor would hold all but a few back, so that a
+        #: batch meant to fill at once fills only after its timeout).
+        self._fetchers: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -135,10 +145,19 @@ class _Proxy:
             if not message.get("more_body"):
                 break
         loop = asyncio.get_running_loop()
+        if self._fetchers is None:
+            self._fetchers = concurrent.futures.ThreadPoolExecutor(
+                MAX_REQUESTS_AT_ONCE, thread_name_prefix="zeroserve-proxy"
+            )
+        if not self.waited_start:
+            await loop.run_in_executor(self._fetchers, self.started)
+            self.waited_start = True
         if not self.waited and scope["path"] in self.paths:
-            await loop.run_in_executor(None, self.routed)
+            await loop.run_in_executor(self._fetchers, self.routed)
             self.waited = True
-        status, headers, content = await loop.run_in_executor(None, self._fetch, scope, body)
+        status, headers, content = await loop.run_in_executor(
+            self._fetchers, self._fetch, scope, body
+        )
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
 
@@ -168,9 +187,18 @@ class _Proxy:
         pairs.append((b"content-length", str(len(content)).encode()))
         return status, pairs, content
 
+    def close(self) -> None:
+        if self._fetchers is not None:
+            self._fetchers.shutdown(wait=False, cancel_futures=True)
+
 
 def _serve(server: Any, port: int, api_key: str | None, shutdown_key: str | None) -> None:
     from zeroserve import server as server_module
+
+    # A fork of the test's process: its standard streams may be the test runner's capture
+    # objects, in this process's memory; what the server prints goes to the descriptors.
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
 
     if api_key:
         os.environ["LIT_SERVER_API_KEY"] = api_key
@@ -208,22 +236,33 @@ def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[A
     port = free_port()
     api_key = getattr(server_module, "LIT_SERVER_API_KEY", None)
     keys = (api_key, getattr(server_module, "SHUTDOWN_API_KEY", None))
-    context = multiprocessing.get_context("spawn")
+    # Forked, where the system can: the server process then has the test's module (and what it
+    # imports) in hand, where a spawned one would import it all again, the server's objects
+    # through a pipe. Everything it starts in turn is spawned or executed afresh.
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    context: Any = multiprocessing.get_context(method)
     process = context.Process(target=_serve, args=(server, port, *keys), name="LitServer")
     process.start()
     base = f"http://127.0.0.1:{port}"
-    # Started means the frontend answers, as LitServe's server takes requests while its
-    # workers set up: the health check says "not ready" until they are, and the proxy holds
-    # a request to an API's route until a worker serves it (LitServe's queue holds it).
+    # As LitServe's, it returns once the server is started, not ready: the proxy holds the
+    # first request until the frontend answers (so servers started one after another start
+    # side by side), and a request to an API's route until a worker serves it (LitServe's
+    # queue holds it); the health check says "not ready" until the workers are set up.
     probe = urllib.request.Request(
         base + server.info_path, headers={"X-API-Key": api_key} if api_key else {}
     )
     paths = {route_of(api) for api in server.apis}
+    proxy = _Proxy(
+        base,
+        paths,
+        lambda: _wait_for(probe, lambda routes: True, process),
+        lambda: _wait_for(probe, paths.issubset, process),
+    )
     try:
-        _wait_for(probe, lambda routes: True, process)
-        server.app = _Proxy(base, paths, lambda: _wait_for(probe, paths.issubset, process))
+        server.app = proxy
         yield server
     finally:
+        proxy.close()
         if process.pid is not None and process.exitcode is None:
             os.kill(process.pid, signal.SIGTERM)
             process.join(15)

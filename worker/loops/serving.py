@@ -299,6 +299,10 @@ class ServingLoop:
         if self._hooks.callbacks:
             active = meta.get("active", len(self.jobs))
             self._hooks.fire("on_request", active_requests=self._hooks.tracked(active))
+        refusal = self.pipeline.refusal(job)
+        if refusal is not None:
+            self._send_outs(job, refusal)
+            return
         self._admit(job)
 
     def _span_attributes(self, meta: p.RequestMeta) -> dict[str, Any]:
