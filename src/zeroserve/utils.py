@@ -236,10 +236,11 @@ def wrap_litserve_start(server: Any, worker_monitor: bool = False) -> Iterator[A
     port = free_port()
     api_key = getattr(server_module, "LIT_SERVER_API_KEY", None)
     keys = (api_key, getattr(server_module, "SHUTDOWN_API_KEY", None))
-    # Forked, where the system can: the server process then has the test's module (and what it
-    # imports) in hand, where a spawned one would import it all again, the server's objects
-    # through a pipe. Everything it starts in turn is spawned or executed afresh.
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    # Forked on Linux (elsewhere, as macOS's system libraries, a fork is not safe): the server
+    # process then has the test's module (and what it imports) in hand, where a spawned one
+    # would import it all again, the server's objects through a pipe. Everything it starts in
+    # turn is spawned or executed afresh.
+    method = "fork" if sys.platform == "linux" else "spawn"
     context: Any = multiprocessing.get_context(method)
     process = context.Process(target=_serve, args=(server, port, *keys), name="LitServer")
     process.start()
