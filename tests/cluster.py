@@ -19,10 +19,10 @@ from typing import Any
 
 import psutil
 import requests
+from ports import free_port
 
 from zeroserve.common.security import CurveKeys, peer_token_keys
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
-from zeroserve.up import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 APIS = Path(__file__).resolve().parent / "apis.py"

@@ -24,8 +24,7 @@ from typing import Any
 
 import psutil
 import requests
-
-from zeroserve.up import free_port
+from ports import free_port
 
 from cluster import wait_until
 

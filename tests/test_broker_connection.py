@@ -6,11 +6,11 @@ import asyncio
 
 import zmq
 import zmq.asyncio
+from ports import free_port
 
 from zeroserve.common import protocol as p
 from zeroserve.common.connection import BrokerConnection
 from zeroserve.common.link import LinkConfig
-from zeroserve.up import free_port
 
 #: Far longer than the test waits: a greeting that came with a heartbeat would come too late.
 HEARTBEAT_S = 600.0

@@ -15,9 +15,9 @@ from typing import Any
 
 import psutil
 import requests
+from ports import free_port
 
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
-from zeroserve.up import free_port
 
 from cluster import HEARTBEAT, Cluster, api, wait_until, worker_pids
 

@@ -40,8 +40,7 @@ from typing import Any
 import pytest
 import requests
 import yaml
-
-from zeroserve.up import free_port
+from ports import free_port
 
 from cluster import ROOT, wait_until
 

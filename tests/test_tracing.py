@@ -11,8 +11,7 @@ from typing import Any
 
 import pytest
 import requests
-
-from zeroserve.up import free_port
+from ports import free_port
 
 from cluster import Cluster, run_cli, wait_until
 from otlp_collector import Collector
