@@ -118,12 +118,19 @@ def test_a_killed_frontends_requests_are_dropped_once_an_answer_cannot_reach_it(
     cluster.wait_healthy(1)
     first, rest = tmp_path / "first", tmp_path / "rest"
     clients = ThreadPoolExecutor(3)
-    for value in range(3):
-        clients.submit(cluster.post, {"value": value, "gate": str(rest if value else first)})
-    wait_until(
-        lambda: (cluster.status() or {})["broker"]["requests_held"] == 3,
-        what="the broker to hold the three requests",
-    )
+
+    def held(count: int) -> None:
+        wait_until(
+            lambda: (cluster.status() or {})["broker"]["requests_held"] == count,
+            what=f"the broker to hold {count} request(s)",
+        )
+
+    # The first alone, so that the one worker process takes it first; the others queue behind.
+    clients.submit(cluster.post, {"value": 0, "gate": str(first)})
+    held(1)
+    for value in (1, 2):
+        clients.submit(cluster.post, {"value": value, "gate": str(rest)})
+    held(3)
     os.killpg(frontend.pid, signal.SIGKILL)
     wait_until(
         lambda: "frontend silent: " in cluster.logs(), what="the broker to forget the frontend"
@@ -135,7 +142,7 @@ def test_a_killed_frontends_requests_are_dropped_once_an_answer_cannot_reach_it(
         what="the broker to drop what the gone frontend waited for",
     )
     rest.write_text("open")  # a cancelled request's answer still frees its worker's slot
-    wait_until(lambda: (cluster.status() or {})["broker"]["requests_held"] == 0, what="none held")
+    held(0)
     clients.shutdown(wait=True)
 
 
