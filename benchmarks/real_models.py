@@ -14,8 +14,9 @@ The model is one of examples/ (the same file `cluster up --api` serves), run
   median call is what a request costs with nothing around it);
 * by LitServe 0.2.19 with batching, one worker per device and two (each with
   one thread per core, and with a core's share);
-* by zeroserve's `cluster up` with its defaults, and without batching
-  (`--max-batch-size 1`: what the hops add to a lone request).
+* by zeroserve's `cluster up` with its defaults, without batching
+  (`--max-batch-size 1`: what the hops add to a lone request), and without batching in
+  one process with every core, as the direct call has them (the setting for one client).
 
 Every server is driven by wrk (one thread, one body: a random image) at each
 connection count; each server process's CPU time over the measured run is
@@ -155,9 +156,15 @@ def servers(model: str, litserve: bool) -> dict[str, tuple[list[str], dict]]:
     spec = f"{EXAMPLES / file}:{name}"
     up = [sys.executable, "-m", "zeroserve", "up", "--api", spec, "--port", "{port}",
           "--log-level", "WARNING"]  # fmt: skip
+    cores = str(len(os.sched_getaffinity(0)))
     chosen: dict[str, tuple[list[str], dict]] = {
         "zeroserve, defaults": (up, {}),
         "zeroserve, no batching": ([*up, "--max-batch-size", "1"], {}),
+        # For one client at a time: one process with every core, as the direct call has them.
+        "zeroserve, one process": (
+            [*up, "--max-batch-size", "1", "--workers", "1", "--threads-per-process", cores],
+            {},
+        ),
     }
     if litserve:
         script = Path(tempfile.mkdtemp()) / "litserve_model.py"
@@ -324,6 +331,12 @@ def summary(results: dict[str, list[dict]], ceiling: dict, top: float) -> None:
             f"{lone['p50_ms'] - ceiling['worker_p50_ms']:.2f} ms to a direct call's p50 with a "
             f"worker's threads ({lone['p50_ms'] - ceiling['p50_ms']:.2f} ms to one with all "
             "cores)"
+        )
+    single = at("zeroserve, one process", 1)
+    if single:
+        print(
+            f"at 1 connection, zeroserve with one process of every core adds "
+            f"{single['p50_ms'] - ceiling['p50_ms']:.2f} ms to a direct call's p50 with all cores"
         )
 
 
