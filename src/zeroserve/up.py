@@ -268,12 +268,15 @@ class Up:
             try:
                 child.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("pid %d did not stop in time; killing its process group", child.pid)
                 if isinstance(child, subprocess.Popen):
+                    log.warning("pid %d did not stop in time; killing its process group", child.pid)
                     os.killpg(child.pid, signal.SIGKILL)
-                else:
-                    child.kill()  # a launcher thread: its worker processes
-                child.wait()
+                    child.wait()
+                else:  # a launcher thread (a daemon): its worker processes are killed
+                    log.warning("%s did not stop in time; killing its processes", child.args)
+                    child.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        child.wait(5.0)
 
 
 def _socket_dirs() -> list[tuple[float, Path]]:
