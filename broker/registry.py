@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import heapq
@@ -133,26 +134,34 @@ class FrontendRecord:
 
 @dataclass(eq=False)
 class LauncherRecord:
-    """A worker launcher as its heartbeats describe it (it serves nothing itself)."""
+    """A worker launcher as its LAUNCHER messages describe it (it serves nothing itself).
+    Each field after ``expires_at`` is what a LAUNCHER reports; its default is the value when
+    the LAUNCHER leaves it out (or had it wrong: ``p.parse_launcher`` drops such a field)."""
 
     identity: bytes
-    host: str
-    pid: int
-    api: str
-    service: str
-    processes: int
-    running: int
-    #: Why its processes keep failing, in its own words ("" while none does).
-    problem: str
-    #: Its autoscaling range (0 and 0: a fixed count).
-    min_processes: int
-    max_processes: int
-    #: The threads each of its processes may start (0: the environment's thread variables
-    #: govern), and those variables as its processes get them.
-    threads_per_process: int
-    thread_env: str
     last_seen: float
     expires_at: float
+    host: str = ""
+    pid: int = 0
+    api: str = ""
+    service: str = ""
+    processes: int = 0
+    running: int = 0
+    #: Why its processes keep failing, in its own words ("" while none does).
+    problem: str = ""
+    #: Its autoscaling range (0 and 0: a fixed count).
+    min_processes: int = 0
+    max_processes: int = 0
+    #: The threads each of its processes may start (0: the environment's thread variables
+    #: govern), and those variables as its processes get them.
+    threads_per_process: int = 0
+    thread_env: str = ""
+
+
+#: The fields of a launcher record its LAUNCHER reports.
+LAUNCHER_REPORTED = tuple(
+    f for f in dataclasses.fields(LauncherRecord) if f.default is not dataclasses.MISSING
+)
 
 
 def _count(meta: dict[str, Any], key: str, maximum: int = MAX_CAPACITY) -> int:
@@ -160,23 +169,6 @@ def _count(meta: dict[str, Any], key: str, maximum: int = MAX_CAPACITY) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= maximum:
         return value
     return 0
-
-
-#: A launcher record's fields, and each one's value when its LAUNCHER leaves it out (or had it
-#: wrong: ``p.parse_launcher`` drops such a field).
-LAUNCHER_DEFAULTS: dict[str, Any] = {
-    "host": "",
-    "pid": 0,
-    "api": "",
-    "service": "",
-    "processes": 0,
-    "running": 0,
-    "problem": "",
-    "min_processes": 0,
-    "max_processes": 0,
-    "threads_per_process": 0,
-    "thread_env": "",
-}
 
 
 @dataclass(eq=False)
@@ -600,7 +592,7 @@ class Registry:
     ) -> tuple[LauncherRecord, bool]:
         """Record a launcher's LAUNCHER (as ``p.parse_launcher`` read it); returns the record
         and whether it is new."""
-        fields = {name: meta.get(name, default) for name, default in LAUNCHER_DEFAULTS.items()}
+        fields = {f.name: meta.get(f.name, f.default) for f in LAUNCHER_REPORTED}
         record = self.launchers.get(identity)
         new = record is None
         if record is None:

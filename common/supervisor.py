@@ -14,7 +14,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,18 +39,21 @@ def environment(changes: Mapping[str, str | None]) -> Iterator[None]:
     with ENVIRON_LOCK:
         saved = {name: os.environ.get(name) for name in changes}
         try:
-            _apply(changes)
+            apply_environment(changes)
             yield
         finally:
-            _apply(saved)
+            apply_environment(saved)
 
 
-def _apply(changes: Mapping[str, str | None]) -> None:
+def apply_environment(
+    changes: Mapping[str, str | None], target: MutableMapping[str, str] = os.environ
+) -> None:
+    """Set each variable of `changes` in `target`; None removes it."""
     for name, value in changes.items():
         if value is None:
-            os.environ.pop(name, None)
+            target.pop(name, None)
         else:
-            os.environ[name] = value
+            target[name] = value
 
 
 def stop_with_parent(parent_pid: int | None = None) -> None:

@@ -73,7 +73,7 @@ class BatchAPI(LitAPI):
     work_s = 0.02
 
     def predict(self, xs: list[Any]) -> list[dict[str, Any]]:
-        time.sleep(self.work_s)
+        time.sleep(self.work_s)  # the model's work time
         return [{"value": x["value"], "batch": len(xs), "pid": os.getpid()} for x in xs]
 
 
@@ -134,7 +134,7 @@ class BatchStreamAPI(LitAPI):
 
         for step in range(max(x["n"] for x in xs)):
             yield [{"step": step, "batch": len(xs)} if step < x["n"] else STREAM_END for x in xs]
-            time.sleep(self.step_s)
+            time.sleep(self.step_s)  # the model's step time
 
 
 class EchoChatAPI(LitAPI):
@@ -158,7 +158,7 @@ class AsyncChatAPI(LitAPI):
     async def predict(self, messages: list[dict[str, Any]]) -> Any:
         gates = [m["content"][5:] for m in messages if m["content"].startswith("gate:")]
         for n, word in enumerate(messages[-1]["content"].split()):
-            await asyncio.sleep(self.word_s)
+            await asyncio.sleep(self.word_s)  # the time a word takes
             yield word if n == 0 else " " + word
             for gate in gates:
                 deadline = time.monotonic() + 30
@@ -274,7 +274,7 @@ class AsyncSleepAPI(LitAPI):
         began_with = self.awaiting
         self.most_awaiting = max(self.most_awaiting, self.awaiting)
         try:
-            await asyncio.sleep(float(x.get("seconds", 0)))
+            await asyncio.sleep(float(x.get("seconds", 0)))  # the model's wait the request asks for
         except asyncio.CancelledError:
             if x.get("progress"):
                 Path(x["progress"]).write_text("cancelled")
@@ -303,7 +303,7 @@ class AsyncStreamAPI(LitAPI):
         self.running += 1
         try:
             for i in range(int(x.get("n", 3))):
-                await asyncio.sleep(float(x.get("seconds", 0)))
+                await asyncio.sleep(float(x.get("seconds", 0)))  # the model's wait, asked for
                 yield {"i": i, "value": x.get("value"), "running": self.running}
         finally:
             self.running -= 1
@@ -328,7 +328,7 @@ class AsyncBatchAPI(LitAPI):
         self.awaiting += 1
         self.most_awaiting = max(self.most_awaiting, self.awaiting)
         try:
-            await asyncio.sleep(self.remote_s)
+            await asyncio.sleep(self.remote_s)  # a remote call's time
         finally:
             self.awaiting -= 1
         return [{"value": x["value"], "batch": len(xs), "most": self.most_awaiting} for x in xs]
@@ -364,7 +364,7 @@ class CountingSteps(LitAPI):
                 f.write(f"cancel {uid}\n")
 
     def step(self, prev_outputs: list[Output] | None) -> list[Output]:
-        time.sleep(self.step_s)
+        time.sleep(self.step_s)  # the model's step time
         if any(s["fail"] for s in self.active.values()):
             raise RuntimeError("the step fell over")
         outputs = []

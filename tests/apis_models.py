@@ -50,12 +50,12 @@ class AsyncModelsAPI(ModelsAPI):
     async def load_model(self, model_id: str) -> dict[str, Any]:  # type: ignore[override]
         if model_id not in FACTORS:
             raise KeyError(model_id)
-        await asyncio.sleep(float(os.environ.get("MODELS_LOAD_S", "0")))
+        await asyncio.sleep(float(os.environ.get("MODELS_LOAD_S", "0")))  # a model's load time
         _note("load", model_id)
         return {"factor": FACTORS[model_id]}
 
     async def predict(self, x: dict[str, Any], context: dict[str, Any]) -> dict[str, Any]:  # type: ignore[override]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # the model's work time
         return {"y": x["x"] * context["model"]["factor"], "model": context["model_id"]}
 
 

@@ -26,19 +26,19 @@ def test_reads_what_came_before_it_what_comes_after_and_in_batches() -> None:
             send_frames(a, [b"early", str(i).encode()])
         reader = EdgeReader(asyncio.get_running_loop(), b, got.append, batch=2)
         while len(got) < 5:  # no edge will come for these: the reader looked once by itself
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll
         send_frames(a, [b"late"])
         while len(got) < 6:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll
         # A send on the reader's socket may take in what arrived, edge and all.
         send_frames(a, [b"after"])
         send_frames(b, [b"ping"])
         reader.after_send()
         while len(got) < 7:
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # poll
         reader.close()
         send_frames(a, [b"closed"])
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0.05)  # a window for what a closed reader must not take in
 
     try:
         asyncio.run(asyncio.wait_for(scenario(), 10))

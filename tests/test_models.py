@@ -42,7 +42,7 @@ class Library:
 
     async def load(self, model_id: str) -> Any:
         self.calls.append(("load", model_id))
-        await asyncio.sleep(self.delay_s)
+        await asyncio.sleep(self.delay_s)  # a model's load time
         if model_id not in self.known:
             raise KeyError(model_id)
         return {"id": model_id}

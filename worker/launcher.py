@@ -19,7 +19,7 @@ from zeroserve.common.connection import open_dealer
 from zeroserve.common.errors import ProtocolError
 from zeroserve.common.exits import Exit, final
 from zeroserve.common.frames import has_input, recv_frames, send_frames
-from zeroserve.common.supervisor import Supervisor
+from zeroserve.common.supervisor import Supervisor, apply_environment
 from zeroserve.worker.config import WorkerConfig
 from zeroserve.worker.devices import plan_devices
 from zeroserve.worker.loader import GivenAPI, load_api, resolve_settings
@@ -123,9 +123,8 @@ def serve_launcher(supervisor: Supervisor, link: LauncherLink) -> int:
 
 def _changed(env: Mapping[str, str | None]) -> dict[str, str]:
     """This process's environment as `env` changes it: what the worker processes see."""
-    changed = {**os.environ, **{k: v for k, v in env.items() if v is not None}}
-    for name in (k for k, v in env.items() if v is None):
-        changed.pop(name, None)
+    changed = dict(os.environ)
+    apply_environment(env, changed)
     return changed
 
 

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping
 
 from zeroserve.common.errors import ConfigError
+from zeroserve.common.supervisor import apply_environment
 
 log = logging.getLogger(__name__)
 
@@ -70,11 +71,7 @@ def refuse_disagreement(given: int | None) -> None:
 def limit_environment(threads: int | None) -> None:
     """Before the user's module is imported: the thread variables say `threads` (None: the
     user's are kept as they are), and THREADS_ENV the number in effect."""
-    for name, value in thread_environment(threads).items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    apply_environment(thread_environment(threads))
 
 
 def thread_environment(
