@@ -27,6 +27,9 @@ class Job:
     timer: Any = None
     #: Its span, when tracing is on and the request came with a trace context.
     span: Any = None
+    #: Its body as the spec read it (request, context, framer), when that was done as it
+    #: arrived (``Pipeline.refusal``): not read twice.
+    opened: Any = None
 
     @property
     def key(self) -> tuple[int, bytes, bytes]:

@@ -473,7 +473,7 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
         if not (self.request_objects and self.max_batch_size > 1):
             return None
         try:
-            self.decode(job)
+            job.opened = self.decode(job)
         except RequestError as exc:
             if str(exc) == CLIENT_BATCHING:
                 return exc.outs

@@ -260,7 +260,9 @@ class Pipeline:
     def open(self, job: Job) -> tuple[Any, dict[str, Any], Any]:
         """The request as decode_request receives it, its context and its framer; a request
         that cannot be read raises RequestError."""
-        if self.spec is not None:
+        if job.opened is not None:  # read as it arrived (``refusal``)
+            request, context, framer = job.opened
+        elif self.spec is not None:
             request, context, framer = self.spec.decode(job)
         else:
             request, context, framer = parse_body(job), {}, Framer()
