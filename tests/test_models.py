@@ -96,6 +96,21 @@ def test_cache_loads_once_for_many_waiting_and_refuses_unknown_models() -> None:
     assert (cache.hits, cache.misses, cache.loads) == (0, 10, 1)  # "nope" counts for nothing
 
 
+def test_a_model_whose_load_fails_is_no_longer_shown_as_held() -> None:
+    """What a worker reports (``held``, loaded then loading) drops a load that failed, even
+    when nothing else is loaded after it."""
+    lib = Library({"a"})
+    cache = ModelCache(lib.load, None, 2, concurrent=True)
+
+    async def scenario() -> None:
+        await use(cache, "a")
+        with pytest.raises(UnknownModel):
+            await use(cache, "nope")
+
+    asyncio.run(scenario())
+    assert cache.held == ("a",)
+
+
 def test_cache_never_evicts_a_model_in_use() -> None:
     lib = Library({"a", "b"})
     cache = ModelCache(lib.load, lib.unload, 1, concurrent=True)

@@ -128,6 +128,7 @@ class ModelCache:
         finally:
             if future is not None:
                 del self._loading[model_id]
+                self._show()  # a load that failed is held no more
         self._models[model_id] = model
         self._users[model_id] += 1
         if future is not None:
