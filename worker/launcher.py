@@ -161,6 +161,9 @@ class LauncherLink:
             for endpoint in config.brokers
         ]
         self._next_at = 0.0
+        #: A LAUNCHER has gone to each broker: until then, one its socket could not take yet
+        #: (no connection made so far) is said again at the next tick, not a heartbeat later.
+        self._greeted = [False] * len(self._socks)
         #: What each broker said last of the service's load.
         self._loads = [Load() for _ in self._socks]
         self.scaler: Scaler | None = None
@@ -206,9 +209,13 @@ class LauncherLink:
             meta["min_processes"] = self.scaler.minimum
             meta["max_processes"] = self.scaler.maximum
         beat = p.launcher(meta)
-        for sock in self._socks:
-            with contextlib.suppress(zmq.Again):
+        for index, sock in enumerate(self._socks):
+            try:
                 send_frames(sock, beat)
+                self._greeted[index] = True
+            except zmq.Again:
+                if not self._greeted[index]:
+                    self._next_at = now
 
     def close(self) -> None:
         for sock in self._socks:
