@@ -108,7 +108,11 @@ class Broker:
         self.monitors: dict[zmq.Socket, str] = {}
         #: Frontends an answer could not reach (their connection is gone): their requests are
         #: dropped once the message at hand is handled.
-        self._unreachable: set[bytes] = set()
+        self._unreachable_frontends: set[bytes] = set()
+        #: Workers a request could not reach (no connection has the name of their data socket,
+        #: one being replaced, say): removed once the message at hand is handled, so that what
+        #: they held goes to another worker, not lost until its deadline.
+        self._unreachable_workers: set[bytes] = set()
         if self.keys is not None:
             for sock, side in ((self.frontend, "frontend"), (self.backend, "worker")):
                 self.monitors[sock.get_monitor_socket(HANDSHAKE_FAILED)] = side
@@ -167,15 +171,27 @@ class Broker:
             for monitor, side in self.monitors.items():
                 if monitor in events:
                     self._refused_handshakes(monitor, side)
-            while self._unreachable:
-                self.peers.drop_frontend(self._unreachable.pop(), "unreachable")
+            self._drop_unreachable()
             now = time.monotonic()
             if now >= next_tick:
                 self._tick(now)
+                self._drop_unreachable()
                 next_tick = now + TICK_S
             if self.peers.routes_dirty:
                 self._broadcast_routes()
         self._say_goodbye()
+
+    def _drop_unreachable(self) -> None:
+        """Peers a message could not reach: a frontend's requests are dropped (it re-sends
+        what it still waits for); a worker is removed, its requests re-queued (it announces
+        itself again at its next heartbeat)."""
+        while self._unreachable_frontends:
+            self.peers.drop_frontend(self._unreachable_frontends.pop(), "unreachable")
+        while self._unreachable_workers:
+            identity = self._unreachable_workers.pop()
+            if identity in self.registry.workers:
+                self.counters["unreachable_workers"] += 1
+                self.peers.remove_worker(identity, "a request could not reach it")
 
     # -- receiving ---------------------------------------------------------
 
@@ -338,7 +354,7 @@ class Broker:
                 worker.pid,
                 request.attempt,
             )
-        self._send(
+        sent = self._send(
             self.backend,
             p.request_to_worker(
                 worker.identity,
@@ -350,6 +366,9 @@ class Broker:
                 attempt=request.attempt,
             ),
         )
+        if sent is not Sent.OK:
+            # Removed after the message at hand, not inside the request table's transition.
+            self._unreachable_workers.add(worker.identity)
         if self.tracing is not None and "trace" in request.meta:
             self._trace_dispatch(worker, request)
 
@@ -380,7 +399,7 @@ class Broker:
         frames = p.answer_to_frontend(request.frontend, command, request.rid, meta, body)
         if self._send(self.frontend, frames) is Sent.GONE:
             # Dropped after the message at hand, not inside the request table's transition.
-            self._unreachable.add(request.frontend)
+            self._unreachable_frontends.add(request.frontend)
 
     def refuse(
         self,

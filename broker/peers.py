@@ -213,6 +213,10 @@ class Peers:
         ready = parse_ready(meta)
         if identity in self.registry.workers:
             self.remove_worker(identity, "announced itself again")
+        replaced = ready["replaces"]
+        if replaced in self.registry.workers and p.same_worker(replaced, identity):
+            # Its earlier session: what that held went nowhere (the worker dropped it).
+            self.remove_worker(replaced, "announced itself again")
         conflict = self.registry.route_conflict(ready["service"], ready["routes"])
         if conflict:
             log.error("refused worker %s pid %s: %s", ready["host"], ready["pid"], conflict)

@@ -466,6 +466,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"bad version label {version!r}")
     schema = meta.get("request_schema")
     device = meta.get("device")
+    replaces = meta.get("replaces")
     if (
         not isinstance(models, list)
         or len(models) > 16
@@ -488,6 +489,7 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         "loaded_models": parse_models(meta.get("loaded_models")),
         "max_models": _count(meta, "max_models", MAX_MODELS_HELD),
         "model_version": version,
+        "replaces": replaces if isinstance(replaces, bytes) and replaces else None,
     }
 
 

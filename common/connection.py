@@ -440,6 +440,7 @@ def broker_links(
     on_message: Callable[[int, bytes, list[Any]], None],
     on_connect: Callable[[int], None],
     on_lost: Callable[[int, str], None],
+    heartbeat_meta: Callable[[int], dict[str, Any]],
     **settings: Any,
 ) -> list[BrokerConnection]:
     """A link to each broker; each callback is told the link's index first."""
@@ -449,6 +450,7 @@ def broker_links(
             on_message=functools.partial(on_message, index),
             on_connect=functools.partial(on_connect, index),
             on_lost=functools.partial(on_lost, index),
+            heartbeat_meta=functools.partial(heartbeat_meta, index),
             **settings,
         )
         for index, endpoint in enumerate(endpoints)

@@ -261,6 +261,23 @@ def identity(frame: Any) -> bytes:
     return data
 
 
+#: Bytes of a session number at the end of a worker's data-socket name.
+SESSION_BYTES = 4
+
+
+def session_name(worker: bytes, session: int) -> bytes:
+    """The name of a worker's data socket in one session with a broker: the worker's own name
+    and the session's number. Each READY comes from a fresh socket with a new name, so that an
+    earlier socket's connection still being made when it was closed can never take the live
+    one's name (the broker's ROUTER hands a name to the newest connection that claims it)."""
+    return worker + struct.pack("!I", session % 2**32)
+
+
+def same_worker(name: bytes, other: bytes) -> bool:
+    """Two data-socket names of one worker's sessions."""
+    return len(name) > SESSION_BYTES and name[:-SESSION_BYTES] == other[:-SESSION_BYTES]
+
+
 # -- metadata shapes -------------------------------------------------------------------
 # Every key a metadata map may carry, per message. ``total=False``: a peer may leave any out,
 # and every reader checks what it reads.
@@ -342,11 +359,14 @@ class ReadyMeta(TypedDict, total=False):
     #: An API that serves many models: how many a process holds, and those it holds now.
     max_models: int
     loaded_models: list[str]
+    #: The name of the data socket of its session this one replaces (``session_name``): the
+    #: broker forgets that session at once, its work re-queued.
+    replaces: bytes
 
 
 class HeartbeatMeta(TypedDict, total=False):
-    """HEARTBEAT, any way. A worker's names its data socket and reports its counters; a
-    frontend's names its host; a broker's names itself."""
+    """HEARTBEAT, any way. A worker's names its data socket (of its session with the broker it
+    goes to) and reports its counters; a frontend's names its host; a broker's names itself."""
 
     heartbeat_interval_s: float
     broker_id: str

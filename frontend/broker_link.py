@@ -176,9 +176,10 @@ class BrokerLink:
         self.core.lost(index, why, time.monotonic())
 
     def _hello(self, index: int) -> None:
-        self.conns[index].send(p.heartbeat(self._heartbeat_meta()))
+        self.conns[index].send(p.heartbeat(self._heartbeat_meta(index)))
 
-    def _heartbeat_meta(self) -> dict[str, Any]:
+    def _heartbeat_meta(self, index: int) -> dict[str, Any]:
+        """The same to every broker."""
         return {
             "host": self._host,
             "pid": os.getpid(),

@@ -36,6 +36,11 @@ BROKER_COUNTERS = (
     ("resent", "zeroserve_broker_resent", "Requests sent again after their worker was lost."),
     ("dead_workers", "zeroserve_broker_dead_workers", "Workers declared dead (missed heartbeats)."),
     (
+        "unreachable_workers",
+        "zeroserve_broker_unreachable_workers",
+        "Workers removed when a request could not reach them.",
+    ),
+    (
         "rejected_queue_full",
         "zeroserve_broker_rejected_queue_full",
         "Requests refused, queue full.",

@@ -221,3 +221,20 @@ def test_announcing_again_replaces_the_worker() -> None:
     join(rules, version="1")
     join(rules, now=1.0, version="2")
     assert rules.registry.workers[DATA].model_version == "2"
+
+
+def test_a_new_session_of_a_worker_ends_its_earlier_one_and_no_other() -> None:
+    """A worker's READY from a fresh data socket names the session it replaces: that one is
+    forgotten at once (not after its silence); a READY that names another worker's session
+    removes nothing."""
+    rules, _ = peers()
+    meta = {"service": "svc", "routes": [{"path": "/p", "methods": ["POST"]}], "capacity": 2}
+    first, second = p.session_name(b"Wone", 1), p.session_name(b"Wone", 2)
+    other = p.session_name(b"Wtwo", 1)
+    say(rules, first, p.ready(meta), 0.0)  # type: ignore[arg-type]
+    say(rules, other, p.ready(meta), 0.0)  # type: ignore[arg-type]
+    say(rules, second, p.ready({**meta, "replaces": first}), 0.1)  # type: ignore[typeddict-item]
+    assert set(rules.registry.workers) == {second, other}
+    stranger = p.session_name(b"Wthree", 1)
+    say(rules, stranger, p.ready({**meta, "replaces": other}), 0.2)  # type: ignore[typeddict-item]
+    assert set(rules.registry.workers) == {second, other, stranger}

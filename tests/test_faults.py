@@ -11,6 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import requests
+import zmq
+
+from zeroserve.common import protocol as p
 
 from cluster import Cluster, run_cli, wait_until, worker_pids
 
@@ -23,11 +26,13 @@ def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
     cluster.wait_healthy(3)
     results = cluster.load(150, 40, lambda: os.killpg(doomed.pid, signal.SIGKILL))
     assert [(i, code, echo) for i, code, echo, _ in results] == [(i, 200, i) for i in range(150)]
-    # Work held by the dead was re-sent once the broker gave them up for their silence (the
-    # rule, with its clock passed in: test_broker_peers.py), not left to a timeout.
+    # Work held by the dead was re-sent once the broker gave them up, for their silence (the
+    # rule, with its clock passed in: test_broker_peers.py) or for a request that could not
+    # reach them, not left to a timeout.
     snapshot = cluster.status() or {}
     assert {w["pid"] for w in snapshot["workers"]} == worker_pids(survivor)
-    assert snapshot["counters"].get("dead_workers", 0) >= 2
+    counters = snapshot["counters"]
+    assert counters.get("dead_workers", 0) + counters.get("unreachable_workers", 0) >= 2
     assert snapshot["counters"].get("resent", 0) >= 1
     assert snapshot["broker"]["requests_held"] == 0
 
@@ -289,3 +294,60 @@ def test_a_worker_the_broker_refuses_ends_its_launcher_with_the_reason(cluster: 
     logs = cluster.logs()
     # One line, the launcher's: its process's reason, which names the route.
     assert "was refused by the broker: the broker refused it:" in logs and "/predict" in logs
+
+
+def test_a_request_that_cannot_reach_its_worker_goes_to_the_next(cluster: Cluster) -> None:
+    """A worker whose data socket is gone while its control socket still beats (one being
+    replaced, say): the request the broker cannot hand it is re-queued at once, the worker
+    removed, and the next worker answers it; nothing waits for its deadline."""
+    cluster.broker()
+    context = zmq.Context.instance()
+    data = context.socket(zmq.DEALER)
+    data.setsockopt(zmq.LINGER, 0)
+    data.setsockopt(zmq.ROUTING_ID, b"Wgone-data")
+    data.connect(cluster.backend_endpoint)
+    control = context.socket(zmq.DEALER)
+    control.setsockopt(zmq.LINGER, 0)
+    control.connect(cluster.backend_endpoint)
+    ready = {
+        "service": "EchoAPI",
+        "routes": [{"path": "/predict", "methods": ["POST"]}],
+        "capacity": 2,
+        "pid": 1,
+        "host": "gone",
+        "version": "0",
+        "heartbeat_interval_s": 1.0,
+    }
+    data.send_multipart(p.ready(ready))
+    wait_until(lambda: len((cluster.status() or {}).get("workers", [])) == 1, what="READY")
+    data.close()  # no connection has the worker's name now; its control socket still beats
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.is_set():
+            control.send_multipart(p.heartbeat({"worker": b"Wgone-data"}))
+            stop.wait(0.2)  # its heartbeat interval
+
+    beating = threading.Thread(target=beat, daemon=True)
+    beating.start()
+    try:
+        cluster.frontend()
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(cluster.post, {"value": "rerouted"})
+            wait_until(
+                lambda: (
+                    (cluster.status() or {}).get("workers") == []
+                    and (cluster.status() or {})["broker"]["requests_held"] == 1
+                ),
+                what="the unreachable worker removed, its request held",
+            )
+            cluster.worker("EchoAPI", 1)
+            response = answer.result(30)
+        assert response.status_code == 200 and response.json()["echo"] == "rerouted"
+        counters = (cluster.status() or {})["counters"]
+        assert counters.get("unreachable_workers") == 1 and counters.get("resent", 0) >= 1
+        assert "removed (a request could not reach it)" in cluster.logs()
+    finally:
+        stop.set()
+        beating.join()
+        control.close()

@@ -117,8 +117,12 @@ class WorkerProcess:
         self.retired = False
         #: Why the broker refused this worker, if it did.
         self.refusal = ""
-        #: Names this process to the broker on both of its sockets.
+        #: This process's name; its data socket to each broker is named by it and a session
+        #: number (``p.session_name``), its control socket's heartbeats name that.
         self.identity = b"W" + secrets.token_bytes(15)
+        self._sessions = 0
+        #: Per broker: the name of the current session's data socket.
+        self._session_names = [p.session_name(self.identity, 0)] * len(config.brokers)
         self._parent_pid = os.getppid()
         self._started_at = time.monotonic()
         #: Seconds of predict a request, measured over the last heartbeats' windows.
@@ -152,7 +156,6 @@ class WorkerProcess:
             settings,
             self.pipeline,
             endpoints=config.brokers,
-            identity=self.identity,
             on_control=self._on_message,
             on_failed=self._on_batching_failed,
             keys=keys,
@@ -207,15 +210,20 @@ class WorkerProcess:
         }
 
     def _announce(self, link: int) -> None:
-        """Say READY to broker `link` on a fresh data socket, forgetting work of its earlier
-        session (that broker re-sent it)."""
+        """Say READY to broker `link` on a fresh data socket of a new name, forgetting work of
+        its earlier session (that broker re-sends it)."""
         self._announced_at[link] = time.monotonic()
-        self.serving.announce(link, p.ready(self._ready_meta()))
+        self._sessions += 1
+        replaced = self._session_names[link]
+        name = self._session_names[link] = p.session_name(self.identity, self._sessions)
+        ready = self._ready_meta()
+        ready["replaces"] = replaced
+        self.serving.announce(link, name, p.ready(ready))
 
-    def _heartbeat_meta(self) -> dict[str, Any]:
+    def _heartbeat_meta(self, link: int) -> dict[str, Any]:
         b = self.serving
         return {
-            "worker": self.identity,
+            "worker": self._session_names[link],
             "in_flight": len(b.jobs),
             "queued": b.queued,
             "running": b.running,
@@ -294,8 +302,8 @@ class WorkerProcess:
                 overdue_s,
             )
             # The data sockets belong to the hung thread: goodbyes go on the control sockets.
-            for link in self.links:
-                link.close(p.disconnect("hung", worker=self.identity))
+            for link, name in zip(self.links, self._session_names, strict=True):
+                link.close(p.disconnect("hung", worker=name))
             logging.shutdown()
             os._exit(Exit.HUNG)
 

@@ -69,7 +69,6 @@ class ServingLoop:
         batch_timeout_s: float,
         *,
         endpoints: tuple[str, ...],
-        identity: bytes,
         on_control: ControlSink,
         on_failed: Callable[[], None],
         keys: CurveKeys | None = None,
@@ -82,7 +81,6 @@ class ServingLoop:
         self.max_batch_size = max_batch_size
         self.batch_timeout_s = batch_timeout_s
         self.endpoints = endpoints
-        self.identity = identity
         self.on_control = on_control
         self.on_failed = on_failed
         self.keys = keys
@@ -147,10 +145,10 @@ class ServingLoop:
         self._thread = threading.Thread(target=self._serve, name=self.thread_name, daemon=True)
         self._thread.start()
 
-    def announce(self, link: int, ready: list[Any]) -> None:
-        """A fresh data socket to broker `link`, then READY: work of that broker's earlier
-        session is forgotten."""
-        self._post("announce", (link, ready))
+    def announce(self, link: int, name: bytes, ready: list[Any]) -> None:
+        """A fresh data socket named `name` to broker `link`, then READY: work of that broker's
+        earlier session is forgotten."""
+        self._post("announce", (link, name, ready))
 
     def send(self, link: int, message: list[Any]) -> None:
         """Send a message on a broker's data socket, after every answer sent before it."""
@@ -212,7 +210,7 @@ class ServingLoop:
                     sock.setsockopt(zmq.LINGER, 500)
             self._stopped = True
 
-    def _announce(self, link: int, ready: list[Any]) -> None:
+    def _announce(self, link: int, name: bytes, ready: list[Any]) -> None:
         dropped = [job for job in self.jobs.values() if job.link == link]
         for job in dropped:
             del self.jobs[job.key]
@@ -229,7 +227,7 @@ class ServingLoop:
             self.context,
             self.endpoints[link],
             self.keys,
-            routing_id=self.identity,
+            routing_id=name,
             reconnect_max_s=0.0,
         )
         self._socks[link] = sock
