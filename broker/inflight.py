@@ -115,7 +115,14 @@ class Inflight:
         service = self.registry.services.get(name) if isinstance(name, str) else None
         if service is None or not service.has_ready_worker():
             self.counters["rejected_no_worker"] += 1
-            self.wire.refuse(frontend, rid, 503, f"no worker is serving {name!r} right now")
+            # Workers come back (a launcher restarts one that died): worth a try again.
+            self.wire.refuse(
+                frontend,
+                rid,
+                503,
+                f"no worker is serving {name!r} right now",
+                self.policy.retry_after_s,
+            )
             return
         if service.queue.full():
             self.counters["rejected_queue_full"] += 1

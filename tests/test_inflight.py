@@ -28,6 +28,8 @@ class RecordingWire:
         self.cancels: list[tuple[bytes, bytes]] = []  # (worker, rid)
         #: Everything the frontends were told: (rid, command, status or None).
         self.to_frontend: list[tuple[bytes, bytes, int | None]] = []
+        #: The Retry-After of each refusal, by request id.
+        self.retry_after: dict[bytes, float | None] = {}
 
     def send_request(self, worker: WorkerRecord, request: BrokerRequest) -> None:
         self.requests.append((worker.identity, request.rid, request.attempt))
@@ -42,6 +44,7 @@ class RecordingWire:
         self, frontend: bytes, rid: bytes, status: int, why: str, retry_after_s: float | None = None
     ) -> None:
         self.to_frontend.append((rid, p.ERROR, status))
+        self.retry_after[rid] = retry_after_s
 
     def terminal(self, rid: bytes) -> list[tuple[bytes, int | None]]:
         return [(c, s) for r, c, s in self.to_frontend if r == rid and c in p.TERMINAL]
@@ -94,6 +97,8 @@ def test_accept_refuses_without_a_worker_a_full_queue_and_a_reused_id() -> None:
     accept(inflight, b"3")  # the queue is full
     assert wire.terminal(b"x") == [(p.ERROR, 503)]
     assert wire.terminal(b"3") == [(p.ERROR, 503)]
+    # Both pass: a client is told when to try again.
+    assert wire.retry_after[b"x"] and wire.retry_after[b"3"]
     assert inflight.counters["rejected_no_worker"] == inflight.counters["rejected_queue_full"] == 1
     with pytest.raises(ProtocolError, match="in use"):
         accept(inflight, b"1")
