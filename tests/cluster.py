@@ -21,6 +21,7 @@ import psutil
 import requests
 from ports import free_port
 
+from zeroserve.common.protocol import ReadyMeta
 from zeroserve.common.security import CurveKeys, peer_token_keys
 from zeroserve.common.status_client import BrokerUnreachable, fetch_status
 
@@ -265,6 +266,19 @@ def start_server_py(folder: Path, **env: str) -> tuple[subprocess.Popen, str]:
             env={**os.environ, **env},
         )
     return proc, f"http://127.0.0.1:{port}"
+
+
+def fake_ready(service: str, path: str, host: str) -> ReadyMeta:
+    """READY's metadata for a worker a test plays on raw sockets."""
+    return {
+        "service": service,
+        "routes": [{"path": path, "methods": ["POST"]}],
+        "capacity": 2,
+        "pid": 1,
+        "host": host,
+        "version": "0",
+        "heartbeat_interval_s": 1.0,
+    }
 
 
 def worker_pids(launcher: subprocess.Popen) -> set[int]:

@@ -15,7 +15,7 @@ import zmq
 
 from zeroserve.common import protocol as p
 
-from cluster import Cluster, run_cli, wait_until, worker_pids
+from cluster import Cluster, fake_ready, run_cli, wait_until, worker_pids
 
 
 def test_kill_9_of_a_whole_launcher_loses_no_request(cluster: Cluster) -> None:
@@ -309,16 +309,7 @@ def test_a_request_that_cannot_reach_its_worker_goes_to_the_next(cluster: Cluste
     control = context.socket(zmq.DEALER)
     control.setsockopt(zmq.LINGER, 0)
     control.connect(cluster.backend_endpoint)
-    ready = {
-        "service": "EchoAPI",
-        "routes": [{"path": "/predict", "methods": ["POST"]}],
-        "capacity": 2,
-        "pid": 1,
-        "host": "gone",
-        "version": "0",
-        "heartbeat_interval_s": 1.0,
-    }
-    data.send_multipart(p.ready(ready))
+    data.send_multipart(p.ready(fake_ready("EchoAPI", "/predict", "gone")))
     wait_until(lambda: len((cluster.status() or {}).get("workers", [])) == 1, what="READY")
     data.close()  # no connection has the worker's name now; its control socket still beats
     stop = threading.Event()

@@ -20,7 +20,7 @@ from zeroserve.broker.registry import parse_ready
 from zeroserve.common import protocol as p
 from zeroserve.common.errors import ProtocolError
 
-from cluster import Cluster, wait_until
+from cluster import Cluster, fake_ready, wait_until
 
 frames = st.lists(st.binary(max_size=64), max_size=8)
 commands = st.sampled_from([*p.COMMAND_NAMES, b"\x00", b"\xff", b""])
@@ -253,16 +253,7 @@ def test_a_worker_speaks_on_a_data_and_a_control_socket(cluster: Cluster) -> Non
     control = _dealer(cluster.backend_endpoint)
     impostor = _dealer(cluster.backend_endpoint)
     try:
-        ready = {
-            "service": "Fake",
-            "routes": [{"path": "/fake", "methods": ["POST"]}],
-            "capacity": 2,
-            "pid": 1,
-            "host": "fake",
-            "version": "0",
-            "heartbeat_interval_s": 1.0,
-        }
-        data.send_multipart(p.ready(ready))
+        data.send_multipart(p.ready(fake_ready("Fake", "/fake", "fake")))
         wait_until(lambda: len((cluster.status() or {}).get("workers", [])) == 1)
         control.send_multipart(p.heartbeat({"worker": b"Wtest-data", "done": 7}))
         assert control.poll(5000), "the broker did not greet a new control socket"
