@@ -211,12 +211,15 @@ class Peers:
 
     def on_ready(self, identity: bytes, meta: dict[str, Any], now: float) -> None:
         ready = parse_ready(meta)
-        if identity in self.registry.workers:
-            self.remove_worker(identity, "announced itself again")
-        replaced = ready["replaces"]
-        if replaced in self.registry.workers and p.same_worker(replaced, identity):
-            # Its earlier session: what that held went nowhere (the worker dropped it).
-            self.remove_worker(replaced, "announced itself again")
+        name, session = p.session_of(identity)
+        current = self.registry.sessions.get(name)
+        if current is not None and p.session_of(current)[1] > session:
+            # A late READY of a session its worker replaced: that socket is closed.
+            self.counters["stale_ready"] += 1
+            return
+        if current is not None:
+            # Its earlier session (or this one, again): what that held went nowhere.
+            self.remove_worker(current, "announced itself again")
         conflict = self.registry.route_conflict(ready["service"], ready["routes"])
         if conflict:
             log.error("refused worker %s pid %s: %s", ready["host"], ready["pid"], conflict)

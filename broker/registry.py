@@ -466,7 +466,6 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         raise ProtocolError(f"bad version label {version!r}")
     schema = meta.get("request_schema")
     device = meta.get("device")
-    replaces = meta.get("replaces")
     if (
         not isinstance(models, list)
         or len(models) > 16
@@ -489,7 +488,6 @@ def parse_ready(meta: dict[str, Any]) -> dict[str, Any]:
         "loaded_models": parse_models(meta.get("loaded_models")),
         "max_models": _count(meta, "max_models", MAX_MODELS_HELD),
         "model_version": version,
-        "replaces": replaces if isinstance(replaces, bytes) and replaces else None,
     }
 
 
@@ -499,6 +497,9 @@ class Registry:
     def __init__(self, max_queue: int) -> None:
         self.max_queue = max_queue
         self.workers: dict[bytes, WorkerRecord] = {}
+        #: The data socket of each worker's session here, by the worker's name
+        #: (``p.session_of``): one session per worker at a time.
+        self.sessions: dict[bytes, bytes] = {}
         self.frontends: dict[bytes, FrontendRecord] = {}
         self.launchers: dict[bytes, LauncherRecord] = {}
         self.services: dict[str, ServiceRecord] = {}
@@ -559,6 +560,7 @@ class Registry:
             model_version=ready["model_version"],
         )
         self.workers[identity] = worker
+        self.sessions[p.session_of(identity)[0]] = identity
         service.add(worker)
         service.set_models(worker, ready["loaded_models"])
         return worker
@@ -575,6 +577,9 @@ class Registry:
     def remove_worker(self, identity: bytes) -> WorkerRecord | None:
         worker = self.workers.pop(identity, None)
         if worker is not None:
+            name = p.session_of(identity)[0]
+            if self.sessions.get(name) == identity:
+                del self.sessions[name]
             service = self.services.get(worker.service)
             if service is not None:
                 service.remove(worker)

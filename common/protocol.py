@@ -273,9 +273,12 @@ def session_name(worker: bytes, session: int) -> bytes:
     return worker + struct.pack("!I", session % 2**32)
 
 
-def same_worker(name: bytes, other: bytes) -> bool:
-    """Two data-socket names of one worker's sessions."""
-    return len(name) > SESSION_BYTES and name[:-SESSION_BYTES] == other[:-SESSION_BYTES]
+def session_of(name: bytes) -> tuple[bytes, int]:
+    """A data socket's name as (the worker's name, the session's number); a name too short to
+    hold a session number is a worker's name of session 0."""
+    if len(name) <= SESSION_BYTES:
+        return name, 0
+    return name[:-SESSION_BYTES], struct.unpack("!I", name[-SESSION_BYTES:])[0]
 
 
 # -- metadata shapes -------------------------------------------------------------------
@@ -359,9 +362,6 @@ class ReadyMeta(TypedDict, total=False):
     #: An API that serves many models: how many a process holds, and those it holds now.
     max_models: int
     loaded_models: list[str]
-    #: The name of the data socket of its session this one replaces (``session_name``): the
-    #: broker forgets that session at once, its work re-queued.
-    replaces: bytes
 
 
 class HeartbeatMeta(TypedDict, total=False):

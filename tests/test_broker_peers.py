@@ -224,17 +224,21 @@ def test_announcing_again_replaces_the_worker() -> None:
 
 
 def test_a_new_session_of_a_worker_ends_its_earlier_one_and_no_other() -> None:
-    """A worker's READY from a fresh data socket names the session it replaces: that one is
-    forgotten at once (not after its silence); a READY that names another worker's session
-    removes nothing."""
+    """A worker's READY from a fresh data socket (a new session number) ends its earlier
+    session at once, not after its silence; a late READY of a session it replaced is dropped;
+    another worker's sessions are untouched."""
     rules, _ = peers()
     meta = {"service": "svc", "routes": [{"path": "/p", "methods": ["POST"]}], "capacity": 2}
-    first, second = p.session_name(b"Wone", 1), p.session_name(b"Wone", 2)
+    first, second, third = (p.session_name(b"Wone", n) for n in (1, 2, 3))
     other = p.session_name(b"Wtwo", 1)
     say(rules, first, p.ready(meta), 0.0)  # type: ignore[arg-type]
     say(rules, other, p.ready(meta), 0.0)  # type: ignore[arg-type]
-    say(rules, second, p.ready({**meta, "replaces": first}), 0.1)  # type: ignore[typeddict-item]
+    say(rules, second, p.ready(meta), 0.1)  # type: ignore[arg-type]
     assert set(rules.registry.workers) == {second, other}
-    stranger = p.session_name(b"Wthree", 1)
-    say(rules, stranger, p.ready({**meta, "replaces": other}), 0.2)  # type: ignore[typeddict-item]
-    assert set(rules.registry.workers) == {second, other, stranger}
+    say(rules, first, p.ready(meta), 0.2)  # type: ignore[arg-type]
+    assert set(rules.registry.workers) == {second, other}
+    assert rules.counters["stale_ready"] == 1
+    say(rules, third, p.ready(meta), 0.3)  # type: ignore[arg-type]
+    assert set(rules.registry.workers) == {third, other}
+    say(rules, third, p.ready(meta), 0.4)  # type: ignore[arg-type]  # the same session again
+    assert set(rules.registry.workers) == {third, other}

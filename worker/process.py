@@ -214,11 +214,8 @@ class WorkerProcess:
         its earlier session (that broker re-sends it)."""
         self._announced_at[link] = time.monotonic()
         self._sessions += 1
-        replaced = self._session_names[link]
         name = self._session_names[link] = p.session_name(self.identity, self._sessions)
-        ready = self._ready_meta()
-        ready["replaces"] = replaced
-        self.serving.announce(link, name, p.ready(ready))
+        self.serving.announce(link, name, p.ready(self._ready_meta()))
 
     def _heartbeat_meta(self, link: int) -> dict[str, Any]:
         b = self.serving
