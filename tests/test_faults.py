@@ -337,6 +337,8 @@ def test_a_request_that_cannot_reach_its_worker_goes_to_the_next(cluster: Cluste
         assert response.status_code == 200 and response.json()["echo"] == "rerouted"
         counters = (cluster.status() or {})["counters"]
         assert counters.get("unreachable_workers") == 1 and counters.get("resent", 0) >= 1
+        metrics = requests.get(cluster.url("/metrics"), timeout=10).text
+        assert "zeroserve_broker_unreachable_workers_total 1.0" in metrics
         assert "removed (a request could not reach it)" in cluster.logs()
     finally:
         stop.set()
