@@ -183,15 +183,12 @@ class Broker:
 
     def _drop_unreachable(self) -> None:
         """Peers a message could not reach: a frontend's requests are dropped (it re-sends
-        what it still waits for); a worker is removed, its requests re-queued (it announces
-        itself again at its next heartbeat)."""
+        what it still waits for); a worker is removed, its requests re-queued (a live one
+        announces itself again at its next heartbeat)."""
         while self._unreachable_frontends:
             self.peers.drop_frontend(self._unreachable_frontends.pop(), "unreachable")
         while self._unreachable_workers:
-            identity = self._unreachable_workers.pop()
-            if identity in self.registry.workers:
-                self.counters["unreachable_workers"] += 1
-                self.peers.remove_worker(identity, "a request could not reach it")
+            self.peers.unreachable_worker(self._unreachable_workers.pop(), time.monotonic())
 
     # -- receiving ---------------------------------------------------------
 

@@ -113,16 +113,10 @@ class Inflight:
         self.counters["requests"] += 1
         name = meta.get("service")
         service = self.registry.services.get(name) if isinstance(name, str) else None
-        if service is None or not service.has_ready_worker():
+        if service is None or not (service.has_ready_worker() or now < service.awaiting_until):
             self.counters["rejected_no_worker"] += 1
             # Workers come back (a launcher restarts one that died): worth a try again.
-            self.wire.refuse(
-                frontend,
-                rid,
-                503,
-                f"no worker is serving {name!r} right now",
-                self.policy.retry_after_s,
-            )
+            self.wire.refuse(frontend, rid, 503, _no_worker(name), self.policy.retry_after_s)
             return
         if service.queue.full():
             self.counters["rejected_queue_full"] += 1
@@ -320,6 +314,7 @@ class Inflight:
         queued request at once; an assigned one is cancelled, and if its worker still holds it
         a grace period later, the slot is taken back. Returns the services that got a slot
         back (for the caller to dispatch)."""
+        self._end_waits(now)
         freed: list[ServiceRecord] = []
         heap = self._deadlines
         while heap and heap[0][0] <= now:
@@ -352,10 +347,30 @@ class Inflight:
                     freed.append(service)
         return freed
 
+    def _end_waits(self, now: float) -> None:
+        """A service whose wait for a replacement worker is over, with none come: what waits
+        in its queue is answered 503 with Retry-After, as a new request would be."""
+        for service in self.registry.services.values():
+            if not 0 < service.awaiting_until <= now:
+                continue
+            service.awaiting_until = 0.0
+            if service.has_ready_worker():
+                continue
+            while (key := service.queue.pop()) is not None:
+                request = self.requests.get(key)
+                if request is not None:
+                    self._fail(request, 503, _no_worker(service.name), self.policy.retry_after_s)
+
     # -- helpers -----------------------------------------------------------------------
 
-    def _fail(self, request: BrokerRequest, status: int, why: str) -> None:
+    def _fail(
+        self, request: BrokerRequest, status: int, why: str, retry_after_s: float | None = None
+    ) -> None:
         self.requests.pop(request.key, None)
         self.counters[f"failed_{status}"] += 1
         if not request.cancelled:
-            self.wire.refuse(request.frontend, request.rid, status, why)
+            self.wire.refuse(request.frontend, request.rid, status, why, retry_after_s)
+
+
+def _no_worker(name: object) -> str:
+    return f"no worker is serving {name!r} right now"

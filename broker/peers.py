@@ -287,6 +287,21 @@ class Peers:
         )
         self.inflight.dispatch(self.registry.services[worker.service])
 
+    def unreachable_worker(self, identity: bytes, now: float) -> None:
+        """A request could not be given to this worker: no connection has its name (it died,
+        most often, and its launcher is starting another). It is removed at once, what it held
+        re-queued. Was it its service's last, the service's requests wait in its queue for a
+        replacement for as long as the lost worker's heartbeats would have kept it, rather than
+        being refused at once; then what still waits is answered 503 (``Inflight``)."""
+        worker = self.registry.workers.get(identity)
+        if worker is None:
+            return
+        self.counters["unreachable_workers"] += 1
+        service = self.registry.service_of(worker)
+        self.remove_worker(identity, "a request could not reach it")
+        if not service.has_ready_worker():
+            service.awaiting_until = max(service.awaiting_until, now + worker.expiry_s)
+
     # -- the frontend port -------------------------------------------------
 
     def on_frontend_heartbeat(self, frontend: bytes, meta: dict[str, Any], now: float) -> None:

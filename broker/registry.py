@@ -189,6 +189,10 @@ class ServiceRecord:
     workers: dict[bytes, WorkerRecord] = field(default_factory=dict)
     #: The traffic split between its versions (``cluster route``); empty: the newest takes all.
     weights: dict[str, int] = field(default_factory=dict)
+    #: Its last worker was lost at a request it could not be given (it died, and its launcher
+    #: is starting another): until then requests wait in its queue, as they would have for the
+    #: lost worker's heartbeats, instead of being refused (0: no such wait).
+    awaiting_until: float = 0.0
     #: Per version of the service, its workers with credit, best first: (-credit, picked,
     #: version, worker). An entry whose version is not its worker's is stale and skipped; so
     #: no request walks the workers.

@@ -268,8 +268,9 @@ def start_server_py(folder: Path, **env: str) -> tuple[subprocess.Popen, str]:
     return proc, f"http://127.0.0.1:{port}"
 
 
-def fake_ready(service: str, path: str, host: str) -> ReadyMeta:
-    """READY's metadata for a worker a test plays on raw sockets."""
+def fake_ready(service: str, path: str, host: str, interval_s: float = 1.0) -> ReadyMeta:
+    """READY's metadata for a worker a test plays on raw sockets (heartbeats `interval_s`
+    apart, it says)."""
     return {
         "service": service,
         "routes": [{"path": path, "methods": ["POST"]}],
@@ -277,7 +278,7 @@ def fake_ready(service: str, path: str, host: str) -> ReadyMeta:
         "pid": 1,
         "host": host,
         "version": "0",
-        "heartbeat_interval_s": 1.0,
+        "heartbeat_interval_s": interval_s,
     }
 
 

@@ -242,3 +242,15 @@ def test_a_new_session_of_a_worker_ends_its_earlier_one_and_no_other() -> None:
     assert set(rules.registry.workers) == {third, other}
     say(rules, third, p.ready(meta), 0.4)  # type: ignore[arg-type]  # the same session again
     assert set(rules.registry.workers) == {third, other}
+
+
+def test_a_worker_a_request_cannot_reach_is_removed_and_its_service_waits_for_another() -> None:
+    """Its service's requests wait for a replacement as long as its heartbeats would have kept
+    it (its 2 s interval, 3 missed), not refused at once."""
+    rules, _ = peers()
+    join(rules)
+    rules.unreachable_worker(DATA, now=10.0)
+    assert DATA not in rules.registry.workers and rules.counters["unreachable_workers"] == 1
+    assert rules.registry.services["svc"].awaiting_until == 16.0
+    rules.unreachable_worker(DATA, now=11.0)  # already gone: nothing more
+    assert rules.counters["unreachable_workers"] == 1

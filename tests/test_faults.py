@@ -10,6 +10,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import psutil
 import requests
 import zmq
 
@@ -309,7 +310,8 @@ def test_a_request_that_cannot_reach_its_worker_goes_to_the_next(cluster: Cluste
     control = context.socket(zmq.DEALER)
     control.setsockopt(zmq.LINGER, 0)
     control.connect(cluster.backend_endpoint)
-    data.send_multipart(p.ready(fake_ready("EchoAPI", "/predict", "gone")))
+    # Its request waits for the next worker as long as its heartbeats would have kept it: 30 s.
+    data.send_multipart(p.ready(fake_ready("EchoAPI", "/predict", "gone", interval_s=10.0)))
     wait_until(lambda: len((cluster.status() or {}).get("workers", [])) == 1, what="READY")
     data.close()  # no connection has the worker's name now; its control socket still beats
     stop = threading.Event()
@@ -344,3 +346,38 @@ def test_a_request_that_cannot_reach_its_worker_goes_to_the_next(cluster: Cluste
         stop.set()
         beating.join()
         control.close()
+
+
+def test_requests_wait_for_the_replacement_of_a_services_only_worker(cluster: Cluster) -> None:
+    """Its only worker killed, a service's requests wait for the one its launcher starts (as
+    long as the lost worker's heartbeats would have kept it: 20 x 0.2 s here), not refused
+    with 503: each is answered 200."""
+    cluster.up("EchoAPI", 1, broker_args=("--heartbeat-liveness", "20"))
+    (pid,) = worker_pids(cluster.procs[1][1])
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: not running(pid), what="the worker to be dead (its sockets closed)")
+    with ThreadPoolExecutor(5) as pool:
+        first = pool.submit(cluster.post, {"value": 0})
+        # Found gone at the request it could not be given; or, when that request went into the
+        # connection in the instant before ZeroMQ let it go, by its silence (4 s).
+        wait_until(lambda: gone(cluster), what="the broker to find the worker gone")
+        answers = [first, *(pool.submit(cluster.post, {"value": i}) for i in range(1, 5))]
+        got = [(a.result(30).status_code, a.result().json().get("echo")) for a in answers]
+    assert got == [(200, i) for i in range(5)]
+    snapshot = cluster.status() or {}
+    assert [w["pid"] for w in snapshot["workers"]] != [pid]
+    assert gone(cluster) == 1, snapshot["counters"]
+
+
+def gone(cluster: Cluster) -> int:
+    """Workers the broker found gone without a goodbye."""
+    counters = (cluster.status() or {}).get("counters", {})
+    return counters.get("unreachable_workers", 0) + counters.get("dead_workers", 0)
+
+
+def running(pid: int) -> bool:
+    """Alive, not a zombie its parent has yet to reap."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -314,3 +314,36 @@ def test_a_busy_version_does_not_hold_up_another_and_a_drained_one_hands_its_que
     assert reply(inflight, b, wire.requests[-1][1])
     inflight.dispatch(service)
     assert wire.requests[-1][0] == b"B" and not len(service.queue)
+
+
+def _lose_only_worker(inflight: Inflight, worker: WorkerRecord, until: float) -> None:
+    service = inflight.registry.service_of(worker)
+    inflight.registry.remove_worker(worker.identity)
+    service.awaiting_until = until
+
+
+def test_a_service_waiting_for_a_replacement_queues_then_answers_503_with_retry_after() -> None:
+    inflight, wire, (a,) = table(capacity=1)
+    _lose_only_worker(inflight, a, until=2.0)
+    accept(inflight, b"1", timeout_ms=10_000, now=1.0)
+    assert wire.terminal(b"1") == [] and (F, b"1") in inflight.requests
+    assert inflight.expire(1.9) == [] and wire.terminal(b"1") == []
+    inflight.expire(2.0)  # the wait is over, and no worker came
+    assert wire.terminal(b"1") == [(p.ERROR, 503)] and wire.retry_after[b"1"]
+    assert (F, b"1") not in inflight.requests
+    accept(inflight, b"2", now=2.1)
+    assert wire.terminal(b"2") == [(p.ERROR, 503)]
+
+
+def test_a_replacement_that_comes_in_time_takes_what_waited() -> None:
+    inflight, wire, (a,) = table(capacity=1)
+    _lose_only_worker(inflight, a, until=2.0)
+    accept(inflight, b"1", timeout_ms=10_000, now=1.0)
+    ready = parse_ready(
+        {"service": "svc", "routes": [{"path": "/p", "methods": ["POST"]}], "capacity": 1}
+    )
+    inflight.registry.add_worker(b"B", ready, {}, 1.5)
+    inflight.dispatch(inflight.registry.services["svc"])
+    assert wire.requests == [(b"B", b"1", 1)]
+    inflight.expire(2.5)
+    assert wire.terminal(b"1") == []
