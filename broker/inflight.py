@@ -348,7 +348,7 @@ class Inflight:
         return freed
 
     def _end_waits(self, now: float) -> None:
-        """A service whose wait for a replacement worker is over, with none come: what waits
+        """A service whose wait for a replacement worker is over and none came: what waits
         in its queue is answered 503 with Retry-After, as a new request would be."""
         for service in self.registry.services.values():
             if not 0 < service.awaiting_until <= now:
