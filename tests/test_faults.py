@@ -325,6 +325,7 @@ def test_a_request_that_cannot_reach_its_worker_goes_to_the_next(cluster: Cluste
     beating.start()
     try:
         cluster.frontend()
+        wait_until(lambda: cluster.health() == 200, what="the frontend to route to the worker")
         with ThreadPoolExecutor(1) as pool:
             answer = pool.submit(cluster.post, {"value": "rerouted"})
             wait_until(
