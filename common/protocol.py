@@ -109,8 +109,9 @@ TO_FRONTEND: dict[bytes, int] = {
 }
 #: worker (or launcher) -> broker, on its worker port: answers are [client, rid, meta, body].
 #: A worker process has two DEALERs: its data socket (READY, answers, DRAIN and its goodbye;
-#: its identity is the worker's) and its control socket, whose HEARTBEAT and DISCONNECT meta
-#: name the worker as ``{"worker": <data socket identity>}``. Broker heartbeats go to the
+#: named by the worker and its session with that broker, ``session_name``) and its control
+#: socket, whose HEARTBEAT and DISCONNECT meta name the worker as
+#: ``{"worker": <data socket identity>}``. Broker heartbeats go to the
 #: control socket, which is bound to its worker by its first heartbeat. A worker launcher
 #: says LAUNCHER [meta] once a heartbeat, and DISCONNECT [meta] when it stops.
 FROM_WORKER: dict[bytes, int] = {

@@ -27,7 +27,6 @@ from zeroserve.worker.process import run_worker_process
 from zeroserve.worker.scaling import SCALE_DOWN_AFTER_S, Load, Scaler
 from zeroserve.worker.threads import (
     environment_shown,
-    limit_environment,
     share,
     thread_environment,
 )
@@ -64,7 +63,8 @@ def build_launcher(
     threads = share(len(devices), config.threads_per_process)
     env = thread_environment(threads)
     if not embedded:
-        limit_environment(threads)
+        apply_environment(env)
+    environ = _changed(env)
     config = replace(config, threads_per_process=threads)
     api = given.api if given is not None else load_api(config.api)
     settings = resolve_settings(api, config)
@@ -80,9 +80,7 @@ def build_launcher(
         settings.version,
         settings.route,
         ", ".join(sorted(set(devices))),
-        f"{threads} thread(s) each"
-        if threads
-        else f"threads from {environment_shown(_changed(env))}",
+        f"{threads} thread(s) each" if threads else f"threads from {environment_shown(environ)}",
         ", ".join(config.brokers),
     )
     supervisor = Supervisor(
@@ -100,7 +98,7 @@ def build_launcher(
         env=env if embedded else None,
         signals=not embedded,
     )
-    link = LauncherLink(config, settings.service, supervisor, _changed(env))
+    link = LauncherLink(config, settings.service, supervisor, environ)
     supervisor.on_tick = link.tick
     return supervisor, link
 

@@ -43,6 +43,13 @@ CLIENT_BATCHING = (
 _TOKEN = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
 
+class _ClientBatching(RequestError):
+    """CLIENT_BATCHING, refused as the request arrives (``OpenAIEmbeddingSpec.refusal``)."""
+
+    def __init__(self) -> None:
+        super().__init__(400, CLIENT_BATCHING, [p.error_answer(400, CLIENT_BATCHING)])
+
+
 def count_tokens(text: str) -> int:
     """A model-free estimate: words and punctuation marks."""
     return len(_TOKEN.findall(text))
@@ -474,9 +481,10 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
             return None
         try:
             job.opened = self.decode(job)
-        except RequestError as exc:
-            if str(exc) == CLIENT_BATCHING:
-                return exc.outs
+        except _ClientBatching as exc:
+            return exc.outs
+        except RequestError:
+            pass  # answered in its batch, as any other request that cannot be read
         return None
 
     def check(self, api: Any) -> None:
@@ -509,7 +517,7 @@ class OpenAIEmbeddingSpec(_OpenAISpec):
         ):
             raise _refuse(400, "'input' must be a string or a non-empty list of strings")
         if self.request_objects and len(inputs) > 1 and self.max_batch_size > 1:
-            raise RequestError(400, CLIENT_BATCHING, [p.error_answer(400, CLIENT_BATCHING)])
+            raise _ClientBatching()
         if len(inputs) > MAX_EMBEDDING_INPUTS:
             raise _refuse(400, f"at most {MAX_EMBEDDING_INPUTS} inputs per request")
         encoding = body.get("encoding_format") or "float"
